@@ -1,0 +1,35 @@
+# Two commands do all the set-up: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+EXAMPLE ?= examples/hello
+STATE ?= ./state
+
+.PHONY: run test lint typecheck test-fast clean
+
+$(BIN)/marimo-orchestrator: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+run: $(BIN)/marimo-orchestrator
+	@echo "Open http://localhost:$(PORT)/ once it prints that it is serving."
+	$(BIN)/marimo-orchestrator $(EXAMPLE) --port $(PORT) --state-dir $(STATE)
+
+lint: $(BIN)/marimo-orchestrator
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/marimo-orchestrator
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q
+
+test-fast: $(BIN)/marimo-orchestrator
+	$(BIN)/python -m pytest -q -x --ignore=tests/test_end_to_end.py
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""Every path the orchestrator owns under the state directory (documented in state_layout.md).
+
+Invariant: no other module builds a path under the state directory by hand; they all ask a
+:class:`StateLayout`. ``tests/test_state_layout.py`` checks that state_layout.md names each one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    root: Path
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the one orchestrator allowed to change this directory."""
+        return self.root / ".orchestrator.lock"
+
+    @property
+    def venv(self) -> Path:
+        return self.root / "venv"
+
+    @property
+    def manifest(self) -> Path:
+        """What the venv is and what was last installed successfully (written atomically)."""
+        return self.root / "manifest.json"
+
+    @property
+    def uv_cache(self) -> Path:
+        return self.root / "cache" / "uv"
+
+    @property
+    def pip_cache(self) -> Path:
+        return self.root / "cache" / "pip"
+
+    @property
+    def xdg_config(self) -> Path:
+        """``XDG_CONFIG_HOME`` for marimo, so its user settings persist."""
+        return self.root / "config"
+
+    @property
+    def marimo_config(self) -> Path:
+        return self.xdg_config / "marimo" / "marimo.toml"
+
+    @property
+    def venv_python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    def all_paths(self) -> dict[str, Path]:
+        """Name → path of everything above, for documentation checks."""
+        return {
+            "lock": self.lock,
+            "venv": self.venv,
+            "manifest": self.manifest,
+            "uv_cache": self.uv_cache,
+            "pip_cache": self.pip_cache,
+            "xdg_config": self.xdg_config,
+            "marimo_config": self.marimo_config,
+        }

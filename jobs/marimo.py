@@ -1,0 +1,275 @@
+"""The ``marimo`` step: run marimo from the venv's interpreter and keep it running.
+
+marimo is started as ``<venv>/bin/python -m marimo`` (never the ``marimo`` script): that is what
+makes ``sys.prefix != sys.base_prefix`` hold in marimo and its kernels, so marimo offers its
+Install button. It listens on a free loopback port and only accepts a random token that the
+orchestrator injects; no browser ever sees it.
+
+Invariants: :meth:`MarimoSupervisor.stop` and restarts report marimo down *before* the process is
+signalled, so the proxy stops routing to it first; every marimo process tree is ended through
+:func:`jobs.processes.terminate_tree`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+
+from tenacity import wait_exponential_jitter
+
+from jobs.errors import PermanentError, TransientError
+from jobs.installers import Installer
+from jobs.layout import StateLayout
+from jobs.processes import lines, spawn, terminate_tree_async
+from jobs.redact import redact
+from jobs.reporting import Reporter
+from jobs.settings import MarimoMode
+
+_SCRUBBED_VARIABLES = ("UV", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONHOME", "CONDA_PREFIX")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def configure_package_manager(layout: StateLayout, installer: Installer) -> None:
+    """Make marimo's Install button use our installer; keep every other user setting.
+
+    A config file that cannot be parsed is kept aside as ``marimo.toml.broken`` (never lost).
+    """
+    import tomlkit
+
+    path = layout.marimo_config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document: tomlkit.TOMLDocument
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        document = tomlkit.document()
+    except (OSError, ValueError, tomlkit.exceptions.TOMLKitError):
+        path.replace(path.with_name(path.name + ".broken"))
+        document = tomlkit.document()
+    table = document.get("package_management")
+    if table is None:
+        table = tomlkit.table()
+        document["package_management"] = table
+    if table.get("manager") == installer.name:
+        return
+    table["manager"] = installer.name
+    from jobs.manifest import write_atomically
+
+    write_atomically(path, tomlkit.dumps(document))
+
+
+def marimo_environment(
+    base: Mapping[str, str], python: Path, layout: StateLayout, installer: Installer
+) -> dict[str, str]:
+    """What marimo runs with: the venv first on PATH, our installer and its cache, the state
+    volume's config. Inherited variables that would switch marimo's uv to project mode are
+    dropped first (see reference/marimo.md)."""
+    env = {key: value for key, value in base.items() if key not in _SCRUBBED_VARIABLES}
+    venv_bin = python.parent
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', os.defpath)}"
+    if (venv_bin.parent / "pyvenv.cfg").exists():
+        env["VIRTUAL_ENV"] = str(venv_bin.parent)
+    if installer.uv_bin is not None:
+        env["UV"] = installer.uv_bin
+    env.update(installer.environment({}, layout))
+    env["XDG_CONFIG_HOME"] = str(layout.xdg_config)
+    env["MARIMO_SKIP_UPDATE_CHECK"] = "1"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+async def health_ok(port: int, host: str = "127.0.0.1") -> bool:
+    """One ``GET /health``; True on a 200."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout=5)
+        return status.split(b" ")[1:2] == [b"200"]
+    except (OSError, TimeoutError, IndexError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+class MarimoSupervisor:
+    """Starts marimo, waits for it, restarts it when it dies, stops it on request.
+
+    ``max_quick_crashes`` exits within ``stable_after`` seconds of a start, in a row, stop the
+    restarts: a crash loop is reported with marimo's last output instead of spinning forever.
+    """
+
+    def __init__(
+        self,
+        *,
+        notebook_dir: Path,
+        mode: MarimoMode,
+        python: Path,
+        layout: StateLayout,
+        installer: Installer,
+        base_env: Mapping[str, str],
+        reporter: Reporter,
+        ready_timeout: float,
+        max_quick_crashes: int = 5,
+        stable_after: float = 30.0,
+    ) -> None:
+        self.notebook_dir = notebook_dir
+        self.mode = mode
+        self.python = python
+        self.layout = layout
+        self.installer = installer
+        self.base_env = base_env
+        self.reporter = reporter
+        self.ready_timeout = ready_timeout
+        self.max_quick_crashes = max_quick_crashes
+        self.stable_after = stable_after
+        self.restarts = 0
+        self.output: deque[str] = deque(maxlen=200)
+        self._process: asyncio.subprocess.Process | None = None
+        self._token = ""
+        self._stopping = False
+        self._deliberate_restart = False
+        self._backoff = wait_exponential_jitter(initial=1, max=30, jitter=1)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _argv(self, port: int, token_file: Path) -> list[str]:
+        argv = [str(self.python), "-m", "marimo", self.mode, str(self.notebook_dir)]
+        argv += ["--headless", "--no-sandbox", "--host", "127.0.0.1", "-p", str(port)]
+        argv += ["--token-password-file", str(token_file)]
+        if self.mode == "edit":
+            argv.append("--skip-update-check")
+        return argv
+
+    async def launch(self) -> None:
+        """Start one marimo and return once ``/health`` answers.
+
+        Raises :class:`TransientError` when it exits early (a port race, say) or does not
+        answer within ``ready_timeout``; the process is gone when this raises.
+        """
+        if not self.python.exists():
+            raise PermanentError(f"the interpreter {self.python} for marimo does not exist")
+        configure_package_manager(self.layout, self.installer)
+        port = free_port()
+        self._token = secrets.token_urlsafe(32)
+        token_dir = Path(tempfile.mkdtemp(prefix="marimo-token-"))
+        token_file = token_dir / "token"
+        token_file.write_text(self._token, encoding="utf-8")
+        token_file.chmod(0o600)
+        env = marimo_environment(self.base_env, self.python, self.layout, self.installer)
+        try:
+            process = await spawn(self._argv(port, token_file), env=env, cwd=self.notebook_dir)
+            self._process = process
+            reader = asyncio.create_task(self._pump(process))
+            await self._wait_ready(process, port, reader)
+        finally:
+            shutil.rmtree(token_dir, ignore_errors=True)
+        self.reporter.marimo_up(process.pid, "127.0.0.1", port, self._token)
+
+    async def _pump(self, process: asyncio.subprocess.Process) -> None:
+        async for line in lines(process):
+            clean = redact(line, (self._token,))
+            self.output.append(clean)
+            self.reporter.log("marimo", "marimo", clean)
+
+    async def _wait_ready(
+        self, process: asyncio.subprocess.Process, port: int, reader: asyncio.Task[None]
+    ) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        delay = 0.05
+        while True:
+            if process.returncode is not None:
+                await reader
+                raise TransientError(
+                    f"marimo exited with code {process.returncode} before it was ready: "
+                    + " ".join(list(self.output)[-3:])
+                )
+            if await health_ok(port):
+                return
+            if time.monotonic() > deadline:
+                await terminate_tree_async(process.pid)
+                raise TransientError(f"marimo did not answer within {self.ready_timeout:.0f} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(process.wait()), timeout=delay)
+            delay = min(delay * 1.5, 0.5)
+
+    async def watch(self) -> None:
+        """Keep marimo running until :meth:`stop`; returns when restarts are given up."""
+        quick_crashes = 0
+        while not self._stopping:
+            process = self._process
+            if process is None:
+                return
+            started = time.monotonic()
+            code = await process.wait()
+            if self._stopping:
+                return
+            if self._deliberate_restart:
+                self._deliberate_restart = False
+                quick_crashes = 0
+            else:
+                self.restarts += 1
+                quick_crashes = quick_crashes + 1 if time.monotonic() - started < self.stable_after else 1
+                reason = f"marimo exited unexpectedly with code {code}"
+                self.reporter.marimo_down(reason, self.restarts, list(self.output)[-20:])
+                if quick_crashes >= self.max_quick_crashes:
+                    raise PermanentError(
+                        f"marimo crashed {quick_crashes} times in a row; giving up: "
+                        + " ".join(list(self.output)[-3:])
+                    )
+            await self._relaunch(quick_crashes)
+
+    async def _relaunch(self, attempt: int) -> None:
+        from tenacity import RetryCallState
+
+        if attempt:
+            state = RetryCallState(None, None, (), {})
+            state.attempt_number = attempt
+            delay = self._backoff(state)
+            self.reporter.step_retrying("marimo", attempt + 1, self.max_quick_crashes, delay, "marimo exited")
+            await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        self.reporter.step_running("marimo", "Restarting marimo")
+        try:
+            await self.launch()
+        except TransientError as error:
+            self.reporter.log("marimo", "orchestrator", str(error))
+            # The next loop turn sees the exited process and counts it as a quick crash.
+        else:
+            self.reporter.step_finished("marimo", "done", f"marimo is running (pid {self.pid})")
+
+    async def restart(self) -> None:
+        """A deliberate restart: reported, then the old tree is ended; :meth:`watch` relaunches."""
+        if self._process is None:
+            return
+        self._deliberate_restart = True
+        self.reporter.marimo_down("restart requested", self.restarts, [])
+        await terminate_tree_async(self._process.pid)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._process is not None and self._process.returncode is None:
+            self.reporter.marimo_down("stopping", self.restarts, [])
+            await terminate_tree_async(self._process.pid)

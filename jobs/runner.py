@@ -1,0 +1,230 @@
+"""Runs the startup steps in order, each under its own tenacity retry policy.
+
+A step raises :class:`TransientError` to be retried (exponential backoff with jitter, bounded
+attempts, each retry reported) and :class:`PermanentError` to fail at once. What a failure means
+for the steps after it is decided here, in one place:
+
+- ``state`` failing falls back to an ephemeral directory (packages will not persist);
+- ``venv`` failing runs marimo from the image's interpreter (no Install button);
+- ``requirements`` failing still starts marimo (the user can get in and fix things);
+- ``marimo`` failing is the only failure that leaves nothing to serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+from tenacity.stop import stop_base
+
+from jobs import requirements as requirements_job
+from jobs import venv as venv_job
+from jobs.errors import JobError, PermanentError, TransientError
+from jobs.installers import Installer, resolve_installer
+from jobs.layout import StateLayout
+from jobs.marimo import MarimoSupervisor
+from jobs.reporting import Reporter, StepName
+from jobs.settings import JobSettings
+from jobs.state import StateLock, check_directory, ephemeral_layout, lock_holder, try_lock
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int
+    initial: float
+    maximum: float
+    deadline: float | None = None
+
+    def stop(self) -> stop_base:
+        rule: stop_base = stop_after_attempt(self.attempts)
+        if self.deadline is not None:
+            rule = rule | stop_after_delay(self.deadline)
+        return rule
+
+
+POLICIES: dict[StepName, RetryPolicy] = {
+    "state": RetryPolicy(attempts=10_000, initial=0.2, maximum=5.0),
+    "venv": RetryPolicy(attempts=3, initial=1.0, maximum=10.0),
+    "requirements": RetryPolicy(attempts=5, initial=2.0, maximum=30.0),
+    "marimo": RetryPolicy(attempts=5, initial=1.0, maximum=15.0),
+}
+
+
+async def run_step(
+    step: StepName,
+    work: Callable[[], Awaitable[T]],
+    reporter: Reporter,
+    policy: RetryPolicy,
+) -> T:
+    """``work()`` until it succeeds, raises :class:`PermanentError`, or the policy gives up."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        reporter.step_retrying(step, state.attempt_number + 1, policy.attempts, delay, str(error))
+
+    retrying = AsyncRetrying(
+        stop=policy.stop(),
+        wait=wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
+        retry=retry_if_exception_type(TransientError),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await work()
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+class Pipeline:
+    """The startup sequence and what it leaves behind: the state lock and marimo's supervisor."""
+
+    def __init__(self, settings: JobSettings, reporter: Reporter) -> None:
+        self.settings = settings
+        self.reporter = reporter
+        self.layout: StateLayout | None = None
+        self.lock: StateLock | None = None
+        self.installer: Installer | None = None
+        self.supervisor: MarimoSupervisor | None = None
+        self._env = dict(settings.env)
+
+    async def run(self) -> None:
+        layout = await self._state()
+        installer = await self._installer()
+        python = await self._venv(layout, installer)
+        if python is not None:
+            await self._requirements(layout, installer)
+        await self._marimo(layout, installer, python or Path(sys.executable))
+
+    async def _state(self) -> StateLayout:
+        self.reporter.step_running("state", f"Waiting for the state directory {self.settings.state_dir}")
+        wanted = StateLayout(self.settings.state_dir)
+        policy = POLICIES["state"]
+        policy = RetryPolicy(policy.attempts, policy.initial, policy.maximum, self.settings.state_timeout)
+
+        async def attempt() -> None:
+            check_directory(wanted.root, create=not self.settings.wait_for_state)
+
+        try:
+            await run_step("state", attempt, self.reporter, policy)
+            self.lock = await self._acquire_lock(wanted)
+        except JobError as error:
+            self.layout = ephemeral_layout()
+            warning = f"{error}; using {self.layout.root}: installed packages will not persist"
+            self.reporter.step_finished("state", "failed", warning)
+            self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
+            return self.layout
+        self.layout = wanted
+        self.reporter.state_resolved(wanted.root, persistent=True, warning=None)
+        self.reporter.step_finished("state", "done", f"State in {wanted.root}")
+        return wanted
+
+    async def _acquire_lock(self, layout: StateLayout) -> StateLock:
+        """Wait as long as it takes: a second orchestrator must never touch the venv."""
+        delay = 0.2
+        while (lock := try_lock(layout)) is None:
+            holder = lock_holder(layout)
+            self.reporter.step_progress(
+                "state",
+                f"Another orchestrator{f' (pid {holder})' if holder else ''} is using "
+                f"{layout.root}; waiting for it to finish",
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        return lock
+
+    async def _installer(self) -> Installer:
+        try:
+            self.installer = resolve_installer(self.settings.installer)
+        except PermanentError as error:
+            self.reporter.log(None, "orchestrator", f"{error}; falling back to pip")
+            self.installer = resolve_installer("pip")
+        return self.installer
+
+    async def _venv(self, layout: StateLayout, installer: Installer) -> Path | None:
+        self.reporter.step_running("venv", f"Checking the venv at {layout.venv}")
+
+        async def attempt() -> str:
+            reason = await venv_job.why_unusable(layout, venv_job.Interpreter.current(), self._env)
+            if not reason:
+                return f"Reusing the venv at {layout.venv}"
+            self.reporter.step_progress("venv", f"Building the venv: {reason}", 0.0)
+            started = time.monotonic()
+            await venv_job.create(layout, installer, self._env, self.reporter)
+            return f"Built the venv at {layout.venv} in {time.monotonic() - started:.1f} s ({reason})"
+
+        try:
+            message = await run_step("venv", attempt, self.reporter, POLICIES["venv"])
+        except JobError as error:
+            self.reporter.step_finished(
+                "venv", "failed", f"{error}; marimo runs from the image's Python without Install"
+            )
+            self.reporter.step_finished("requirements", "skipped", "no venv to install into")
+            return None
+        self.reporter.step_finished("venv", "done", message)
+        return layout.venv_python
+
+    async def _requirements(self, layout: StateLayout, installer: Installer) -> bool:
+        path = self.settings.requirements
+        self.reporter.step_running("requirements", f"Checking {path}")
+
+        async def attempt() -> str | None:
+            return await requirements_job.install(path, layout, installer, self._env, self.reporter)
+
+        try:
+            message = await run_step("requirements", attempt, self.reporter, POLICIES["requirements"])
+        except JobError as error:
+            self.reporter.step_finished("requirements", "failed", str(error))
+            return False
+        if message is None:
+            self.reporter.step_finished("requirements", "skipped", f"{path.name} unchanged since the last install")
+        elif message == "none":
+            self.reporter.step_finished("requirements", "skipped", f"no requirements file at {path}")
+        else:
+            self.reporter.step_finished("requirements", "done", message)
+        return True
+
+    async def _marimo(self, layout: StateLayout, installer: Installer, python: Path) -> None:
+        self.reporter.step_running("marimo", "Starting marimo")
+        supervisor = MarimoSupervisor(
+            notebook_dir=self.settings.notebook_dir,
+            mode=self.settings.marimo_mode,
+            python=python,
+            layout=layout,
+            installer=installer,
+            base_env=self._env,
+            reporter=self.reporter,
+            ready_timeout=self.settings.marimo_ready_timeout,
+        )
+        self.supervisor = supervisor
+        try:
+            await run_step("marimo", supervisor.launch, self.reporter, POLICIES["marimo"])
+        except JobError as error:
+            self.reporter.step_finished("marimo", "failed", str(error))
+            return
+        self.reporter.step_finished("marimo", "done", f"marimo is running (pid {supervisor.pid})")
+        try:
+            await supervisor.watch()
+        except JobError as error:
+            self.reporter.step_finished("marimo", "failed", str(error))
+
+    async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        if self.lock is not None:
+            self.lock.release()

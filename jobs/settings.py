@@ -1,0 +1,32 @@
+"""Inputs of the startup jobs, resolved once by the orchestrator and never changed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+InstallerChoice = Literal["auto", "uv", "pip"]
+MarimoMode = Literal["edit", "run"]
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything the jobs need to know; no job reads ``os.environ`` or the CLI itself.
+
+    ``env`` is the environment handed to children (installers, marimo): the orchestrator's own
+    environment, so installer variables such as ``PIP_INDEX_URL`` or ``UV_INDEX_URL`` pass
+    through untouched.
+    """
+
+    notebook_dir: Path
+    requirements: Path
+    state_dir: Path
+    wait_for_state: bool
+    state_timeout: float
+    installer: InstallerChoice
+    marimo_mode: MarimoMode
+    marimo_ready_timeout: float
+    base_python: str
+    env: Mapping[str, str] = field(repr=False)

@@ -1,0 +1,133 @@
+"""Bind the public port first, then start the jobs; stop cleanly on SIGTERM/SIGINT.
+
+Invariants: the listening socket exists before the first job is scheduled, and nothing on the way
+there imports marimo, requests or other heavy modules; on exit every child process tree we
+started is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import sys
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.routing
+import tornado.web
+
+from jobs.processes import live_children, terminate_tree_async
+from jobs.runner import Pipeline
+from orchestrator import logs
+from orchestrator.config import Config
+from orchestrator.status import StatusBoard
+from orchestrator.web.handlers import (
+    STATIC_DIR,
+    EventsHandler,
+    HealthyHandler,
+    LoadingPage,
+    LoadingPageHandler,
+    ReadyHandler,
+    StatusHandler,
+)
+from proxy.routes import proxy_rules
+
+log = logging.getLogger("orchestrator")
+
+SHUTDOWN_GRACE = 5.0
+
+
+class BindError(Exception):
+    pass
+
+
+def bind(config: Config) -> list[socket.socket]:
+    try:
+        return tornado.netutil.bind_sockets(config.port, config.host)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise BindError(f"port {config.port} on {config.host} is already in use") from None
+        if error.errno == errno.EACCES:
+            raise BindError(f"not allowed to listen on {config.host}:{config.port}") from None
+        raise BindError(f"cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+
+
+def make_app(config: Config, board: StatusBoard) -> tornado.web.Application:
+    page = LoadingPage(board)
+    own: dict[str, object] = {"board": board}
+    rules: list[tornado.routing.Rule] = [
+        tornado.routing.Rule(tornado.routing.PathMatches(r"/-/healthy"), HealthyHandler, own),
+        tornado.routing.Rule(tornado.routing.PathMatches(r"/-/ready"), ReadyHandler, own),
+        tornado.routing.Rule(tornado.routing.PathMatches(r"/-/status"), StatusHandler, own),
+        tornado.routing.Rule(
+            tornado.routing.PathMatches(r"/-/events"),
+            EventsHandler,
+            {"board": board, "keepalive": config.sse_keepalive},
+        ),
+        tornado.routing.Rule(
+            tornado.routing.PathMatches(r"/-/loading"), LoadingPageHandler, {"board": board, "page": page}
+        ),
+        tornado.routing.Rule(
+            tornado.routing.PathMatches(r"/-/static/(.*)"),
+            tornado.web.StaticFileHandler,
+            {"path": str(STATIC_DIR)},
+        ),
+        *proxy_rules(board.upstream, page),
+    ]
+    return tornado.web.Application(rules, compress_response=False)
+
+
+async def _run(config: Config, sockets: list[socket.socket]) -> int:
+    board = StatusBoard()
+    server = tornado.httpserver.HTTPServer(
+        make_app(config, board), xheaders=False, max_buffer_size=64 * 1024 * 1024
+    )
+    server.add_sockets(sockets)
+    shown = "localhost" if config.host in ("127.0.0.1", "0.0.0.0", "::") else config.host
+    log.info("listening on http://%s:%s/ (notebooks in %s)", shown, config.port, config.notebook_dir)
+    print(f"marimo-orchestrator is serving http://{shown}:{config.port}/", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    pipeline = Pipeline(config.job_settings(), board)
+    jobs = asyncio.create_task(pipeline.run(), name="pipeline")
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({jobs, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if jobs in done and jobs.exception() is not None:
+        log.error("the startup jobs crashed: %r", jobs.exception())
+    if not stop.is_set():
+        # The jobs ended (marimo gave up for good): keep serving the status until told to stop.
+        await stop.wait()
+
+    log.info("stopping")
+    board.begin_stopping()
+    server.stop()
+    await pipeline.stop()
+    jobs.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await jobs
+    await asyncio.gather(
+        *(terminate_tree_async(child.pid, SHUTDOWN_GRACE) for child in live_children()),
+        return_exceptions=True,
+    )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.close_all_connections(), timeout=1.0)
+    log.info("stopped")
+    return 0
+
+
+def serve(config: Config) -> int:
+    logs.configure(config.log_level)
+    try:
+        sockets = bind(config)
+    except BindError as error:
+        print(f"marimo-orchestrator: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    return asyncio.run(_run(config, sockets))

@@ -1,0 +1,166 @@
+"""Command line: ``marimo-orchestrator [NOTEBOOK_DIR]``; every flag has an ORCHESTRATOR_* twin.
+
+Only the standard library is imported here, so ``--help`` and configuration errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from orchestrator.config import INSTALLERS, LOG_LEVELS, MODES, Config, ConfigError, resolve
+
+ENV_PREFIX = "ORCHESTRATOR_"
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+class _Options:
+    """Adds flags whose default comes from the environment twin, converted with a clear error."""
+
+    def __init__(self, parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+        self.parser = parser
+        self.env = env
+        self.errors: list[str] = []
+
+    def add(
+        self,
+        flag: str,
+        *,
+        default: Any,
+        convert: Callable[[str], Any] = str,
+        help: str,
+        **kwargs: Any,
+    ) -> None:
+        name = _env_name(flag)
+        raw = self.env.get(name)
+        value = default
+        if raw is not None and raw != "":
+            try:
+                value = convert(raw)
+            except ValueError as error:
+                self.errors.append(f"environment variable {name}={raw!r} is invalid: {error}")
+        shown = "" if default is None else f" (default: {default})"
+        self.parser.add_argument(
+            flag, default=value, type=convert, help=f"{help}{shown} [env: {name}]", **kwargs
+        )
+
+
+def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="marimo-orchestrator",
+        description=(
+            "Serve a marimo notebook folder from a container: the port answers at once with a "
+            "live loading page while a persistent venv is prepared and requirements are "
+            "installed in the background; then every request is proxied to marimo. "
+            "Own routes live under /-/ (healthy, ready, status, events)."
+        ),
+    )
+    parser.add_argument(
+        "notebook_dir",
+        nargs="?",
+        default=env.get(ENV_PREFIX + "NOTEBOOK_DIR") or ".",
+        metavar="NOTEBOOK_DIR",
+        help="folder of notebooks marimo serves (default: current folder) [env: ORCHESTRATOR_NOTEBOOK_DIR]",
+    )
+    options = _Options(parser, env)
+    options.add("--host", default="127.0.0.1", help="address to listen on")
+    options.add("--port", default=8080, convert=int, help="public port")
+    options.add(
+        "--state-dir",
+        default=None,
+        help="persistent state folder holding the venv, caches and settings "
+        "(default: $Quix__Deployment__State__Path when set, else ./state)",
+    )
+    options.add(
+        "--wait-for-state",
+        default=None,
+        convert=_boolean,
+        help="wait for the state folder to appear instead of creating it "
+        "(default: true when the folder comes from Quix)",
+    )
+    options.add(
+        "--state-timeout",
+        default=300.0,
+        convert=float,
+        help="seconds to wait for a usable state folder before falling back to a temporary one",
+    )
+    options.add(
+        "--requirements",
+        default=None,
+        help="requirements file to install (default: NOTEBOOK_DIR/requirements.txt; "
+        "a missing file means nothing to install)",
+    )
+    options.add(
+        "--installer",
+        default="auto",
+        choices=INSTALLERS,
+        help="installer for requirements and marimo's Install button; auto = uv when available",
+    )
+    options.add(
+        "--marimo-mode",
+        default="edit",
+        choices=MODES,
+        help="edit: the notebook editor; run: notebooks as read-only apps",
+    )
+    options.add(
+        "--marimo-ready-timeout",
+        default=300.0,
+        convert=float,
+        help="seconds marimo may take to answer /health after it starts",
+    )
+    options.add("--log-level", default="info", choices=LOG_LEVELS, help="log verbosity")
+    options.add(
+        "--sse-keepalive",
+        default=15.0,
+        convert=float,
+        help="seconds between keep-alive comments on /-/events",
+    )
+    return parser, options.errors
+
+
+def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
+    parser, env_errors = build_parser(env)
+    args = parser.parse_args(list(argv))
+    if env_errors:
+        raise ConfigError(env_errors[0])
+    return resolve(
+        notebook_dir=args.notebook_dir,
+        host=args.host,
+        port=args.port,
+        state_dir=args.state_dir,
+        wait_for_state=args.wait_for_state,
+        state_timeout=args.state_timeout,
+        requirements=args.requirements,
+        installer=args.installer,
+        marimo_mode=args.marimo_mode,
+        marimo_ready_timeout=args.marimo_ready_timeout,
+        log_level=args.log_level,
+        sse_keepalive=args.sse_keepalive,
+        env=env,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as error:
+        print(f"marimo-orchestrator: error: {error}", file=sys.stderr)
+        return 2
+    from orchestrator.app import serve
+
+    return serve(config)

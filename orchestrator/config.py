@@ -1,0 +1,137 @@
+"""One resolved, immutable configuration. Quix's variables are mapped here and nowhere else.
+
+Precedence for every setting: command-line flag, then its ``ORCHESTRATOR_*`` environment twin,
+then a Quix variable where one applies, then the default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast
+
+from jobs.settings import InstallerChoice, JobSettings, MarimoMode
+
+INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
+MODES: tuple[MarimoMode, ...] = ("edit", "run")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+QUIX_STATE_PATH = "Quix__Deployment__State__Path"
+QUIX_STATE_ENABLED = "Quix__Deployment__State__Enabled"
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names the setting and the value, in one line."""
+
+
+@dataclass(frozen=True)
+class Config:
+    notebook_dir: Path
+    host: str
+    port: int
+    state_dir: Path
+    state_from_quix: bool
+    wait_for_state: bool
+    state_timeout: float
+    requirements: Path
+    installer: InstallerChoice
+    marimo_mode: MarimoMode
+    marimo_ready_timeout: float
+    log_level: Literal["debug", "info", "warning", "error"]
+    sse_keepalive: float
+    env: Mapping[str, str] = field(repr=False)
+
+    def job_settings(self) -> JobSettings:
+        return JobSettings(
+            notebook_dir=self.notebook_dir,
+            requirements=self.requirements,
+            state_dir=self.state_dir,
+            wait_for_state=self.wait_for_state,
+            state_timeout=self.state_timeout,
+            installer=self.installer,
+            marimo_mode=self.marimo_mode,
+            marimo_ready_timeout=self.marimo_ready_timeout,
+            base_python=sys.executable,
+            env=self.env,
+        )
+
+
+def _positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _state_parent_usable(path: Path) -> None:
+    """The state path may appear later (a volume mounting late), but it must be possible."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return
+        probe = probe.parent
+    if probe != path and not probe.is_dir():
+        raise ConfigError(f"--state-dir {path}: cannot be created because {probe} is not a directory")
+    if probe == path and not path.is_dir():
+        raise ConfigError(f"--state-dir {path}: exists and is not a directory")
+
+
+def resolve(
+    *,
+    notebook_dir: str,
+    host: str,
+    port: int,
+    state_dir: str | None,
+    wait_for_state: bool | None,
+    state_timeout: float,
+    requirements: str | None,
+    installer: str,
+    marimo_mode: str,
+    marimo_ready_timeout: float,
+    log_level: str,
+    sse_keepalive: float,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate the already-merged values (flag or env twin or default) into a Config."""
+    env = dict(os.environ if env is None else env)
+    notebooks = Path(notebook_dir).expanduser().resolve()
+    if not notebooks.is_dir():
+        what = "does not exist" if not notebooks.exists() else "is not a directory"
+        raise ConfigError(f"NOTEBOOK_DIR {notebooks} {what}")
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    quix_state = env.get(QUIX_STATE_PATH) or None
+    from_quix = state_dir is None and quix_state is not None
+    state = Path(state_dir or quix_state or "./state").expanduser().absolute()
+    _state_parent_usable(state)
+    if wait_for_state is None:
+        # A volume Quix promises must be waited for; creating it ourselves would lose data.
+        wait_for_state = from_quix or env.get(QUIX_STATE_ENABLED, "").lower() == "true"
+    reqs = Path(requirements).expanduser().absolute() if requirements else notebooks / "requirements.txt"
+    if requirements and reqs.is_dir():
+        raise ConfigError(f"--requirements {reqs} is a directory, not a file")
+    return Config(
+        notebook_dir=notebooks,
+        host=host,
+        port=port,
+        state_dir=state,
+        state_from_quix=from_quix,
+        wait_for_state=wait_for_state,
+        state_timeout=_positive("--state-timeout", state_timeout),
+        requirements=reqs,
+        installer=cast(InstallerChoice, _choice("--installer", installer, INSTALLERS)),
+        marimo_mode=cast(MarimoMode, _choice("--marimo-mode", marimo_mode, MODES)),
+        marimo_ready_timeout=_positive("--marimo-ready-timeout", marimo_ready_timeout),
+        log_level=cast(
+            Literal["debug", "info", "warning", "error"], _choice("--log-level", log_level, LOG_LEVELS)
+        ),
+        sse_keepalive=_positive("--sse-keepalive", sse_keepalive),
+        env=env,
+    )

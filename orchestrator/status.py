@@ -1,0 +1,225 @@
+"""The status board: the single source of truth for phase, steps, readiness and marimo's address.
+
+Jobs write to it through the :class:`jobs.reporting.Reporter` methods; the web routes and the
+proxy only read. Every change is published to subscribers (``/-/events``) as a full snapshot, so
+a subscriber that missed something is always corrected by the next event.
+
+Invariants: nothing secret is stored in a field that is published (marimo's token lives only in
+the :class:`proxy.upstream.Upstream` handed to the proxy, and every published text is redacted);
+``ready`` is true exactly while there is an upstream and we are not stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jobs.redact import redact
+from jobs.reporting import STEP_NAMES, Outcome, StepName
+from proxy.upstream import Upstream
+
+log = logging.getLogger("orchestrator")
+
+Phase = Literal["starting", "ready", "degraded", "failed", "stopping"]
+StepStatus = Literal["pending", "running", "done", "skipped", "failed"]
+
+
+@dataclass
+class Step:
+    name: StepName
+    status: StepStatus = "pending"
+    attempt: int = 0
+    max_attempts: int | None = None
+    progress: float | None = None
+    message: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    next_attempt_at: float | None = None
+
+
+@dataclass
+class MarimoInfo:
+    pid: int | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    last_output: list[str] = field(default_factory=list)
+
+
+class Subscriber:
+    """One ``/-/events`` client. Bounded: a client that stops reading is dropped, not buffered."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=capacity)
+        self.overflowed = False
+
+    def offer(self, event: str, data: str) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait((event, data))
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+class StatusBoard:
+    def __init__(self, log_capacity: int = 500) -> None:
+        self.boot_id = uuid.uuid4().hex
+        self.started_at = time.time()
+        self.steps: dict[StepName, Step] = {name: Step(name) for name in STEP_NAMES}
+        self.marimo = MarimoInfo()
+        self.state: dict[str, Any] = {"path": None, "persistent": None, "warning": None}
+        self.stopping = False
+        self.logs: deque[dict[str, Any]] = deque(maxlen=log_capacity)
+        self.subscribers: set[Subscriber] = set()
+        self._upstream: Upstream | None = None
+        self._generation = 0
+        self._secrets: tuple[str, ...] = ()
+
+    # -- readers -------------------------------------------------------------------------------
+
+    def upstream(self) -> Upstream | None:
+        """For the proxy: answers at once, never waits."""
+        return None if self.stopping else self._upstream
+
+    @property
+    def ready(self) -> bool:
+        return self.upstream() is not None
+
+    @property
+    def phase(self) -> Phase:
+        if self.stopping:
+            return "stopping"
+        if self._upstream is not None:
+            troubled = any(step.status == "failed" for step in self.steps.values())
+            return "degraded" if troubled or self.state["persistent"] is False else "ready"
+        if self.steps["marimo"].status == "failed":
+            return "failed"
+        return "starting"
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "ready": self.ready,
+            "boot_id": self.boot_id,
+            "started_at": self.started_at,
+            "steps": [asdict(step) for step in self.steps.values()],
+            "marimo": asdict(self.marimo),
+            "state": dict(self.state),
+        }
+
+    def snapshot_json(self) -> str:
+        return json.dumps(self.snapshot(), separators=(",", ":"))
+
+    def subscribe(self) -> Subscriber:
+        subscriber = Subscriber()
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def _clean(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    def _publish(self) -> None:
+        data = self.snapshot_json()
+        for subscriber in self.subscribers:
+            subscriber.offer("status", data)
+
+    def _step(self, name: StepName) -> Step:
+        return self.steps[name]
+
+    # -- the Reporter protocol (jobs.reporting) -------------------------------------------------
+
+    def step_running(self, step: StepName, message: str) -> None:
+        entry = self._step(step)
+        if entry.status != "running":
+            entry.started_at = time.time()
+            entry.finished_at = None
+            entry.progress = None
+        entry.status = "running"
+        entry.attempt = max(entry.attempt, 1)
+        entry.message = self._clean(message)
+        entry.next_attempt_at = None
+        log.info("%s", entry.message, extra={"step": step})
+        self._publish()
+
+    def step_progress(self, step: StepName, message: str, fraction: float | None = None) -> None:
+        entry = self._step(step)
+        entry.message = self._clean(message)
+        if fraction is not None:
+            entry.progress = max(0.0, min(1.0, fraction))
+        self._publish()
+
+    def step_retrying(
+        self, step: StepName, attempt: int, max_attempts: int, delay: float, error: str
+    ) -> None:
+        entry = self._step(step)
+        entry.attempt = attempt
+        entry.max_attempts = max_attempts
+        entry.next_attempt_at = time.time() + delay
+        entry.message = self._clean(f"{error} (attempt {attempt} of {max_attempts} in {delay:.0f} s)")
+        log.warning("%s", entry.message, extra={"step": step})
+        self._publish()
+
+    def step_finished(self, step: StepName, outcome: Outcome, message: str) -> None:
+        entry = self._step(step)
+        entry.status = outcome
+        entry.message = self._clean(message)
+        entry.finished_at = time.time()
+        entry.next_attempt_at = None
+        if outcome == "done":
+            entry.progress = 1.0
+        level = logging.ERROR if outcome == "failed" else logging.INFO
+        log.log(level, "%s: %s", outcome, entry.message, extra={"step": step})
+        self._publish()
+
+    def log(self, step: StepName | None, source: str, line: str) -> None:
+        clean = self._clean(line)
+        record = {"t": time.time(), "step": step, "source": source, "line": clean}
+        self.logs.append(record)
+        log.info("%s", clean, extra={"step": step or "-", "source": source})
+        data = json.dumps(record, separators=(",", ":"))
+        for subscriber in self.subscribers:
+            subscriber.offer("log", data)
+
+    def state_resolved(self, path: Path, persistent: bool, warning: str | None) -> None:
+        self.state = {"path": str(path), "persistent": persistent, "warning": warning}
+        if warning:
+            log.warning("%s", warning, extra={"step": "state"})
+        self._publish()
+
+    def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
+        self._secrets = (*self._secrets[-4:], token)
+        self._generation += 1
+        self._upstream = Upstream(host, port, self._generation, f"Bearer {token}")
+        self.marimo.pid = pid
+        log.info("marimo is ready (pid %s)", pid, extra={"step": "marimo"})
+        self._publish()
+
+    def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
+        self._upstream = None
+        self.marimo.restarts = restarts
+        self.marimo.last_exit = self._clean(reason)
+        if last_output:
+            self.marimo.last_output = [self._clean(line) for line in last_output]
+        entry = self._step("marimo")
+        if entry.status == "done":
+            entry.status = "running"
+            entry.message = self.marimo.last_exit
+            entry.finished_at = None
+        log.warning("marimo is down: %s", self.marimo.last_exit, extra={"step": "marimo"})
+        self._publish()
+
+    def begin_stopping(self) -> None:
+        self.stopping = True
+        self._publish()

@@ -1,0 +1,1 @@
+"""Handlers for the orchestrator's own routes under ``/-/``: they read the board, nothing more."""

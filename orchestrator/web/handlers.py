@@ -1,0 +1,137 @@
+"""``/-/healthy``, ``/-/ready``, ``/-/status``, ``/-/events`` and the loading page."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import tornado.iostream
+import tornado.web
+
+from orchestrator.status import StatusBoard
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class BoardHandler(tornado.web.RequestHandler):
+    board: StatusBoard
+
+    def initialize(self, board: StatusBoard, **_: Any) -> None:
+        self.board = board
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+
+    def compute_etag(self) -> None:
+        return None
+
+
+class HealthyHandler(BoardHandler):
+    """Liveness: the process serves requests. Never depends on marimo or the jobs."""
+
+    def get(self) -> None:
+        self.write({"status": "alive", "boot_id": self.board.boot_id})
+
+    head = get
+
+
+class ReadyHandler(BoardHandler):
+    """Readiness: 200 exactly while marimo is proxied."""
+
+    def get(self) -> None:
+        if not self.board.ready:
+            self.set_status(503)
+            self.set_header("Retry-After", "2")
+        self.write({"ready": self.board.ready, "phase": self.board.phase})
+
+    head = get
+
+
+class StatusHandler(BoardHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.write(self.board.snapshot_json())
+
+
+class EventsHandler(BoardHandler):
+    """Server-Sent Events: the current status at once, then every change and log line.
+
+    A keep-alive comment goes out at least every ``keepalive`` seconds so that intermediaries do
+    not cut an idle stream. A client that cannot keep up is disconnected (it reconnects and is
+    brought up to date by the first event), never buffered without bound.
+    """
+
+    keepalive: float
+
+    def initialize(self, board: StatusBoard, keepalive: float = 15.0, **_: Any) -> None:
+        super().initialize(board)
+        self.keepalive = keepalive
+        self._closed = False
+
+    def on_connection_close(self) -> None:
+        self._closed = True
+
+    async def _send(self, event: str, data: str) -> None:
+        self.write(f"event: {event}\ndata: {data}\n\n")
+        await self.flush()
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")
+        subscriber = self.board.subscribe()
+        try:
+            self.write("retry: 1000\n\n")
+            await self._send("status", self.board.snapshot_json())
+            for record in list(self.board.logs)[-100:]:
+                self.write(f"event: log\ndata: {json.dumps(record, separators=(',', ':'))}\n\n")
+            await self.flush()
+            while not self._closed and not subscriber.overflowed:
+                try:
+                    event, data = await asyncio.wait_for(subscriber.queue.get(), self.keepalive)
+                except TimeoutError:
+                    self.write(": keep-alive\n\n")
+                    await self.flush()
+                    continue
+                self.write(f"event: {event}\ndata: {data}\n\n")
+                # Drain what is already queued before flushing once.
+                while not subscriber.queue.empty():
+                    event, data = subscriber.queue.get_nowait()
+                    self.write(f"event: {event}\ndata: {data}\n\n")
+                await self.flush()
+        except tornado.iostream.StreamClosedError:
+            pass
+        finally:
+            self.board.unsubscribe(subscriber)
+
+
+class LoadingPage:
+    """Renders the page shown at any marimo URL while marimo is not ready.
+
+    The current status is embedded so the page is right before its event stream connects.
+    """
+
+    def __init__(self, board: StatusBoard) -> None:
+        self.board = board
+        self.template = (STATIC_DIR / "loading.html").read_text(encoding="utf-8")
+
+    def __call__(self) -> bytes:
+        snapshot = self.board.snapshot_json().replace("<", "\\u003c")
+        page = self.template.replace("{{STATUS_JSON}}", snapshot)
+        page = page.replace("{{BOOT_ID}}", html.escape(self.board.boot_id))
+        return page.encode("utf-8")
+
+
+class LoadingPageHandler(BoardHandler):
+    """``/-/loading``: the page itself, whatever marimo's state, for direct links."""
+
+    def initialize(self, board: StatusBoard, page: LoadingPage | None = None, **_: Any) -> None:
+        super().initialize(board)
+        assert page is not None
+        self.page = page
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.write(self.page())

@@ -1,0 +1,111 @@
+"""Which headers cross the proxy, and what the proxy adds on the way to marimo.
+
+Invariants:
+
+* Hop-by-hop headers (RFC 9110 section 7.6.1) never cross, in either direction: the fixed list
+  below plus every header *named* in the message's own ``Connection`` header.
+* Every other header crosses untouched, in order, repeated headers kept as separate lines
+  (``Set-Cookie`` above all), except the few the proxy owns: ``Authorization`` toward marimo
+  when an injected value is configured, and ``X-Forwarded-*``.
+* The injected ``Authorization`` value only ever lands in headers sent to marimo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
+
+from proxy.upstream import Upstream
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        # Tornado's WebSocket client writes its own key, version and subprotocol list; the
+        # proxy speaks no extension (no permessage-deflate) on either leg.
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+    }
+)
+
+
+def tokens(headers: HTTPHeaders, name: str) -> list[str]:
+    """Lower-cased comma-separated tokens of every ``name`` header line."""
+    found: list[str] = []
+    for value in headers.get_list(name):
+        found.extend(t.strip().lower() for t in value.split(",") if t.strip())
+    return found
+
+
+def end_to_end(headers: HTTPHeaders, *, drop: Iterable[str] = ()) -> HTTPHeaders:
+    """A copy of ``headers`` without hop-by-hop headers (nor those in ``drop``)."""
+    dropped = HOP_BY_HOP | set(tokens(headers, "Connection")) | {d.lower() for d in drop}
+    kept = HTTPHeaders()
+    for name, value in headers.get_all():
+        if name.lower() not in dropped:
+            kept.add(name, value)
+    return kept
+
+
+def toward_marimo(
+    request: HTTPServerRequest, upstream: Upstream, *, drop: Iterable[str] = ()
+) -> HTTPHeaders:
+    """Headers for the request (or WebSocket upgrade) the proxy sends to marimo.
+
+    ``X-Forwarded-For`` gets the client's address appended to any chain an outer proxy built.
+    ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` describe the original request: kept when an
+    outer proxy (the platform's ingress) already set them, else set from this request. The
+    client's ``Host`` passes unchanged, so marimo builds URLs for the public address.
+    """
+    headers = end_to_end(request.headers, drop=drop)
+    chain = [v.strip() for v in request.headers.get_list("X-Forwarded-For") if v.strip()]
+    if request.remote_ip:
+        chain.append(request.remote_ip)
+    if chain:
+        headers["X-Forwarded-For"] = ", ".join(chain)
+    if "X-Forwarded-Proto" not in headers:
+        headers["X-Forwarded-Proto"] = request.protocol
+    if "X-Forwarded-Host" not in headers:
+        headers["X-Forwarded-Host"] = request.host
+    if "Host" not in headers:
+        headers["Host"] = upstream.netloc
+    if upstream.authorization is not None:
+        headers["Authorization"] = upstream.authorization
+    return headers
+
+
+def toward_client(headers: HTTPHeaders) -> HTTPHeaders:
+    """Headers of marimo's response as the client must see them.
+
+    A message framed with ``Transfer-Encoding`` must not also carry ``Content-Length``
+    (RFC 9112 section 6.3): the proxy re-frames it, so the length is dropped with it.
+    """
+    kept = end_to_end(headers)
+    if "Transfer-Encoding" in headers and "Content-Length" in kept:
+        del kept["Content-Length"]
+    return kept
+
+
+def keeps_alive(version: str, headers: HTTPHeaders) -> bool:
+    """Whether the connection that carried this response may carry another request."""
+    connection = tokens(headers, "Connection")
+    if "close" in connection:
+        return False
+    if version == "HTTP/1.0":
+        return "keep-alive" in connection
+    return True

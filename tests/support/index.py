@@ -1,0 +1,126 @@
+"""A PEP 503 "simple" package index on 127.0.0.1, served from a folder of wheels.
+
+Tests can hold a download until they release it (to keep a job running on purpose, without
+sleeping), and count every request (to prove that nothing was fetched).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass
+class IndexControl:
+    wheels: Path
+    requests: list[str] = field(default_factory=list)
+    held: dict[str, threading.Event] = field(default_factory=dict)
+    arrived: dict[str, threading.Event] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self, project: str) -> threading.Event:
+        """Downloads of ``project``'s files wait until the returned event is set."""
+        release = threading.Event()
+        self.held[normalize(project)] = release
+        self.arrived[normalize(project)] = threading.Event()
+        return release
+
+    def release_all(self) -> None:
+        for event in self.held.values():
+            event.set()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    control: IndexControl
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        control = self.control
+        with control.lock:
+            control.requests.append(self.path)
+        path = self.path.split("?", 1)[0]
+        wheels = sorted(control.wheels.glob("*.whl"))
+        if path in ("/simple", "/simple/"):
+            names = sorted({normalize(w.name.split("-")[0]) for w in wheels})
+            links = "".join(f'<a href="/simple/{n}/">{n}</a>\n' for n in names)
+            self._send(200, f"<html><body>{links}</body></html>".encode(), "text/html")
+            return
+        if match := re.fullmatch(r"/simple/([^/]+)/?", path):
+            project = normalize(match.group(1))
+            files = [w for w in wheels if normalize(w.name.split("-")[0]) == project]
+            if not files:
+                self._send(404, b"not found", "text/plain")
+                return
+            links = "".join(
+                f'<a href="/files/{w.name}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">'
+                f"{w.name}</a>\n"
+                for w in files
+            )
+            self._send(200, f"<html><body>{links}</body></html>".encode(), "text/html")
+            return
+        if match := re.fullmatch(r"/files/([^/]+)", path):
+            target = control.wheels / match.group(1)
+            if not target.is_file():
+                self._send(404, b"not found", "text/plain")
+                return
+            project = normalize(target.name.split("-")[0])
+            if project in control.held:
+                control.arrived[project].set()
+                control.held[project].wait(timeout=120)
+            self._send(200, target.read_bytes(), "application/octet-stream")
+            return
+        self._send(404, b"not found", "text/plain")
+
+
+class LocalIndex:
+    def __init__(self, wheels: Path) -> None:
+        self.control = IndexControl(wheels)
+        handler = type("Handler", (_Handler,), {"control": self.control})
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/simple"
+
+    def __enter__(self) -> LocalIndex:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.control.release_all()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def env(self) -> dict[str, str]:
+        """Point both installers at this index, and only at it."""
+        return {
+            "PIP_CONFIG_FILE": "/dev/null",
+            "PIP_INDEX_URL": self.url,
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "UV_INDEX_URL": self.url,
+            "UV_NO_CONFIG": "1",
+        }

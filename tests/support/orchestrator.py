@@ -1,0 +1,188 @@
+"""Run the real orchestrator (``python -m orchestrator``) as a child process, and watch it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def hermetic_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without the machine's installer settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PIP_", "UV_", "ORCHESTRATOR_", "Quix__", "VIRTUAL_ENV"))
+    }
+    env["PIP_CONFIG_FILE"] = "/dev/null"
+    env["UV_NO_CONFIG"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        notebook_dir: Path,
+        state_dir: Path,
+        log_path: Path,
+        env: Mapping[str, str],
+        args: tuple[str, ...] = (),
+    ) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator",
+                str(notebook_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(state_dir),
+                *args,
+            ],
+            cwd=ROOT,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.seen_pids: set[int] = {self.process.pid}
+
+    # -- observation ---------------------------------------------------------------------------
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def remember_tree(self) -> None:
+        try:
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                self.seen_pids.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+        return http_get(self.base + path, headers, timeout)
+
+    def status(self) -> dict[str, Any]:
+        code, _, body = self.get("/-/status")
+        assert code == 200, body
+        return dict(json.loads(body))
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120, what: str = "condition"
+    ) -> dict[str, Any]:
+        """Poll /-/status until ``predicate`` holds; fail with the last status and the log."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"orchestrator exited ({self.process.returncode}):\n{self.log_text()}")
+            try:
+                last = self.status()
+            except (OSError, AssertionError):
+                time.sleep(0.05)
+                continue
+            self.remember_tree()
+            if predicate(last):
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; last status {last}\n{self.log_text()}")
+
+    def wait_ready(self, timeout: float = 120) -> dict[str, Any]:
+        return self.wait_for(lambda s: bool(s["ready"]), timeout, "ready")
+
+    def wait_listening(self, timeout: float = 10) -> float:
+        """Seconds from spawn to the first answer on the public port."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+                code, _, _ = self.get("/-/healthy", timeout=2)
+                if code == 200:
+                    return time.monotonic() - self.started_at
+            except OSError:
+                time.sleep(0.01)
+        raise AssertionError(f"the port never answered:\n{self.log_text()}")
+
+    @staticmethod
+    def step(status: dict[str, Any], name: str) -> dict[str, Any]:
+        return next(step for step in status["steps"] if step["name"] == name)
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def terminate(self, timeout: float = 10) -> int:
+        self.remember_tree()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def leftovers(self) -> list[int]:
+        alive = []
+        for pid in self.seen_pids:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    def kill_everything(self) -> None:
+        """Teardown of last resort: whatever the test did, nothing survives it."""
+        self.remember_tree()
+        for pid in self.seen_pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.process.poll() is None:
+            self.process.wait(timeout=10)
+        if not self._log.closed:
+            self._log.close()

@@ -1,0 +1,78 @@
+"""Bad configuration stops the start with one clear line and a non-zero exit code."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.orchestrator import ROOT, hermetic_env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=ROOT,
+        env=hermetic_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_help_names_every_option_and_its_env_twin() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--port", "--host", "--state-dir", "--requirements", "--installer", "--marimo-mode"):
+        assert flag in result.stdout
+        assert "ORCHESTRATOR_" + flag[2:].replace("-", "_").upper() in result.stdout
+
+
+def test_missing_notebook_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    assert_one_line_error(run_cli(str(missing)), str(missing), "does not exist")
+
+
+def test_unknown_installer_value(tmp_path: Path) -> None:
+    result = run_cli(str(tmp_path), "--installer", "conda")
+    assert result.returncode == 2
+    assert "--installer" in result.stderr and "conda" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_env_twin_names_the_variable(tmp_path: Path) -> None:
+    result = run_cli(str(tmp_path), env={"ORCHESTRATOR_PORT": "eighty"})
+    assert_one_line_error(result, "ORCHESTRATOR_PORT", "eighty")
+
+
+def test_env_twin_is_used(tmp_path: Path) -> None:
+    result = run_cli(str(tmp_path), env={"ORCHESTRATOR_MARIMO_MODE": "sideways"})
+    assert_one_line_error(result, "--marimo-mode", "sideways")
+
+
+def test_state_path_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli(str(tmp_path), "--state-dir", str(blocker / "state"))
+    assert_one_line_error(result, str(blocker), "not a directory")
+
+
+def test_port_already_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            str(tmp_path), "--port", str(port), "--state-dir", str(tmp_path / "state")
+        )
+    assert_one_line_error(result, str(port), "already in use")

@@ -1,0 +1,69 @@
+"""What installers print is turned into progress, classified failures, and redacted lines."""
+
+from __future__ import annotations
+
+from jobs.errors import PermanentError, TransientError
+from jobs.installers import ProgressParser, classify_failure
+from jobs.redact import redact
+
+UV_MISSING = [
+    "Using Python 3.11.7 environment at: state/venv",
+    "  × No solution found when resolving dependencies:",
+    "  ╰─▶ Because no-such-package-xyz was not found in the package registry and you require",
+    "      no-such-package-xyz, we can conclude that your requirements are unsatisfiable.",
+]
+UV_503 = [
+    "error: Failed to fetch: `http://127.0.0.1:1234/simple/orch-alpha/`",
+    "  Caused by: HTTP status server error (503 Service Unavailable) for url (http://127.0.0.1:1234/simple/orch-alpha/)",
+]
+PIP_MISSING = [
+    "Looking in indexes: http://127.0.0.1:1234/simple",
+    "ERROR: Could not find a version that satisfies the requirement no-such-package-xyz (from versions: none)",
+    "ERROR: No matching distribution found for no-such-package-xyz",
+]
+PIP_UNREACHABLE = [
+    "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection broken by 'NewConnectionError(...Connection refused)': /simple/orch-alpha/",
+    "ERROR: Could not find a version that satisfies the requirement orch-alpha (from versions: none)",
+    "ERROR: No matching distribution found for orch-alpha",
+]
+
+
+def test_a_missing_package_is_permanent_and_named() -> None:
+    for installer, output in (("uv", UV_MISSING), ("pip", PIP_MISSING)):
+        error = classify_failure(installer, 1, output)  # type: ignore[arg-type]
+        assert isinstance(error, PermanentError)
+        assert "no-such-package-xyz" in str(error)
+
+
+def test_an_unreachable_index_is_transient() -> None:
+    for installer, output in (("uv", UV_503), ("pip", PIP_UNREACHABLE)):
+        error = classify_failure(installer, 1, output)  # type: ignore[arg-type]
+        assert isinstance(error, TransientError), (installer, error)
+
+
+def test_uv_progress_grows_to_done() -> None:
+    parser = ProgressParser()
+    updates = [
+        parser.feed(line)
+        for line in ("Resolved 3 packages in 5ms", "Prepared 2 packages in 9ms", "Installed 2 packages in 3ms", " + orch-alpha==1.0")
+    ]
+    fractions = [u[1] for u in updates if u]
+    assert fractions == sorted(fractions) and fractions[-1] >= 0.95
+    assert updates[-1] and "orch-alpha==1.0" in updates[-1][0]
+
+
+def test_pip_progress_names_the_package() -> None:
+    parser = ProgressParser()
+    first = parser.feed("Collecting orch-alpha")
+    assert first and first[0] == "Collecting orch-alpha"
+    last = parser.feed("Successfully installed orch-alpha-1.0")
+    assert last and last[1] >= 0.95
+
+
+def test_credentials_are_redacted() -> None:
+    line = "Looking in indexes: https://alice:s3cret@pypi.example.com/simple?token=abc123"
+    clean = redact(line)
+    assert "s3cret" not in clean and "alice" not in clean and "abc123" not in clean
+    assert "pypi.example.com/simple" in clean
+    assert redact("URL: http://localhost:1?access_token=zzz") == "URL: http://localhost:1?access_token=***"
+    assert "tok-9" not in redact("value tok-9 here", ("tok-9",))
