@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -23,8 +24,6 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-
-from tenacity import wait_exponential_jitter
 
 from jobs.errors import PermanentError, TransientError
 from jobs.installers import Installer
@@ -99,7 +98,9 @@ async def health_ok(port: int, host: str = "127.0.0.1") -> bool:
     except (OSError, TimeoutError):
         return False
     try:
-        writer.write(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(
+            f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
         await writer.drain()
         status = await asyncio.wait_for(reader.readline(), timeout=5)
         return status.split(b" ")[1:2] == [b"200"]
@@ -148,7 +149,6 @@ class MarimoSupervisor:
         self._token = ""
         self._stopping = False
         self._deliberate_restart = False
-        self._backoff = wait_exponential_jitter(initial=1, max=30, jitter=1)
 
     @property
     def pid(self) -> int | None:
@@ -230,7 +230,9 @@ class MarimoSupervisor:
                 quick_crashes = 0
             else:
                 self.restarts += 1
-                quick_crashes = quick_crashes + 1 if time.monotonic() - started < self.stable_after else 1
+                quick_crashes = (
+                    quick_crashes + 1 if time.monotonic() - started < self.stable_after else 1
+                )
                 reason = f"marimo exited unexpectedly with code {code}"
                 self.reporter.marimo_down(reason, self.restarts, list(self.output)[-20:])
                 if quick_crashes >= self.max_quick_crashes:
@@ -241,13 +243,11 @@ class MarimoSupervisor:
             await self._relaunch(quick_crashes)
 
     async def _relaunch(self, attempt: int) -> None:
-        from tenacity import RetryCallState
-
         if attempt:
-            state = RetryCallState(None, None, (), {})
-            state.attempt_number = attempt
-            delay = self._backoff(state)
-            self.reporter.step_retrying("marimo", attempt + 1, self.max_quick_crashes, delay, "marimo exited")
+            delay = min(30.0, 2.0 ** (attempt - 1)) + random.uniform(0, 1)
+            self.reporter.step_retrying(
+                "marimo", attempt + 1, self.max_quick_crashes, delay, "marimo exited"
+            )
             await asyncio.sleep(delay)
         if self._stopping:
             return

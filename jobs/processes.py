@@ -19,11 +19,7 @@ from pathlib import Path
 _PR_SET_PDEATHSIG = 1
 # Resolved once in the parent: the child, between fork and exec, only calls a function pointer
 # (loading a library there could deadlock on a lock another thread held at fork time).
-_prctl = (
-    ctypes.CDLL(None, use_errno=True).prctl
-    if sys.platform.startswith("linux")
-    else None
-)
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def _die_with_parent() -> None:

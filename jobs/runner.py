@@ -112,10 +112,14 @@ class Pipeline:
         await self._marimo(layout, installer, python or Path(sys.executable))
 
     async def _state(self) -> StateLayout:
-        self.reporter.step_running("state", f"Waiting for the state directory {self.settings.state_dir}")
+        self.reporter.step_running(
+            "state", f"Waiting for the state directory {self.settings.state_dir}"
+        )
         wanted = StateLayout(self.settings.state_dir)
         policy = POLICIES["state"]
-        policy = RetryPolicy(policy.attempts, policy.initial, policy.maximum, self.settings.state_timeout)
+        policy = RetryPolicy(
+            policy.attempts, policy.initial, policy.maximum, self.settings.state_timeout
+        )
 
         async def attempt() -> None:
             check_directory(wanted.root, create=not self.settings.wait_for_state)
@@ -166,7 +170,9 @@ class Pipeline:
             self.reporter.step_progress("venv", f"Building the venv: {reason}", 0.0)
             started = time.monotonic()
             await venv_job.create(layout, installer, self._env, self.reporter)
-            return f"Built the venv at {layout.venv} in {time.monotonic() - started:.1f} s ({reason})"
+            return (
+                f"Built the venv at {layout.venv} in {time.monotonic() - started:.1f} s ({reason})"
+            )
 
         try:
             message = await run_step("venv", attempt, self.reporter, POLICIES["venv"])
@@ -187,14 +193,20 @@ class Pipeline:
             return await requirements_job.install(path, layout, installer, self._env, self.reporter)
 
         try:
-            message = await run_step("requirements", attempt, self.reporter, POLICIES["requirements"])
+            message = await run_step(
+                "requirements", attempt, self.reporter, POLICIES["requirements"]
+            )
         except JobError as error:
             self.reporter.step_finished("requirements", "failed", str(error))
             return False
         if message is None:
-            self.reporter.step_finished("requirements", "skipped", f"{path.name} unchanged since the last install")
+            self.reporter.step_finished(
+                "requirements", "skipped", f"{path.name} unchanged since the last install"
+            )
         elif message == "none":
-            self.reporter.step_finished("requirements", "skipped", f"no requirements file at {path}")
+            self.reporter.step_finished(
+                "requirements", "skipped", f"no requirements file at {path}"
+            )
         else:
             self.reporter.step_finished("requirements", "done", message)
         return True

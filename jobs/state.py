@@ -38,7 +38,9 @@ def check_directory(path: Path, create: bool) -> None:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise PermanentError(f"cannot create the state directory {path}: {error.strerror}")
+            raise PermanentError(
+                f"cannot create the state directory {path}: {error.strerror}"
+            ) from None
     if not path.is_dir():
         raise PermanentError(f"the state path {path} exists but is not a directory")
     try:

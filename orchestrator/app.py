@@ -20,8 +20,6 @@ import tornado.netutil
 import tornado.routing
 import tornado.web
 
-from jobs.processes import live_children, terminate_tree_async
-from jobs.runner import Pipeline
 from orchestrator import logs
 from orchestrator.config import Config
 from orchestrator.status import StatusBoard
@@ -69,7 +67,9 @@ def make_app(config: Config, board: StatusBoard) -> tornado.web.Application:
             {"board": board, "keepalive": config.sse_keepalive},
         ),
         tornado.routing.Rule(
-            tornado.routing.PathMatches(r"/-/loading"), LoadingPageHandler, {"board": board, "page": page}
+            tornado.routing.PathMatches(r"/-/loading"),
+            LoadingPageHandler,
+            {"board": board, "page": page},
         ),
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/static/(.*)"),
@@ -88,13 +88,19 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
     )
     server.add_sockets(sockets)
     shown = "localhost" if config.host in ("127.0.0.1", "0.0.0.0", "::") else config.host
-    log.info("listening on http://%s:%s/ (notebooks in %s)", shown, config.port, config.notebook_dir)
+    log.info(
+        "listening on http://%s:%s/ (notebooks in %s)", shown, config.port, config.notebook_dir
+    )
     print(f"marimo-orchestrator is serving http://{shown}:{config.port}/", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+
+    # Imported only now: the port is already answering, the jobs' modules are not on that path.
+    from jobs.processes import live_children, terminate_tree_async
+    from jobs.runner import Pipeline
 
     pipeline = Pipeline(config.job_settings(), board)
     jobs = asyncio.create_task(pipeline.run(), name="pipeline")

@@ -75,7 +75,8 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         nargs="?",
         default=env.get(ENV_PREFIX + "NOTEBOOK_DIR") or ".",
         metavar="NOTEBOOK_DIR",
-        help="folder of notebooks marimo serves (default: current folder) [env: ORCHESTRATOR_NOTEBOOK_DIR]",
+        help="folder of notebooks marimo serves (default: current folder) "
+        "[env: ORCHESTRATOR_NOTEBOOK_DIR]",
     )
     options = _Options(parser, env)
     options.add("--host", default="127.0.0.1", help="address to listen on")

@@ -78,7 +78,9 @@ def _state_parent_usable(path: Path) -> None:
             return
         probe = probe.parent
     if probe != path and not probe.is_dir():
-        raise ConfigError(f"--state-dir {path}: cannot be created because {probe} is not a directory")
+        raise ConfigError(
+            f"--state-dir {path}: cannot be created because {probe} is not a directory"
+        )
     if probe == path and not path.is_dir():
         raise ConfigError(f"--state-dir {path}: exists and is not a directory")
 
@@ -114,7 +116,11 @@ def resolve(
     if wait_for_state is None:
         # A volume Quix promises must be waited for; creating it ourselves would lose data.
         wait_for_state = from_quix or env.get(QUIX_STATE_ENABLED, "").lower() == "true"
-    reqs = Path(requirements).expanduser().absolute() if requirements else notebooks / "requirements.txt"
+    reqs = (
+        Path(requirements).expanduser().absolute()
+        if requirements
+        else notebooks / "requirements.txt"
+    )
     if requirements and reqs.is_dir():
         raise ConfigError(f"--requirements {reqs} is a directory, not a file")
     return Config(
@@ -130,7 +136,8 @@ def resolve(
         marimo_mode=cast(MarimoMode, _choice("--marimo-mode", marimo_mode, MODES)),
         marimo_ready_timeout=_positive("--marimo-ready-timeout", marimo_ready_timeout),
         log_level=cast(
-            Literal["debug", "info", "warning", "error"], _choice("--log-level", log_level, LOG_LEVELS)
+            Literal["debug", "info", "warning", "error"],
+            _choice("--log-level", log_level, LOG_LEVELS),
         ),
         sse_keepalive=_positive("--sse-keepalive", sse_keepalive),
         env=env,

@@ -167,7 +167,9 @@ class StatusBoard:
         entry.attempt = attempt
         entry.max_attempts = max_attempts
         entry.next_attempt_at = time.time() + delay
-        entry.message = self._clean(f"{error} (attempt {attempt} of {max_attempts} in {delay:.0f} s)")
+        entry.message = self._clean(
+            f"{error} (attempt {attempt} of {max_attempts} in {delay:.0f} s)"
+        )
         log.warning("%s", entry.message, extra={"step": step})
         self._publish()
 

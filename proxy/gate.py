@@ -23,9 +23,7 @@ RETRY_AFTER_SECONDS = 2
 
 def is_navigation(request: HTTPServerRequest) -> bool:
     """A browser loading a page (as opposed to a script calling an API)."""
-    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get(
-        "Accept", ""
-    )
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
 
 
 def answer_not_ready(handler: RequestHandler, loading_page: Callable[[], bytes]) -> None:
@@ -40,9 +38,7 @@ def answer_not_ready(handler: RequestHandler, loading_page: Callable[[], bytes])
     handler.set_status(503)
     handler.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
     handler.set_header("Content-Type", "application/json")
-    handler.finish(
-        json.dumps({"error": "marimo is not ready", "retry_after": RETRY_AFTER_SECONDS})
-    )
+    handler.finish(json.dumps({"error": "marimo is not ready", "retry_after": RETRY_AFTER_SECONDS}))
 
 
 def answer_too_slow(handler: RequestHandler) -> None:

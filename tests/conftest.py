@@ -11,7 +11,7 @@ from tests.support.index import LocalIndex
 from tests.support.orchestrator import Orchestrator, hermetic_env
 from tests.support.wheels import build_wheel
 
-NOTEBOOK = '''import marimo
+NOTEBOOK = """import marimo
 
 app = marimo.App()
 
@@ -25,7 +25,7 @@ def _():
 
 if __name__ == "__main__":
     app.run()
-'''
+"""
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
 def test_help_names_every_option_and_its_env_twin() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for flag in ("--port", "--host", "--state-dir", "--requirements", "--installer", "--marimo-mode"):
+    for flag in (
+        "--port",
+        "--host",
+        "--state-dir",
+        "--requirements",
+        "--installer",
+        "--marimo-mode",
+    ):
         assert flag in result.stdout
         assert "ORCHESTRATOR_" + flag[2:].replace("-", "_").upper() in result.stdout
 
@@ -72,7 +79,5 @@ def test_port_already_taken(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli(
-            str(tmp_path), "--port", str(port), "--state-dir", str(tmp_path / "state")
-        )
+        result = run_cli(str(tmp_path), "--port", str(port), "--state-dir", str(tmp_path / "state"))
     assert_one_line_error(result, str(port), "already in use")

@@ -49,14 +49,18 @@ def test_cold_start_installs_requirements_and_proxies_marimo(
 
     code, _, _ = run.get("/-/ready")
     assert code == 200
-    code, headers, body = run.get("/", HTML)
+    code, _, body = run.get("/", HTML)
     assert code == 200
     assert b"marimo" in body and b"Starting your marimo environment" not in body
     assert _kernel_first_message(run.base.replace("http", "ws"))
 
     venv_python = tmp_path / "state" / "venv" / "bin" / "python"
     imported = subprocess.run(
-        [str(venv_python), "-c", "import orch_alpha, orch_beta, sys; print(orch_beta.VERSION, sys.prefix != sys.base_prefix)"],
+        [
+            str(venv_python),
+            "-c",
+            "import orch_alpha, orch_beta, sys; print(orch_beta.VERSION, sys.prefix != sys.base_prefix)",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -103,7 +107,9 @@ def test_changed_requirements_are_installed_on_the_next_start(
 def test_a_missing_package_degrades_but_marimo_still_serves(
     orchestrator: OrchestratorFactory, notebook_dir: Path
 ) -> None:
-    (notebook_dir / "requirements.txt").write_text("orch-alpha\nno-such-package-xyz\n", encoding="utf-8")
+    (notebook_dir / "requirements.txt").write_text(
+        "orch-alpha\nno-such-package-xyz\n", encoding="utf-8"
+    )
     run = orchestrator(notebook_dir)
     status = run.wait_for(lambda s: s["phase"] in ("degraded", "failed"), what="degraded")
     assert status["phase"] == "degraded"
@@ -131,7 +137,7 @@ def test_while_a_job_is_slow_the_port_answers_and_nothing_502s(
     assert run.get("/-/healthy")[0] == 200
     assert run.get("/-/ready")[0] == 503
 
-    code, headers, body = run.get("/some/notebook?file=x.py", HTML)
+    code, _, body = run.get("/some/notebook?file=x.py", HTML)
     assert code == 200
     assert b"Starting your marimo environment" in body
     assert b'role="progressbar"' in body

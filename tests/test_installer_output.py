@@ -45,7 +45,12 @@ def test_uv_progress_grows_to_done() -> None:
     parser = ProgressParser()
     updates = [
         parser.feed(line)
-        for line in ("Resolved 3 packages in 5ms", "Prepared 2 packages in 9ms", "Installed 2 packages in 3ms", " + orch-alpha==1.0")
+        for line in (
+            "Resolved 3 packages in 5ms",
+            "Prepared 2 packages in 9ms",
+            "Installed 2 packages in 3ms",
+            " + orch-alpha==1.0",
+        )
     ]
     fractions = [u[1] for u in updates if u]
     assert fractions == sorted(fractions) and fractions[-1] >= 0.95
@@ -65,5 +70,8 @@ def test_credentials_are_redacted() -> None:
     clean = redact(line)
     assert "s3cret" not in clean and "alice" not in clean and "abc123" not in clean
     assert "pypi.example.com/simple" in clean
-    assert redact("URL: http://localhost:1?access_token=zzz") == "URL: http://localhost:1?access_token=***"
+    assert (
+        redact("URL: http://localhost:1?access_token=zzz")
+        == "URL: http://localhost:1?access_token=***"
+    )
     assert "tok-9" not in redact("value tok-9 here", ("tok-9",))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,7 +41,9 @@ def hermetic_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    url: str, headers: Mapping[str, str] | None = None, timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -99,7 +102,9 @@ class Orchestrator:
         except psutil.NoSuchProcess:
             pass
 
-    def get(self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    def get(
+        self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 10
+    ) -> tuple[int, dict[str, str], bytes]:
         return http_get(self.base + path, headers, timeout)
 
     def status(self) -> dict[str, Any]:
@@ -108,14 +113,19 @@ class Orchestrator:
         return dict(json.loads(body))
 
     def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120, what: str = "condition"
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 120,
+        what: str = "condition",
     ) -> dict[str, Any]:
         """Poll /-/status until ``predicate`` holds; fail with the last status and the log."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"orchestrator exited ({self.process.returncode}):\n{self.log_text()}")
+                raise AssertionError(
+                    f"orchestrator exited ({self.process.returncode}):\n{self.log_text()}"
+                )
             try:
                 last = self.status()
             except (OSError, AssertionError):
@@ -174,14 +184,10 @@ class Orchestrator:
         """Teardown of last resort: whatever the test did, nothing survives it."""
         self.remember_tree()
         for pid in self.seen_pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         if self.process.poll() is None:
             self.process.wait(timeout=10)
         if not self._log.closed:

@@ -1,0 +1,261 @@
+"""Startup, side by side in one run: medians and ratios.
+
+    .venv/bin/python bench/startup.py [--runs 5]
+
+Questions answered (each timed from process spawn, on this machine, alternating the contenders):
+1. first response on the public port, empty state, an install held open the whole time,
+   vs a bare Tornado hello-world (the floor);
+2. marimo ready through the proxy on a warm state vs bare ``python -m marimo edit`` reaching
+   ``/health``, plus how many installer processes the warm start spawned;
+3. cold start to ready (venv created, requirements installed from a local index);
+4. the earlier images' approach (venv, ``pip install -r``, then marimo), cold and warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.index import LocalIndex  # noqa: E402
+from tests.support.orchestrator import free_port, hermetic_env  # noqa: E402
+from tests.support.wheels import build_wheel  # noqa: E402
+
+FLOOR = """
+import tornado.ioloop, tornado.web, sys
+class Hello(tornado.web.RequestHandler):
+    def get(self): self.write("ok")
+app = tornado.web.Application([(r"/.*", Hello)])
+app.listen(int(sys.argv[1]), "127.0.0.1")
+tornado.ioloop.IOLoop.current().start()
+"""
+NOTEBOOK = (
+    "import marimo\napp = marimo.App()\n\n@app.cell\ndef _():\n    import bench_pkg_0\n    return\n"
+)
+
+
+def answered(url: str, want: int = 200) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == want)
+    except urllib.error.HTTPError as error:
+        return error.code == want
+    except OSError:
+        return False
+
+
+def time_until(
+    argv: list[str], url: str, env: dict[str, str], timeout: float = 600, cwd: Path | None = None
+) -> float:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        while time.monotonic() - started < timeout:
+            if answered(url):
+                return time.monotonic() - started
+            if process.poll() is not None:
+                raise RuntimeError(f"{argv[:4]} exited with {process.returncode}")
+            time.sleep(0.005)
+        raise RuntimeError(f"{url} did not answer within {timeout} s")
+    finally:
+        import os
+        import signal
+
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def orchestrator_argv(notebooks: Path, state: Path, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "orchestrator",
+        str(notebooks),
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state),
+    ]
+
+
+def earlier_script(notebooks: Path, state: Path, port: int) -> list[str]:
+    venv = state / "venv"
+    script = (
+        f'[ -x "{venv}/bin/python" ] || {sys.executable} -m venv --system-site-packages "{venv}" && '
+        f'"{venv}/bin/python" -m pip install -q -r "{notebooks}/requirements.txt" && '
+        f'exec "{venv}/bin/python" -m marimo edit "{notebooks}" --headless --no-token '
+        f"--skip-update-check --host 127.0.0.1 -p {port}"
+    )
+    return ["bash", "-c", script]
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> list[float]:
+    return [measure() for _ in range(runs)]
+
+
+def row(name: str, values: list[float], reference: float | None) -> str:
+    med = statistics.median(values)
+    ratio = f"{med / reference:.2f}x" if reference else "-"
+    return f"| {name} | {med:.3f} | {min(values):.3f} | {max(values):.3f} | {ratio} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--packages", type=int, default=20, help="wheels in the requirements file")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    wheels = work / "wheels"
+    for number in range(args.packages):
+        build_wheel(wheels, f"bench-pkg-{number}", "1.0", padding=200_000)
+    notebooks = work / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "notebook.py").write_text(NOTEBOOK)
+    (notebooks / "requirements.txt").write_text(
+        "".join(f"bench-pkg-{n}\n" for n in range(args.packages))
+    )
+    floor_script = work / "floor.py"
+    floor_script.write_text(FLOOR)
+
+    results: dict[str, list[float]] = {
+        k: [] for k in ("floor", "first", "marimo", "warm", "cold", "old_cold", "old_warm")
+    }
+    installers_in_warm: list[int] = []
+    with LocalIndex(wheels) as index:
+        env = hermetic_env(index.env())
+        warm_state = work / "warm-state"
+        port = free_port()
+        time_until(
+            orchestrator_argv(notebooks, warm_state, port), f"http://127.0.0.1:{port}/-/ready", env
+        )
+        old_warm_state = work / "old-warm"
+        port = free_port()
+        time_until(
+            earlier_script(notebooks, old_warm_state, port), f"http://127.0.0.1:{port}/health", env
+        )
+        for run in range(args.runs):
+            port = free_port()
+            results["floor"].append(
+                time_until(
+                    [sys.executable, str(floor_script), str(port)], f"http://127.0.0.1:{port}/", env
+                )
+            )
+            release = index.control.hold("bench-pkg-0")
+            port = free_port()
+            state = work / f"held-{run}"
+            results["first"].append(
+                time_until(
+                    orchestrator_argv(notebooks, state, port),
+                    f"http://127.0.0.1:{port}/-/healthy",
+                    env,
+                )
+            )
+            release.set()
+            index.control.held.clear()
+            port = free_port()
+            results["marimo"].append(
+                time_until(
+                    [
+                        sys.executable,
+                        "-m",
+                        "marimo",
+                        "edit",
+                        str(notebooks),
+                        "--headless",
+                        "--no-token",
+                        "--skip-update-check",
+                        "--host",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                    ],
+                    f"http://127.0.0.1:{port}/health",
+                    env,
+                )
+            )
+            before = len(index.control.requests)
+            port = free_port()
+            results["warm"].append(
+                time_until(
+                    orchestrator_argv(notebooks, warm_state, port),
+                    f"http://127.0.0.1:{port}/-/ready",
+                    env,
+                )
+            )
+            installers_in_warm.append(len(index.control.requests) - before)
+            port = free_port()
+            results["cold"].append(
+                time_until(
+                    orchestrator_argv(notebooks, work / f"cold-{run}", port),
+                    f"http://127.0.0.1:{port}/-/ready",
+                    env,
+                )
+            )
+            port = free_port()
+            results["old_cold"].append(
+                time_until(
+                    earlier_script(notebooks, work / f"old-cold-{run}", port),
+                    f"http://127.0.0.1:{port}/health",
+                    env,
+                )
+            )
+            port = free_port()
+            results["old_warm"].append(
+                time_until(
+                    earlier_script(notebooks, old_warm_state, port),
+                    f"http://127.0.0.1:{port}/health",
+                    env,
+                )
+            )
+
+    floor = statistics.median(results["floor"])
+    bare = statistics.median(results["marimo"])
+    old_cold = statistics.median(results["old_cold"])
+    old_warm = statistics.median(results["old_warm"])
+    print(
+        f"Startup, {args.runs} runs each, {args.packages} wheels of 200 KB from a local index; seconds from spawn.\n"
+    )
+    print("| contender | median | min | max | ratio |")
+    print("|---|---|---|---|---|")
+    print(row("bare Tornado hello-world, first response (floor)", results["floor"], floor))
+    print(row("orchestrator, first response, empty state, install held", results["first"], floor))
+    print(row("bare `python -m marimo edit`, /health", results["marimo"], bare))
+    print(row("orchestrator, warm state, /-/ready", results["warm"], bare))
+    print(row("earlier approach, warm (venv, pip install -r, marimo)", results["old_warm"], bare))
+    print(row("earlier approach, cold", results["old_cold"], old_cold))
+    print(row("orchestrator, cold state, /-/ready", results["cold"], old_cold))
+    print(
+        f"\nIndex requests during warm orchestrator starts: {installers_in_warm} (0 = no install ran)"
+    )
+    print(
+        f"Earlier approach warm vs orchestrator warm: {old_warm / statistics.median(results['warm']):.2f}x slower"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(10)
+    main()

@@ -1,0 +1,346 @@
+"""Streaming HTTP forwarding to marimo over pooled keep-alive connections.
+
+Invariants:
+
+* No body is ever held whole in memory. Request chunks are written to marimo one at a time and
+  the client's next chunk is read only once the previous one reached marimo's socket; response
+  chunks are flushed to the client as they arrive and marimo's next chunk is read only once the
+  previous one reached the client's socket.
+* The request target (path and query) reaches marimo byte for byte as the client sent it.
+* Until marimo's status line arrives, every failure is answered by :mod:`proxy.gate` (never
+  502). After it, the client's status is committed and a failure can only cut its connection,
+  so a cut-off body is never mistaken for a complete one.
+* An upstream connection returns to the pool only after a complete exchange that both sides
+  allow to continue. Client gone, marimo cutting off, timeout: the connection is closed.
+* A connection reused from the pool that fails before any answer is retried once on a fresh
+  connection, when the request can be replayed: idempotent and no body byte forwarded yet, or
+  nothing at all reached marimo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.web import RequestHandler, stream_request_body
+
+from proxy import gate
+from proxy.headers import keeps_alive, tokens, toward_client, toward_marimo
+from proxy.pool import ConnectionPool
+from proxy.upstream import Upstream, UpstreamLookup
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_SIZE = 10 * 1024**3
+"""Largest request body the proxy accepts (it is streamed, so this bounds time, not memory)."""
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Tornado's client chunks the body of these methods by itself when no Content-Length is set.
+_FRAMED_BY_TORNADO = frozenset({"POST", "PUT", "PATCH"})
+_UPSTREAM_PARAMS = HTTP1ConnectionParameters(max_body_size=1 << 62, decompress=False)
+
+
+class _Failure(enum.Enum):
+    UNAVAILABLE = "unavailable"
+    TOO_SLOW = "too-slow"
+
+
+def _wire_target(uri: str) -> str | None:
+    """The request target as a str that Tornado's client encodes back to the client's bytes.
+
+    Tornado decodes the request line as latin-1 and encodes the outgoing one as UTF-8; the
+    round trip is exact for every target that is valid UTF-8 (all percent-encoded ones are).
+    """
+    try:
+        return uri.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return None
+
+
+def _frame_body(method: str, received: httputil.HTTPHeaders, sent: httputil.HTTPHeaders) -> bool:
+    """Sets the framing of the body sent to marimo; True when the proxy must chunk it itself."""
+    if "Content-Length" in received:
+        return False
+    if "chunked" in tokens(received, "Transfer-Encoding"):
+        if method in _FRAMED_BY_TORNADO:
+            return False
+        sent["Transfer-Encoding"] = "chunked"
+        return True
+    if method in _FRAMED_BY_TORNADO:
+        # No body: say so, instead of letting Tornado send an empty chunked one.
+        sent["Content-Length"] = "0"
+    return False
+
+
+async def _settle(reading: asyncio.Future[bool]) -> bool:
+    """Waits for a response read to end; True when it ended with the stream still usable."""
+    try:
+        return await reading
+    except StreamClosedError:
+        return False
+
+
+class _ResponseRelay(httputil.HTTPMessageDelegate):
+    """Copies one marimo response to the client as it arrives.
+
+    Nothing reaches the client before ``headers_received``; ``started`` resolves at that moment.
+    """
+
+    def __init__(self, forwarder: HttpForwarder, upstream: IOStream) -> None:
+        self._forwarder = forwarder
+        self._upstream = upstream
+        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.complete = False
+        self.reusable = False
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        if 100 <= start_line.code < 200:
+            return None  # interim answers (100 Continue, 103 Early Hints) are not relayed
+        self.reusable = keeps_alive(start_line.version, headers)
+        self._forwarder.start_response(start_line, headers)
+        if not self.started.done():
+            self.started.set_result(None)
+        return self._flush()
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        self._forwarder.write(chunk)
+        return self._flush()
+
+    def finish(self) -> None:
+        self.complete = True
+
+    def on_connection_close(self) -> None:
+        pass
+
+    async def _flush(self) -> None:
+        try:
+            await self._forwarder.flush()
+        except StreamClosedError:
+            # The client is gone: stop reading from marimo, the connection is not reusable.
+            self._upstream.close()
+
+
+@stream_request_body
+class HttpForwarder(RequestHandler):
+    """Forwards any non-upgrade request to marimo and streams the answer back."""
+
+    def initialize(
+        self,
+        lookup: UpstreamLookup,
+        loading_page: Callable[[], bytes],
+        pool: ConnectionPool,
+        response_timeout: float,
+    ) -> None:
+        self._lookup = lookup
+        self._loading_page = loading_page
+        self._pool = pool
+        self._response_timeout = response_timeout
+        self._upstream: Upstream | None = None
+        # The upstream stream while this handler owns it: closed or given back exactly once.
+        self._stream: IOStream | None = None
+        self._conn: HTTP1Connection | None = None
+        self._reused = False
+        self._start_line = httputil.RequestStartLine("GET", "/", "HTTP/1.1")
+        self._headers = httputil.HTTPHeaders()
+        self._chunk_body = False
+        self._body_sent = False
+        self._upload_broken = False
+        self._client_gone = False
+
+    def compute_etag(self) -> str | None:
+        # marimo's ETag, when it sends one, is the only one: Tornado must not hash the body.
+        return None
+
+    async def prepare(self) -> None:
+        # Proxied responses pass as marimo sent them: no gzip or other output transform.
+        self._transforms = []
+        if isinstance(self.request.connection, HTTP1Connection):
+            self.request.connection.set_max_body_size(MAX_BODY_SIZE)
+        upstream = self._lookup()
+        if upstream is None:
+            gate.answer_not_ready(self, self._loading_page)
+            return
+        method = self.request.method or "GET"
+        target = _wire_target(self.request.uri or "/")
+        if target is None:
+            self.send_error(400, reason="Request target is not valid UTF-8")
+            return
+        self._upstream = upstream
+        self._start_line = httputil.RequestStartLine(method, target, "HTTP/1.1")
+        self._headers = toward_marimo(self.request, upstream, drop=("Expect",))
+        self._chunk_body = _frame_body(method, self.request.headers, self._headers)
+        await self._open(fresh=False)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._conn is None or self._upload_broken or not chunk:
+            return None
+        self._body_sent = True
+        if self._chunk_body:
+            chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        return self._send(chunk)
+
+    async def _forward(self, *args: str, **kwargs: str) -> None:
+        while True:
+            failure = await self._exchange()
+            if failure is None:
+                return
+            if failure is _Failure.UNAVAILABLE and self._may_retry():
+                log.debug("proxy.http.retry method=%s path=%s", self._start_line.method, self._path)
+                if await self._open(fresh=True):
+                    continue
+                return
+            self._fail(failure, "no-answer")
+            return
+
+    get = head = post = put = patch = delete = options = _forward
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        self._drop_stream()
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        self._drop_stream()
+
+    def start_response(
+        self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
+    ) -> None:
+        """Takes marimo's status and headers as this response's own (Tornado's defaults go)."""
+        self.set_status(start_line.code, start_line.reason or None)
+        self.clear_header("Content-Type")
+        self.clear_header("Server")
+        if "Date" in headers:
+            self.clear_header("Date")
+        for name, value in toward_client(headers).get_all():
+            try:
+                self.add_header(name, value)
+            except ValueError:
+                log.debug("proxy.http.drop-header name=%s reason=unsafe-value", name)
+
+    @property
+    def _path(self) -> str:
+        # Logged instead of the URI: a query string may carry a token.
+        return self.request.path
+
+    async def _open(self, *, fresh: bool) -> bool:
+        """Connects to marimo and sends the request head; answers the client itself on failure."""
+        assert self._upstream is not None
+        try:
+            stream, reused = await self._pool.acquire(self._upstream, fresh=fresh)
+        except TimeoutError:
+            self._fail(_Failure.TOO_SLOW, "connect-timeout")
+            return False
+        except (OSError, StreamClosedError):
+            self._fail(_Failure.UNAVAILABLE, "connect-refused")
+            return False
+        if self._client_gone:
+            stream.close()
+            return False
+        self._stream, self._reused = stream, reused
+        self._conn = HTTP1Connection(stream, True, _UPSTREAM_PARAMS)
+        await self._conn.write_headers(self._start_line, self._headers.copy())
+        if stream.closed():
+            # Nothing reached marimo, so any request may go again on a fresh connection.
+            self._drop_stream()
+            if reused:
+                return await self._open(fresh=True)
+            self._fail(_Failure.UNAVAILABLE, "closed-on-send")
+            return False
+        return True
+
+    async def _send(self, data: bytes) -> None:
+        assert self._conn is not None and self._stream is not None
+        stream = self._stream
+        with contextlib.suppress(StreamClosedError):
+            await self._conn.write(data)
+        if stream.closed():
+            # marimo stopped reading; the rest of the body is drained and discarded.
+            self._upload_broken = True
+
+    async def _exchange(self) -> _Failure | None:
+        """Ends the request, then relays marimo's response; the failure if none came."""
+        conn, stream, upstream = self._conn, self._stream, self._upstream
+        if conn is None or stream is None or upstream is None:
+            return _Failure.UNAVAILABLE
+        if self._chunk_body and not self._upload_broken:
+            await self._send(b"0\r\n\r\n")
+        try:
+            conn.finish()
+        except httputil.HTTPOutputError:
+            stream.close()
+        relay = _ResponseRelay(self, stream)
+        reading = asyncio.ensure_future(conn.read_response(relay))
+        first: list[asyncio.Future[Any]] = [reading, relay.started]
+        await asyncio.wait(
+            first,
+            timeout=self._response_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if not relay.started.done():
+            timed_out = not reading.done()
+            stream.close()
+            await _settle(reading)
+            self._drop_stream()
+            if self._client_gone:
+                return None
+            return _Failure.TOO_SLOW if timed_out else _Failure.UNAVAILABLE
+        usable = await _settle(reading)
+        if (
+            usable
+            and relay.complete
+            and relay.reusable
+            and not self._client_gone
+            and not self._upload_broken
+            and not stream.closed()
+        ):
+            self._stream = None
+            self._pool.release(upstream, stream)
+            return None
+        self._drop_stream()
+        if not relay.complete and not self._client_gone:
+            # marimo cut the body short: end the client's connection so it cannot be taken for
+            # a complete response.
+            log.info("proxy.http.cut method=%s path=%s", self._start_line.method, self._path)
+            if isinstance(self.request.connection, HTTP1Connection):
+                self.request.connection.close()
+        return None
+
+    def _may_retry(self) -> bool:
+        return (
+            self._reused
+            and not self._body_sent
+            and not self._client_gone
+            and self._start_line.method in _IDEMPOTENT
+        )
+
+    def _fail(self, failure: _Failure, reason: str) -> None:
+        log.info(
+            "proxy.http.%s reason=%s method=%s path=%s",
+            failure.value,
+            reason,
+            self._start_line.method,
+            self._path,
+        )
+        if self._client_gone or self._finished:
+            return
+        if failure is _Failure.TOO_SLOW:
+            gate.answer_too_slow(self)
+        else:
+            gate.answer_not_ready(self, self._loading_page)
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None

@@ -1,0 +1,65 @@
+"""The catch-all routes that hand every remaining request to marimo."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tornado.httputil import HTTPServerRequest
+from tornado.routing import AnyMatches, Matcher, Rule
+
+from proxy.http import HttpForwarder
+from proxy.pool import ConnectionPool
+from proxy.upstream import UpstreamLookup
+from proxy.websocket import WebSocketRelay, is_upgrade
+
+
+class WebSocketUpgradeMatcher(Matcher):
+    """Matches WebSocket opening handshakes on any path."""
+
+    def match(self, request: HTTPServerRequest) -> dict[str, Any] | None:
+        return {} if is_upgrade(request) else None
+
+
+def proxy_rules(
+    lookup: UpstreamLookup,
+    loading_page: Callable[[], bytes],
+    *,
+    connect_timeout: float = 5.0,
+    response_timeout: float = 300.0,
+    max_message_size: int = 64 * 1024 * 1024,
+    pool: ConnectionPool | None = None,
+) -> list[Rule]:
+    """Rules matching every path, to be placed after the orchestrator's own routes.
+
+    ``lookup`` is asked once per request (and once more when a WebSocket to marimo ends without
+    a close code); ``loading_page`` renders the page a browser navigation gets while marimo is
+    not ready. ``connect_timeout`` bounds the TCP connect to marimo, ``response_timeout`` the
+    wait from the end of the request to marimo's status line (or WebSocket handshake answer),
+    ``max_message_size`` a single WebSocket message in either direction. One ``pool`` of
+    keep-alive connections serves every request made through these rules (a fresh one unless
+    given).
+    """
+    pool = pool if pool is not None else ConnectionPool(connect_timeout=connect_timeout)
+    return [
+        Rule(
+            WebSocketUpgradeMatcher(),
+            WebSocketRelay,
+            {
+                "lookup": lookup,
+                "connect_timeout": connect_timeout,
+                "handshake_timeout": response_timeout,
+                "max_message_size": max_message_size,
+            },
+        ),
+        Rule(
+            AnyMatches(),
+            HttpForwarder,
+            {
+                "lookup": lookup,
+                "loading_page": loading_page,
+                "pool": pool,
+                "response_timeout": response_timeout,
+            },
+        ),
+    ]
