@@ -29,6 +29,11 @@ class StateLayout:
         return self.root / "manifest.json"
 
     @property
+    def ledger(self) -> Path:
+        """Packages the user installed into the venv, restored after a rebuild."""
+        return self.root / "ledger.json"
+
+    @property
     def uv_cache(self) -> Path:
         return self.root / "cache" / "uv"
 
@@ -55,6 +60,7 @@ class StateLayout:
             "lock": self.lock,
             "venv": self.venv,
             "manifest": self.manifest,
+            "ledger": self.ledger,
             "uv_cache": self.uv_cache,
             "pip_cache": self.pip_cache,
             "xdg_config": self.xdg_config,

@@ -37,6 +37,8 @@ class InstallRecord:
 class Manifest:
     venv: VenvRecord | None = None
     install: InstallRecord | None = None
+    pending_install: str | None = None
+    """Set while an install runs: still set at the next start means it was interrupted."""
     history: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -46,7 +48,8 @@ class Manifest:
             venv = VenvRecord(**raw["venv"]) if raw.get("venv") else None
             install = InstallRecord(**raw["install"]) if raw.get("install") else None
             history = raw.get("history") or {}
-            return cls(venv=venv, install=install, history=dict(history))
+            pending = raw.get("pending_install")
+            return cls(venv=venv, install=install, pending_install=pending, history=dict(history))
         except (OSError, ValueError, TypeError, KeyError):
             return cls()
 

@@ -1,19 +1,28 @@
 """The ``requirements`` step: install the requirements file into the venv, or skip it.
 
-Invariant: the install is skipped (no installer process at all) exactly when the fingerprint of
-what decides its result (file content, interpreter, installer, index settings) equals the one the
-manifest recorded after the last *successful* install.
+Invariants:
+- the install is skipped (no installer process at all) exactly when the fingerprint of what
+  decides its result (file content, interpreter, installer, index settings, the image's
+  packages) equals the one the manifest recorded after the last *successful* install;
+- ``pending_install`` is set before an installer starts and cleared with the success record, so
+  an install killed half-way is redone with a forced reinstall at the next start;
+- what the image already provides is never downloaded nor copied into the venv (jobs/image.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from jobs.errors import PermanentError
+from jobs import image as image_job
+from jobs import ledger
+from jobs.errors import JobError, PermanentError, TransientError
 from jobs.installers import INDEX_VARIABLES, Installer, ProgressParser, classify_failure
 from jobs.layout import StateLayout
 from jobs.manifest import InstallRecord, Manifest
@@ -23,7 +32,9 @@ from jobs.reporting import Reporter
 from jobs.venv import Interpreter
 
 
-def fingerprint(content: bytes, installer: Installer, env: Mapping[str, str]) -> str:
+def fingerprint(
+    content: bytes, installer: Installer, env: Mapping[str, str], image: Mapping[str, str]
+) -> str:
     """A hash only: index settings may hold credentials and are never stored in clear."""
     interpreter = Interpreter.current()
     material = {
@@ -31,6 +42,7 @@ def fingerprint(content: bytes, installer: Installer, env: Mapping[str, str]) ->
         "python": [interpreter.version, interpreter.base_executable],
         "installer": installer.name,
         "index": {name: env.get(name) for name in INDEX_VARIABLES},
+        "image": sorted(image.items()),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -47,7 +59,8 @@ def validate(path: Path, content: str) -> None:
             Requirement(line)
         except InvalidRequirement as error:
             raise PermanentError(
-                f"{path} line {number}: {line!r} is not a valid requirement ({error})"
+                f"{path} line {number}: {line!r} is not a valid requirement "
+                f"({str(error).splitlines()[0]})"
             ) from None
 
 
@@ -61,6 +74,96 @@ def read_requirements(path: Path) -> bytes | None:
         raise PermanentError(f"cannot read {path}: {error.strerror}") from None
 
 
+def read_requirements_quietly(path: Path) -> bytes | None:
+    """For watching: the content, or ``None`` when missing or unreadable."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+class InstallerRun:
+    """Runs installer commands for one step, streaming their output as log and progress."""
+
+    def __init__(
+        self,
+        installer: Installer,
+        layout: StateLayout,
+        env: Mapping[str, str],
+        reporter: Reporter,
+    ) -> None:
+        self.installer = installer
+        self.layout = layout
+        self.env = installer.environment(env, layout)
+        self.reporter = reporter
+        self.parser = ProgressParser()
+
+    async def __call__(self, argv: list[str]) -> list[str]:
+        process = await spawn(argv, env=self.env)
+        output: list[str] = []
+        async for line in lines(process):
+            clean = redact(line)
+            output.append(clean)
+            self.reporter.log("requirements", self.installer.name, clean)
+            if update := self.parser.feed(clean):
+                self.reporter.step_progress("requirements", update[0], update[1])
+        code = await process.wait()
+        if code != 0:
+            raise classify_failure(self.installer.name, code, output)
+        return output
+
+
+async def _install_with_uv(
+    run: InstallerRun,
+    requirements: Path,
+    content: str,
+    image: dict[str, str],
+    reinstall: list[str],
+    workdir: Path,
+) -> str:
+    """Install what the image lacks; the image's packages stay out of uv's resolution."""
+    installer, python = run.installer, run.layout.venv_python
+    plan = image_job.plan(content, image)
+    if not plan.filterable:
+        await run(installer.install_argv(python, [*reinstall, "-r", str(requirements)]))
+        return ""
+    for entry in plan.satisfied:
+        run.reporter.log("requirements", "orchestrator", f"Already provided: {entry}")
+    satisfied = f"; {len(plan.satisfied)} already in the image" if plan.satisfied else ""
+    wanted = [line for line in plan.lines if not line.startswith("-")]
+    if not wanted:
+        return satisfied
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    requested: set[str] = set()
+    for line in wanted:
+        with contextlib.suppress(InvalidRequirement):
+            requested.add(ledger.canonical(Requirement(line).name))
+    filtered = workdir / "requirements.txt"
+    filtered.write_text("\n".join(plan.lines) + "\n", encoding="utf-8")
+    excluded = set(image_job.excludes(image, requested))
+    for _ in range(3):
+        excludes_file = workdir / "image-excludes.txt"
+        excludes_file.write_text("\n".join(sorted(excluded)) + "\n", encoding="utf-8")
+        argv = [*reinstall, "--excludes", str(excludes_file), "-r", str(filtered)]
+        try:
+            await run(installer.install_argv(python, argv))
+        except JobError as error:
+            # Users know their file, not our filtered copy of it.
+            raise type(error)(str(error).replace(str(filtered), str(requirements))) from None
+        needed = image_job.conflicts(ledger.site_packages(run.layout.venv), image, excluded)
+        if not needed:
+            return satisfied
+        run.reporter.log(
+            "requirements",
+            "orchestrator",
+            f"Requirements need other versions than the image's of {', '.join(sorted(needed))}; "
+            "installing those into the venv",
+        )
+        excluded -= needed
+    raise PermanentError("the requirements and the image's packages cannot be reconciled")
+
+
 async def install(
     requirements: Path,
     layout: StateLayout,
@@ -69,38 +172,80 @@ async def install(
     reporter: Reporter,
 ) -> str | None:
     """Install, returning a message; ``None`` means it was skipped as unchanged."""
-    content = read_requirements(requirements)
-    if content is None:
+    raw = read_requirements(requirements)
+    if raw is None:
         return "none"
-    validate(requirements, content.decode("utf-8", "replace"))
-    wanted = fingerprint(content, installer, env)
+    content = raw.decode("utf-8", "replace")
+    validate(requirements, content)
+    image = image_job.image_distributions()
+    wanted = fingerprint(raw, installer, env, image)
     manifest = Manifest.load(layout.manifest)
     if manifest.install is not None and manifest.install.fingerprint == wanted:
         return None
+    interrupted = manifest.pending_install is not None
     manifest.install = None
+    manifest.pending_install = wanted
     manifest.save(layout.manifest)
+    ledger.sync(layout)
 
-    argv = installer.install_argv(layout.venv_python, ["-r", str(requirements)])
+    reinstall = []
+    if interrupted:
+        reporter.log("requirements", "orchestrator", "The last install was interrupted: redoing it")
+        reinstall = ["--reinstall"] if installer.name == "uv" else ["--force-reinstall"]
     reporter.step_progress("requirements", f"Installing {requirements.name} with {installer.name}")
     started = time.monotonic()
-    process = await spawn(argv, env=installer.environment(env, layout))
-    parser = ProgressParser()
-    output: list[str] = []
-    async for line in lines(process):
-        clean = redact(line)
-        output.append(clean)
-        reporter.log("requirements", installer.name, clean)
-        if update := parser.feed(clean):
-            reporter.step_progress("requirements", update[0], update[1])
-    code = await process.wait()
-    if code != 0:
-        raise classify_failure(installer.name, code, output)
+    run = InstallerRun(installer, layout, env, reporter)
+    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-install-"))
+    try:
+        if installer.name == "uv":
+            try:
+                extra = await _install_with_uv(
+                    run, requirements, content, image, reinstall, workdir
+                )
+            except TransientError as error:
+                # The cache on the state volume may hold everything: try without the index.
+                reporter.log("requirements", "orchestrator", f"{error}; trying the cache offline")
+                run.env = {**run.env, "UV_OFFLINE": "1"}
+                try:
+                    extra = await _install_with_uv(
+                        run, requirements, content, image, reinstall, workdir
+                    )
+                except (TransientError, PermanentError):
+                    raise error from None
+                extra += " (offline, from the cache)"
+        else:
+            await run(
+                installer.install_argv(layout.venv_python, [*reinstall, "-r", str(requirements)])
+            )
+            extra = ""
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
     duration = time.monotonic() - started
+    ledger.record_baseline(layout)
     manifest = Manifest.load(layout.manifest)
     manifest.install = InstallRecord(
         fingerprint=wanted, installer=installer.name, finished_at=time.time(), duration=duration
     )
+    manifest.pending_install = None
     manifest.history["last_install_seconds"] = round(duration, 3)
     manifest.save(layout.manifest)
-    return f"installed {requirements.name} with {installer.name} in {duration:.1f} s"
+    return f"Installed {requirements.name} with {installer.name} in {duration:.1f} s{extra}"
+
+
+async def restore_user_packages(
+    layout: StateLayout, installer: Installer, env: Mapping[str, str], reporter: Reporter
+) -> str:
+    """Reinstall the ledger's packages that a rebuilt venv lacks, at their recorded versions."""
+    pins = ledger.missing_user_packages(layout)
+    if not pins:
+        return ""
+    reporter.step_progress("requirements", f"Restoring {len(pins)} packages you installed", 0.96)
+    run = InstallerRun(installer, layout, env, reporter)
+    try:
+        await run(installer.install_argv(layout.venv_python, ["--no-deps", *pins]))
+    except TransientError:
+        run.env = {**run.env, "UV_OFFLINE": "1"}
+        await run(installer.install_argv(layout.venv_python, ["--no-deps", *pins]))
+    ledger.record_baseline(layout)
+    return f"; restored {', '.join(pins)}"

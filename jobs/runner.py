@@ -30,6 +30,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from jobs import ledger
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
 from jobs.errors import JobError, PermanentError, TransientError
@@ -102,14 +103,57 @@ class Pipeline:
         self.installer: Installer | None = None
         self.supervisor: MarimoSupervisor | None = None
         self._env = dict(settings.env)
+        self._venv_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         layout = await self._state()
         installer = await self._installer()
-        python = await self._venv(layout, installer)
+        python, rebuilt = await self._venv(layout, installer)
         if python is not None:
-            await self._requirements(layout, installer)
+            await self._requirements(layout, installer, restore=rebuilt)
         await self._marimo(layout, installer, python or Path(sys.executable))
+
+    async def reinstall(self, rebuild: bool = False) -> None:
+        """Run the install again (after the venv is rebuilt, when asked), serialised with every
+        other change to the venv; marimo keeps serving meanwhile."""
+        if self.layout is None or self.installer is None:
+            return
+        async with self._venv_lock:
+            restore = False
+            if rebuild:
+                self.reporter.step_running("venv", "Rebuilding the venv")
+                await venv_job.create(self.layout, self.installer, self._env, self.reporter)
+                self.reporter.step_finished(
+                    "venv", "done", f"Rebuilt the venv at {self.layout.venv}"
+                )
+                restore = True
+            await self._requirements(self.layout, self.installer, restore=restore)
+
+    async def watch_requirements(self, interval: float = 2.0) -> None:
+        """Re-run the install in the background whenever the requirements file changes."""
+        path = self.settings.requirements
+        last = requirements_job.read_requirements_quietly(path)
+        while True:
+            await asyncio.sleep(interval)
+            current = requirements_job.read_requirements_quietly(path)
+            if current != last:
+                last = current
+                self.reporter.log(
+                    "requirements", "orchestrator", f"{path.name} changed: installing"
+                )
+                await self.reinstall()
+
+    async def watch_ledger(self, interval: float = 5.0) -> None:
+        """Keep the ledger in step with packages installed from marimo's UI or a terminal."""
+        assert self.layout is not None
+        seen = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            mtime = ledger.site_packages_mtime(self.layout)
+            if mtime != seen and not self._venv_lock.locked():
+                seen = mtime
+                await asyncio.get_running_loop().run_in_executor(None, ledger.sync, self.layout)
 
     async def _state(self) -> StateLayout:
         self.reporter.step_running(
@@ -160,13 +204,16 @@ class Pipeline:
             self.installer = resolve_installer("pip")
         return self.installer
 
-    async def _venv(self, layout: StateLayout, installer: Installer) -> Path | None:
+    async def _venv(self, layout: StateLayout, installer: Installer) -> tuple[Path | None, bool]:
         self.reporter.step_running("venv", f"Checking the venv at {layout.venv}")
+        rebuilt = False
 
         async def attempt() -> str:
+            nonlocal rebuilt
             reason = await venv_job.why_unusable(layout, venv_job.Interpreter.current(), self._env)
             if not reason:
                 return f"Reusing the venv at {layout.venv}"
+            rebuilt = True
             self.reporter.step_progress("venv", f"Building the venv: {reason}", 0.0)
             started = time.monotonic()
             await venv_job.create(layout, installer, self._env, self.reporter)
@@ -181,16 +228,21 @@ class Pipeline:
                 "venv", "failed", f"{error}; marimo runs from the image's Python without Install"
             )
             self.reporter.step_finished("requirements", "skipped", "no venv to install into")
-            return None
+            return None, False
         self.reporter.step_finished("venv", "done", message)
-        return layout.venv_python
+        return layout.venv_python, rebuilt
 
-    async def _requirements(self, layout: StateLayout, installer: Installer) -> bool:
+    async def _requirements(self, layout: StateLayout, installer: Installer, restore: bool) -> bool:
         path = self.settings.requirements
         self.reporter.step_running("requirements", f"Checking {path}")
 
         async def attempt() -> str | None:
             return await requirements_job.install(path, layout, installer, self._env, self.reporter)
+
+        async def restore_attempt() -> str:
+            return await requirements_job.restore_user_packages(
+                layout, installer, self._env, self.reporter
+            )
 
         try:
             message = await run_step(
@@ -199,6 +251,19 @@ class Pipeline:
         except JobError as error:
             self.reporter.step_finished("requirements", "failed", str(error))
             return False
+        if restore:
+            try:
+                restored = await run_step(
+                    "requirements", restore_attempt, self.reporter, POLICIES["requirements"]
+                )
+            except JobError as error:
+                self.reporter.step_finished(
+                    "requirements", "failed", f"could not restore your packages: {error}"
+                )
+                return False
+            if restored:
+                base = message if message not in (None, "none") else "Requirements unchanged"
+                message = f"{base}{restored}"
         if message is None:
             self.reporter.step_finished(
                 "requirements", "skipped", f"{path.name} unchanged since the last install"
@@ -230,12 +295,30 @@ class Pipeline:
             self.reporter.step_finished("marimo", "failed", str(error))
             return
         self.reporter.step_finished("marimo", "done", f"marimo is running (pid {supervisor.pid})")
+        if self.lock is not None:  # only a persistent state is worth watching
+            self._spawn(self.watch_ledger())
+        self._spawn(self.watch_requirements())
         try:
             await supervisor.watch()
         except JobError as error:
             self.reporter.step_finished("marimo", "failed", str(error))
 
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a watcher must never take marimo down with it
+                self.reporter.log(None, "orchestrator", f"background job failed: {error!r}")
+
+        task = asyncio.create_task(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self.supervisor is not None:
             await self.supervisor.stop()
         if self.lock is not None:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs import ledger
 from jobs.errors import PermanentError, TransientError
 from jobs.installers import Installer
 from jobs.layout import StateLayout
@@ -140,6 +141,8 @@ async def create(
     """(Re)build the venv from scratch; pip is seeded from the interpreter's own bundled wheel,
     so creation never needs the network."""
     interpreter = Interpreter.current()
+    # The old venv's user packages go into the ledger before the venv goes away.
+    ledger.sync(layout)
     manifest = Manifest.load(layout.manifest)
     manifest.venv = None
     manifest.install = None
@@ -199,6 +202,7 @@ async def create(
         created_at=time.time(),
     )
     manifest.save(layout.manifest)
+    ledger.record_baseline(layout)
 
 
 def _write_layer(layout: StateLayout) -> None:

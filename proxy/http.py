@@ -153,7 +153,7 @@ class HttpForwarder(RequestHandler):
         self._conn: HTTP1Connection | None = None
         self._reused = False
         self._start_line = httputil.RequestStartLine("GET", "/", "HTTP/1.1")
-        self._headers = httputil.HTTPHeaders()
+        self._upstream_headers = httputil.HTTPHeaders()
         self._chunk_body = False
         self._body_sent = False
         self._upload_broken = False
@@ -179,8 +179,8 @@ class HttpForwarder(RequestHandler):
             return
         self._upstream = upstream
         self._start_line = httputil.RequestStartLine(method, target, "HTTP/1.1")
-        self._headers = toward_marimo(self.request, upstream, drop=("Expect",))
-        self._chunk_body = _frame_body(method, self.request.headers, self._headers)
+        self._upstream_headers = toward_marimo(self.request, upstream, drop=("Expect",))
+        self._chunk_body = _frame_body(method, self.request.headers, self._upstream_headers)
         await self._open(fresh=False)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -250,7 +250,7 @@ class HttpForwarder(RequestHandler):
             return False
         self._stream, self._reused = stream, reused
         self._conn = HTTP1Connection(stream, True, _UPSTREAM_PARAMS)
-        await self._conn.write_headers(self._start_line, self._headers.copy())
+        await self._conn.write_headers(self._start_line, self._upstream_headers.copy())
         if stream.closed():
             # Nothing reached marimo, so any request may go again on a fresh connection.
             self._drop_stream()

@@ -107,7 +107,7 @@ class WebSocketRelay(WebSocketHandler):
         self._lookup = lookup
         self._connect_timeout = connect_timeout
         self._handshake_timeout = handshake_timeout
-        self._max_message_size = max_message_size
+        self._message_limit = max_message_size
         self._upstream: Upstream | None = None
         self._marimo: WebSocketClientConnection | None = None
         self._pump: asyncio.Future[None] | None = None
@@ -115,7 +115,7 @@ class WebSocketRelay(WebSocketHandler):
 
     @property
     def max_message_size(self) -> int:
-        return self._max_message_size
+        return self._message_limit
 
     def check_origin(self, origin: str) -> bool:
         # Deliberately open: who may open a socket is decided by the orchestrator's auth layer
@@ -182,7 +182,7 @@ class WebSocketRelay(WebSocketHandler):
             return await websocket_connect(
                 request,
                 subprotocols=offered or None,
-                max_message_size=self._max_message_size,
+                max_message_size=self._message_limit,
             )
         except HTTPTimeoutError:
             self._refuse(504, "marimo did not answer in time", "timeout")
@@ -223,6 +223,7 @@ class WebSocketRelay(WebSocketHandler):
                 await self.write_message(message, binary=isinstance(message, bytes))
             except WebSocketClosedError:
                 break  # the client is gone; on_close has told marimo
+        marimo.close()  # already closed on the wire; releases the client connection's state
         if self._client_closed:
             return
         code, reason = await self._close_for_client(marimo.close_code, marimo.close_reason)

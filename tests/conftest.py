@@ -34,6 +34,10 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_wheel(directory, "orch-alpha", "1.0")
     build_wheel(directory, "orch-beta", "2.0", requires=("orch-alpha>=1.0",))
     build_wheel(directory, "orch-slow", "1.0")
+    build_wheel(directory, "orch-gamma", "3.0")
+    build_wheel(directory, "orch-needs-packaging", "1.0", requires=("packaging>=20",))
+    build_wheel(directory, "orch-needs-new-packaging", "1.0", requires=("packaging>=999",))
+    build_wheel(directory, "packaging", "999.0", module_source="VERSION = '999.0'\n")
     return directory
 
 
@@ -52,6 +56,38 @@ def notebook_dir(tmp_path: Path) -> Path:
 
 
 OrchestratorFactory = Callable[..., Orchestrator]
+
+
+class RecordingReporter:
+    """A Reporter (jobs/reporting.py) that keeps what it is told, for job-level tests."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+        self.lines: list[str] = []
+
+    def step_running(self, step: str, message: str) -> None:
+        self.events.append(("running", step, message))
+
+    def step_progress(self, step: str, message: str, fraction: float | None = None) -> None:
+        self.events.append(("progress", step, message))
+
+    def step_retrying(self, step: str, attempt: int, max_attempts: int, delay: float, error: str) -> None:
+        self.events.append(("retrying", step, str(attempt), error))
+
+    def step_finished(self, step: str, outcome: str, message: str) -> None:
+        self.events.append((outcome, step, message))
+
+    def log(self, step: str | None, source: str, line: str) -> None:
+        self.lines.append(f"[{source}] {line}")
+
+    def state_resolved(self, path: Path, persistent: bool, warning: str | None) -> None:
+        self.events.append(("state", str(path), str(persistent)))
+
+    def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
+        self.events.append(("up", str(pid)))
+
+    def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
+        self.events.append(("down", reason))
 
 
 @pytest.fixture

@@ -25,6 +25,9 @@ class IndexControl:
     held: dict[str, threading.Event] = field(default_factory=dict)
     arrived: dict[str, threading.Event] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    faults: list[str] = field(default_factory=list)
+    """Queued answers for the next requests, in order: "503", "reset" or "stall:<seconds>"."""
+    served_faults: list[str] = field(default_factory=list)
 
     def hold(self, project: str) -> threading.Event:
         """Downloads of ``project``'s files wait until the returned event is set."""
@@ -60,6 +63,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         control = self.control
         with control.lock:
             control.requests.append(self.path)
+            fault = control.faults.pop(0) if control.faults else None
+            if fault:
+                control.served_faults.append(fault)
+        if fault == "503":
+            self._send(503, b"unavailable", "text/plain")
+            return
+        if fault == "reset":
+            import socket
+            import struct
+
+            # RST instead of FIN: what a flaky load balancer does.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
+        if fault and fault.startswith("stall:"):
+            threading.Event().wait(float(fault.split(":", 1)[1]))
         path = self.path.split("?", 1)[0]
         wheels = sorted(control.wheels.glob("*.whl"))
         if path in ("/simple", "/simple/"):

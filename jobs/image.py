@@ -1,0 +1,113 @@
+"""What the image already provides, so that installs never copy it into the venv.
+
+pip sees the image's packages through ``--system-site-packages`` and treats them as satisfied;
+uv does not look beyond the venv. So for uv we drop requirements the image satisfies and
+exclude the image's packages from uv's resolution (``--excludes``): they are never fetched, not
+even their metadata. A requirement that needs another version than the image's (found by checking
+what was installed against the image) gets it, and only then (see reference/installers.md).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.ledger import canonical
+
+
+def image_distributions() -> dict[str, str]:
+    """canonical name → version of every distribution the orchestrator's own Python sees.
+
+    The venv is built from this interpreter with ``--system-site-packages`` (or the layer
+    ``.pth``), so these are exactly the packages the venv inherits.
+    """
+    found: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name and canonical(name) not in found:
+            found[canonical(name)] = dist.version
+    return found
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The requirements split into what still needs installing and what the image satisfies."""
+
+    lines: list[str]
+    satisfied: list[str]
+    filterable: bool
+    """False when the file uses includes or local paths we do not rewrite: pass it as is."""
+
+
+_UNFILTERABLE = ("-r", "--requirement", "-c", "--constraint", "-e", "--editable", ".", "/", "file:")
+
+
+def plan(content: str, image: dict[str, str]) -> Plan:
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion, Version
+
+    kept: list[str] = []
+    satisfied: list[str] = []
+    for raw in content.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith(_UNFILTERABLE):
+            return Plan(content.splitlines(), [], filterable=False)
+        if line.startswith("-"):
+            kept.append(line)  # index options and the like apply as they are
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            kept.append(line)  # the installer will name the problem
+            continue
+        have = image.get(canonical(requirement.name))
+        applies = requirement.marker is None or requirement.marker.evaluate()
+        if not applies:
+            continue
+        if have is not None and not requirement.url and not requirement.extras:
+            try:
+                version = Version(have)
+            except InvalidVersion:
+                version = None
+            if version is not None and requirement.specifier.contains(version, prereleases=True):
+                satisfied.append(f"{requirement.name} ({have}, from the image)")
+                continue
+        kept.append(line)
+    return Plan(kept, satisfied, filterable=True)
+
+
+def excludes(image: dict[str, str], requested: set[str]) -> list[str]:
+    """Image packages uv must leave out of its resolution: all but those a requirement names."""
+    return sorted(name for name in image if name not in requested)
+
+
+def conflicts(venv_dists: list[Path], image: dict[str, str], excluded: set[str]) -> set[str]:
+    """Excluded image packages that a distribution in the venv needs at another version.
+
+    Those must be resolved after all: a requirement demands them, so the venv gets its own copy.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion, Version
+
+    found: set[str] = set()
+    for dist in importlib.metadata.distributions(path=[str(path) for path in venv_dists]):
+        for text in dist.requires or []:
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                continue
+            name = canonical(requirement.name)
+            if name not in excluded:
+                continue
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            try:
+                version = Version(image[name])
+            except (InvalidVersion, KeyError):
+                continue
+            if not requirement.specifier.contains(version, prereleases=True):
+                found.add(name)
+    return found

@@ -1,0 +1,116 @@
+"""The ledger of packages a user installed into the venv (marimo's Install button, a terminal).
+
+They are found, not announced: the venv's own distributions minus the *baseline*, the set the
+venv held right after the orchestrator's last install (pip seed + requirements). The ledger is
+kept on the state volume so that a rebuilt venv gets the user's packages back, at the versions
+they had. A package the user uninstalls leaves the venv, so the next sync drops it: an uninstall
+is respected.
+
+Invariants: a sync only reads a venv the manifest says is complete (a half-built venv would look
+like "the user uninstalled everything"); the file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from jobs.layout import StateLayout
+from jobs.manifest import Manifest, write_atomically
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def site_packages(venv: Path) -> list[Path]:
+    return sorted(venv.glob("lib/python*/site-packages"))
+
+
+def scan(venv: Path) -> dict[str, str]:
+    """canonical name → version of the distributions inside the venv itself (not the image's).
+
+    Reads dist-info folders from disk: works even when the venv's interpreter no longer runs.
+    """
+    found: dict[str, str] = {}
+    paths = [str(path) for path in site_packages(venv)]
+    if not paths:
+        return found
+    for dist in importlib.metadata.distributions(path=paths):
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name:
+            found[canonical(name)] = dist.version
+    return found
+
+
+@dataclass
+class Ledger:
+    baseline: dict[str, str] = field(default_factory=dict)
+    user: dict[str, str] = field(default_factory=dict)
+    updated_at: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path) -> Ledger:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(
+                baseline=dict(raw.get("baseline") or {}),
+                user=dict(raw.get("user") or {}),
+                updated_at=float(raw.get("updated_at") or 0.0),
+            )
+        except (OSError, ValueError, TypeError, AttributeError):
+            return cls()
+
+    def save(self, path: Path) -> None:
+        self.updated_at = time.time()
+        write_atomically(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+
+def _venv_complete(layout: StateLayout) -> bool:
+    return Manifest.load(layout.manifest).venv is not None and layout.venv.is_dir()
+
+
+def sync(layout: StateLayout) -> Ledger:
+    """Bring the ledger in line with the venv as it is now; returns it (unchanged if unsafe)."""
+    ledger = Ledger.load(layout.ledger)
+    if not _venv_complete(layout):
+        return ledger
+    current = scan(layout.venv)
+    user = {name: version for name, version in current.items() if name not in ledger.baseline}
+    if user != ledger.user:
+        ledger.user = user
+        ledger.save(layout.ledger)
+    return ledger
+
+
+def record_baseline(layout: StateLayout) -> Ledger:
+    """After the orchestrator's own install: what is in the venv now is not the user's doing,
+    except packages the ledger already attributes to the user."""
+    ledger = Ledger.load(layout.ledger)
+    current = scan(layout.venv)
+    ledger.baseline = {
+        name: version for name, version in current.items() if name not in ledger.user
+    }
+    ledger.save(layout.ledger)
+    return ledger
+
+
+def missing_user_packages(layout: StateLayout) -> list[str]:
+    """``name==version`` pins of ledger packages the venv lacks (after a rebuild)."""
+    ledger = Ledger.load(layout.ledger)
+    current = scan(layout.venv)
+    return [
+        f"{name}=={version}" for name, version in sorted(ledger.user.items()) if name not in current
+    ]
+
+
+def site_packages_mtime(layout: StateLayout) -> float:
+    """Changes whenever a distribution is added or removed: cheap to poll."""
+    try:
+        return max((path.stat().st_mtime for path in site_packages(layout.venv)), default=0.0)
+    except OSError:
+        return 0.0

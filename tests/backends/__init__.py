@@ -1,0 +1,1 @@
+"""Small real servers the proxy tests talk to, one per behaviour (each module builds one)."""

@@ -1,0 +1,327 @@
+"""HTTP forwarding: what marimo receives and what the browser gets back, header by header."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
+
+from tests.backends import counting, echo, headers
+from tests.conftest_proxy import RawClient, Switch, async_test, raw_exchange, run_proxy, serve
+
+
+async def fetch(url: str, **kwargs: Any) -> HTTPResponse:
+    client = SimpleAsyncHTTPClient(force_instance=True)
+    try:
+        return await client.fetch(HTTPRequest(url, **kwargs), raise_error=False)
+    finally:
+        client.close()
+
+
+def echoed(response: HTTPResponse) -> dict[str, Any]:
+    assert response.code == 200, response.body
+    data: dict[str, Any] = json.loads(response.body)
+    return data
+
+
+def echoed_headers(data: dict[str, Any], name: str) -> list[str]:
+    return [v for k, v in data["headers"] if k.lower() == name.lower()]
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("GET", None),
+        ("POST", os.urandom(1024 * 1024 + 17)),
+        ("PUT", b"put body"),
+        ("PATCH", b'{"cell": 1}'),
+        ("DELETE", b"delete with a body"),
+        ("DELETE", None),
+        ("OPTIONS", None),
+        ("POST", b""),
+    ],
+)
+@async_test()
+async def test_methods_and_bodies_reach_marimo_intact(method: str, body: bytes | None) -> None:
+    switch = Switch()
+    async with serve(echo.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        response = await fetch(
+            f"{proxy.base}/api/kernel/run",
+            method=method,
+            body=body,
+            allow_nonstandard_methods=True,
+        )
+        data = echoed(response)
+        assert data["method"] == method
+        assert data["body_size"] == len(body or b"")
+        assert data["body_sha256"] == hashlib.sha256(body or b"").hexdigest()
+
+
+@async_test()
+async def test_chunked_upload_without_length_is_forwarded_whole() -> None:
+    """A body of unknown length (browser streams, fetch with ReadableStream) still arrives."""
+    switch = Switch()
+    pieces = [os.urandom(100_000) for _ in range(30)]
+
+    async def produce(write: Any) -> None:
+        for piece in pieces:
+            await write(piece)
+
+    async with serve(echo.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        data = echoed(await fetch(f"{proxy.base}/upload", method="POST", body_producer=produce))
+        assert data["body_size"] == 3_000_000
+        assert data["body_sha256"] == hashlib.sha256(b"".join(pieces)).hexdigest()
+
+        # Same for a method Tornado's client would not frame by itself.
+        body = b"".join(pieces[:3])
+        chunked = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces[:3]) + b"0\r\n\r\n"
+        raw = await raw_exchange(
+            proxy.port,
+            "DELETE /x HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\nConnection: close\n",
+            chunked,
+        )
+        data = json.loads(raw.body)
+        assert (data["method"], data["body_size"]) == ("DELETE", len(body))
+        assert data["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+@async_test()
+async def test_target_is_forwarded_byte_for_byte() -> None:
+    """Encoded slashes, spaces, empty parameters and UTF-8 escapes must not be re-encoded."""
+    switch = Switch()
+    targets = [
+        "/a%2Fb/c?x=1&y=%20&z",
+        "/caf%C3%A9/%E2%9C%93?q=%26&r=a+b&&s=%2B",
+        "/ws_sync?file=%2Fhome%2Fnb%20one.py&session_id=s-1",
+        "/path;param/./../x?",
+    ]
+    async with serve(echo.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        for target in targets:
+            raw = await raw_exchange(
+                proxy.port, f"GET {target} HTTP/1.1\nHost: example\nConnection: close\n"
+            )
+            assert json.loads(raw.body)["uri"] == target
+
+
+@async_test()
+async def test_hop_by_hop_request_headers_are_removed_end_to_end_kept() -> None:
+    switch = Switch()
+    async with serve(echo.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        raw = await raw_exchange(
+            proxy.port,
+            "GET /h HTTP/1.1\n"
+            "Host: notebook.example\n"
+            "Connection: close, X-Hop\n"
+            "X-Hop: only for the next hop\n"
+            "Keep-Alive: timeout=5\n"
+            "TE: trailers\n"
+            "Trailer: X-Checksum\n"
+            "Upgrade: h2c\n"
+            "Proxy-Authorization: Basic cHJveHk6c2VjcmV0\n"
+            "Cookie: session_2718=abc; theme=dark\n"
+            "Marimo-Server-Token: skew-42\n"
+            "X-Kept: yes\n"
+            "Accept-Encoding: gzip\n",
+        )
+        data = json.loads(raw.body)
+        names = {k.lower() for k, _ in data["headers"]}
+        for gone in (
+            "connection",
+            "x-hop",
+            "keep-alive",
+            "te",
+            "trailer",
+            "upgrade",
+            "proxy-authorization",
+        ):
+            assert gone not in names, gone
+        assert echoed_headers(data, "Cookie") == ["session_2718=abc; theme=dark"]
+        assert echoed_headers(data, "Marimo-Server-Token") == ["skew-42"]
+        assert echoed_headers(data, "X-Kept") == ["yes"]
+        assert echoed_headers(data, "Accept-Encoding") == ["gzip"]
+        assert echoed_headers(data, "Host") == ["notebook.example"]
+
+
+@async_test()
+async def test_hop_by_hop_response_headers_are_removed_end_to_end_kept() -> None:
+    switch = Switch()
+    async with serve(headers.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        raw = await raw_exchange(proxy.port, "GET /hop HTTP/1.1\nHost: t\n")
+        assert raw.status == 200 and raw.body == b"hop"
+        names = raw.names()
+        for gone in ("x-custom", "x-other", "keep-alive", "proxy-authenticate", "trailer"):
+            assert gone not in names, gone
+        assert raw.get("Upgrade") is None
+        assert "x-custom" not in (raw.get("Connection") or "").lower()
+        assert raw.get("X-Kept") == "yes"
+        assert raw.get("Marimo-Server-Token") == "skew-123"
+
+
+@async_test()
+async def test_forwarded_headers_describe_the_original_request() -> None:
+    switch = Switch()
+    async with serve(echo.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        data = echoed(await fetch(f"{proxy.base}/x"))
+        assert echoed_headers(data, "X-Forwarded-For") == ["127.0.0.1"]
+        assert echoed_headers(data, "X-Forwarded-Proto") == ["http"]
+        assert echoed_headers(data, "X-Forwarded-Host") == [f"127.0.0.1:{proxy.port}"]
+
+        # Behind the platform's ingress: the chain grows, the original scheme and host stay.
+        data = echoed(
+            await fetch(
+                f"{proxy.base}/x",
+                headers={
+                    "X-Forwarded-For": "203.0.113.7",
+                    "X-Forwarded-Proto": "https",
+                    "X-Forwarded-Host": "nb.example.com",
+                },
+            )
+        )
+        assert echoed_headers(data, "X-Forwarded-For") == ["203.0.113.7, 127.0.0.1"]
+        assert echoed_headers(data, "X-Forwarded-Proto") == ["https"]
+        assert echoed_headers(data, "X-Forwarded-Host") == ["nb.example.com"]
+
+
+@async_test()
+async def test_authorization_is_injected_and_never_leaks(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "Bearer s3cr3t-t0ken-value"
+    caplog.set_level(logging.DEBUG)
+    switch = Switch()
+    async with serve(headers.make_app(secret)) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port, authorization=secret)
+        for sent in ({}, {"Authorization": "Bearer from-the-browser"}):
+            response = await fetch(f"{proxy.base}/auth", headers=sent)
+            assert json.loads(response.body) == {"authorized": True, "count": 1}
+            assert "s3cr3t" not in str(list(response.headers.get_all()))
+            assert b"s3cr3t" not in response.body
+        switch.point(backend.port, authorization=None)
+        response = await fetch(f"{proxy.base}/auth", headers={"Authorization": secret})
+        assert json.loads(response.body)["authorized"] is True  # without injection: passes
+    assert "s3cr3t" not in caplog.text
+
+
+@async_test()
+async def test_multiple_set_cookie_headers_survive() -> None:
+    switch = Switch()
+    async with serve(headers.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        response = await fetch(f"{proxy.base}/cookies")
+        assert response.headers.get_list("Set-Cookie") == list(headers.COOKIES)
+
+
+@async_test()
+async def test_etag_and_conditional_get_pass_through() -> None:
+    switch = Switch()
+    async with serve(headers.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        first = await raw_exchange(proxy.port, "GET /etag HTTP/1.1\nHost: t\n")
+        assert first.status == 200
+        assert first.get("ETag") == headers.ETAG
+        assert first.get("Content-Type") == "text/javascript"
+        again = await raw_exchange(
+            proxy.port, f"GET /etag HTTP/1.1\nHost: t\nIf-None-Match: {headers.ETAG}\n"
+        )
+        assert (again.status, again.body) == (304, b"")
+        assert again.get("ETag") == headers.ETAG
+
+
+@async_test()
+async def test_response_headers_are_marimos_not_tornados() -> None:
+    """No Content-Type, Server or Etag invented by the proxy's own framework."""
+    switch = Switch()
+    async with serve(headers.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        raw = await raw_exchange(proxy.port, "GET /bare HTTP/1.1\nHost: t\nAccept-Encoding: gzip\n")
+        assert raw.body == b"\x00\x01bare"
+        assert raw.get("Content-Type") is None
+        assert raw.get("Server") is None
+        assert raw.get("Etag") is None
+        assert raw.get("Content-Encoding") is None
+
+
+@async_test()
+async def test_head_gets_headers_without_body() -> None:
+    switch = Switch()
+    async with serve(echo.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        client = await RawClient.connect(proxy.port)
+        try:
+            await client.send("HEAD /download/123456 HTTP/1.1\nHost: t\n")
+            head = await client.read_response(head=True)
+            assert head.status == 200
+            assert head.get("Content-Length") == "123456"
+            # The connection is still in sync: no body bytes were sent after the HEAD answer.
+            await client.send("GET /download/10 HTTP/1.1\nHost: t\n")
+            after = await client.read_response()
+            assert (after.status, after.body) == (200, bytes(range(10)))
+        finally:
+            client.close()
+
+
+@async_test()
+async def test_keep_alive_one_upstream_connection_for_fifty_requests() -> None:
+    switch = Switch()
+    app = counting.make_app()
+    async with serve(app, counting.CountingServer) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        client = AsyncHTTPClient(force_instance=True)
+        try:
+            for i in range(50):
+                if i % 2:
+                    response = await client.fetch(f"{proxy.base}/n{i}", method="POST", body=b"x")
+                    assert response.body == b"posted 1"
+                else:
+                    response = await client.fetch(f"{proxy.base}/n{i}")
+                    assert response.body == b"ok"
+        finally:
+            client.close()
+        assert backend.connections == 1
+
+
+@async_test()
+async def test_new_generation_never_reuses_old_connections() -> None:
+    switch = Switch()
+    app = counting.make_app()
+    async with serve(app, counting.CountingServer) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port, generation=1)
+        assert (await fetch(f"{proxy.base}/")).body == b"ok"
+        assert proxy.pool.idle_count() == 1
+        switch.point(backend.port, generation=2)
+        assert (await fetch(f"{proxy.base}/")).body == b"ok"
+        assert backend.connections == 2
+        assert proxy.pool.idle_count() == 1  # only generation 2's connection is kept
+
+
+@async_test()
+async def test_pooled_connection_closed_by_marimo_is_not_an_error() -> None:
+    """marimo restarted on the same port (same generation): the stale idle connection is
+    detected and the request still succeeds on a fresh one."""
+    switch = Switch()
+    app = counting.make_app()
+    async with serve(app, counting.CountingServer) as first, run_proxy(switch) as proxy:
+        switch.point(first.port)
+        assert (await fetch(f"{proxy.base}/")).code == 200
+        port = first.port
+        first.stop()
+        await first.close_all_connections()
+        second = counting.CountingServer(app)
+        second.listen(port, "127.0.0.1")
+        try:
+            for _ in range(3):
+                response = await fetch(f"{proxy.base}/")
+                assert (response.code, response.body) == (200, b"ok")
+        finally:
+            second.stop()
+            await second.close_all_connections()

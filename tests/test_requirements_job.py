@@ -1,0 +1,135 @@
+"""The requirements job alone, against a real venv, real uv/pip and the local index.
+
+The image here is the test's own environment (the venv is layered on it exactly as on an image's
+system Python), which has ``packaging`` and ``requests`` but the local index does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+
+from jobs import requirements as requirements_job
+from jobs import venv as venv_job
+from jobs.errors import PermanentError
+from jobs.installers import resolve_installer
+from jobs.layout import StateLayout
+from jobs.ledger import scan
+from jobs.manifest import Manifest
+from tests.conftest import RecordingReporter
+from tests.support.index import LocalIndex
+from tests.support.orchestrator import hermetic_env
+
+
+def make_venv(tmp_path: Path, installer_name: str, env: dict[str, str]) -> StateLayout:
+    layout = StateLayout(tmp_path / "state")
+    layout.root.mkdir()
+    installer = resolve_installer(installer_name)  # type: ignore[arg-type]
+    asyncio.run(venv_job.create(layout, installer, env, RecordingReporter()))
+    return layout
+
+
+def install(layout: StateLayout, installer_name: str, requirements: Path, env: dict[str, str]) -> tuple[str | None, RecordingReporter]:
+    reporter = RecordingReporter()
+    installer = resolve_installer(installer_name)  # type: ignore[arg-type]
+    message = asyncio.run(requirements_job.install(requirements, layout, installer, env, reporter))
+    return message, reporter
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_what_the_image_provides_is_neither_downloaded_nor_copied(
+    tmp_path: Path, index: LocalIndex, installer: str
+) -> None:
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, installer, env)
+    requirements = tmp_path / "requirements.txt"
+    # packaging and requests come with the image (and are not on the local index at all).
+    requirements.write_text("packaging\nrequests>=2\norch-needs-packaging\n")
+    message, reporter = install(layout, installer, requirements, env)
+    assert message and message.startswith("Installed")
+    in_venv = scan(layout.venv)
+    assert "orch-needs-packaging" in in_venv
+    assert "packaging" not in in_venv and "requests" not in in_venv
+    assert not any("/simple/packaging" in path or "/simple/requests" in path for path in index.control.requests)
+
+
+def test_a_requirement_that_demands_a_newer_image_package_gets_it(tmp_path: Path, index: LocalIndex) -> None:
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, "uv", env)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("orch-needs-new-packaging\n")
+    message, reporter = install(layout, "uv", requirements, env)
+    assert message
+    assert scan(layout.venv).get("packaging") == "999.0"
+    image_version = importlib.metadata.version("packaging")
+    assert any(image_version not in line and "packaging" in line for line in reporter.lines)
+
+
+def test_skip_when_unchanged_and_rerun_on_any_change(tmp_path: Path, index: LocalIndex) -> None:
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, "uv", env)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("orch-alpha\n")
+    assert install(layout, "uv", requirements, env)[0]
+    index.control.requests.clear()
+    assert install(layout, "uv", requirements, env)[0] is None
+    assert index.control.requests == []
+    # Another index setting is another install (incremental: nothing new is fetched).
+    changed_env = {**env, "UV_EXTRA_INDEX_URL": index.url}
+    assert install(layout, "uv", requirements, changed_env)[0] is not None
+    requirements.write_text("orch-alpha\norch-gamma\n")
+    assert install(layout, "uv", requirements, changed_env)[0] is not None
+    assert "orch-gamma" in scan(layout.venv)
+
+
+def test_an_interrupted_install_is_redone_with_a_reinstall(tmp_path: Path, index: LocalIndex) -> None:
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, "uv", env)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("orch-alpha\n")
+    assert install(layout, "uv", requirements, env)[0]
+    # Simulate a kill after the files landed but before success was recorded, with damage.
+    manifest = Manifest.load(layout.manifest)
+    manifest.pending_install, manifest.install = "interrupted", None
+    manifest.save(layout.manifest)
+    damaged = next(layout.venv.glob("lib/python*/site-packages/orch_alpha/__init__.py"))
+    damaged.unlink()
+    message, reporter = install(layout, "uv", requirements, env)
+    assert message
+    assert any("interrupted" in line for line in reporter.lines)
+    assert damaged.exists()
+
+
+def test_a_syntax_error_names_the_line(tmp_path: Path, index: LocalIndex) -> None:
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, "uv", env)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("orch-alpha\norch-beta>=>1\n")
+    with pytest.raises(PermanentError, match=r"line 2: 'orch-beta>=>1' is not a valid requirement"):
+        install(layout, "uv", requirements, env)
+
+
+def test_a_flaky_index_is_retried_with_visible_attempts(tmp_path: Path, index: LocalIndex) -> None:
+    from jobs.runner import POLICIES, RetryPolicy, run_step
+
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, "uv", env)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("orch-alpha\n")
+    index.control.faults.extend(["503", "reset", "503", "503"])
+    reporter = RecordingReporter()
+    installer = resolve_installer("uv")
+    policy = RetryPolicy(attempts=6, initial=0.05, maximum=0.2)
+    assert POLICIES["requirements"].attempts >= 5
+
+    async def attempt() -> str | None:
+        return await requirements_job.install(requirements, layout, installer, env, reporter)
+
+    message = asyncio.run(run_step("requirements", attempt, reporter, policy))
+    assert message and "orch-alpha" in scan(layout.venv)
+    retries = [event for event in reporter.events if event[0] == "retrying"]
+    assert retries, reporter.lines
+    assert index.control.served_faults
