@@ -7,7 +7,9 @@ they had. A package the user uninstalls leaves the venv, so the next sync drops 
 is respected.
 
 Invariants: a sync only reads a venv the manifest says is complete (a half-built venv would look
-like "the user uninstalled everything"); the file is replaced atomically.
+like "the user uninstalled everything"); it drops a package only when the ledger describes this
+very venv (``venv_id`` equals the manifest's ``created_at``): after a rebuild, until the user's
+packages are restored, it only adds. The file is replaced atomically.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class Ledger:
     baseline: dict[str, str] = field(default_factory=dict)
     user: dict[str, str] = field(default_factory=dict)
     updated_at: float = 0.0
+    venv_id: float = 0.0
+    """``created_at`` of the venv the user set was last reconciled with."""
 
     @classmethod
     def load(cls, path: Path) -> Ledger:
@@ -61,6 +65,7 @@ class Ledger:
                 baseline=dict(raw.get("baseline") or {}),
                 user=dict(raw.get("user") or {}),
                 updated_at=float(raw.get("updated_at") or 0.0),
+                venv_id=float(raw.get("venv_id") or 0.0),
             )
         except (OSError, ValueError, TypeError, AttributeError):
             return cls()
@@ -70,17 +75,22 @@ class Ledger:
         write_atomically(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
 
-def _venv_complete(layout: StateLayout) -> bool:
-    return Manifest.load(layout.manifest).venv is not None and layout.venv.is_dir()
+def _venv_id(layout: StateLayout) -> float | None:
+    """The complete venv's identity, or ``None`` while there is no complete venv."""
+    record = Manifest.load(layout.manifest).venv
+    return record.created_at if record is not None and layout.venv.is_dir() else None
 
 
 def sync(layout: StateLayout) -> Ledger:
     """Bring the ledger in line with the venv as it is now; returns it (unchanged if unsafe)."""
     ledger = Ledger.load(layout.ledger)
-    if not _venv_complete(layout):
+    venv_id = _venv_id(layout)
+    if venv_id is None:
         return ledger
     current = scan(layout.venv)
     user = {name: version for name, version in current.items() if name not in ledger.baseline}
+    if venv_id != ledger.venv_id:
+        user = {**ledger.user, **user}  # a rebuilt venv not yet restored: add, never drop
     if user != ledger.user:
         ledger.user = user
         ledger.save(layout.ledger)
@@ -97,6 +107,15 @@ def record_baseline(layout: StateLayout) -> Ledger:
     }
     ledger.save(layout.ledger)
     return ledger
+
+
+def mark_restored(layout: StateLayout) -> None:
+    """The user's packages are back in this venv: from now on an absence is an uninstall."""
+    ledger = Ledger.load(layout.ledger)
+    venv_id = _venv_id(layout)
+    if venv_id is not None and ledger.venv_id != venv_id:
+        ledger.venv_id = venv_id
+        ledger.save(layout.ledger)
 
 
 def missing_user_packages(layout: StateLayout) -> list[str]:

@@ -239,6 +239,7 @@ async def restore_user_packages(
     """Reinstall the ledger's packages that a rebuilt venv lacks, at their recorded versions."""
     pins = ledger.missing_user_packages(layout)
     if not pins:
+        ledger.mark_restored(layout)
         return ""
     reporter.step_progress("requirements", f"Restoring {len(pins)} packages you installed", 0.96)
     run = InstallerRun(installer, layout, env, reporter)
@@ -248,4 +249,5 @@ async def restore_user_packages(
         run.env = {**run.env, "UV_OFFLINE": "1"}
         await run(installer.install_argv(layout.venv_python, ["--no-deps", *pins]))
     ledger.record_baseline(layout)
+    ledger.mark_restored(layout)
     return f"; restored {', '.join(pins)}"

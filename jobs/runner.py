@@ -81,7 +81,7 @@ async def run_step(
 
     retrying = AsyncRetrying(
         stop=policy.stop(),
-        wait=wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
+        wait=wait_exponential_jitter(multiplier=policy.initial, max=policy.maximum),
         retry=retry_if_exception_type(TransientError),
         before_sleep=before_sleep,
         reraise=True,
@@ -244,26 +244,28 @@ class Pipeline:
                 layout, installer, self._env, self.reporter
             )
 
+        failure: JobError | None = None
+        message: str | None = None
         try:
             message = await run_step(
                 "requirements", attempt, self.reporter, POLICIES["requirements"]
             )
         except JobError as error:
-            self.reporter.step_finished("requirements", "failed", str(error))
-            return False
-        if restore:
+            failure = error
+        if restore:  # even when the requirements failed: the user's own packages come back
             try:
                 restored = await run_step(
                     "requirements", restore_attempt, self.reporter, POLICIES["requirements"]
                 )
             except JobError as error:
-                self.reporter.step_finished(
-                    "requirements", "failed", f"could not restore your packages: {error}"
-                )
-                return False
-            if restored:
+                failure = failure or JobError(f"could not restore your packages: {error}")
+                restored = ""
+            if restored and failure is None:
                 base = message if message not in (None, "none") else "Requirements unchanged"
                 message = f"{base}{restored}"
+        if failure is not None:
+            self.reporter.step_finished("requirements", "failed", str(failure))
+            return False
         if message is None:
             self.reporter.step_finished(
                 "requirements", "skipped", f"{path.name} unchanged since the last install"
