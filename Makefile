@@ -6,7 +6,7 @@ PORT ?= 8080
 EXAMPLE ?= examples/hello
 STATE ?= ./state
 
-.PHONY: run test lint typecheck test-fast clean
+.PHONY: run test test-slow lint typecheck test-fast clean
 
 $(BIN)/marimo-orchestrator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ typecheck: $(BIN)/marimo-orchestrator
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Long loops (SIGKILL at random moments, …): kept out of `make test`, run by CI.
+test-slow: $(BIN)/marimo-orchestrator
+	$(BIN)/python -m pytest -q -m slow -s
 
 test-fast: $(BIN)/marimo-orchestrator
 	$(BIN)/python -m pytest -q -x --ignore=tests/test_end_to_end.py

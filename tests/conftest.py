@@ -71,7 +71,9 @@ class RecordingReporter:
     def step_progress(self, step: str, message: str, fraction: float | None = None) -> None:
         self.events.append(("progress", step, message))
 
-    def step_retrying(self, step: str, attempt: int, max_attempts: int, delay: float, error: str) -> None:
+    def step_retrying(
+        self, step: str, attempt: int, max_attempts: int, delay: float, error: str
+    ) -> None:
         self.events.append(("retrying", step, str(attempt), error))
 
     def step_finished(self, step: str, outcome: str, message: str) -> None:

@@ -58,7 +58,9 @@ class Switch:
 
 
 @asynccontextmanager
-async def serve(app: Application, server_class: type[HTTPServer] = HTTPServer) -> AsyncIterator[Any]:
+async def serve(
+    app: Application, server_class: type[HTTPServer] = HTTPServer
+) -> AsyncIterator[Any]:
     """Serves ``app`` on a free port; yields the server, whose ``.port`` is set."""
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     server = server_class(app)

@@ -29,7 +29,10 @@ def marimo_install(run: Orchestrator, package: str) -> dict[str, object]:
     request = urllib.request.Request(
         run.base + "/api/packages/add",
         data=json.dumps({"package": package}).encode(),
-        headers={"Marimo-Server-Token": token.group(1).decode(), "Content-Type": "application/json"},
+        headers={
+            "Marimo-Server-Token": token.group(1).decode(),
+            "Content-Type": "application/json",
+        },
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=120) as response:
@@ -52,7 +55,9 @@ def wait_for_file(path: Path, predicate: object, timeout: float = 30) -> dict[st
 
 def imports(state: Path, module: str) -> bool:
     python = StateLayout(state).venv_python
-    return subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode == 0
+    return (
+        subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode == 0
+    )
 
 
 def force_python_change(state: Path) -> None:
@@ -70,7 +75,11 @@ def test_marimo_install_button_survives_an_image_upgrade_and_uninstall_is_respec
     (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
     first = orchestrator(notebook_dir, state)
     first.wait_ready()
-    assert marimo_install(first, "orch-gamma") == {"success": True, "error": None, "restartRequired": False}
+    assert marimo_install(first, "orch-gamma") == {
+        "success": True,
+        "error": None,
+        "restartRequired": False,
+    }
     assert marimo_install(first, "orch-slow")["success"] is True
     ledger = wait_for_file(
         StateLayout(state).ledger, lambda d: {"orch-gamma", "orch-slow"} <= set(d["user"])
@@ -79,7 +88,8 @@ def test_marimo_install_button_survives_an_image_upgrade_and_uninstall_is_respec
     # The user removes one of them again, from a terminal.
     uv = subprocess.run(
         [str(StateLayout(state).venv_python), "-m", "pip", "uninstall", "-y", "orch-slow"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert uv.returncode == 0, uv.stderr
     wait_for_file(StateLayout(state).ledger, lambda d: "orch-slow" not in d["user"])
@@ -97,7 +107,9 @@ def test_marimo_install_button_survives_an_image_upgrade_and_uninstall_is_respec
     assert not imports(state, "orch_slow"), "an uninstall is respected"
 
 
-def test_a_broken_venv_is_rebuilt(orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path) -> None:
+def test_a_broken_venv_is_rebuilt(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
     state = tmp_path / "state"
     first = orchestrator(notebook_dir, state)
     first.wait_ready()
@@ -111,7 +123,9 @@ def test_a_broken_venv_is_rebuilt(orchestrator: OrchestratorFactory, notebook_di
     assert python.resolve().exists()
 
 
-def test_a_late_volume_is_waited_for(orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path) -> None:
+def test_a_late_volume_is_waited_for(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
     state = tmp_path / "late-volume"
     run = orchestrator(notebook_dir, state, "--wait-for-state", "true")
     run.wait_for(lambda s: s["steps"][0]["attempt"] >= 3, timeout=30, what="several waits")
@@ -139,7 +153,9 @@ def test_a_volume_that_never_appears_falls_back_loudly(
 def read_only_volume(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "ro-volume"
     mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)], check=True
+    )
     try:
         yield mount_point
     finally:

@@ -32,7 +32,9 @@ def make_venv(tmp_path: Path, installer_name: str, env: dict[str, str]) -> State
     return layout
 
 
-def install(layout: StateLayout, installer_name: str, requirements: Path, env: dict[str, str]) -> tuple[str | None, RecordingReporter]:
+def install(
+    layout: StateLayout, installer_name: str, requirements: Path, env: dict[str, str]
+) -> tuple[str | None, RecordingReporter]:
     reporter = RecordingReporter()
     installer = resolve_installer(installer_name)  # type: ignore[arg-type]
     message = asyncio.run(requirements_job.install(requirements, layout, installer, env, reporter))
@@ -53,10 +55,14 @@ def test_what_the_image_provides_is_neither_downloaded_nor_copied(
     in_venv = scan(layout.venv)
     assert "orch-needs-packaging" in in_venv
     assert "packaging" not in in_venv and "requests" not in in_venv
-    assert not any("/simple/packaging" in path or "/simple/requests" in path for path in index.control.requests)
+    assert not any(
+        "/simple/packaging" in path or "/simple/requests" in path for path in index.control.requests
+    )
 
 
-def test_a_requirement_that_demands_a_newer_image_package_gets_it(tmp_path: Path, index: LocalIndex) -> None:
+def test_a_requirement_that_demands_a_newer_image_package_gets_it(
+    tmp_path: Path, index: LocalIndex
+) -> None:
     env = hermetic_env(index.env())
     layout = make_venv(tmp_path, "uv", env)
     requirements = tmp_path / "requirements.txt"
@@ -85,7 +91,9 @@ def test_skip_when_unchanged_and_rerun_on_any_change(tmp_path: Path, index: Loca
     assert "orch-gamma" in scan(layout.venv)
 
 
-def test_an_interrupted_install_is_redone_with_a_reinstall(tmp_path: Path, index: LocalIndex) -> None:
+def test_an_interrupted_install_is_redone_with_a_reinstall(
+    tmp_path: Path, index: LocalIndex
+) -> None:
     env = hermetic_env(index.env())
     layout = make_venv(tmp_path, "uv", env)
     requirements = tmp_path / "requirements.txt"

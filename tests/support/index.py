@@ -114,11 +114,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(404, b"not found", "text/plain")
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients killed on purpose
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class LocalIndex:
     def __init__(self, wheels: Path) -> None:
         self.control = IndexControl(wheels)
         handler = type("Handler", (_Handler,), {"control": self.control})
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _QuietServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
