@@ -58,6 +58,8 @@ def test_what_the_image_provides_is_neither_downloaded_nor_copied(
     assert not any(
         "/simple/packaging" in path or "/simple/requests" in path for path in index.control.requests
     )
+    if installer == "uv":
+        assert any("Already provided: packaging" in line for line in reporter.lines)
 
 
 def test_a_requirement_that_demands_a_newer_image_package_gets_it(
