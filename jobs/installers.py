@@ -110,7 +110,7 @@ class ProgressParser:
     _UV_INSTALLED = re.compile(r"^Installed (\d+) packages?")
     _UV_ADDED = re.compile(r"^ \+ (\S+)")
     _PIP_COLLECTING = re.compile(r"^Collecting (\S+)")
-    _PIP_DOWNLOADING = re.compile(r"^\s*Downloading (\S+)")
+    _PIP_DOWNLOADING = re.compile(r"^\s*Downloading (\S+)(?: \(([^)]+)\))?")
     _PIP_INSTALLING = re.compile(r"^Installing collected packages: (.+)$")
     _PIP_DONE = re.compile(r"^Successfully installed (.+)$")
 
@@ -139,8 +139,12 @@ class ProgressParser:
         if match := self._PIP_DOWNLOADING.match(line):
             self.downloaded += 1
             name = match.group(1).rsplit("/", 1)[-1]
+            size = f" ({match.group(2)})" if match.group(2) else ""
             done = self.downloaded / max(self.collected, 1)
-            return f"Downloading {name}", self._advance(0.4 + 0.3 * done)
+            return (
+                f"Downloading {name}{size} ({self.downloaded} of {self.collected})",
+                self._advance(0.4 + 0.3 * done),
+            )
         if match := self._PIP_INSTALLING.match(line):
             count = len(match.group(1).split(","))
             return f"Installing {count} packages", self._advance(0.75)

@@ -19,6 +19,9 @@ class Reporter(Protocol):
     def step_progress(self, step: StepName, message: str, fraction: float | None = None) -> None:
         """``fraction`` is 0..1 when known; ``None`` keeps an indeterminate bar."""
 
+    def step_expected(self, step: StepName, seconds: float) -> None:
+        """How long the step took last time: the basis of the ETA users see."""
+
     def step_retrying(
         self, step: StepName, attempt: int, max_attempts: int, delay: float, error: str
     ) -> None:

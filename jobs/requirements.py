@@ -193,6 +193,8 @@ async def install(
         reporter.log("requirements", "orchestrator", "The last install was interrupted: redoing it")
         reinstall = ["--reinstall"] if installer.name == "uv" else ["--force-reinstall"]
     reporter.step_progress("requirements", f"Installing {requirements.name} with {installer.name}")
+    if (expected := manifest.history.get("last_install_seconds")) is not None:
+        reporter.step_expected("requirements", float(expected))
     started = time.monotonic()
     run = InstallerRun(installer, layout, env, reporter)
     workdir = Path(tempfile.mkdtemp(prefix="orchestrator-install-"))

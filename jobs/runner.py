@@ -36,6 +36,7 @@ from jobs import venv as venv_job
 from jobs.errors import JobError, PermanentError, TransientError
 from jobs.installers import Installer, resolve_installer
 from jobs.layout import StateLayout
+from jobs.manifest import Manifest
 from jobs.marimo import MarimoSupervisor
 from jobs.reporting import Reporter, StepName
 from jobs.settings import JobSettings
@@ -215,8 +216,14 @@ class Pipeline:
                 return f"Reusing the venv at {layout.venv}"
             rebuilt = True
             self.reporter.step_progress("venv", f"Building the venv: {reason}", 0.0)
+            history = Manifest.load(layout.manifest).history
+            if (expected := history.get("venv_seconds")) is not None:
+                self.reporter.step_expected("venv", float(expected))
             started = time.monotonic()
             await venv_job.create(layout, installer, self._env, self.reporter)
+            manifest = Manifest.load(layout.manifest)
+            manifest.history["venv_seconds"] = round(time.monotonic() - started, 3)
+            manifest.save(layout.manifest)
             return (
                 f"Built the venv at {layout.venv} in {time.monotonic() - started:.1f} s ({reason})"
             )

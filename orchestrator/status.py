@@ -42,6 +42,7 @@ class Step:
     started_at: float | None = None
     finished_at: float | None = None
     next_attempt_at: float | None = None
+    expected_seconds: float | None = None
 
 
 @dataclass
@@ -158,6 +159,10 @@ class StatusBoard:
         entry.message = self._clean(message)
         if fraction is not None:
             entry.progress = max(0.0, min(1.0, fraction))
+        self._publish()
+
+    def step_expected(self, step: StepName, seconds: float) -> None:
+        self._step(step).expected_seconds = round(seconds, 1)
         self._publish()
 
     def step_retrying(

@@ -20,6 +20,17 @@
     return Math.round(Math.min(1, total) * 100);
   }
 
+  // Seconds left for a running step: from its last recorded duration, else from its progress.
+  function remaining(step) {
+    if (!step.started_at) return null;
+    const elapsed = Date.now() / 1000 - step.started_at;
+    if (step.expected_seconds) return Math.max(1, Math.round(step.expected_seconds - elapsed));
+    if (step.progress && step.progress > 0.05 && step.progress < 1) {
+      return Math.max(1, Math.round((elapsed * (1 - step.progress)) / step.progress));
+    }
+    return null;
+  }
+
   function describe(status) {
     if (status.phase === "ready") return "Ready: opening marimo…";
     if (status.phase === "degraded") return "marimo is running, but something needs your attention.";
@@ -47,7 +58,15 @@
       const msg = document.createElement("span");
       msg.className = "msg";
       let text = step.message || step.status;
-      if (step.progress != null && step.status === "running") text += " (" + Math.round(step.progress * 100) + "%)";
+      if (step.status === "running") {
+        if (step.progress != null) text += " (" + Math.round(step.progress * 100) + "%)";
+        const eta = remaining(step);
+        if (eta != null) text += ", about " + eta + " s left";
+        if (step.next_attempt_at) {
+          const wait = Math.max(0, Math.round(step.next_attempt_at - Date.now() / 1000));
+          text += " · attempt " + step.attempt + (step.max_attempts ? " of " + step.max_attempts : "") + ", next in " + wait + " s";
+        }
+      }
       msg.textContent = text;
       li.append(icon, name, msg);
       list.append(li);
