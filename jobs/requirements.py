@@ -170,8 +170,12 @@ async def install(
     installer: Installer,
     env: Mapping[str, str],
     reporter: Reporter,
+    force: bool = False,
 ) -> str | None:
-    """Install, returning a message; ``None`` means it was skipped as unchanged."""
+    """Install, returning a message; ``None`` means it was skipped as unchanged.
+
+    ``force`` (a user asked for a reinstall) runs the installer even when nothing changed.
+    """
     raw = read_requirements(requirements)
     if raw is None:
         return "none"
@@ -180,7 +184,7 @@ async def install(
     image = image_job.image_distributions()
     wanted = fingerprint(raw, installer, env, image)
     manifest = Manifest.load(layout.manifest)
-    if manifest.install is not None and manifest.install.fingerprint == wanted:
+    if not force and manifest.install is not None and manifest.install.fingerprint == wanted:
         return None
     interrupted = manifest.pending_install is not None
     manifest.install = None

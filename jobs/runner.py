@@ -115,7 +115,7 @@ class Pipeline:
             await self._requirements(layout, installer, restore=rebuilt)
         await self._marimo(layout, installer, python or Path(sys.executable))
 
-    async def reinstall(self, rebuild: bool = False) -> None:
+    async def reinstall(self, rebuild: bool = False, force: bool = True) -> None:
         """Run the install again (after the venv is rebuilt, when asked), serialised with every
         other change to the venv; marimo keeps serving meanwhile."""
         if self.layout is None or self.installer is None:
@@ -129,7 +129,7 @@ class Pipeline:
                     "venv", "done", f"Rebuilt the venv at {self.layout.venv}"
                 )
                 restore = True
-            await self._requirements(self.layout, self.installer, restore=restore)
+            await self._requirements(self.layout, self.installer, restore=restore, force=force)
 
     async def watch_requirements(self, interval: float = 2.0) -> None:
         """Re-run the install in the background whenever the requirements file changes."""
@@ -143,7 +143,7 @@ class Pipeline:
                 self.reporter.log(
                     "requirements", "orchestrator", f"{path.name} changed: installing"
                 )
-                await self.reinstall()
+                await self.reinstall(force=False)
 
     async def watch_ledger(self, interval: float = 5.0) -> None:
         """Keep the ledger in step with packages installed from marimo's UI or a terminal."""
@@ -239,12 +239,16 @@ class Pipeline:
         self.reporter.step_finished("venv", "done", message)
         return layout.venv_python, rebuilt
 
-    async def _requirements(self, layout: StateLayout, installer: Installer, restore: bool) -> bool:
+    async def _requirements(
+        self, layout: StateLayout, installer: Installer, restore: bool, force: bool = False
+    ) -> bool:
         path = self.settings.requirements
         self.reporter.step_running("requirements", f"Checking {path}")
 
         async def attempt() -> str | None:
-            return await requirements_job.install(path, layout, installer, self._env, self.reporter)
+            return await requirements_job.install(
+                path, layout, installer, self._env, self.reporter, force=force
+            )
 
         async def restore_attempt() -> str:
             return await requirements_job.restore_user_packages(

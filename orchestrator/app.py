@@ -21,7 +21,9 @@ import tornado.routing
 import tornado.web
 
 from orchestrator import logs
+from orchestrator.actions import Actions
 from orchestrator.config import Config
+from orchestrator.quix import QuixPortal
 from orchestrator.status import StatusBoard
 from orchestrator.web.handlers import (
     STATIC_DIR,
@@ -32,6 +34,7 @@ from orchestrator.web.handlers import (
     ReadyHandler,
     StatusHandler,
 )
+from orchestrator.web.restart import RestartHandler
 from proxy.routes import proxy_rules
 
 log = logging.getLogger("orchestrator")
@@ -54,10 +57,13 @@ def bind(config: Config) -> list[socket.socket]:
         raise BindError(f"cannot listen on {config.host}:{config.port}: {error.strerror}") from None
 
 
-def make_app(config: Config, board: StatusBoard) -> tornado.web.Application:
+def make_app(config: Config, board: StatusBoard, actions: Actions) -> tornado.web.Application:
     page = LoadingPage(board)
     own: dict[str, object] = {"board": board}
     rules: list[tornado.routing.Rule] = [
+        tornado.routing.Rule(
+            tornado.routing.PathMatches(r"/-/restart"), RestartHandler, {"actions": actions}
+        ),
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/healthy"), HealthyHandler, own),
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/ready"), ReadyHandler, own),
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/status"), StatusHandler, own),
@@ -83,8 +89,9 @@ def make_app(config: Config, board: StatusBoard) -> tornado.web.Application:
 
 async def _run(config: Config, sockets: list[socket.socket]) -> int:
     board = StatusBoard()
+    actions = Actions(board, QuixPortal(config.quix) if config.quix else None)
     server = tornado.httpserver.HTTPServer(
-        make_app(config, board), xheaders=False, max_buffer_size=64 * 1024 * 1024
+        make_app(config, board, actions), xheaders=False, max_buffer_size=64 * 1024 * 1024
     )
     server.add_sockets(sockets)
     shown = "localhost" if config.host in ("127.0.0.1", "0.0.0.0", "::") else config.host
@@ -103,6 +110,7 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
     from jobs.runner import Pipeline
 
     pipeline = Pipeline(config.job_settings(), board)
+    actions.pipeline = pipeline
     jobs = asyncio.create_task(pipeline.run(), name="pipeline")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({jobs, stopper}, return_when=asyncio.FIRST_COMPLETED)

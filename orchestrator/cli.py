@@ -131,6 +131,12 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         convert=float,
         help="seconds between keep-alive comments on /-/events",
     )
+    options.add(
+        "--quix-restart-call",
+        default=None,
+        help="portal call that restarts this deployment, as 'METHOD path' with {workspace_id} "
+        "and {deployment_id} (default: POST workspaces/{workspace_id}/deployments/update)",
+    )
     return parser, options.errors
 
 
@@ -152,13 +158,19 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         marimo_ready_timeout=args.marimo_ready_timeout,
         log_level=args.log_level,
         sse_keepalive=args.sse_keepalive,
+        quix_restart_call=args.quix_restart_call,
         env=env,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["restart"]:
+        from orchestrator.restart_cli import main as restart
+
+        return restart(arguments[1:])
     try:
-        config = parse(sys.argv[1:] if argv is None else argv, os.environ)
+        config = parse(arguments, os.environ)
     except ConfigError as error:
         print(f"marimo-orchestrator: error: {error}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from jobs.settings import InstallerChoice, JobSettings, MarimoMode
+from orchestrator.quix import QuixSettings
 
 INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
 MODES: tuple[MarimoMode, ...] = ("edit", "run")
@@ -41,6 +42,7 @@ class Config:
     marimo_ready_timeout: float
     log_level: Literal["debug", "info", "warning", "error"]
     sse_keepalive: float
+    quix: QuixSettings | None
     env: Mapping[str, str] = field(repr=False)
 
     def job_settings(self) -> JobSettings:
@@ -85,6 +87,18 @@ def _state_parent_usable(path: Path) -> None:
         raise ConfigError(f"--state-dir {path}: exists and is not a directory")
 
 
+def _restart_call(value: str | None) -> str | None:
+    if value is None:
+        return None
+    method, _, path = value.strip().partition(" ")
+    if method.upper() not in ("GET", "POST", "PUT", "PATCH") or not path.strip():
+        raise ConfigError(
+            "--quix-restart-call must look like 'POST workspaces/{workspace_id}/...'; "
+            f"got {value!r}"
+        )
+    return f"{method.upper()} {path.strip()}"
+
+
 def resolve(
     *,
     notebook_dir: str,
@@ -99,6 +113,7 @@ def resolve(
     marimo_ready_timeout: float,
     log_level: str,
     sse_keepalive: float,
+    quix_restart_call: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Config:
     """Validate the already-merged values (flag or env twin or default) into a Config."""
@@ -140,5 +155,6 @@ def resolve(
             _choice("--log-level", log_level, LOG_LEVELS),
         ),
         sse_keepalive=_positive("--sse-keepalive", sse_keepalive),
+        quix=QuixSettings.from_env(env, _restart_call(quix_restart_call)),
         env=env,
     )

@@ -77,6 +77,7 @@ class StatusBoard:
         self.marimo = MarimoInfo()
         self.state: dict[str, Any] = {"path": None, "persistent": None, "warning": None}
         self.stopping = False
+        self.notice: dict[str, Any] | None = None
         self.logs: deque[dict[str, Any]] = deque(maxlen=log_capacity)
         self.subscribers: set[Subscriber] = set()
         self._upstream: Upstream | None = None
@@ -113,6 +114,7 @@ class StatusBoard:
             "steps": [asdict(step) for step in self.steps.values()],
             "marimo": asdict(self.marimo),
             "state": dict(self.state),
+            "notice": self.notice,
         }
 
     def snapshot_json(self) -> str:
@@ -225,6 +227,12 @@ class StatusBoard:
             entry.message = self.marimo.last_exit
             entry.finished_at = None
         log.warning("marimo is down: %s", self.marimo.last_exit, extra={"step": "marimo"})
+        self._publish()
+
+    def announce(self, message: str) -> None:
+        """Something users should know about now (a restart they or someone else asked for)."""
+        self.notice = {"message": self._clean(message), "at": time.time()}
+        log.info("%s", self.notice["message"])
         self._publish()
 
     def begin_stopping(self) -> None:

@@ -1,0 +1,95 @@
+"""What users can ask for (restarts): validated here, then *enqueued* as jobs, never run inline.
+
+The web handler answers 202 at once; progress shows in /-/status and /-/events like any job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from orchestrator.status import StatusBoard
+
+if TYPE_CHECKING:
+    from jobs.runner import Pipeline
+    from orchestrator.quix import QuixPortal
+
+log = logging.getLogger("orchestrator")
+
+Scope = Literal["marimo", "install", "deployment"]
+SCOPES: tuple[Scope, ...] = ("marimo", "install", "deployment")
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+class Actions:
+    """Holds the pipeline once the jobs exist; every action is a background task."""
+
+    def __init__(self, board: StatusBoard, portal: QuixPortal | None) -> None:
+        self.board = board
+        self.portal = portal
+        self.pipeline: Pipeline | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _enqueue(self, name: str, work: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception as error:  # reported, never raised into the loop
+                self.board.announce(f"{name} failed: {error}")
+                log.error("%s failed: %s", name, error)
+
+        task = asyncio.create_task(guarded(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def restart(self, scope: str, rebuild: bool, token: str | None) -> Answer:
+        if scope not in SCOPES:
+            return Answer(
+                400, {"error": f"scope must be one of {', '.join(SCOPES)}; got {scope!r}"}
+            )
+        if scope == "deployment":
+            return self._restart_deployment(token)
+        pipeline = self.pipeline
+        if scope == "marimo":
+            if pipeline is None or pipeline.supervisor is None or pipeline.supervisor.pid is None:
+                return Answer(409, {"error": "marimo has not been started yet"})
+            self.board.announce("Restarting marimo (requested)")
+            self._enqueue("restarting marimo", pipeline.supervisor.restart())
+            return Answer(202, {"accepted": True, "scope": scope})
+        if pipeline is None or pipeline.layout is None:
+            return Answer(409, {"error": "the environment is still being prepared"})
+        what = "Rebuilding the venv and reinstalling" if rebuild else "Reinstalling requirements"
+        self.board.announce(f"{what} (requested)")
+        self._enqueue("reinstall", pipeline.reinstall(rebuild=rebuild))
+        return Answer(202, {"accepted": True, "scope": scope, "rebuild": rebuild})
+
+    def _restart_deployment(self, token: str | None) -> Answer:
+        portal = self.portal
+        if portal is None:
+            return Answer(
+                409,
+                {
+                    "error": "restarting the deployment needs Quix: Quix__Portal__Api and "
+                    "Quix__Workspace__Id are not set"
+                },
+            )
+        credential = token or portal.settings.sdk_token
+        if not credential:
+            return Answer(409, {"error": "no Quix token to restart the deployment with"})
+        if not portal.settings.deployment_id:
+            return Answer(409, {"error": "Quix__Deployment__Id is not set: nothing to restart"})
+
+        async def restart() -> None:
+            message = await portal.restart_deployment(credential)
+            self.board.announce(f"{message}; this page reloads when the new container is up")
+
+        self.board.announce("Asking Quix to restart this deployment")
+        self._enqueue("restarting the deployment", restart())
+        return Answer(202, {"accepted": True, "scope": "deployment"})

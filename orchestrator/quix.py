@@ -1,0 +1,160 @@
+"""The Quix portal API: token validation and deployment restarts (see reference/quix.md).
+
+``requests`` is imported lazily: nothing here is on the start-up path. Calls run in a thread so
+the event loop never blocks; timeouts and 5xx are retried with tenacity, 401/403 are answers.
+Invariant: a token is only ever sent to the portal, never logged; the cache is keyed by its
+SHA-256, so the token itself is not kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+PORTAL_API = "Quix__Portal__Api"
+WORKSPACE_ID = "Quix__Workspace__Id"
+DEPLOYMENT_ID = "Quix__Deployment__Id"
+APPLICATION_ID = "Quix__Application__Id"
+SDK_TOKEN = "Quix__Sdk__Token"
+DEFAULT_RESTART_CALL = "POST workspaces/{workspace_id}/deployments/update"
+
+
+class PortalUnavailable(Exception):
+    """The portal did not answer (timeout, connection error, 5xx) after our retries."""
+
+
+def normalise_portal_url(raw: str) -> str:
+    """No trailing slash; plain http only for a portal on this machine (tests)."""
+    parts = urlsplit(raw.strip())
+    scheme = parts.scheme or "https"
+    host = parts.hostname or ""
+    if scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
+        scheme = "https"
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+@dataclass(frozen=True)
+class QuixSettings:
+    portal_api: str
+    workspace_id: str
+    deployment_id: str | None
+    application_id: str | None
+    sdk_token: str | None = field(repr=False)
+    restart_call: str = DEFAULT_RESTART_CALL
+    timeout: float = 5.0
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], restart_call: str | None = None
+    ) -> QuixSettings | None:
+        portal = env.get(PORTAL_API)
+        workspace = env.get(WORKSPACE_ID)
+        if not portal or not workspace:
+            return None
+        return cls(
+            portal_api=normalise_portal_url(portal),
+            workspace_id=workspace,
+            deployment_id=env.get(DEPLOYMENT_ID) or None,
+            application_id=env.get(APPLICATION_ID) or None,
+            sdk_token=env.get(SDK_TOKEN) or None,
+            restart_call=restart_call or DEFAULT_RESTART_CALL,
+        )
+
+
+class _Retryable(Exception):
+    pass
+
+
+class QuixPortal:
+    """Validates tokens (cached by hash: minutes for a yes, seconds for a no) and restarts."""
+
+    def __init__(
+        self, settings: QuixSettings, yes_ttl: float = 300.0, no_ttl: float = 10.0
+    ) -> None:
+        self.settings = settings
+        self.yes_ttl = yes_ttl
+        self.no_ttl = no_ttl
+        self._cache: dict[str, tuple[bool, float]] = {}
+
+    def _headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", "X-Version": "2.0"}
+
+    async def _call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, str]:
+        import requests
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_exponential_jitter,
+        )
+
+        url = f"{self.settings.portal_api}/{path.lstrip('/')}"
+
+        def once() -> tuple[int, str]:
+            try:
+                response = requests.request(
+                    method,
+                    url,
+                    headers=self._headers(token),
+                    json=body,
+                    timeout=self.settings.timeout,
+                )
+            except (requests.Timeout, requests.ConnectionError) as error:
+                raise _Retryable(type(error).__name__) from None
+            if response.status_code >= 500:
+                raise _Retryable(f"HTTP {response.status_code}")
+            return response.status_code, response.text
+
+        loop = asyncio.get_running_loop()
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(3),
+                wait=wait_exponential_jitter(multiplier=0.2, max=2),
+                retry=retry_if_exception_type(_Retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    return await loop.run_in_executor(None, once)
+        except _Retryable as error:
+            raise PortalUnavailable(f"the Quix portal did not answer ({error})") from None
+        raise AssertionError("unreachable")
+
+    async def is_allowed(self, token: str) -> bool:
+        """May this token read the workspace? Raises :class:`PortalUnavailable` on an outage."""
+        key = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        query = (
+            "auth/permissions/query?resourceType=Workspace"
+            f"&resourceId={self.settings.workspace_id}&permissions=Read"
+        )
+        status, text = await self._call("GET", query, token)
+        allowed = status == 200 and text.strip().lower() not in ("false", '{"allowed":false}')
+        self._cache[key] = (allowed, now + (self.yes_ttl if allowed else self.no_ttl))
+        if len(self._cache) > 10_000:
+            self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
+        return allowed
+
+    async def restart_deployment(self, token: str) -> str:
+        """One server-side call; returns a message for users, raises on refusal or outage."""
+        settings = self.settings
+        if not settings.deployment_id:
+            raise PortalUnavailable("Quix__Deployment__Id is not set: no deployment to restart")
+        method, _, template = settings.restart_call.partition(" ")
+        path = template.format(
+            workspace_id=settings.workspace_id, deployment_id=settings.deployment_id
+        )
+        body = [settings.deployment_id] if path.rstrip("/").endswith("deployments/update") else None
+        status, _ = await self._call(method.upper(), path, token, body)
+        if status in (401, 403):
+            raise PermissionError("the Quix portal refused the restart for this user")
+        if status >= 400:
+            raise PortalUnavailable(f"the Quix portal answered HTTP {status} to the restart")
+        return f"Quix accepted the restart of deployment {settings.deployment_id}"
