@@ -106,7 +106,7 @@ def test_restart_deployment_asks_quix_once(
     run = orchestrator(notebook_dir, env=portal.env())
     run.wait_listening()
     code, body = post_restart(run, {"scope": "deployment"})
-    assert code == 202
+    assert (code, body) == (202, {"accepted": True, "scope": "deployment"})
     status = run.wait_for(
         lambda s: (s["notice"] or {}).get("message", "").startswith("Quix accepted"), what="notice"
     )
