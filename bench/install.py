@@ -37,7 +37,9 @@ def uv_bin() -> str:
 
 def fresh_venv(path: Path, env: dict[str, str], with_pip: bool = False) -> Path:
     if with_pip:  # pip seeded from the interpreter's bundled wheel, as the orchestrator does
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(path)], env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--system-site-packages", str(path)], env=env, check=True
+        )
         return path / "bin" / "python"
     subprocess.run(
         [

@@ -98,6 +98,10 @@ def orchestrator_argv(notebooks: Path, state: Path, port: int) -> list[str]:
         str(port),
         "--state-dir",
         str(state),
+        "--host",
+        "127.0.0.1",
+        "--auth",
+        "none",
     ]
 
 

@@ -29,6 +29,11 @@ class StateLayout:
         return self.root / "manifest.json"
 
     @property
+    def session_secret(self) -> Path:
+        """Signs session cookies (mode 0600), so signed-in users stay signed in across restarts."""
+        return self.root / "session-secret"
+
+    @property
     def ledger(self) -> Path:
         """Packages the user installed into the venv, restored after a rebuild."""
         return self.root / "ledger.json"
@@ -61,6 +66,7 @@ class StateLayout:
             "venv": self.venv,
             "manifest": self.manifest,
             "ledger": self.ledger,
+            "session_secret": self.session_secret,
             "uv_cache": self.uv_cache,
             "pip_cache": self.pip_cache,
             "xdg_config": self.xdg_config,

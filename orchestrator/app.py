@@ -20,11 +20,15 @@ import tornado.netutil
 import tornado.routing
 import tornado.web
 
+from jobs.layout import StateLayout
+from jobs.redact import redact
 from orchestrator import logs
 from orchestrator.actions import Actions
+from orchestrator.auth import Guard, Verifier, load_secret
 from orchestrator.config import Config
 from orchestrator.quix import QuixPortal
 from orchestrator.status import StatusBoard
+from orchestrator.web.framing import framing_transform
 from orchestrator.web.handlers import (
     STATIC_DIR,
     EventsHandler,
@@ -34,10 +38,12 @@ from orchestrator.web.handlers import (
     ReadyHandler,
     StatusHandler,
 )
+from orchestrator.web.login import LoginHandler, LogoutHandler
 from orchestrator.web.restart import RestartHandler
 from proxy.routes import proxy_rules
 
 log = logging.getLogger("orchestrator")
+access = logging.getLogger("orchestrator.access")
 
 SHUTDOWN_GRACE = 5.0
 
@@ -57,10 +63,23 @@ def bind(config: Config) -> list[socket.socket]:
         raise BindError(f"cannot listen on {config.host}:{config.port}: {error.strerror}") from None
 
 
-def make_app(config: Config, board: StatusBoard, actions: Actions) -> tornado.web.Application:
+def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
+    verifier = Verifier(config.auth, config.token, portal)
+    return Guard(config.auth, verifier, secure_cookies=config.auth == "quix")
+
+
+def make_app(
+    config: Config, board: StatusBoard, actions: Actions, guard: Guard
+) -> tornado.web.Application:
     page = LoadingPage(board)
     own: dict[str, object] = {"board": board}
     rules: list[tornado.routing.Rule] = [
+        tornado.routing.Rule(
+            tornado.routing.PathMatches(r"/-/login"), LoginHandler, {"guard": guard}
+        ),
+        tornado.routing.Rule(
+            tornado.routing.PathMatches(r"/-/logout"), LogoutHandler, {"guard": guard}
+        ),
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/restart"), RestartHandler, {"actions": actions}
         ),
@@ -82,16 +101,49 @@ def make_app(config: Config, board: StatusBoard, actions: Actions) -> tornado.we
             tornado.web.StaticFileHandler,
             {"path": str(STATIC_DIR)},
         ),
-        *proxy_rules(board.upstream, page),
+        *proxy_rules(board.upstream, page, guard=guard.admit),
     ]
-    return tornado.web.Application(rules, compress_response=False)
+    app = tornado.web.Application(
+        rules,
+        compress_response=False,
+        cookie_secret=load_secret(
+            StateLayout(config.state_dir).session_secret if config.state_dir.is_dir() else None
+        ),
+        guard=guard,
+        user_token_of=guard.user_token,
+        log_function=log_request,
+    )
+    app.add_transform(framing_transform(config.frame_ancestors))
+    return app
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log without secrets (a login URL carries a token) and without probe noise."""
+    status = handler.get_status()
+    request = handler.request
+    if request.path in ("/-/healthy", "/-/ready") and status in (200, 503):
+        level = logging.DEBUG
+    elif status >= 500:
+        level = logging.WARNING
+    else:
+        level = logging.DEBUG if status < 400 else logging.INFO
+    access.log(
+        level,
+        "%d %s %s %.1fms",
+        status,
+        request.method,
+        redact(request.uri or ""),
+        1000 * request.request_time(),
+    )
 
 
 async def _run(config: Config, sockets: list[socket.socket]) -> int:
     board = StatusBoard()
-    actions = Actions(board, QuixPortal(config.quix) if config.quix else None)
+    portal = QuixPortal(config.quix) if config.quix else None
+    actions = Actions(board, portal)
+    guard = make_guard(config, portal)
     server = tornado.httpserver.HTTPServer(
-        make_app(config, board, actions), xheaders=False, max_buffer_size=64 * 1024 * 1024
+        make_app(config, board, actions, guard), xheaders=False, max_buffer_size=64 * 1024 * 1024
     )
     server.add_sockets(sockets)
     shown = "localhost" if config.host in ("127.0.0.1", "0.0.0.0", "::") else config.host
@@ -99,6 +151,13 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
         "listening on http://%s:%s/ (notebooks in %s)", shown, config.port, config.notebook_dir
     )
     print(f"marimo-orchestrator is serving http://{shown}:{config.port}/", flush=True)
+    if config.auth == "token" and config.token_generated:
+        # Printed once, to the terminal only (never through logging), as Jupyter does.
+        print(
+            f"Sign in with: http://{shown}:{config.port}/-/login?token={config.token}", flush=True
+        )
+    if config.auth == "none" and config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("--auth none on %s: anyone who can reach this port can use marimo", config.host)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,7 +11,15 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from orchestrator.config import INSTALLERS, LOG_LEVELS, MODES, Config, ConfigError, resolve
+from orchestrator.config import (
+    AUTH_MODES,
+    INSTALLERS,
+    LOG_LEVELS,
+    MODES,
+    Config,
+    ConfigError,
+    resolve,
+)
 
 ENV_PREFIX = "ORCHESTRATOR_"
 
@@ -79,7 +87,7 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         "[env: ORCHESTRATOR_NOTEBOOK_DIR]",
     )
     options = _Options(parser, env)
-    options.add("--host", default="127.0.0.1", help="address to listen on")
+    options.add("--host", default="0.0.0.0", help="address to listen on")
     options.add("--port", default=8080, convert=int, help="public port")
     options.add(
         "--state-dir",
@@ -137,6 +145,24 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         help="portal call that restarts this deployment, as 'METHOD path' with {workspace_id} "
         "and {deployment_id} (default: POST workspaces/{workspace_id}/deployments/update)",
     )
+    options.add(
+        "--auth",
+        default=None,
+        choices=AUTH_MODES,
+        help="quix: Quix tokens (portal iframe, PAT form, Bearer); token: one access token; "
+        "none: no sign-in at all (default: quix when Quix__Portal__Api is set, else token)",
+    )
+    options.add(
+        "--token",
+        default=None,
+        help="the access token in token mode (default: generated and printed once at start)",
+    )
+    options.add(
+        "--frame-ancestors",
+        default=None,
+        help="who may embed the pages in a frame, as CSP frame-ancestors "
+        "(default: * in quix mode, 'self' elsewhere)",
+    )
     return parser, options.errors
 
 
@@ -159,6 +185,9 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         log_level=args.log_level,
         sse_keepalive=args.sse_keepalive,
         quix_restart_call=args.quix_restart_call,
+        auth=args.auth,
+        token=args.token,
+        frame_ancestors=args.frame_ancestors,
         env=env,
     )
 

@@ -7,6 +7,7 @@ then a Quix variable where one applies, then the default.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,11 +15,13 @@ from pathlib import Path
 from typing import Literal, cast
 
 from jobs.settings import InstallerChoice, JobSettings, MarimoMode
+from orchestrator.auth_modes import AuthMode
 from orchestrator.quix import QuixSettings
 
 INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
 MODES: tuple[MarimoMode, ...] = ("edit", "run")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AUTH_MODES: tuple[AuthMode, ...] = ("quix", "token", "none")
 QUIX_STATE_PATH = "Quix__Deployment__State__Path"
 QUIX_STATE_ENABLED = "Quix__Deployment__State__Enabled"
 
@@ -43,6 +46,10 @@ class Config:
     log_level: Literal["debug", "info", "warning", "error"]
     sse_keepalive: float
     quix: QuixSettings | None
+    auth: AuthMode
+    token: str | None = field(repr=False)
+    token_generated: bool
+    frame_ancestors: str
     env: Mapping[str, str] = field(repr=False)
 
     def job_settings(self) -> JobSettings:
@@ -114,6 +121,9 @@ def resolve(
     log_level: str,
     sse_keepalive: float,
     quix_restart_call: str | None = None,
+    auth: str | None = None,
+    token: str | None = None,
+    frame_ancestors: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Config:
     """Validate the already-merged values (flag or env twin or default) into a Config."""
@@ -138,6 +148,17 @@ def resolve(
     )
     if requirements and reqs.is_dir():
         raise ConfigError(f"--requirements {reqs} is a directory, not a file")
+    quix = QuixSettings.from_env(env, _restart_call(quix_restart_call))
+    mode = cast(AuthMode, _choice("--auth", auth or ("quix" if quix else "token"), AUTH_MODES))
+    if mode == "quix" and quix is None:
+        raise ConfigError(
+            "--auth quix needs Quix__Portal__Api and Quix__Workspace__Id in the environment"
+        )
+    generated = mode == "token" and not token
+    if generated:
+        token = secrets.token_urlsafe(24)
+    if mode == "token" and token is not None and len(token) < 12:
+        raise ConfigError("--token must be at least 12 characters long")
     return Config(
         notebook_dir=notebooks,
         host=host,
@@ -155,6 +176,10 @@ def resolve(
             _choice("--log-level", log_level, LOG_LEVELS),
         ),
         sse_keepalive=_positive("--sse-keepalive", sse_keepalive),
-        quix=QuixSettings.from_env(env, _restart_call(quix_restart_call)),
+        quix=quix,
+        auth=mode,
+        token=token if mode == "token" else None,
+        token_generated=generated,
+        frame_ancestors=frame_ancestors or ("*" if mode == "quix" else "'self'"),
         env=env,
     )

@@ -142,7 +142,9 @@ class HttpForwarder(RequestHandler):
         loading_page: Callable[[], bytes],
         pool: ConnectionPool,
         response_timeout: float,
+        guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
     ) -> None:
+        self._guard = guard
         self._lookup = lookup
         self._loading_page = loading_page
         self._pool = pool
@@ -164,6 +166,8 @@ class HttpForwarder(RequestHandler):
         return None
 
     async def prepare(self) -> None:
+        if self._guard is not None and not await self._guard(self):
+            return  # refused and answered: nothing reaches marimo
         # Proxied responses pass as marimo sent them: no gzip or other output transform.
         self._transforms = []
         if isinstance(self.request.connection, HTTP1Connection):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado.httputil import HTTPServerRequest
 from tornado.routing import AnyMatches, Matcher, Rule
+from tornado.web import RequestHandler
 
 from proxy.http import HttpForwarder
 from proxy.pool import ConnectionPool
@@ -29,6 +30,7 @@ def proxy_rules(
     response_timeout: float = 300.0,
     max_message_size: int = 64 * 1024 * 1024,
     pool: ConnectionPool | None = None,
+    guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
 ) -> list[Rule]:
     """Rules matching every path, to be placed after the orchestrator's own routes.
 
@@ -38,7 +40,8 @@ def proxy_rules(
     wait from the end of the request to marimo's status line (or WebSocket handshake answer),
     ``max_message_size`` a single WebSocket message in either direction. One ``pool`` of
     keep-alive connections serves every request made through these rules (a fresh one unless
-    given).
+    given). ``guard`` is awaited first on every request, WebSocket upgrades included (before the
+    handshake): when it returns False it has answered the request and nothing reaches marimo.
     """
     pool = pool if pool is not None else ConnectionPool(connect_timeout=connect_timeout)
     return [
@@ -50,6 +53,7 @@ def proxy_rules(
                 "connect_timeout": connect_timeout,
                 "handshake_timeout": response_timeout,
                 "max_message_size": max_message_size,
+                "guard": guard,
             },
         ),
         Rule(
@@ -60,6 +64,7 @@ def proxy_rules(
                 "loading_page": loading_page,
                 "pool": pool,
                 "response_timeout": response_timeout,
+                "guard": guard,
             },
         ),
     ]

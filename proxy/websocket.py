@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
@@ -27,6 +28,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.iostream import StreamClosedError
 from tornado.simple_httpclient import HTTPTimeoutError
 from tornado.tcpclient import TCPClient
+from tornado.web import RequestHandler
 from tornado.websocket import (
     WebSocketClientConnection,
     WebSocketClosedError,
@@ -103,7 +105,9 @@ class WebSocketRelay(WebSocketHandler):
         connect_timeout: float,
         handshake_timeout: float,
         max_message_size: int,
+        guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
     ) -> None:
+        self._guard = guard
         self._lookup = lookup
         self._connect_timeout = connect_timeout
         self._handshake_timeout = handshake_timeout
@@ -123,6 +127,8 @@ class WebSocketRelay(WebSocketHandler):
         return True
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self._guard is not None and not await self._guard(self):
+            return  # refused before any handshake, and answered
         if not _well_formed(self.request):
             await super().get(*args, **kwargs)  # Tornado answers the malformed handshake
             return

@@ -71,6 +71,9 @@ class RecordingReporter:
     def step_progress(self, step: str, message: str, fraction: float | None = None) -> None:
         self.events.append(("progress", step, message))
 
+    def step_expected(self, step: str, seconds: float) -> None:
+        self.events.append(("expected", step, str(seconds)))
+
     def step_retrying(
         self, step: str, attempt: int, max_attempts: int, delay: float, error: str
     ) -> None:

@@ -18,8 +18,12 @@ from tests.support.index import LocalIndex
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
 
-def _kernel_first_message(base_ws: str) -> dict[str, object]:
-    with connect(f"{base_ws}/ws?session_id=s_e2e_1&file=notebook.py", open_timeout=30) as ws:
+def _kernel_first_message(base_ws: str, headers: dict[str, str]) -> dict[str, object]:
+    with connect(
+        f"{base_ws}/ws?session_id=s_e2e_1&file=notebook.py",
+        open_timeout=30,
+        additional_headers=headers,
+    ) as ws:
         return dict(json.loads(ws.recv(timeout=60)))
 
 
@@ -52,7 +56,7 @@ def test_cold_start_installs_requirements_and_proxies_marimo(
     code, _, body = run.get("/", HTML)
     assert code == 200
     assert b"marimo" in body and b"Starting your marimo environment" not in body
-    assert _kernel_first_message(run.base.replace("http", "ws"))
+    assert _kernel_first_message(run.base.replace("http", "ws"), run.auth)
 
     venv_python = tmp_path / "state" / "venv" / "bin" / "python"
     imported = subprocess.run(

@@ -10,10 +10,12 @@ from pathlib import Path
 from tests.conftest import OrchestratorFactory
 
 
-def sse_events(port: int, timeout: float = 60) -> Iterator[tuple[str, str]]:
+def sse_events(
+    port: int, headers: dict[str, str], timeout: float = 60
+) -> Iterator[tuple[str, str]]:
     """(event, data) pairs; comments come as ("comment", text)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    connection.request("GET", "/-/events", headers={"Accept": "text/event-stream"})
+    connection.request("GET", "/-/events", headers={"Accept": "text/event-stream", **headers})
     response = connection.getresponse()
     assert response.status == 200
     assert response.getheader("Content-Type", "").startswith("text/event-stream")
@@ -43,7 +45,7 @@ def test_a_watcher_sees_status_at_once_then_changes_logs_and_keepalives(
     (notebook_dir / "requirements.txt").write_text("orch-alpha\n", encoding="utf-8")
     run = orchestrator(notebook_dir, None, "--sse-keepalive", "0.5")
     run.wait_listening()
-    events = sse_events(run.port)
+    events = sse_events(run.port, run.auth)
 
     first_event, first_data = next(events)
     assert first_event == "status"
@@ -76,6 +78,6 @@ def test_a_late_joiner_gets_the_current_state_at_once(
 ) -> None:
     run = orchestrator(notebook_dir)
     run.wait_ready()
-    event, data = next(sse_events(run.port))
+    event, data = next(sse_events(run.port, run.auth))
     assert event == "status"
     assert json.loads(data)["ready"] is True

@@ -32,6 +32,7 @@ def marimo_install(run: Orchestrator, package: str) -> dict[str, object]:
         headers={
             "Marimo-Server-Token": token.group(1).decode(),
             "Content-Type": "application/json",
+            **run.auth,
         },
         method="POST",
     )

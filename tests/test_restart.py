@@ -26,7 +26,7 @@ def post_restart(
     request = urllib.request.Request(
         run.base + "/-/restart",
         data=json.dumps(body).encode() if not isinstance(body, bytes) else body,
-        headers={"Content-Type": content_type, **(headers or {})},
+        headers={"Content-Type": content_type, **run.auth, **(headers or {})},
         method="POST",
     )
     try:
@@ -102,8 +102,8 @@ def test_bad_requests_are_refused_clearly(
 def test_restart_deployment_asks_quix_once(
     orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
 ) -> None:
-    portal.state.allowed_tokens.add("sdk-token-not-a-user")
     run = orchestrator(notebook_dir, env=portal.env())
+    portal.state.allowed_tokens.add(run.token)  # a Quix user who may use the workspace
     run.wait_listening()
     code, body = post_restart(run, {"scope": "deployment"})
     assert (code, body) == (202, {"accepted": True, "scope": "deployment"})
@@ -113,8 +113,9 @@ def test_restart_deployment_asks_quix_once(
     calls = [c for c in portal.state.calls if "deployments" in str(c["path"])]
     assert len(calls) == 1
     assert calls[0]["method"] == "POST" and calls[0]["x_version"] == "2.0"
+    assert calls[0]["token"] == run.token, "the signed-in user's token, not the service's"
     assert json.loads(str(calls[0]["body"])) == ["dep-test"]
-    assert "sdk-token-not-a-user" not in json.dumps(status)
+    assert run.token not in json.dumps(status)
 
 
 def test_the_cli_restarts_and_follows(
@@ -132,6 +133,8 @@ def test_the_cli_restarts_and_follows(
             "marimo",
             "--url",
             run.base,
+            "--token",
+            run.token,
             "--timeout",
             "120",
         ],

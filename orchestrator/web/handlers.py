@@ -11,13 +11,22 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
+from orchestrator.auth import Guard
 from orchestrator.status import StatusBoard
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 class BoardHandler(tornado.web.RequestHandler):
+    """Public unless :attr:`protected`: then the guard admits the request before anything runs."""
+
     board: StatusBoard
+    protected = True
+
+    async def prepare(self) -> None:
+        guard: Guard | None = self.application.settings.get("guard")
+        if self.protected and guard is not None:
+            await guard.admit(self)  # a refused request is answered, so the method is skipped
 
     def initialize(self, board: StatusBoard, **_: Any) -> None:
         self.board = board
@@ -32,6 +41,8 @@ class BoardHandler(tornado.web.RequestHandler):
 class HealthyHandler(BoardHandler):
     """Liveness: the process serves requests. Never depends on marimo or the jobs."""
 
+    protected = False
+
     def get(self) -> None:
         self.write({"status": "alive", "boot_id": self.board.boot_id})
 
@@ -40,6 +51,8 @@ class HealthyHandler(BoardHandler):
 
 class ReadyHandler(BoardHandler):
     """Readiness: 200 exactly while marimo is proxied."""
+
+    protected = False
 
     def get(self) -> None:
         if not self.board.ready:

@@ -8,6 +8,7 @@ from typing import Any
 import tornado.web
 
 from orchestrator.actions import Actions
+from orchestrator.auth import Guard, same_origin
 
 
 class RestartHandler(tornado.web.RequestHandler):
@@ -26,7 +27,15 @@ class RestartHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.finish({"error": message})
 
+    async def prepare(self) -> None:
+        guard: Guard | None = self.application.settings.get("guard")
+        if guard is not None:
+            await guard.admit(self)
+
     def post(self) -> None:
+        if not same_origin(self):
+            self._fail(403, "cross-site requests to /-/restart are refused")
+            return
         content_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
         if content_type != "application/json":
             self._fail(415, "send JSON: Content-Type: application/json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -63,6 +64,9 @@ class Orchestrator:
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.token = "test-token-" + secrets.token_hex(8)
+        if not any(arg.startswith("--auth") or arg == "--token" for arg in args):
+            args = ("--token", self.token, *args)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.started_at = time.monotonic()
@@ -102,10 +106,21 @@ class Orchestrator:
         except psutil.NoSuchProcess:
             pass
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """What an API client sends to get in."""
+        return {"Authorization": f"Bearer {self.token}"}
+
     def get(
-        self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 10
+        self,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10,
+        *,
+        signed_in: bool = True,
     ) -> tuple[int, dict[str, str], bytes]:
-        return http_get(self.base + path, headers, timeout)
+        merged = {**(self.auth if signed_in else {}), **(headers or {})}
+        return http_get(self.base + path, merged, timeout)
 
     def status(self) -> dict[str, Any]:
         code, _, body = self.get("/-/status")
