@@ -27,6 +27,7 @@ from orchestrator.actions import Actions
 from orchestrator.auth import Guard, Verifier, load_secret
 from orchestrator.config import Config
 from orchestrator.quix import QuixPortal
+from orchestrator.secret_adoption import adopt_or_persist
 from orchestrator.status import StatusBoard
 from orchestrator.web.framing import framing_transform
 from orchestrator.web.handlers import (
@@ -142,9 +143,11 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
     portal = QuixPortal(config.quix) if config.quix else None
     actions = Actions(board, portal)
     guard = make_guard(config, portal)
-    server = tornado.httpserver.HTTPServer(
-        make_app(config, board, actions, guard), xheaders=False, max_buffer_size=64 * 1024 * 1024
+    app = make_app(config, board, actions, guard)
+    board.on_state.append(
+        lambda path, persistent: adopt_or_persist(app, path) if persistent else None
     )
+    server = tornado.httpserver.HTTPServer(app, xheaders=False, max_buffer_size=64 * 1024 * 1024)
     server.add_sockets(sockets)
     shown = "localhost" if config.host in ("127.0.0.1", "0.0.0.0", "::") else config.host
     log.info(

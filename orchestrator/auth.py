@@ -112,6 +112,8 @@ def safe_next(value: str | None) -> str:
     """Only a path on this server: never another host (open redirect), never a scheme."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        return "/"  # no header injection through a redirect
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
         return "/"

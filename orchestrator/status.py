@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +84,8 @@ class StatusBoard:
         self._upstream: Upstream | None = None
         self._generation = 0
         self._secrets: tuple[str, ...] = ()
+        self.on_state: list[Callable[[Path, bool], None]] = []
+        """Called once the state directory is known (persistent or not)."""
 
     # -- readers -------------------------------------------------------------------------------
 
@@ -203,6 +206,8 @@ class StatusBoard:
 
     def state_resolved(self, path: Path, persistent: bool, warning: str | None) -> None:
         self.state = {"path": str(path), "persistent": persistent, "warning": warning}
+        for listener in self.on_state:
+            listener(path, persistent)
         if warning:
             log.warning("%s", warning, extra={"step": "state"})
         self._publish()

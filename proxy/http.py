@@ -29,7 +29,7 @@ from typing import Any
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import IOStream, StreamClosedError
-from tornado.web import RequestHandler, stream_request_body
+from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 
 from proxy import gate
 from proxy.headers import keeps_alive, tokens, toward_client, toward_marimo
@@ -168,8 +168,9 @@ class HttpForwarder(RequestHandler):
     async def prepare(self) -> None:
         if self._guard is not None and not await self._guard(self):
             return  # refused and answered: nothing reaches marimo
-        # Proxied responses pass as marimo sent them: no gzip or other output transform.
-        self._transforms = []
+        # Proxied bodies pass as marimo sent them: no gzip transform here (headers-only
+        # transforms the application adds, such as the framing policy, still apply).
+        self._transforms = [t for t in self._transforms if not isinstance(t, GZipContentEncoding)]
         if isinstance(self.request.connection, HTTP1Connection):
             self.request.connection.set_max_body_size(MAX_BODY_SIZE)
         upstream = self._lookup()

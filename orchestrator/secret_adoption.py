@@ -1,0 +1,42 @@
+"""Keep the session secret on the state volume once the state directory is known.
+
+At start the state directory may not exist yet (a volume mounting late, a first run), so the
+app may begin with a secret for this run only. When the ``state`` step resolves a persistent
+directory, that secret is written there (0600) if none exists, so the sessions already issued
+stay valid and survive restarts; if one exists, it is adopted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import tornado.web
+
+from jobs.layout import StateLayout
+
+log = logging.getLogger("orchestrator")
+
+
+def adopt_or_persist(app: tornado.web.Application, state: Path) -> None:
+    path = StateLayout(state).session_secret
+    current = app.settings["cookie_secret"]
+    try:
+        existing = path.read_bytes()
+    except FileNotFoundError:
+        existing = b""
+    except OSError as error:
+        log.warning("cannot read %s: %s; sessions will not survive a restart", path, error.strerror)
+        return
+    if len(existing) >= 32:
+        app.settings["cookie_secret"] = existing
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(current)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        log.warning("cannot keep %s: %s; sessions will not survive a restart", path, error.strerror)

@@ -1,0 +1,372 @@
+"""Nobody gets in without being allowed; allowed people get in without friction.
+
+One orchestrator in token mode serves the whole bypass corpus (nothing here changes its state);
+Quix mode runs against the fake portal.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tornado.web
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.conftest import NOTEBOOK, OrchestratorFactory
+from tests.support.index import LocalIndex
+from tests.support.orchestrator import Orchestrator, hermetic_env
+from tests.support.quix_portal import FakeQuixPortal
+from tests.support.wheels import build_wheel
+
+COOKIE = "marimo_orchestrator_session"
+HTML = {"Accept": "text/html"}
+
+
+def request(
+    run: Orchestrator,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """A raw request: the path goes on the wire exactly as given (no normalisation)."""
+    connection = http.client.HTTPConnection("127.0.0.1", run.port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def first_events(run: Orchestrator) -> bytes:
+    """The burst /-/events sends at once: the status and the recent log lines."""
+    connection = http.client.HTTPConnection("127.0.0.1", run.port, timeout=30)
+    try:
+        connection.request("GET", "/-/events", headers=run.auth)
+        response = connection.getresponse()
+        assert response.status == 200
+        data = b""
+        while b"event: status" not in data or not data.endswith(b"\n\n"):
+            data += response.read1(65536)
+        return data
+    finally:
+        connection.close()
+
+
+def login(run: Orchestrator, token: str, next_path: str = "/") -> tuple[int, dict[str, str], bytes]:
+    form = urllib.parse.urlencode({"token": token, "next": next_path}).encode()
+    return request(
+        run,
+        "POST",
+        "/-/login",
+        {"Content-Type": "application/x-www-form-urlencoded", "Origin": run.base},
+        form,
+    )
+
+
+def cookie_of(headers: dict[str, str]) -> str:
+    value = headers["set-cookie"]
+    assert value.startswith(COOKIE + "=")
+    return value.split(";", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
+    root = tmp_path_factory.mktemp("auth")
+    build_wheel(root / "wheels", "orch-alpha", "1.0")
+    notebooks = root / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "notebook.py").write_text(NOTEBOOK)
+    with LocalIndex(root / "wheels") as index:
+        run = Orchestrator(
+            notebooks, root / "state", root / "orchestrator.log", hermetic_env(index.env())
+        )
+        try:
+            run.wait_ready()
+            yield run
+        finally:
+            run.kill_everything()
+
+
+def test_probes_and_login_are_public_everything_else_is_not(served: Orchestrator) -> None:
+    assert served.get("/-/healthy", signed_in=False)[0] == 200
+    assert served.get("/-/ready", signed_in=False)[0] == 200
+    assert served.get("/-/login", HTML, signed_in=False)[0] == 200
+    for path in ("/-/status", "/-/events", "/-/loading", "/", "/api/status", "/health"):
+        code, _, body = request(served, "GET", path)
+        assert code == 401, (path, code)
+        assert b"marimo" not in body.lower().replace(b"marimo-orchestrator", b"")
+    code, headers, _ = request(served, "GET", "/notebook?file=a.py", HTML)
+    assert code == 302
+    assert headers["location"] == "/-/login?next=%2Fnotebook%3Ffile%3Da.py"
+    assert (
+        request(
+            served,
+            "POST",
+            "/-/restart",
+            {"Content-Type": "application/json"},
+            b'{"scope":"marimo"}',
+        )[0]
+        == 401
+    )
+
+
+def test_bearer_and_login_form(served: Orchestrator) -> None:
+    assert served.get("/-/status")[0] == 200
+    assert (
+        request(served, "GET", "/-/status", {"Authorization": "Bearer wrong-token-value"})[0] == 401
+    )
+    code, _, body = login(served, "wrong-token-value")
+    assert code == 401 and b"That token was not accepted" in body
+    code, headers, _ = login(served, served.token, "/-/status")
+    assert code == 303 and headers["location"] == "/-/status"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert served.token not in cookie
+    code, _, body = request(served, "GET", "/-/status", {"Cookie": cookie_of(headers)})
+    assert code == 200 and json.loads(body)["ready"] is True
+    code, _, body = request(served, "GET", "/", {"Cookie": cookie_of(headers), **HTML})
+    assert code == 200 and b"<marimo-" in body
+
+
+def test_tokens_in_the_wrong_place_are_refused(served: Orchestrator) -> None:
+    token = served.token
+    for path, headers in (
+        (f"/-/status?token={token}", {}),
+        (f"/?token={token}", {}),
+        (f"/-/status?access_token={token}", {}),
+        ("/-/status", {"Cookie": f"token={token}"}),
+        ("/-/status", {"Cookie": f"{COOKIE}={token}"}),
+        ("/-/status", {"Authorization": token}),
+        ("/-/status", {"Authorization": f"Token {token}"}),
+        ("/-/status", {"X-Auth-Token": token}),
+    ):
+        assert request(served, "GET", path, headers)[0] == 401, (path, headers)
+
+
+def test_forged_resigned_and_expired_cookies_are_refused(
+    served: Orchestrator, tmp_path: Path
+) -> None:
+    _, headers, _ = login(served, served.token)
+    genuine = cookie_of(headers)
+    assert request(served, "GET", "/-/status", {"Cookie": genuine})[0] == 200
+    name, _, value = genuine.partition("=")
+    tampered = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    other = tornado.web.create_signed_value(
+        b"x" * 48, COOKIE, json.dumps({"sid": "s", "iat": time.time()})
+    )
+    secret = (Path(served.log_path).parent / "state" / "session-secret").read_bytes()
+    old = tornado.web.create_signed_value(
+        secret, COOKIE, json.dumps({"sid": "s", "iat": time.time() - 9 * 3600})
+    )
+    future = tornado.web.create_signed_value(
+        secret, COOKIE, json.dumps({"sid": "s", "iat": time.time() + 3600})
+    )
+    for forged in ("garbage", tampered, other.decode(), old.decode(), future.decode()):
+        assert request(served, "GET", "/-/status", {"Cookie": f"{name}={forged}"})[0] == 401, forged
+    fresh = tornado.web.create_signed_value(
+        secret, COOKIE, json.dumps({"sid": "s", "iat": time.time()})
+    )
+    assert request(served, "GET", "/-/status", {"Cookie": f"{name}={fresh.decode()}"})[0] == 200, (
+        "the persistent secret is the one that signs (control case)"
+    )
+
+
+def test_path_tricks_do_not_reach_anything_protected(served: Orchestrator) -> None:
+    for path in (
+        "//-/status",
+        "/-/../-/status",
+        "/-/./status",
+        "/-/%73tatus",
+        "/%2D/status",
+        "/-%2Fstatus",
+        "/-/status/",
+        "/-/STATUS",
+        "/-/healthy/../status",
+        "/-/ready/../../-/status",
+        "/-/login/../status",
+        "/-/static/../../status",
+    ):
+        code, _, body = request(served, "GET", path)
+        assert code in (400, 401, 403, 404), (path, code)
+        assert b'"boot_id"' not in body, path
+
+
+def test_websocket_upgrades_need_a_session_and_our_origin(served: Orchestrator) -> None:
+    url = served.base.replace("http", "ws") + "/ws?session_id=s_auth_1&file=notebook.py"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10).close()
+    assert refused.value.response.status_code == 401
+    with pytest.raises(InvalidStatus) as foreign:
+        connect(
+            url, open_timeout=10, origin="https://evil.example", additional_headers=served.auth
+        ).close()  # type: ignore[arg-type]
+    assert foreign.value.response.status_code == 403
+    with connect(url, open_timeout=30, origin=served.base, additional_headers=served.auth) as ws:  # type: ignore[arg-type]
+        assert json.loads(ws.recv(timeout=60))
+
+
+def test_cross_site_posts_are_refused(served: Orchestrator) -> None:
+    _, headers, _ = login(served, served.token)
+    cookie = cookie_of(headers)
+    evil = {"Cookie": cookie, "Origin": "https://evil.example", "Content-Type": "application/json"}
+    assert request(served, "POST", "/-/restart", evil, b'{"scope":"install"}')[0] == 403
+    simple = {"Cookie": cookie, "Content-Type": "text/plain"}
+    assert request(served, "POST", "/-/restart", simple, b'{"scope":"install"}')[0] == 415
+    assert (
+        request(served, "POST", "/-/logout", {"Cookie": cookie, "Origin": "https://evil.example"})[
+            0
+        ]
+        == 403
+    )
+    form = urllib.parse.urlencode({"token": served.token}).encode()
+    evil_login = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Origin": "https://evil.example",
+    }
+    assert request(served, "POST", "/-/login", evil_login, form)[0] == 403
+
+
+def test_redirects_stay_on_this_server_and_headers_cannot_be_injected(served: Orchestrator) -> None:
+    for target in (
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/%0d%0aSet-Cookie:%20x=1",
+    ):
+        code, headers, _ = login(served, served.token, urllib.parse.unquote(target))
+        assert code in (303, 400), target
+        if code == 303:
+            assert headers["location"].startswith("/") and not headers["location"].startswith("//")
+            assert "\r" not in headers["location"] and "\n" not in headers["location"]
+            assert "x=1" not in headers.get("set-cookie", "").split(";", 1)[0]
+
+
+def test_oversized_headers_are_refused_and_the_server_survives(served: Orchestrator) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(b"GET /-/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert not answer.startswith(b"HTTP/1.1 200")
+    assert served.get("/-/healthy")[0] == 200
+
+
+def test_logout_revokes_the_session(served: Orchestrator) -> None:
+    _, headers, _ = login(served, served.token)
+    cookie = cookie_of(headers)
+    assert request(served, "GET", "/-/status", {"Cookie": cookie})[0] == 200
+    code, _, _ = request(served, "POST", "/-/logout", {"Cookie": cookie, "Origin": served.base})
+    assert code == 303
+    assert request(served, "GET", "/-/status", {"Cookie": cookie})[0] == 401
+
+
+def test_framing_defaults_to_same_origin(served: Orchestrator) -> None:
+    for path in ("/-/login", "/"):
+        _, headers, _ = served.get(path, HTML)
+        assert "frame-ancestors 'self'" in headers.get("Content-Security-Policy", ""), (
+            path,
+            headers,
+        )
+        assert "X-Frame-Options" not in headers
+
+
+def test_no_secret_reaches_logs_status_events_or_pages(served: Orchestrator) -> None:
+    token = served.token
+    login(served, token)
+    request(served, "GET", f"/-/login?token={token}&next=%2F")
+    pages = [served.get(path, HTML)[2] for path in ("/", "/-/loading", "/-/login", "/-/status")]
+    haystacks = [served.log_text().encode(), *pages, first_events(served)]
+    for haystack in haystacks:
+        assert token.encode() not in haystack
+        assert b"access_token=" not in haystack.replace(b"access_token=***", b"")
+
+
+def test_sessions_survive_a_restart(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    first = orchestrator(notebook_dir, state)
+    first.wait_listening()
+    _, headers, _ = login(first, first.token)
+    cookie = cookie_of(headers)
+    assert (state / "session-secret").stat().st_mode & 0o777 == 0o600
+    assert first.terminate() == 0
+    second = orchestrator(notebook_dir, state, "--token", first.token)
+    second.wait_listening()
+    assert request(second, "GET", "/-/status", {"Cookie": cookie})[0] == 200
+
+
+def test_a_generated_token_is_printed_once_with_a_login_url(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    run = orchestrator(notebook_dir, None, "--auth", "token")
+    run.wait_listening()
+    lines = [line for line in run.log_text().splitlines() if "Sign in with:" in line]
+    assert len(lines) == 1
+    url = lines[0].split("Sign in with: ", 1)[1]
+    code, headers, _ = request(run, "GET", url.split(str(run.port), 1)[1])
+    assert code == 302 and headers["location"] == "/"
+    assert request(run, "GET", "/-/status", {"Cookie": cookie_of(headers)})[0] == 200
+
+
+def test_none_mode_is_open_and_warns_beyond_loopback(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    run = orchestrator(notebook_dir, None, "--auth", "none", "--host", "0.0.0.0")
+    run.wait_listening()
+    assert run.get("/-/status", signed_in=False)[0] == 200
+    assert "--auth none on 0.0.0.0" in run.log_text()
+
+
+@pytest.fixture
+def portal() -> Iterator[FakeQuixPortal]:
+    with FakeQuixPortal() as fake:
+        yield fake
+
+
+def test_quix_mode_validates_with_the_portal_and_caches(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
+) -> None:
+    run = orchestrator(notebook_dir, None, "--auth", "quix", env=portal.env())
+    run.token = "quix-user-pat-123456"
+    portal.state.allowed_tokens.add(run.token)
+    run.wait_listening()
+    assert run.get("/-/status")[0] == 200
+    assert run.get("/-/status")[0] == 200
+    assert portal.state.permission_queries() == 1, "a yes is cached"
+    query = next(c for c in portal.state.calls if str(c["path"]).startswith("/auth/permissions"))
+    assert query["x_version"] == "2.0"
+    assert query["query"]["resourceId"] == ["ws-test"] and query["query"]["permissions"] == ["Read"]
+    assert request(run, "GET", "/-/status", {"Authorization": "Bearer not-a-quix-user"})[0] == 401
+    portal.state.body_shape = "boolean"
+    assert request(run, "GET", "/-/status", {"Authorization": "Bearer another-stranger"})[0] == 401
+    _, headers, body = request(run, "GET", "/-/login", HTML)
+    assert b"Quix Personal Access Token" in body or b'data-mode="quix"' in body
+    assert "frame-ancestors *" in headers["content-security-policy"]
+    code, headers, _ = login(run, run.token)
+    assert code == 303
+    cookie = headers["set-cookie"]
+    assert "Secure" in cookie and "SameSite=None" in cookie
+    # The portal goes down: people with a session stay in, new tokens cannot be checked.
+    portal.state.down = True
+    assert request(run, "GET", "/-/status", {"Cookie": cookie_of(headers)})[0] == 200
+    assert request(run, "GET", "/-/status", {"Authorization": "Bearer brand-new-token"})[0] == 503
+    assert run.token not in run.log_text()
