@@ -40,6 +40,7 @@ from orchestrator.web.handlers import (
     StatusHandler,
 )
 from orchestrator.web.login import LoginHandler, LogoutHandler
+from orchestrator.web.metrics_route import MetricsHandler
 from orchestrator.web.restart import RestartHandler
 from proxy.routes import proxy_rules
 
@@ -84,6 +85,11 @@ def make_app(
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/restart"), RestartHandler, {"actions": actions}
         ),
+        tornado.routing.Rule(
+            tornado.routing.PathMatches(r"/-/metrics"),
+            MetricsHandler,
+            {"public": config.metrics_public},
+        ),
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/healthy"), HealthyHandler, own),
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/ready"), ReadyHandler, own),
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/status"), StatusHandler, own),
@@ -120,6 +126,9 @@ def make_app(
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Access log without secrets (a login URL carries a token) and without probe noise."""
+    metrics = handler.application.settings.get("metrics")
+    if metrics is not None:
+        metrics.observe_request(handler)
     status = handler.get_status()
     request = handler.request
     if request.path in ("/-/healthy", "/-/ready") and status in (200, 503):
@@ -142,6 +151,7 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
     board = StatusBoard()
     portal = QuixPortal(config.quix) if config.quix else None
     actions = Actions(board, portal)
+    board.capabilities["restart_deployment"] = bool(portal and portal.settings.deployment_id)
     guard = make_guard(config, portal)
     app = make_app(config, board, actions, guard)
     board.on_state.append(
@@ -170,6 +180,9 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
     # Imported only now: the port is already answering, the jobs' modules are not on that path.
     from jobs.processes import live_children, terminate_tree_async
     from jobs.runner import Pipeline
+    from orchestrator.metrics import Metrics
+
+    app.settings["metrics"] = Metrics(board)
 
     pipeline = Pipeline(config.job_settings(), board)
     actions.pipeline = pipeline
@@ -200,7 +213,7 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
 
 
 def serve(config: Config) -> int:
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, config.log_format)
     try:
         sockets = bind(config)
     except BindError as error:

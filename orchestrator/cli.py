@@ -163,6 +163,18 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         help="who may embed the pages in a frame, as CSP frame-ancestors "
         "(default: * in quix mode, 'self' elsewhere)",
     )
+    options.add(
+        "--metrics-public",
+        default=False,
+        convert=_boolean,
+        help="serve /-/metrics without sign-in (for a scraper inside the cluster)",
+    )
+    options.add(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="text for people, json for one JSON object per line",
+    )
     return parser, options.errors
 
 
@@ -188,6 +200,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         auth=args.auth,
         token=args.token,
         frame_ancestors=args.frame_ancestors,
+        metrics_public=args.metrics_public,
+        log_format=args.log_format,
         env=env,
     )
 

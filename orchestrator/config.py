@@ -50,6 +50,8 @@ class Config:
     token: str | None = field(repr=False)
     token_generated: bool
     frame_ancestors: str
+    metrics_public: bool
+    log_format: Literal["text", "json"]
     env: Mapping[str, str] = field(repr=False)
 
     def job_settings(self) -> JobSettings:
@@ -124,6 +126,8 @@ def resolve(
     auth: str | None = None,
     token: str | None = None,
     frame_ancestors: str | None = None,
+    metrics_public: bool = False,
+    log_format: str = "text",
     env: Mapping[str, str] | None = None,
 ) -> Config:
     """Validate the already-merged values (flag or env twin or default) into a Config."""
@@ -181,5 +185,9 @@ def resolve(
         token=token if mode == "token" else None,
         token_generated=generated,
         frame_ancestors=frame_ancestors or ("*" if mode == "quix" else "'self'"),
+        metrics_public=metrics_public,
+        log_format=cast(
+            Literal["text", "json"], _choice("--log-format", log_format, ("text", "json"))
+        ),
         env=env,
     )

@@ -84,6 +84,10 @@ class StatusBoard:
         self._upstream: Upstream | None = None
         self._generation = 0
         self._secrets: tuple[str, ...] = ()
+        self.capabilities: dict[str, bool] = {"restart_deployment": False}
+        """What the page may offer (a deployment restart needs Quix)."""
+        self.listeners: list[Callable[[str, StepName | None, dict[str, Any]], None]] = []
+        """Observers of what happens (metrics): called with an event name, a step and details."""
         self.on_state: list[Callable[[Path, bool], None]] = []
         """Called once the state directory is known (persistent or not)."""
 
@@ -118,6 +122,7 @@ class StatusBoard:
             "marimo": asdict(self.marimo),
             "state": dict(self.state),
             "notice": self.notice,
+            "capabilities": dict(self.capabilities),
         }
 
     def snapshot_json(self) -> str:
@@ -143,6 +148,10 @@ class StatusBoard:
 
     def _step(self, name: StepName) -> Step:
         return self.steps[name]
+
+    def _tell(self, event: str, step: StepName | None, **data: Any) -> None:
+        for listener in self.listeners:
+            listener(event, step, data)
 
     # -- the Reporter protocol (jobs.reporting) -------------------------------------------------
 
@@ -181,6 +190,7 @@ class StatusBoard:
             f"{error} (attempt {attempt} of {max_attempts} in {delay:.0f} s)"
         )
         log.warning("%s", entry.message, extra={"step": step})
+        self._tell("retrying", step, attempt=attempt)
         self._publish()
 
     def step_finished(self, step: StepName, outcome: Outcome, message: str) -> None:
@@ -193,6 +203,8 @@ class StatusBoard:
             entry.progress = 1.0
         level = logging.ERROR if outcome == "failed" else logging.INFO
         log.log(level, "%s: %s", outcome, entry.message, extra={"step": step})
+        seconds = entry.finished_at - entry.started_at if entry.started_at else None
+        self._tell("finished", step, outcome=outcome, seconds=seconds)
         self._publish()
 
     def log(self, step: StepName | None, source: str, line: str) -> None:
@@ -232,6 +244,14 @@ class StatusBoard:
             entry.message = self.marimo.last_exit
             entry.finished_at = None
         log.warning("marimo is down: %s", self.marimo.last_exit, extra={"step": "marimo"})
+        kind = (
+            "requested"
+            if "requested" in reason
+            else "stopping"
+            if reason == "stopping"
+            else "crash"
+        )
+        self._tell("marimo_down", "marimo", kind=kind)
         self._publish()
 
     def announce(self, message: str) -> None:

@@ -99,6 +99,9 @@ async def _refuses_connections(upstream: Upstream) -> bool:
 class WebSocketRelay(WebSocketHandler):
     """Relays one WebSocket between a client and marimo."""
 
+    open_relays = 0
+    """Relays between ``open`` and ``on_close``, across all handlers (for metrics)."""
+
     def initialize(
         self,
         lookup: UpstreamLookup,
@@ -139,6 +142,9 @@ class WebSocketRelay(WebSocketHandler):
         marimo = await self._connect(upstream)
         if marimo is None:
             return
+        if self._client_closed:  # the client left while marimo was being reached
+            marimo.close(*_sendable(None, None))
+            return
         self._upstream, self._marimo = upstream, marimo
         try:
             await super().get(*args, **kwargs)
@@ -151,6 +157,8 @@ class WebSocketRelay(WebSocketHandler):
         return chosen if chosen in subprotocols else None
 
     def open(self, *args: str, **kwargs: str) -> None:
+        WebSocketRelay.open_relays += 1
+        self._counted = True
         self.set_nodelay(True)
         self._pump = asyncio.ensure_future(self._relay_from_marimo())
 
@@ -168,6 +176,9 @@ class WebSocketRelay(WebSocketHandler):
             self._marimo.ping(data)
 
     def on_close(self) -> None:
+        if getattr(self, "_counted", False):
+            WebSocketRelay.open_relays -= 1
+            self._counted = False
         self._client_closed = True
         if self._marimo is not None:
             code, reason = _sendable(self.close_code, self.close_reason)
@@ -228,7 +239,7 @@ class WebSocketRelay(WebSocketHandler):
             try:
                 await self.write_message(message, binary=isinstance(message, bytes))
             except WebSocketClosedError:
-                break  # the client is gone; on_close has told marimo
+                return  # the client is leaving: on_close tells marimo with the client's code
         marimo.close()  # already closed on the wire; releases the client connection's state
         if self._client_closed:
             return

@@ -1,14 +1,34 @@
 // The loading page: renders the status board and returns to the requested URL once ready.
-// Invariant: only the server declares readiness; the page reloads the URL it was served at.
+// Invariants: only the server declares readiness (the page reloads the URL it was served at);
+// the page keeps working while the orchestrator restarts under it (new boot_id) and signs the
+// user in again if their session ends.
 "use strict";
 (function () {
   const WEIGHTS = { state: 0.05, venv: 0.15, requirements: 0.6, marimo: 0.2 };
   const ICONS = { pending: "○", running: "◐", done: "✓", skipped: "✓", failed: "✗" };
   const LABELS = { state: "State volume", venv: "Environment", requirements: "Requirements", marimo: "marimo" };
-  const bootId = document.body.dataset.bootId;
-  const logEl = document.getElementById("log");
+  const EXPLAIN = {
+    state: "The persistent state volume could not be used, so a temporary folder is used: packages installed now will not persist across restarts.",
+    venv: "The virtual environment could not be prepared, so marimo runs without its Install button.",
+    requirements: "Some requirements could not be installed. marimo can still run; fix requirements.txt and retry, or open marimo and install what you need from there.",
+    marimo: "marimo could not be started. Its last output is in the log below.",
+  };
+  const $ = (id) => document.getElementById(id);
+  const logEl = $("log");
+  let bootId = document.body.dataset.bootId;
   let leaving = false;
-  let stayForDegraded = false;
+  let watchedStart = false;
+  let latest = null;
+
+  function remaining(step) {
+    if (!step.started_at) return null;
+    const elapsed = Date.now() / 1000 - step.started_at;
+    if (step.expected_seconds) return Math.max(1, Math.round(step.expected_seconds - elapsed));
+    if (step.progress && step.progress > 0.05 && step.progress < 1) {
+      return Math.max(1, Math.round((elapsed * (1 - step.progress)) / step.progress));
+    }
+    return null;
+  }
 
   function overall(status) {
     let total = 0;
@@ -20,28 +40,31 @@
     return Math.round(Math.min(1, total) * 100);
   }
 
-  // Seconds left for a running step: from its last recorded duration, else from its progress.
-  function remaining(step) {
-    if (!step.started_at) return null;
-    const elapsed = Date.now() / 1000 - step.started_at;
-    if (step.expected_seconds) return Math.max(1, Math.round(step.expected_seconds - elapsed));
-    if (step.progress && step.progress > 0.05 && step.progress < 1) {
-      return Math.max(1, Math.round((elapsed * (1 - step.progress)) / step.progress));
-    }
-    return null;
-  }
-
   function describe(status) {
     if (status.phase === "ready") return "Ready: opening marimo…";
     if (status.phase === "degraded") return "marimo is running, but something needs your attention.";
     if (status.phase === "failed") return "marimo could not be started.";
-    if (status.phase === "stopping") return "The server is stopping.";
+    if (status.phase === "stopping") return "The server is stopping; this page reconnects when it is back.";
     const running = status.steps.find((s) => s.status === "running");
     return running ? running.message : "Starting…";
   }
 
+  function stepText(step) {
+    let text = step.message || step.status;
+    if (step.status !== "running") return text;
+    if (step.progress != null) text += " (" + Math.round(step.progress * 100) + "%)";
+    const eta = remaining(step);
+    if (eta != null) text += ", about " + eta + " s left";
+    if (step.next_attempt_at) {
+      const wait = Math.max(0, Math.round(step.next_attempt_at - Date.now() / 1000));
+      text += " · attempt " + step.attempt + (step.max_attempts ? " of " + step.max_attempts : "") + ", next in " + wait + " s";
+    }
+    return text;
+  }
+
   function render(status) {
-    const list = document.getElementById("steps");
+    latest = status;
+    const list = $("steps");
     list.replaceChildren();
     for (const step of status.steps) {
       const li = document.createElement("li");
@@ -57,34 +80,36 @@
       name.textContent = LABELS[step.name] || step.name;
       const msg = document.createElement("span");
       msg.className = "msg";
-      let text = step.message || step.status;
-      if (step.status === "running") {
-        if (step.progress != null) text += " (" + Math.round(step.progress * 100) + "%)";
-        const eta = remaining(step);
-        if (eta != null) text += ", about " + eta + " s left";
-        if (step.next_attempt_at) {
-          const wait = Math.max(0, Math.round(step.next_attempt_at - Date.now() / 1000));
-          text += " · attempt " + step.attempt + (step.max_attempts ? " of " + step.max_attempts : "") + ", next in " + wait + " s";
-        }
-      }
-      msg.textContent = text;
+      msg.textContent = stepText(step);
       li.append(icon, name, msg);
       list.append(li);
     }
     const percent = status.phase === "ready" ? 100 : overall(status);
-    const bar = document.getElementById("bar");
+    const running = status.steps.find((s) => s.status === "running");
+    const eta = running ? remaining(running) : null;
+    const bar = $("bar");
     bar.setAttribute("aria-valuenow", String(percent));
-    bar.setAttribute("aria-valuetext", percent + "% " + describe(status));
+    bar.setAttribute("aria-valuetext", percent + "%" + (eta != null ? ", about " + eta + " seconds left" : ""));
     bar.classList.toggle("failed", status.phase === "failed");
-    document.getElementById("bar-fill").style.width = percent + "%";
-    document.getElementById("percent").textContent = percent + "%";
-    document.getElementById("phase").textContent = describe(status);
-    const warning = document.getElementById("state-warning");
-    warning.hidden = !(status.state && status.state.warning);
-    warning.textContent = (status.state && status.state.warning) || "";
-    const actions = document.getElementById("actions");
-    actions.hidden = !(status.phase === "degraded" && status.ready);
-    if (status.phase === "failed" || status.phase === "degraded") document.getElementById("log-box").open = true;
+    $("bar-fill").style.width = percent + "%";
+    $("percent").textContent = percent + "%" + (eta != null ? " · about " + eta + " s left" : "");
+    $("phase").textContent = describe(status);
+    const warning = status.state && status.state.warning;
+    $("state-warning").hidden = !warning;
+    $("state-warning").textContent = warning || "";
+    const notice = status.notice && Date.now() / 1000 - status.notice.at < 600 ? status.notice.message : "";
+    $("notice").hidden = !notice;
+    $("notice").textContent = notice;
+
+    const failed = status.steps.filter((s) => s.status === "failed");
+    $("problem").hidden = failed.length === 0;
+    $("problem-text").textContent = failed.map((s) => EXPLAIN[s.name] + " (" + s.message + ")").join(" ");
+    const requirementsFailed = failed.some((s) => s.name === "requirements");
+    $("open-anyway").hidden = !(status.ready && failed.length > 0);
+    $("retry").hidden = !requirementsFailed;
+    $("restart-marimo").hidden = !(status.marimo && status.marimo.pid) && status.phase !== "failed";
+    $("restart-deployment").hidden = !(status.capabilities && status.capabilities.restart_deployment);
+    if (failed.length) $("log-box").open = true;
     document.body.dataset.phase = status.phase;
   }
 
@@ -102,30 +127,71 @@
   }
 
   function onStatus(status) {
+    if (status.boot_id !== bootId) {
+      // The orchestrator restarted (a deployment restart, a crash): start watching afresh.
+      bootId = status.boot_id;
+      watchedStart = true;
+      logEl.replaceChildren();
+    }
+    if (status.phase === "starting") watchedStart = true;
     render(status);
-    if (!status.ready) { stayForDegraded = stayForDegraded || status.phase === "starting"; return; }
-    // A degraded start that this page watched stays here so the user reads what failed.
-    if (status.phase === "degraded" && stayForDegraded) return;
+    if (!status.ready) return;
+    // A start this page watched that ended degraded stays here so the user reads what failed.
+    if (status.phase === "degraded" && watchedStart && status.steps.some((s) => s.status === "failed")) return;
     leave();
   }
 
-  document.getElementById("open-anyway").addEventListener("click", leave);
+  async function act(button, body, pending) {
+    button.disabled = true;
+    $("action-result").textContent = pending;
+    try {
+      const response = await fetch("/-/restart", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const answer = await response.json().catch(() => ({}));
+      $("action-result").textContent = response.status === 202 ? pending : answer.error || "The request was refused.";
+      if (response.status === 202) watchedStart = true;
+    } catch (e) {
+      $("action-result").textContent = "The server could not be reached; try again in a moment.";
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  $("open-anyway").addEventListener("click", leave);
+  $("retry").addEventListener("click", (e) => act(e.target, { scope: "install" }, "Installing the requirements again…"));
+  $("restart-marimo").addEventListener("click", (e) => act(e.target, { scope: "marimo" }, "Restarting marimo…"));
+  $("restart-deployment").addEventListener("click", (e) => act(e.target, { scope: "deployment" }, "Asking Quix to restart the deployment…"));
 
   try {
-    const initial = JSON.parse(document.getElementById("initial-status").textContent);
-    stayForDegraded = initial.phase === "starting";
+    const initial = JSON.parse($("initial-status").textContent);
+    watchedStart = initial.phase === "starting";
     render(initial);
-  } catch (e) { /* the event stream will bring the status */ }
+  } catch (e) { /* the event stream brings the status */ }
 
+  // Refresh relative times (ETA, retry countdown) between events.
+  setInterval(() => { if (latest) render(latest); }, 1000);
+
+  let source = null;
   function connect() {
-    const source = new EventSource("/-/events");
-    source.addEventListener("status", (event) => {
-      const status = JSON.parse(event.data);
-      if (bootId && status.boot_id !== bootId) { document.body.dataset.bootId = status.boot_id; }
-      onStatus(status);
-    });
+    source = new EventSource("/-/events");
+    source.addEventListener("status", (event) => onStatus(JSON.parse(event.data)));
     source.addEventListener("log", (event) => appendLog(JSON.parse(event.data)));
-    source.onerror = () => { document.getElementById("phase").textContent = "Reconnecting to the server…"; };
+    source.onerror = async () => {
+      $("phase").textContent = "Reconnecting to the server…";
+      if (source.readyState !== EventSource.CLOSED) return; // the browser retries by itself
+      try {
+        const probe = await fetch("/-/status", { credentials: "same-origin" });
+        if (probe.status === 401) {
+          window.location.href = "/-/login?next=" + encodeURIComponent(location.pathname + location.search);
+          return;
+        }
+      } catch (e) { /* the server is down: keep trying */ }
+      setTimeout(connect, 2000);
+    };
   }
   connect();
 })();

@@ -1,0 +1,70 @@
+"""What operators use: /-/metrics in Prometheus format, and JSON logs tagged with the step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import OrchestratorFactory
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{key}="{val}"' in head for key, val in labels.items()):
+            return float(value)
+    raise AssertionError(f"{name} {labels} not in metrics")
+
+
+def test_metrics_describe_steps_requests_and_marimo(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    run = orchestrator(notebook_dir)
+    run.wait_ready()
+    assert run.get("/-/metrics", signed_in=False)[0] == 401, "metrics are behind auth by default"
+    for _ in range(3):
+        assert run.get("/health")[0] == 200  # proxied to marimo
+    code, headers, body = run.get("/-/metrics")
+    assert code == 200 and headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    assert (
+        metric(text, "orchestrator_step_outcomes_total", step="requirements", outcome="done") == 1
+    )
+    assert (
+        metric(text, "orchestrator_step_duration_seconds_count", step="marimo", outcome="done") == 1
+    )
+    assert metric(text, "orchestrator_ready") == 1
+    assert (
+        metric(
+            text, "orchestrator_http_request_duration_seconds_count", kind="proxied", status="200"
+        )
+        >= 3
+    )
+    assert metric(text, "orchestrator_websockets_open") == 0
+    assert run.token not in text
+
+
+def test_public_metrics_and_json_logs(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    run = orchestrator(notebook_dir, None, "--metrics-public", "true", "--log-format", "json")
+    run.wait_ready()
+    assert run.get("/-/metrics", signed_in=False)[0] == 200
+    run.get(f"/-/login?token={run.token}", signed_in=False)
+    records = []
+    for line in run.log_text().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+        else:
+            assert line.startswith("marimo-orchestrator is serving"), line
+    assert records, "JSON lines were written"
+    assert all(
+        {"time", "level", "step", "source", "message"} <= record.keys() for record in records
+    )
+    assert any(record["step"] == "requirements" and record["source"] == "uv" for record in records)
+    assert any(record["step"] == "marimo" and record["source"] == "marimo" for record in records)
+    assert run.token not in run.log_text()
