@@ -37,3 +37,6 @@ test-fast: $(BIN)/marimo-orchestrator
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
+
+# Build and run the Dockerfile for real with podman (see tests/container/).
+include container.mk

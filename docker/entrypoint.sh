@@ -12,8 +12,10 @@
 #     image's user `marimo` (one chown, not recursive) and run as `marimo`; if root may not
 #     chown it (root-squashed NFS), still run as `marimo`: the orchestrator then says on
 #     /-/status that state is not persistent, and why;
-#   - it does not exist yet (a volume that mounts late)       -> run as `marimo`; the orchestrator
-#     waits for it.
+#   - it does not exist yet                                   -> the owner of the nearest folder
+#     that exists when that is not root (a state folder to be created inside a volume), else
+#     `marimo`; nothing is chowned. A volume that mounts late at /app/state finds /app, which
+#     is `marimo`'s, and the orchestrator waits for the volume.
 #
 # Edit mode saves notebooks in place, so the notebook folder (when it lies under /app, the
 # image's WORKDIR) is handed to the same uid: only entries owned by someone else, never crossing
@@ -28,12 +30,33 @@ readonly app_dir=/app
 
 say() { echo "marimo-orchestrator-entrypoint: $*" >&2; }
 
-if [[ $(id -u) -ne 0 ]]; then
+# Every fork costs milliseconds before the port is bound: lookups read /etc/passwd and
+# /etc/group with builtins instead of id/getent/cut.
+lookup_user() { # lookup_user name|uid VALUE -> user_name user_uid user_gid user_home
+  local name _password uid gid _gecos home _shell
+  while IFS=: read -r name _password uid gid _gecos home _shell; do
+    if [[ ($1 == name && $name == "$2") || ($1 == uid && $uid == "$2") ]]; then
+      user_name=$name user_uid=$uid user_gid=$gid user_home=$home
+      return 0
+    fi
+  done </etc/passwd
+  return 1
+}
+group_exists() {
+  local _name _password gid _members
+  while IFS=: read -r _name _password gid _members; do
+    if [[ $gid == "$1" ]]; then return 0; fi
+  done </etc/group
+  return 1
+}
+
+if ((EUID != 0)); then
   exec marimo-orchestrator "$@"
 fi
 
 # The folders the orchestrator will use, resolved as it does: flag, ORCHESTRATOR_* twin, Quix's
-# variable, default. Every option of the CLI takes a value.
+# variable, default. Every option of the CLI takes a value (a flag without one would have to join
+# the `-h | --help` case).
 state_dir=""
 notebook_dir=""
 args=("$@")
@@ -47,24 +70,34 @@ while ((i < ${#args[@]})); do
       i=$((i + 1))
       ;;
     -h | --help | --*=*) ;;
+    --)
+      if [[ -z $notebook_dir ]]; then notebook_dir=${args[i + 1]:-}; fi
+      break
+      ;;
     -*) i=$((i + 1)) ;;
     *) if [[ -z $notebook_dir ]]; then notebook_dir=$arg; fi ;;
   esac
   i=$((i + 1))
 done
-state_dir=$(realpath -m -- "${state_dir:-${ORCHESTRATOR_STATE_DIR:-${Quix__Deployment__State__Path:-state}}}")
-notebook_dir=$(realpath -m -- "${notebook_dir:-${ORCHESTRATOR_NOTEBOOK_DIR:-.}}")
+paths=$(realpath -m -- \
+  "${state_dir:-${ORCHESTRATOR_STATE_DIR:-${Quix__Deployment__State__Path:-state}}}" \
+  "${notebook_dir:-${ORCHESTRATOR_NOTEBOOK_DIR:-.}}")
+state_dir=${paths%%$'\n'*}
+notebook_dir=${paths#*$'\n'}
 
-run_uid=$(id -u "$image_user")
-run_gid=$(id -g "$image_user")
+lookup_user name "$image_user"
+image_uid=$user_uid
+run_uid=$user_uid
+run_gid=$user_gid
 # A state folder still to be created inside a volume takes the volume's owner.
 probe=$state_dir
-while [[ ! -e $probe && $probe != / ]]; do
-  probe=$(dirname -- "$probe")
+while [[ ! -e $probe && -n $probe ]]; do
+  probe=${probe%/*}
 done
-if [[ -d $probe && $probe != / ]]; then
-  owner_uid=$(stat -c %u -- "$probe")
-  owner_gid=$(stat -c %g -- "$probe")
+if [[ -d $probe && -n $probe ]]; then
+  owner=$(stat -c %u:%g -- "$probe")
+  owner_uid=${owner%%:*}
+  owner_gid=${owner#*:}
   if ((owner_uid != 0)); then
     run_uid=$owner_uid
     run_gid=$owner_gid
@@ -75,34 +108,33 @@ fi
 
 # A uid without a passwd entry breaks tools that look the user up (getpass, ssh, git): give it
 # one, with a home of its own.
-if ! getent group "$run_gid" >/dev/null; then
+if ! group_exists "$run_gid"; then
   groupadd --gid "$run_gid" marimo-state
 fi
-if ! getent passwd "$run_uid" >/dev/null; then
+if ! lookup_user uid "$run_uid"; then
   useradd --uid "$run_uid" --gid "$run_gid" --create-home --home-dir "/home/state-$run_uid" \
     --shell /usr/sbin/nologin "state-$run_uid"
+  lookup_user uid "$run_uid"
+elif ((run_uid != image_uid)) && [[ ! -d $user_home || $(stat -c %u -- "$user_home") != "$run_uid" ]]; then
+  # An existing account whose home it cannot write (nobody: /nonexistent).
+  user_home=/tmp/home-$run_uid
+  install -d -m 0700 -o "$run_uid" -g "$run_gid" -- "$user_home"
 fi
-home=$(getent passwd "$run_uid" | cut -d: -f6)
-if [[ ! -d $home || $(stat -c %u -- "$home") -ne $run_uid ]]; then
-  home=/tmp/home-$run_uid
-  install -d -m 0700 -o "$run_uid" -g "$run_gid" -- "$home"
-fi
-user_name=$(getent passwd "$run_uid" | cut -d: -f1)
 
 if [[ $notebook_dir == "$app_dir" || $notebook_dir == "$app_dir"/* ]] && [[ -d $notebook_dir ]]; then
   prune=(-path "$state_dir")
   while read -r _ _ _ _ mount_point _; do
-    mount_point=$(printf '%b' "$mount_point") # mountinfo escapes spaces as \040
+    printf -v mount_point '%b' "$mount_point" # mountinfo escapes spaces as \040
     if [[ $mount_point == "$notebook_dir"/* ]]; then
       prune+=(-o -path "$mount_point")
     fi
   done </proc/self/mountinfo
-  find "$notebook_dir" \( "${prune[@]}" \) -prune -o ! -uid "$run_uid" -print0 \
-    | xargs -0 -r chown -h "$run_uid:$run_gid" -- \
+  find "$notebook_dir" \( "${prune[@]}" \) -prune -o ! -uid "$run_uid" \
+    -exec chown -h "$run_uid:$run_gid" -- {} + \
     || say "could not hand every file of $notebook_dir to uid $run_uid; edits may not save"
 fi
 
 say "running as $user_name ($run_uid:$run_gid); state in $state_dir"
-export HOME=$home USER=$user_name LOGNAME=$user_name
+export HOME=$user_home USER=$user_name LOGNAME=$user_name
 exec setpriv --reuid="$run_uid" --regid="$run_gid" --clear-groups --no-new-privs \
   -- marimo-orchestrator "$@"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -37,7 +36,11 @@ SESSION_SECONDS = 8 * 3600
 
 
 def load_secret(path: Path | None) -> bytes:
-    """The cookie-signing secret: kept in ``path`` (0600) when it can be, else for this run."""
+    """The cookie-signing secret kept in ``path``, or a new one for now.
+
+    Only reads: nothing is written (or fsynced) before the port answers. A new secret is
+    persisted once the ``state`` step resolves the directory (orchestrator/secret_adoption.py).
+    """
     if path is not None:
         try:
             data = path.read_bytes()
@@ -45,21 +48,6 @@ def load_secret(path: Path | None) -> bytes:
                 return data
         except OSError:
             pass
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            secret = secrets.token_bytes(48)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(secret)
-                handle.flush()
-                os.fsync(handle.fileno())
-            return secret
-        except FileExistsError:
-            return load_secret(path) if path.stat().st_size >= 32 else secrets.token_bytes(48)
-        except OSError as error:
-            log.warning(
-                "sessions will not survive a restart: cannot keep %s (%s)", path, error.strerror
-            )
     return secrets.token_bytes(48)
 
 

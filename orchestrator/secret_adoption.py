@@ -34,6 +34,7 @@ def adopt_or_persist(app: tornado.web.Application, state: Path) -> None:
         return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(current)
             handle.flush()

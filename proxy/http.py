@@ -24,7 +24,6 @@ import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
@@ -79,7 +78,7 @@ def _frame_body(method: str, received: httputil.HTTPHeaders, sent: httputil.HTTP
     return False
 
 
-async def _settle(reading: asyncio.Future[bool]) -> bool:
+async def _settle(reading: Awaitable[bool]) -> bool:
     """Waits for a response read to end; True when it ended with the stream still usable."""
     try:
         return await reading
@@ -90,13 +89,20 @@ async def _settle(reading: asyncio.Future[bool]) -> bool:
 class _ResponseRelay(httputil.HTTPMessageDelegate):
     """Copies one marimo response to the client as it arrives.
 
-    Nothing reaches the client before ``headers_received``; ``started`` resolves at that moment.
+    Nothing reaches the client before ``headers_received`` (``started`` then turns true). The
+    status line and headers go out with the first body chunk when it is already there, else
+    alone on the next loop turn, so a stream whose first event comes late still opens at once.
+    Until ``started``, a timer closes the upstream stream after ``timeout`` (``timed_out``).
     """
 
-    def __init__(self, forwarder: HttpForwarder, upstream: IOStream) -> None:
+    def __init__(self, forwarder: HttpForwarder, upstream: IOStream, timeout: float) -> None:
         self._forwarder = forwarder
         self._upstream = upstream
-        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(timeout, self._too_slow)
+        self._pending_head: asyncio.Handle | None = None
+        self.started = False
+        self.timed_out = False
         self.complete = False
         self.reusable = False
 
@@ -108,21 +114,49 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
         assert isinstance(start_line, httputil.ResponseStartLine)
         if 100 <= start_line.code < 200:
             return None  # interim answers (100 Continue, 103 Early Hints) are not relayed
+        self.stop_timer()
+        self.started = True
         self.reusable = keeps_alive(start_line.version, headers)
         self._forwarder.start_response(start_line, headers)
-        if not self.started.done():
-            self.started.set_result(None)
-        return self._flush()
+        self._pending_head = self._loop.call_soon(self._send_head)
+        return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        self._cancel_pending_head()
         self._forwarder.write(chunk)
         return self._flush()
 
     def finish(self) -> None:
+        self._cancel_pending_head()  # the handler's finish() sends whatever is left
         self.complete = True
 
     def on_connection_close(self) -> None:
-        pass
+        self.stop_timer()
+        self._cancel_pending_head()
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if not self.started:
+            self.timed_out = True
+            self._upstream.close()
+
+    def _cancel_pending_head(self) -> None:
+        if self._pending_head is not None:
+            self._pending_head.cancel()
+            self._pending_head = None
+
+    def _send_head(self) -> None:
+        self._pending_head = None
+        self._forwarder.flush().add_done_callback(self._head_sent)
+
+    def _head_sent(self, sent: asyncio.Future[None]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            self._upstream.close()  # the client is gone
 
     async def _flush(self) -> None:
         try:
@@ -255,7 +289,8 @@ class HttpForwarder(RequestHandler):
             return False
         self._stream, self._reused = stream, reused
         self._conn = HTTP1Connection(stream, True, _UPSTREAM_PARAMS)
-        await self._conn.write_headers(self._start_line, self._upstream_headers.copy())
+        # Tornado may add Transfer-Encoding to these headers; a retry would add the same again.
+        await self._conn.write_headers(self._start_line, self._upstream_headers)
         if stream.closed():
             # Nothing reached marimo, so any request may go again on a fresh connection.
             self._drop_stream()
@@ -285,23 +320,17 @@ class HttpForwarder(RequestHandler):
             conn.finish()
         except httputil.HTTPOutputError:
             stream.close()
-        relay = _ResponseRelay(self, stream)
-        reading = asyncio.ensure_future(conn.read_response(relay))
-        first: list[asyncio.Future[Any]] = [reading, relay.started]
-        await asyncio.wait(
-            first,
-            timeout=self._response_timeout,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if not relay.started.done():
-            timed_out = not reading.done()
+        relay = _ResponseRelay(self, stream, self._response_timeout)
+        try:
+            usable = await _settle(conn.read_response(relay))
+        finally:
+            relay.stop_timer()
+        if not relay.started:
             stream.close()
-            await _settle(reading)
             self._drop_stream()
             if self._client_gone:
                 return None
-            return _Failure.TOO_SLOW if timed_out else _Failure.UNAVAILABLE
-        usable = await _settle(reading)
+            return _Failure.TOO_SLOW if relay.timed_out else _Failure.UNAVAILABLE
         if (
             usable
             and relay.complete
@@ -315,6 +344,8 @@ class HttpForwarder(RequestHandler):
             return None
         self._drop_stream()
         if not relay.complete and not self._client_gone:
+            if not self._headers_written:
+                return _Failure.UNAVAILABLE  # cut before anything reached the client
             # marimo cut the body short: end the client's connection so it cannot be taken for
             # a complete response.
             log.info("proxy.http.cut method=%s path=%s", self._start_line.method, self._path)

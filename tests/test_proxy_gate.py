@@ -31,7 +31,7 @@ API = {"Accept": "application/json"}
 async def fetch(url: str, **kwargs: object) -> HTTPResponse:
     client = SimpleAsyncHTTPClient(force_instance=True)
     try:
-        return await client.fetch(url, raise_error=False, **kwargs)  # type: ignore[arg-type]
+        return await client.fetch(url, raise_error=False, **kwargs)
     finally:
         client.close()
 
@@ -76,11 +76,12 @@ async def test_connection_refused_is_the_same_as_not_ready() -> None:
 
 
 @asynccontextmanager
-async def hang_up_server() -> AsyncIterator[int]:
-    """Accepts connections, reads the request, closes without a byte of answer."""
+async def hang_up_server(says: bytes) -> AsyncIterator[int]:
+    """Accepts connections, reads the request, says ``says`` and closes."""
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
+        writer.write(says)
         writer.close()
 
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0, family=socket.AF_INET)
@@ -91,10 +92,15 @@ async def hang_up_server() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+@pytest.mark.parametrize(
+    "says",
+    [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"],
+    ids=["nothing", "status-line-only"],
+)
 @async_test()
-async def test_marimo_hanging_up_without_answer_is_not_ready_not_502() -> None:
+async def test_marimo_hanging_up_without_answer_is_not_ready_not_502(says: bytes) -> None:
     switch = Switch()
-    async with hang_up_server() as port, run_proxy(switch) as proxy:
+    async with hang_up_server(says) as port, run_proxy(switch) as proxy:
         switch.point(port)
         await assert_not_ready_answers(proxy)
 

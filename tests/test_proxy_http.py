@@ -13,6 +13,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 from tests.backends import counting, echo, headers
+from tests.backends.one_shot import one_shot_server
 from tests.conftest_proxy import RawClient, Switch, async_test, raw_exchange, run_proxy, serve
 
 
@@ -252,6 +253,26 @@ async def test_response_headers_are_marimos_not_tornados() -> None:
 
 
 @async_test()
+async def test_marimo_statuses_pass_untouched() -> None:
+    """marimo's own redirects and errors are not followed, rewritten or turned into 502s."""
+    switch = Switch()
+    async with serve(headers.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        client = await RawClient.connect(proxy.port)
+        try:
+            for code in (204, 303, 404, 500, 503):
+                await client.send(f"GET /status/{code} HTTP/1.1\nHost: t\n")
+                response = await client.read_response()
+                assert response.status == code
+                assert response.body == (b"" if code == 204 else b"status %d" % code)
+                if code == 303:
+                    assert response.get("Location") == "/auth/login?next=%2Fnb"
+        finally:
+            client.close()
+        assert proxy.pool.connections_opened == 1
+
+
+@async_test()
 async def test_head_gets_headers_without_body() -> None:
     switch = Switch()
     async with serve(echo.make_app()) as backend, run_proxy(switch) as proxy:
@@ -325,3 +346,21 @@ async def test_pooled_connection_closed_by_marimo_is_not_an_error() -> None:
         finally:
             second.stop()
             await second.close_all_connections()
+
+
+@async_test()
+async def test_dead_reused_connection_is_retried_only_when_replayable() -> None:
+    switch = Switch()
+    async with one_shot_server() as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        assert (await fetch(f"{proxy.base}/first")).body == b"answered"
+        # Reused connection dies on this GET: replayed once on a fresh connection.
+        response = await fetch(f"{proxy.base}/second", headers={"Accept": "application/json"})
+        assert (response.code, response.body) == (200, b"answered")
+        assert backend.connections == 2
+        # A POST whose body already went out is not replayed: marimo might have acted on it.
+        response = await fetch(
+            f"{proxy.base}/api/run", method="POST", body=b"{}", headers={"Accept": "*/*"}
+        )
+        assert response.code == 503
+        assert backend.connections == 2

@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.websocket import websocket_connect
 
-from tests.conftest_proxy import Switch, async_test, closed_port, run_proxy
+from tests.conftest_proxy import Switch, async_test, closed_port, run_proxy, wait_for
 
 NOTEBOOK = """import marimo
 
@@ -32,6 +33,14 @@ def _():
     x = 1
     return
 """
+
+
+def _connections_to(port: int) -> list[object]:
+    return [
+        c
+        for c in psutil.Process().net_connections("tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    ]
 
 
 @dataclass
@@ -132,4 +141,9 @@ async def test_real_marimo_page_and_kernel_socket_through_the_proxy(marimo: Mari
             assert isinstance(first, str)
             assert json.loads(first)["op"] == "kernel-ready"
         finally:
-            conn.close()
+            conn.close(1000)
+        while await conn.read_message() is not None:
+            pass  # until the proxy completed the closing handshake
+        # The proxy closes its leg to marimo in turn; let that finish before the loop ends.
+        proxy.pool.close()
+        await wait_for(lambda: not _connections_to(marimo.port))

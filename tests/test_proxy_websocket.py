@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.httpserver import HTTPServer
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from tests.backends import ws_echo
@@ -24,7 +23,7 @@ MiB = 1024 * 1024
 @dataclass
 class Relay:
     proxy: Proxy
-    backend: HTTPServer
+    backend: Any  # the HTTPServer from serve(), with .port
     record: ws_echo.Record
 
     async def connect(
@@ -118,6 +117,7 @@ async def test_client_vanishing_is_1011_for_marimo() -> None:
         conn.protocol.stream.close()  # no close frame at all
         code, _ = await asyncio.wait_for(r.record.closes.get(), 5)
         assert code == 1011
+        conn.close()
 
 
 @async_test()

@@ -1,6 +1,6 @@
 import marimo
 
-__generated_with = "0.20.0"
+__generated_with = "0.25.2"
 app = marimo.App(width="medium")
 
 
@@ -18,15 +18,13 @@ def _():
 
 @app.cell
 def _(mo):
-    mo.md(
-        """
-        # marimo on Quix Cloud
+    mo.md("""
+    # marimo on Quix Cloud
 
-        This notebook runs from a venv kept on the deployment's **state volume**: packages
-        installed with marimo's *Install* button or listed in `requirements.txt` survive
-        restarts and redeploys, and an unchanged `requirements.txt` is not installed again.
-        """
-    )
+    This notebook runs from a venv kept on the deployment's **state volume**: packages
+    installed with marimo's *Install* button or listed in `requirements.txt` survive
+    restarts and redeploys, and an unchanged `requirements.txt` is not installed again.
+    """)
     return
 
 
@@ -55,7 +53,9 @@ def _(Path, json, mo, os, time):
         install = json.loads((state / "manifest.json").read_text())["install"]
         when = humanize.naturaltime(time.time() - install["finished_at"])
         took = humanize.precisedelta(install["duration"], minimum_unit="milliseconds")
-        message = f"`requirements.txt` was installed {when}, in {took}, with {install['installer']}."
+        message = (
+            f"`requirements.txt` was installed {when}, in {took}, with {install['installer']}."
+        )
     except (OSError, KeyError, TypeError, ValueError):
         message = "No install recorded yet in the state folder."
     mo.md(message)

@@ -72,6 +72,19 @@ class AuthHandler(RequestHandler):
         self.finish(json.dumps({"authorized": seen == [self.expected], "count": len(seen)}))
 
 
+class StatusHandler(RequestHandler):
+    """Answers with the status in the path: marimo's own errors and redirects."""
+
+    def get(self, code: str) -> None:
+        self.set_status(int(code))
+        if int(code) in (301, 302, 303, 307, 308):
+            self.set_header("Location", "/auth/login?next=%2Fnb")
+        if int(code) in (204, 304):
+            self.finish()
+            return
+        self.finish(f"status {code}")
+
+
 def make_app(expected_authorization: str = "") -> Application:
     return Application(
         [
@@ -80,5 +93,6 @@ def make_app(expected_authorization: str = "") -> Application:
             (r"/etag", EtagHandler),
             (r"/bare", BareHandler),
             (r"/auth", AuthHandler, {"expected": expected_authorization}),
+            (r"/status/(\d+)", StatusHandler),
         ]
     )

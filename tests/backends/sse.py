@@ -1,4 +1,5 @@
-"""SSE backend: event 1 at once, event 2 only once the test sets ``trigger``.
+"""SSE backend: event 1 at once, event 2 only once the test sets ``trigger``
+(``/quiet``: the stream opens at once, its first event comes only once triggered).
 
 If the proxy closes the connection while the stream waits, ``disconnected`` is set.
 """
@@ -37,6 +38,20 @@ class EventsHandler(RequestHandler):
         self.finish()
 
 
+class QuietHandler(EventsHandler):
+    """Opens the stream (headers only) and sends its first event only once triggered."""
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        await self.flush()
+        await self.trigger.wait()
+        if self.disconnected.is_set():
+            return
+        self.write('data: {"n": 1}\n\n')
+        self.produced.append("1")
+        self.finish()
+
+
 class Feed:
     """What the test controls and observes: the trigger for event 2, what was produced, and
     whether the proxy closed the connection."""
@@ -49,4 +64,4 @@ class Feed:
 
 def make_app(feed: Feed) -> Application:
     kwargs = {"trigger": feed.trigger, "produced": feed.produced, "disconnected": feed.disconnected}
-    return Application([(r"/events", EventsHandler, kwargs)])
+    return Application([(r"/events", EventsHandler, kwargs), (r"/quiet", QuietHandler, kwargs)])

@@ -33,7 +33,7 @@ debootstrap --variant=minbase \
 if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
   cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
 fi
-chroot "$rootfs" update-ca-certificates >/dev/null
+chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
 cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
 
 cat >"$rootfs/etc/apt/sources.list" <<SOURCES
@@ -50,4 +50,5 @@ echo "base: importing as $tag"
 tar -C "$rootfs" -c . | "$podman" import \
   --change 'CMD ["bash"]' \
   --change 'ENV LANG=C.UTF-8' \
-  - "$tag" >/dev/null
+  - "$tag" >"$work/import.log" 2>&1 \
+  || { cat "$work/import.log" >&2; exit 1; }

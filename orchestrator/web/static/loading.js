@@ -103,7 +103,7 @@
 
     const failed = status.steps.filter((s) => s.status === "failed");
     $("problem").hidden = failed.length === 0;
-    $("problem-text").textContent = failed.map((s) => EXPLAIN[s.name] + " (" + s.message + ")").join(" ");
+    $("problem-text").textContent = failed.map((s) => EXPLAIN[s.name]).join(" ");
     const requirementsFailed = failed.some((s) => s.name === "requirements");
     $("open-anyway").hidden = !(status.ready && failed.length > 0);
     $("retry").hidden = !requirementsFailed;
