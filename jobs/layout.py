@@ -34,6 +34,11 @@ class StateLayout:
         return self.root / "session-secret"
 
     @property
+    def sync_state(self) -> Path:
+        """Notebook edits not yet pushed to Quix, and what Quix has (jobs/notebook_sync.py)."""
+        return self.root / "quix-sync.json"
+
+    @property
     def ledger(self) -> Path:
         """Packages the user installed into the venv, restored after a rebuild."""
         return self.root / "ledger.json"
@@ -67,6 +72,7 @@ class StateLayout:
             "manifest": self.manifest,
             "ledger": self.ledger,
             "session_secret": self.session_secret,
+            "sync_state": self.sync_state,
             "uv_cache": self.uv_cache,
             "pip_cache": self.pip_cache,
             "xdg_config": self.xdg_config,

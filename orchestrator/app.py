@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import tornado.httpserver
 import tornado.netutil
@@ -186,6 +187,13 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
 
     pipeline = Pipeline(config.job_settings(), board)
     actions.pipeline = pipeline
+    background: set[asyncio.Task[None]] = set()
+    if config.sync_to_quix and portal is not None:
+        board.on_state.append(
+            lambda path, _persistent: background.add(
+                asyncio.create_task(sync_notebooks(config, portal, guard, board, path))
+            )
+        )
     jobs = asyncio.create_task(pipeline.run(), name="pipeline")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({jobs, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -196,6 +204,8 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
         await stop.wait()
 
     log.info("stopping")
+    for task in background:
+        task.cancel()
     board.begin_stopping()
     server.stop()
     await pipeline.stop()
@@ -210,6 +220,33 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
         await asyncio.wait_for(server.close_all_connections(), timeout=1.0)
     log.info("stopped")
     return 0
+
+
+async def sync_notebooks(
+    config: Config, portal: QuixPortal, guard: Guard, board: StatusBoard, state: Path
+) -> None:
+    """Save notebook edits to Quix with the signed-in user's token (else the service's)."""
+    from jobs.notebook_sync import NotebookSync
+
+    async def push(path: str, text: str) -> None:
+        token = guard.latest_user_token or portal.settings.sdk_token
+        if not token:
+            raise PermissionError("no Quix user has signed in yet")
+        await portal.push_file(token, path, text)
+
+    sync = NotebookSync(
+        config.notebook_dir,
+        StateLayout(state).sync_state,
+        push,
+        board.sync_changed,
+        debounce=config.sync_debounce,
+    )
+    try:
+        await sync.run()
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # never takes the server down
+        log.error("saving notebooks to Quix stopped: %s", error)
 
 
 def serve(config: Config) -> int:

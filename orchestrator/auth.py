@@ -122,6 +122,8 @@ class Guard:
         self.session_seconds = session_seconds
         self._revoked: set[str] = set()
         self._user_tokens: dict[str, str] = {}
+        self.latest_user_token: str | None = None
+        """The token of the Quix user who signed in last (kept in memory only)."""
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -144,6 +146,7 @@ class Guard:
         sid = secrets.token_urlsafe(24)
         if token and self.mode == "quix":
             self._user_tokens[sid] = token  # for portal calls made on this user's behalf
+            self.latest_user_token = token
         value = json.dumps({"sid": sid, "iat": time.time()})
         # Inside the portal's cross-site iframe a cookie must be Secure and SameSite=None.
         handler.set_signed_cookie(
@@ -188,6 +191,8 @@ class Guard:
 
             try:
                 if await self.verifier.accepts(token):
+                    if self.mode == "quix":
+                        self.latest_user_token = token
                     return True
             except PortalUnavailable:
                 handler.set_status(503)

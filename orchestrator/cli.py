@@ -175,6 +175,28 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         choices=("text", "json"),
         help="text for people, json for one JSON object per line",
     )
+    sync_env = env.get(ENV_PREFIX + "SYNC_TO_QUIX")
+    sync_default = None
+    if sync_env:
+        try:
+            sync_default = _boolean(sync_env)
+        except ValueError as error:
+            options.errors.append(
+                f"environment variable {ENV_PREFIX}SYNC_TO_QUIX is invalid: {error}"
+            )
+    parser.add_argument(
+        "--sync-to-quix",
+        action=argparse.BooleanOptionalAction,
+        default=sync_default,
+        help="save notebook edits back to the Quix application's files "
+        "(default: on inside Quix, off elsewhere) [env: ORCHESTRATOR_SYNC_TO_QUIX]",
+    )
+    options.add(
+        "--sync-debounce",
+        default=5.0,
+        convert=float,
+        help="seconds without further edits before they are saved to Quix",
+    )
     return parser, options.errors
 
 
@@ -202,6 +224,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         frame_ancestors=args.frame_ancestors,
         metrics_public=args.metrics_public,
         log_format=args.log_format,
+        sync_to_quix=args.sync_to_quix,
+        sync_debounce=args.sync_debounce,
         env=env,
     )
 

@@ -52,6 +52,8 @@ class Config:
     frame_ancestors: str
     metrics_public: bool
     log_format: Literal["text", "json"]
+    sync_to_quix: bool
+    sync_debounce: float
     env: Mapping[str, str] = field(repr=False)
 
     def job_settings(self) -> JobSettings:
@@ -108,6 +110,18 @@ def _restart_call(value: str | None) -> str | None:
     return f"{method.upper()} {path.strip()}"
 
 
+def _sync_wanted(flag: bool | None, quix: QuixSettings | None) -> bool:
+    """On by default inside Quix (where the notebook's source of truth is), off elsewhere."""
+    if flag is None:
+        return bool(quix and quix.application_id)
+    if flag and not (quix and quix.application_id):
+        raise ConfigError(
+            "--sync-to-quix needs Quix__Portal__Api, Quix__Workspace__Id and "
+            "Quix__Application__Id in the environment"
+        )
+    return flag
+
+
 def resolve(
     *,
     notebook_dir: str,
@@ -128,6 +142,8 @@ def resolve(
     frame_ancestors: str | None = None,
     metrics_public: bool = False,
     log_format: str = "text",
+    sync_to_quix: bool | None = None,
+    sync_debounce: float = 5.0,
     env: Mapping[str, str] | None = None,
 ) -> Config:
     """Validate the already-merged values (flag or env twin or default) into a Config."""
@@ -186,6 +202,8 @@ def resolve(
         token_generated=generated,
         frame_ancestors=frame_ancestors or ("*" if mode == "quix" else "'self'"),
         metrics_public=metrics_public,
+        sync_to_quix=_sync_wanted(sync_to_quix, quix),
+        sync_debounce=_positive("--sync-debounce", sync_debounce),
         log_format=cast(
             Literal["text", "json"], _choice("--log-format", log_format, ("text", "json"))
         ),

@@ -84,7 +84,9 @@ class QuixPortal:
     def _headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", "X-Version": "2.0"}
 
-    async def _call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, str]:
+    async def _call(
+        self, method: str, path: str, token: str, body: Any = None, raw_body: str | None = None
+    ) -> tuple[int, str]:
         import requests
         from tenacity import (
             AsyncRetrying,
@@ -97,11 +99,15 @@ class QuixPortal:
 
         def once() -> tuple[int, str]:
             try:
+                headers = self._headers(token)
+                if raw_body is not None:
+                    headers["Content-Type"] = "text/plain; charset=utf-8"
                 response = requests.request(
                     method,
                     url,
-                    headers=self._headers(token),
+                    headers=headers,
                     json=body,
+                    data=raw_body.encode("utf-8") if raw_body is not None else None,
                     timeout=self.settings.timeout,
                 )
             except (requests.Timeout, requests.ConnectionError) as error:
@@ -141,6 +147,23 @@ class QuixPortal:
         if len(self._cache) > 10_000:
             self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
         return allowed
+
+    async def push_file(self, token: str, path: str, text: str) -> None:
+        """Commit one file's text to the application's Git files (what the old file watcher did)."""
+        settings = self.settings
+        if not settings.application_id:
+            raise PortalUnavailable("Quix__Application__Id is not set: nowhere to save notebooks")
+        from urllib.parse import quote
+
+        url_path = (
+            f"workspaces/{settings.workspace_id}/files/{settings.application_id}/"
+            f"{quote(path, safe='/')}"
+        )
+        status, _ = await self._call("POST", url_path, token, raw_body=text)
+        if status in (401, 403):
+            raise PermissionError("the Quix portal refused to save the file for this user")
+        if status >= 400:
+            raise PortalUnavailable(f"the Quix portal answered HTTP {status}")
 
     async def restart_deployment(self, token: str) -> str:
         """One server-side call; returns a message for users, raises on refusal or outage."""

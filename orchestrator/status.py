@@ -85,6 +85,8 @@ class StatusBoard:
         self._generation = 0
         self._secrets: tuple[str, ...] = ()
         self.capabilities: dict[str, bool] = {"restart_deployment": False}
+        self.sync: dict[str, Any] | None = None
+        """Saving notebook edits back to Quix: pending files, last sync, last error."""
         """What the page may offer (a deployment restart needs Quix)."""
         self.listeners: list[Callable[[str, StepName | None, dict[str, Any]], None]] = []
         """Observers of what happens (metrics): called with an event name, a step and details."""
@@ -123,6 +125,7 @@ class StatusBoard:
             "state": dict(self.state),
             "notice": self.notice,
             "capabilities": dict(self.capabilities),
+            "sync": self.sync,
         }
 
     def snapshot_json(self) -> str:
@@ -258,6 +261,13 @@ class StatusBoard:
         """Something users should know about now (a restart they or someone else asked for)."""
         self.notice = {"message": self._clean(message), "at": time.time()}
         log.info("%s", self.notice["message"])
+        self._publish()
+
+    def sync_changed(self, sync: dict[str, Any]) -> None:
+        self.sync = {
+            **sync,
+            "last_error": self._clean(sync["last_error"]) if sync.get("last_error") else None,
+        }
         self._publish()
 
     def begin_stopping(self) -> None:
