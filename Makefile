@@ -6,7 +6,7 @@ PORT ?= 8080
 EXAMPLE ?= examples/hello
 STATE ?= ./state
 
-.PHONY: run test test-slow lint typecheck test-fast clean
+.PHONY: run test test-slow test-reliability lint typecheck test-fast clean
 
 $(BIN)/marimo-orchestrator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,13 @@ typecheck: $(BIN)/marimo-orchestrator
 test: lint typecheck
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Long loops (SIGKILL at random moments, …): kept out of `make test`, run by CI.
-test-slow: $(BIN)/marimo-orchestrator
-	$(BIN)/python -m pytest -q -m slow -s
+# The reliability suite: long loops and fault injection (SIGKILL at random moments, a flaky
+# index, late volumes, marimo killed under use, 200 clients, SIGTERM under load).
+# Kept out of `make test`; CI runs it.
+test-reliability: $(BIN)/marimo-orchestrator
+	$(BIN)/python -m pytest -q -m slow -s -p no:cacheprovider
+
+test-slow: test-reliability
 
 test-fast: $(BIN)/marimo-orchestrator
 	$(BIN)/python -m pytest -q -x --ignore=tests/test_end_to_end.py

@@ -300,6 +300,7 @@ class Pipeline:
             base_env=self._env,
             reporter=self.reporter,
             ready_timeout=self.settings.marimo_ready_timeout,
+            stable_after=self.settings.marimo_crash_window,
         )
         self.supervisor = supervisor
         try:

@@ -28,5 +28,7 @@ class JobSettings:
     installer: InstallerChoice
     marimo_mode: MarimoMode
     marimo_ready_timeout: float
+    marimo_crash_window: float
+    """marimo exits within this many seconds of its start count towards a crash loop."""
     base_python: str
     env: Mapping[str, str] = field(repr=False)

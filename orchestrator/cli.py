@@ -132,6 +132,13 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         convert=float,
         help="seconds marimo may take to answer /health after it starts",
     )
+    options.add(
+        "--marimo-crash-window",
+        default=30.0,
+        convert=float,
+        help="marimo exiting within this many seconds of its start counts towards a crash "
+        "loop (5 in a row stop the restarts)",
+    )
     options.add("--log-level", default="info", choices=LOG_LEVELS, help="log verbosity")
     options.add(
         "--sse-keepalive",
@@ -216,6 +223,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         installer=args.installer,
         marimo_mode=args.marimo_mode,
         marimo_ready_timeout=args.marimo_ready_timeout,
+        marimo_crash_window=args.marimo_crash_window,
         log_level=args.log_level,
         sse_keepalive=args.sse_keepalive,
         quix_restart_call=args.quix_restart_call,

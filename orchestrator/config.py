@@ -43,6 +43,7 @@ class Config:
     installer: InstallerChoice
     marimo_mode: MarimoMode
     marimo_ready_timeout: float
+    marimo_crash_window: float
     log_level: Literal["debug", "info", "warning", "error"]
     sse_keepalive: float
     quix: QuixSettings | None
@@ -66,6 +67,7 @@ class Config:
             installer=self.installer,
             marimo_mode=self.marimo_mode,
             marimo_ready_timeout=self.marimo_ready_timeout,
+            marimo_crash_window=self.marimo_crash_window,
             base_python=sys.executable,
             env=self.env,
         )
@@ -135,6 +137,7 @@ def resolve(
     marimo_mode: str,
     marimo_ready_timeout: float,
     log_level: str,
+    marimo_crash_window: float = 30.0,
     sse_keepalive: float,
     quix_restart_call: str | None = None,
     auth: str | None = None,
@@ -191,6 +194,7 @@ def resolve(
         installer=cast(InstallerChoice, _choice("--installer", installer, INSTALLERS)),
         marimo_mode=cast(MarimoMode, _choice("--marimo-mode", marimo_mode, MODES)),
         marimo_ready_timeout=_positive("--marimo-ready-timeout", marimo_ready_timeout),
+        marimo_crash_window=_positive("--marimo-crash-window", marimo_crash_window),
         log_level=cast(
             Literal["debug", "info", "warning", "error"],
             _choice("--log-level", log_level, LOG_LEVELS),

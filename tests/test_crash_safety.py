@@ -1,6 +1,6 @@
 """SIGKILL at random moments of a cold start: the next start always repairs itself.
 
-Slow (about two minutes): run by ``make test-slow``, which CI runs too.
+Slow (about four minutes): run by ``make test-reliability``, which CI runs too.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_sigkill_at_random_moments_of_a_cold_start_always_recovers(
         calibration.kill_everything()
 
     kills = []
-    for iteration in range(20):
+    for iteration in range(30):
         state = tmp_path / f"state-{iteration}"
         victim = Orchestrator(notebook_dir, state, tmp_path / f"victim-{iteration}.log", env)
         delay = chooser.uniform(0.05, cold + 0.5)

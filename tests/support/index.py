@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import random
 import re
 import threading
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ class IndexControl:
     faults: list[str] = field(default_factory=list)
     """Queued answers for the next requests, in order: "503", "reset" or "stall:<seconds>"."""
     served_faults: list[str] = field(default_factory=list)
+    fault_rate: float = 0.0
+    """With no queued fault: the share of requests answered with a random fault."""
+    random_faults: tuple[str, ...] = ("503", "reset", "stall:2")
+    chooser: random.Random = field(default_factory=lambda: random.Random(7))
 
     def hold(self, project: str) -> threading.Event:
         """Downloads of ``project``'s files wait until the returned event is set."""
@@ -64,6 +69,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with control.lock:
             control.requests.append(self.path)
             fault = control.faults.pop(0) if control.faults else None
+            if fault is None and control.fault_rate and control.chooser.random() < control.fault_rate:
+                fault = control.chooser.choice(control.random_faults)
             if fault:
                 control.served_faults.append(fault)
         if fault == "503":

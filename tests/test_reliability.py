@@ -1,0 +1,248 @@
+"""The reliability suite (``make test-reliability``): production's faults, on purpose.
+
+Every scenario checks that nothing is lost and that no client ever sees a 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from jobs.layout import StateLayout
+from tests.conftest import OrchestratorFactory
+from tests.support.index import LocalIndex
+from tests.support.orchestrator import Orchestrator
+
+pytestmark = pytest.mark.slow
+HTML = {"Accept": "text/html"}
+JSON = {"Accept": "application/json"}
+
+
+def imports(state: Path, *modules: str) -> bool:
+    python = StateLayout(state).venv_python
+    return (
+        subprocess.run(
+            [str(python), "-c", f"import {', '.join(modules)}"], capture_output=True
+        ).returncode
+        == 0
+    )
+
+
+def test_a_flaky_index_still_installs_with_visible_retries(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, index: LocalIndex, tmp_path: Path
+) -> None:
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\norch-beta\norch-gamma\norch-slow\n")
+    index.control.fault_rate = 1 / 3
+    run = orchestrator(notebook_dir, tmp_path / "state")
+    retries_seen = 0
+
+    def watch(status: dict[str, object]) -> bool:
+        nonlocal retries_seen
+        step = run.step(status, "requirements")
+        if step["attempt"] and int(step["attempt"]) > 1:
+            retries_seen = max(retries_seen, int(step["attempt"]))
+        return bool(status["ready"])
+
+    status = run.wait_for(watch, timeout=300, what="ready through a flaky index")
+    index.control.fault_rate = 0
+    assert run.step(status, "requirements")["status"] == "done", status
+    assert imports(tmp_path / "state", "orch_alpha", "orch_beta", "orch_gamma", "orch_slow")
+    assert index.control.served_faults, "the index did misbehave"
+    assert retries_seen >= 2 or "retry" in run.log_text().lower(), "retries are visible"
+
+
+def test_a_missing_package_fails_fast_and_names_itself(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\nno-such-package-at-all\n")
+    run = orchestrator(notebook_dir)
+    started = time.monotonic()
+    status = run.wait_for(
+        lambda s: run.step(s, "requirements")["status"] == "failed", what="failure"
+    )
+    assert time.monotonic() - started < 60
+    step = run.step(status, "requirements")
+    assert "no-such-package-at-all" in step["message"] and step["attempt"] == 1
+
+
+def test_a_state_directory_20_seconds_late(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "late"
+    run = orchestrator(notebook_dir, state, "--wait-for-state", "true")
+    run.wait_listening()
+    appeared = time.monotonic() + 20
+    while time.monotonic() < appeared:
+        assert run.get("/-/healthy")[0] == 200
+        code = run.get("/", HTML)[0]
+        assert code == 200, code
+        time.sleep(0.5)
+    state.mkdir()
+    status = run.wait_ready(timeout=120)
+    assert status["state"]["persistent"] is True and status["phase"] == "ready"
+
+
+def _poll(run: Orchestrator, stop: threading.Event, seen: Counter[int]) -> None:
+    while not stop.is_set():
+        code = run.get("/api/status", JSON, timeout=10)[0]
+        seen[code] += 1
+
+
+def test_marimo_killed_20_times_under_use(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    run = orchestrator(notebook_dir, None, "--marimo-crash-window", "0.5")
+    run.wait_ready()
+    seen: Counter[int] = Counter()
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll, args=(run, stop, seen), daemon=True)
+    poller.start()
+    ws_url = run.base.replace("http", "ws") + "/ws?session_id=s_kill_{n}&file=notebook.py"
+    try:
+        for n in range(20):
+            status = run.wait_ready(timeout=120)
+            with connect(ws_url.format(n=n), open_timeout=30, additional_headers=run.auth) as ws:
+                assert json.loads(ws.recv(timeout=60))  # the kernel answers through the proxy
+                time.sleep(
+                    0.6
+                )  # beyond the crash window: this is an outside kill, not a crash loop
+                os.kill(status["marimo"]["pid"], signal.SIGKILL)
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        ws.recv(timeout=30)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, (
+                    closed.value
+                )
+            run.wait_for(
+                lambda s, pid=status["marimo"]["pid"]: s["ready"] and s["marimo"]["pid"] != pid,
+                timeout=120,
+            )
+        # Reconnecting after the last restart works.
+        with connect(ws_url.format(n="final"), open_timeout=30, additional_headers=run.auth) as ws:
+            assert json.loads(ws.recv(timeout=60))
+    finally:
+        stop.set()
+        poller.join(timeout=30)
+    assert run.status()["marimo"]["restarts"] >= 20
+    assert seen[502] == 0 and set(seen) <= {200, 503}, seen
+    assert seen[503] > 0, "the outages were observed"
+
+
+async def _client_mix(run: Orchestrator, seconds: float) -> Counter[str]:
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    AsyncHTTPClient.configure(None, max_clients=300)
+    client = AsyncHTTPClient()
+    outcomes: Counter[str] = Counter()
+    deadline = time.monotonic() + seconds
+    auth = run.auth
+
+    async def fetch_loop(kind: str, path: str, headers: dict[str, str]) -> None:
+        while time.monotonic() < deadline:
+            try:
+                response = await client.fetch(
+                    run.base + path, headers={**auth, **headers}, request_timeout=30
+                )
+                outcomes[f"{kind}:{response.code}"] += 1
+            except HTTPClientError as error:
+                outcomes[f"{kind}:{error.code}"] += 1
+            except OSError:  # the server went away (only expected when it is being stopped)
+                outcomes[f"{kind}:gone"] += 1
+                return
+
+    async def sse_watch(n: int) -> None:
+        chunks: list[bytes] = []
+        request = HTTPRequest(
+            run.base + "/-/events",
+            headers=auth,
+            request_timeout=seconds + 30,
+            streaming_callback=chunks.append,
+        )
+        with contextlib.suppress(TimeoutError):  # the watcher leaves after the run
+            await asyncio.wait_for(client.fetch(request, raise_error=False), timeout=seconds)
+        outcomes["sse:ok" if any(b"event: status" in c for c in chunks) else "sse:empty"] += 1
+
+    async def ws_loop(n: int) -> None:
+        url = run.base.replace("http", "ws") + f"/ws?session_id=s_load_{n}&file=notebook.py"
+        while time.monotonic() < deadline:
+            try:
+                connection = await websocket_connect(HTTPRequest(url, headers=auth))
+            except (OSError, HTTPClientError):
+                outcomes["ws:gone"] += 1
+                return
+            message = await connection.read_message()
+            outcomes["ws:ok" if message else "ws:closed"] += 1
+            connection.close()
+            await asyncio.sleep(1)
+
+    tasks = (
+        [fetch_loop("page", "/?file=notebook.py", HTML) for _ in range(60)]
+        + [fetch_loop("status", "/-/status", JSON) for _ in range(40)]
+        + [fetch_loop("proxied", "/api/status", JSON) for _ in range(45)]
+        + [sse_watch(n) for n in range(50)]
+        + [ws_loop(n) for n in range(5)]
+    )
+    await asyncio.gather(*tasks)
+    client.close()
+    return outcomes
+
+
+def test_200_concurrent_clients_leave_nothing_behind(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    run = orchestrator(notebook_dir)
+    run.wait_ready()
+    process = psutil.Process(run.process.pid)
+    # Warm up once so that lazily created things (pools, caches) exist before the baseline.
+    asyncio.run(_client_mix(run, 2))
+    fds_before, rss_before = process.num_fds(), process.memory_info().rss
+    outcomes = asyncio.run(_client_mix(run, 30))
+    failures = {key: count for key, count in outcomes.items() if not key.endswith((":200", ":ok"))}
+    assert failures == {}, outcomes
+    assert outcomes["sse:ok"] == 50 and outcomes["ws:ok"] > 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.num_fds() > fds_before + 5:
+        time.sleep(0.2)  # idle keep-alive connections time out
+    assert process.num_fds() <= fds_before + 5, (fds_before, process.num_fds())
+    grown = (process.memory_info().rss - rss_before) / 2**20
+    assert grown < 30, f"RSS grew by {grown:.1f} MiB"
+    print(
+        f"200 clients for 30 s: {sum(outcomes.values())} exchanges {dict(outcomes)}; RSS +{grown:.1f} MiB"
+    )
+
+
+def test_sigterm_under_load(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    run = orchestrator(notebook_dir, tmp_path / "state")
+    run.wait_ready()
+    run.remember_tree()
+
+    async def load() -> None:
+        await _client_mix(run, 5)
+
+    loader = threading.Thread(target=lambda: asyncio.run(load()), daemon=True)
+    loader.start()
+    time.sleep(2)  # clients are busy when the signal lands
+    started = time.monotonic()
+    assert run.terminate(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    assert run.leftovers() == []
+    loader.join(timeout=30)
+    manifest = json.loads(StateLayout(tmp_path / "state").manifest.read_text())
+    assert manifest["venv"] and manifest["install"] and manifest["pending_install"] is None
