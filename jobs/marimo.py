@@ -235,6 +235,9 @@ class MarimoSupervisor:
                 )
                 reason = f"marimo exited unexpectedly with code {code}"
                 self.reporter.marimo_down(reason, self.restarts, list(self.output)[-20:])
+                # Whatever it left behind (kernels keep its process group, and its listening
+                # socket, alive) goes with it before a new one starts.
+                await terminate_tree_async(process.pid, timeout=2.0)
                 if quick_crashes >= self.max_quick_crashes:
                     raise PermanentError(
                         f"marimo crashed {quick_crashes} times in a row; giving up: "

@@ -263,5 +263,16 @@ class WebSocketRelay(WebSocketHandler):
             return True
         if current.generation != self._upstream.generation:
             return True
-        # Still the same generation: marimo may have died before the supervisor noticed.
-        return await _refuses_connections(current)
+        # Still the same generation: marimo may have died before the supervisor noticed (it
+        # learns of the exit through SIGCHLD, in the same instant or a moment later). Give it
+        # that moment; a port that refuses connections also answers the question. (An open
+        # port proves nothing: marimo's kernels inherit its listening socket.)
+        deadline = asyncio.get_running_loop().time() + _RESTART_PROBE_TIMEOUT
+        while asyncio.get_running_loop().time() < deadline:
+            current = self._lookup()
+            if current is None or current.generation != self._upstream.generation:
+                return True
+            if await _refuses_connections(current):
+                return True
+            await asyncio.sleep(0.05)
+        return False
