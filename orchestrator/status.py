@@ -120,6 +120,7 @@ class StatusBoard:
             "ready": self.ready,
             "boot_id": self.boot_id,
             "started_at": self.started_at,
+            "at": time.time(),
             "steps": [asdict(step) for step in self.steps.values()],
             "marimo": asdict(self.marimo),
             "state": dict(self.state),
