@@ -25,7 +25,7 @@ lint: $(BIN)/marimo-orchestrator
 typecheck: $(BIN)/marimo-orchestrator
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The reliability suite: long loops and fault injection (SIGKILL at random moments, a flaky
@@ -44,3 +44,6 @@ clean:
 
 # Build and run the Dockerfile for real with podman (see tests/container/).
 include container.mk
+
+# Browser tests with Debian's Chromium (see tests/browser/).
+include browser.mk

@@ -37,10 +37,19 @@ class Actions:
         self.pipeline: Pipeline | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _enqueue(self, name: str, work: Any) -> None:
+    def _enqueue(
+        self, name: str, work: Any, until_ready: bool = False, withdraw: bool = True
+    ) -> None:
+        """Run ``work``; the notice it announced is withdrawn once it is over (and, with
+        ``until_ready``, once marimo answers again)."""
+
         async def guarded() -> None:
             try:
                 await work
+                while until_ready and not self.board.ready and not self.board.stopping:
+                    await asyncio.sleep(0.2)
+                if withdraw:
+                    self.board.withdraw_notice()
             except Exception as error:  # reported, never raised into the loop
                 self.board.announce(f"{name} failed: {error}")
                 log.error("%s failed: %s", name, error)
@@ -61,7 +70,7 @@ class Actions:
             if pipeline is None or pipeline.supervisor is None or pipeline.supervisor.pid is None:
                 return Answer(409, {"error": "marimo has not been started yet"})
             self.board.announce("Restarting marimo (requested)")
-            self._enqueue("restarting marimo", pipeline.supervisor.restart())
+            self._enqueue("restarting marimo", pipeline.supervisor.restart(), until_ready=True)
             return Answer(202, {"accepted": True, "scope": scope})
         if pipeline is None or pipeline.layout is None:
             return Answer(409, {"error": "the environment is still being prepared"})
@@ -91,5 +100,6 @@ class Actions:
             self.board.announce(f"{message}; this page reloads when the new container is up")
 
         self.board.announce("Asking Quix to restart this deployment")
-        self._enqueue("restarting the deployment", restart())
+        # The notice stays: this container is about to be replaced.
+        self._enqueue("restarting the deployment", restart(), withdraw=False)
         return Answer(202, {"accepted": True, "scope": "deployment"})

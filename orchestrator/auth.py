@@ -148,15 +148,24 @@ class Guard:
             self._user_tokens[sid] = token  # for portal calls made on this user's behalf
             self.latest_user_token = token
         value = json.dumps({"sid": sid, "iat": time.time()})
-        # Inside the portal's cross-site iframe a cookie must be Secure and SameSite=None.
+        if self.secure_cookies:
+            # Inside the portal's cross-site iframe a cookie must be Secure, SameSite=None and
+            # Partitioned (CHIPS: browsers that block third-party cookies keep partitioned
+            # ones). Python 3.11's cookie module cannot write Partitioned: built by hand.
+            signed = handler.create_signed_value(COOKIE, value).decode()
+            handler.add_header(
+                "Set-Cookie",
+                f"{COOKIE}={signed}; Path=/; Max-Age={int(self.session_seconds)}; "
+                "HttpOnly; Secure; SameSite=None; Partitioned",
+            )
+            return
         handler.set_signed_cookie(
             COOKIE,
             value,
             expires_days=self.session_seconds / 86400,
             httponly=True,
             path="/",
-            secure=self.secure_cookies,
-            samesite="None" if self.secure_cookies else "Lax",
+            samesite="Lax",
         )
 
     def close_session(self, handler: tornado.web.RequestHandler) -> None:
@@ -165,6 +174,11 @@ class Guard:
             self._revoked.add(session.sid)
             self._user_tokens.pop(session.sid, None)
         handler.clear_cookie(COOKIE, path="/")
+        if self.secure_cookies:
+            handler.add_header(
+                "Set-Cookie",
+                f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=None; Partitioned",
+            )
 
     def user_token(self, handler: tornado.web.RequestHandler) -> str | None:
         """The signed-in Quix user's token, for calls made on their behalf (never shown)."""

@@ -264,6 +264,11 @@ class StatusBoard:
         log.info("%s", self.notice["message"])
         self._publish()
 
+    def withdraw_notice(self) -> None:
+        if self.notice is not None:
+            self.notice = None
+            self._publish()
+
     def sync_changed(self, sync: dict[str, Any]) -> None:
         self.sync = {
             **sync,

@@ -49,10 +49,11 @@ def test_restart_marimo_brings_a_new_marimo(
     before = run.wait_ready()
     code, body = post_restart(run, {"scope": "marimo"})
     assert (code, body) == (202, {"accepted": True, "scope": "marimo"})
+    assert run.status()["notice"]["message"] == "Restarting marimo (requested)"
     after = run.wait_for(
-        lambda s: s["ready"] and s["marimo"]["pid"] != before["marimo"]["pid"], what="new marimo"
+        lambda s: s["ready"] and s["marimo"]["pid"] != before["marimo"]["pid"] and not s["notice"],
+        what="new marimo, notice withdrawn",
     )
-    assert after["notice"]["message"] == "Restarting marimo (requested)"
     assert after["phase"] == "ready"
     assert run.get("/", {"Accept": "text/html"})[0] == 200
 

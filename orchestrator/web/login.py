@@ -26,7 +26,9 @@ class LoginHandler(tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        self.set_header("Referrer-Policy", "no-referrer")
+        # same-origin (not no-referrer): a form post must carry a real Origin, which we check;
+        # the page's URL (which may hold ?token=) still never leaves this site.
+        self.set_header("Referrer-Policy", "same-origin")
 
     def _page(self, status: int = 200, error: str | None = None) -> None:
         target = safe_next(self.get_argument("next", None))

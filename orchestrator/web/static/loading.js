@@ -19,6 +19,7 @@
   let leaving = false;
   let watchedStart = false;
   let latest = null;
+  let pending = null; // a restart the user asked for here, until the status shows it done
 
   function remaining(step) {
     if (!step.started_at) return null;
@@ -131,19 +132,49 @@
       // The orchestrator restarted (a deployment restart, a crash): start watching afresh.
       bootId = status.boot_id;
       watchedStart = true;
+      pending = null;
       logEl.replaceChildren();
     }
     if (status.phase === "starting") watchedStart = true;
     render(status);
-    if (!status.ready) return;
+    settle(status);
+    if (!status.ready || pending) return;
     // A start this page watched that ended degraded stays here so the user reads what failed.
     if (status.phase === "degraded" && watchedStart && status.steps.some((s) => s.status === "failed")) return;
     leave();
   }
 
-  async function act(button, body, pending) {
+  // Until what the user asked for here is over, the page stays (it would otherwise leave for
+  // marimo mid-install, as the phase reads "ready" while the step runs again); then it says so.
+  function settle(status) {
+    if (!pending) return;
+    if (pending.scope === "marimo") {
+      const pid = status.marimo && status.marimo.pid;
+      if (status.ready && pid && pid !== pending.pid) {
+        $("action-result").textContent = "marimo restarted.";
+        pending = null;
+      }
+    } else if (pending.scope === "install") {
+      const step = status.steps.find((s) => s.name === "requirements");
+      if (step && step.status !== "running" && step.finished_at && step.finished_at !== pending.finished) {
+        $("action-result").textContent = step.status === "failed" ? "The install failed again." : "The requirements are installed.";
+        pending = null;
+      }
+    } else {
+      pending = null; // a deployment restart: the new boot_id tells
+    }
+  }
+
+  async function act(button, body, waiting) {
     button.disabled = true;
-    $("action-result").textContent = pending;
+    $("action-result").textContent = waiting;
+    // Before the request: its first effects can arrive on the event stream before its answer.
+    const requirements = latest ? latest.steps.find((s) => s.name === "requirements") : null;
+    pending = {
+      scope: body.scope,
+      pid: latest && latest.marimo ? latest.marimo.pid : null,
+      finished: requirements ? requirements.finished_at : null,
+    };
     try {
       const response = await fetch("/-/restart", {
         method: "POST",
@@ -152,9 +183,15 @@
         body: JSON.stringify(body),
       });
       const answer = await response.json().catch(() => ({}));
-      $("action-result").textContent = response.status === 202 ? pending : answer.error || "The request was refused.";
-      if (response.status === 202) watchedStart = true;
+      if (response.status === 202) {
+        watchedStart = true;
+        if (latest) settle(latest);
+      } else {
+        pending = null;
+        $("action-result").textContent = answer.error || "The request was refused.";
+      }
     } catch (e) {
+      pending = null;
       $("action-result").textContent = "The server could not be reached; try again in a moment.";
     } finally {
       button.disabled = false;

@@ -7,6 +7,7 @@
   const label = document.getElementById("token-label");
   const hint = document.getElementById("hint");
   const error = document.getElementById("error");
+  const inIframe = window.parent && window.parent !== window;
   if (mode === "quix") {
     label.textContent = "Quix Personal Access Token";
     hint.textContent = "Open this page from the Quix portal to sign in automatically, or paste a token from your Quix profile.";
@@ -15,19 +16,53 @@
   }
 
   async function signIn(token) {
-    const response = await fetch("/-/login", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ token: token, next: next }),
-    });
+    let response;
+    try {
+      response = await fetch("/-/login", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: token, next: next }),
+      });
+    } catch (e) {
+      error.textContent = "The server could not be reached; try again in a moment.";
+      return;
+    }
     const body = await response.json().catch(() => ({}));
-    if (response.ok && body.ok) { window.location.replace(body.next || "/"); return; }
     document.getElementById("iframe-status").hidden = true;
-    error.textContent = body.error || "Sign-in failed.";
+    if (!(response.ok && body.ok)) { error.textContent = body.error || "Sign-in failed."; return; }
+    const target = body.next || "/";
+    // Inside a cross-site iframe the browser may drop the session cookie (third-party cookies
+    // blocked): going on would land here again and ask the portal again, forever. Check first.
+    const probe = await fetch("/-/status", { credentials: "same-origin" }).catch(() => null);
+    if (probe && probe.status === 401) {
+      error.textContent = inIframe
+        ? "Your browser blocked this site's sign-in cookie inside the Quix portal (third-party "
+          + "cookies are off). Open marimo in its own tab, or allow cookies for this site."
+        : "Your browser did not keep the sign-in cookie. Allow cookies for this site and try again.";
+      const link = document.getElementById("new-tab");
+      link.href = target;
+      document.getElementById("cookie-help").hidden = !inIframe;
+      return;
+    }
+    window.location.replace(target);
   }
 
-  const inIframe = window.parent && window.parent !== window;
+  // The form signs in with fetch too: the page's "Referrer-Policy: no-referrer" makes the
+  // browser send "Origin: null" with a plain form post, which the server refuses as cross-site.
+  const form = document.getElementById("login-form");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    error.textContent = "";
+    try {
+      await signIn(document.getElementById("token").value.trim());
+    } finally {
+      button.disabled = false;
+    }
+  });
+
   if (mode === "quix" && inIframe) {
     document.getElementById("iframe-status").hidden = false;
     window.addEventListener("message", (event) => {

@@ -1,0 +1,121 @@
+"""The loading page as a user meets it: progress, problems, buttons, and the way into marimo."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.browser.ui import (
+    EDITOR_PATH,
+    START_TIMEOUT,
+    Shots,
+    expect,
+    expect_editor,
+    loading_step,
+    sign_in,
+    write_notebook,
+)
+from tests.conftest import OrchestratorFactory
+from tests.support.index import LocalIndex
+from tests.support.orchestrator import Orchestrator
+
+CELL = """
+import orch_alpha
+orch_alpha.NAME
+"""
+
+
+def test_cold_start_shows_progress_then_opens_the_editor_by_itself(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, index: LocalIndex, tmp_path: Path
+) -> None:
+    notebooks = write_notebook(tmp_path / "notebooks", CELL, requirements="orch-alpha\n")
+    release = index.control.hold("orch-alpha")  # the requirement's download stays pending
+    run = orchestrator(notebooks)
+    sign_in(page, run, EDITOR_PATH)
+
+    # The asked-for URL answers with the loading page, which follows the steps live.
+    expect(page).to_have_url(run.base + EDITOR_PATH)
+    expect(page.get_by_role("heading", name="Starting your marimo environment")).to_be_visible()
+    requirements = loading_step(page, "requirements")
+    expect(requirements).to_have_attribute("data-status", "running", timeout=START_TIMEOUT)
+    expect(requirements).to_contain_text("Requirements")
+    for done in ("state", "venv"):
+        expect(loading_step(page, done)).to_have_attribute(
+            "data-status", re.compile("done|skipped")
+        )
+    expect(loading_step(page, "marimo")).to_have_attribute("data-status", "pending")
+    bar = page.get_by_role("progressbar", name="Overall progress")
+    expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^[1-9][0-9]?$"))  # 1..99
+    expect(page.locator("#percent")).to_have_text(re.compile(r"^[1-9][0-9]?%"))
+    assert index.control.arrived["orch-alpha"].is_set(), "the download really is pending"
+    shots("requirements-running")
+
+    release.set()
+    # Nobody clicks anything: the page returns to the URL it was served at once marimo is ready.
+    expect_editor(page, run)
+    status = run.status()
+    assert [step["status"] for step in status["steps"]] == ["done", "done", "done", "done"]
+
+
+def _degraded_start(page: Any, orchestrator: OrchestratorFactory, tmp_path: Path) -> Orchestrator:
+    """A requirement nobody can install: marimo starts anyway and the page says what failed."""
+    notebooks = write_notebook(
+        tmp_path / "notebooks", CELL, requirements="orch-alpha\nno-such-package-xyz\n"
+    )
+    run = orchestrator(notebooks)
+    sign_in(page, run, EDITOR_PATH)
+    expect(loading_step(page, "requirements")).to_have_attribute(
+        "data-status", "failed", timeout=START_TIMEOUT
+    )
+    expect(page.get_by_role("heading", name="Something needs your attention")).to_be_visible()
+    expect(page.locator("#problem-text")).to_contain_text(
+        "Some requirements could not be installed"
+    )
+    expect(loading_step(page, "requirements")).to_contain_text("no-such-package-xyz")
+    return run
+
+
+def test_a_requirement_that_cannot_be_installed_is_named_and_marimo_opens_anyway(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    run = _degraded_start(page, orchestrator, tmp_path)
+    open_anyway = page.get_by_role("button", name="Open marimo anyway")
+    expect(open_anyway).to_be_visible(timeout=START_TIMEOUT)  # once marimo itself is up
+    expect(page.locator("body")).to_have_attribute("data-phase", "degraded")
+    expect(page).to_have_url(run.base + EDITOR_PATH)  # the page waits for the user to read
+    shots("degraded")
+
+    # Retrying cannot help here: the page says so once the second attempt is over.
+    page.get_by_role("button", name="Retry the install").click()
+    expect(page.locator("#action-result")).to_have_text("The install failed again.")
+    expect(loading_step(page, "requirements")).to_have_attribute("data-status", "failed")
+    expect(loading_step(page, "requirements")).to_contain_text("no-such-package-xyz")
+
+    open_anyway.click()
+    expect_editor(page, run)
+
+
+def test_restart_marimo_from_the_loading_page_then_open_it(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    run = _degraded_start(page, orchestrator, tmp_path)
+    restart = page.get_by_role("button", name="Restart marimo")
+    expect(restart).to_be_visible(timeout=START_TIMEOUT)
+    before = run.wait_ready()["marimo"]["pid"]
+
+    restart.click()
+    result = page.locator("#action-result")
+    expect(result).to_have_text(re.compile("Restarting marimo…|marimo restarted."))
+    after = run.wait_for(
+        lambda s: s["ready"] and s["marimo"]["pid"] not in (None, before), what="a new marimo"
+    )
+    # The page follows the restart, says it is over and, the start still being degraded,
+    # waits for the user again.
+    expect(result).to_have_text("marimo restarted.")
+    expect(loading_step(page, "marimo")).to_contain_text(f"pid {after['marimo']['pid']}")
+    expect(page).to_have_url(run.base + EDITOR_PATH)
+    shots("restarted")
+    page.get_by_role("button", name="Open marimo anyway").click()
+    expect_editor(page, run)
+    assert run.status()["marimo"]["pid"] == after["marimo"]["pid"]

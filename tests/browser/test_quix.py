@@ -1,0 +1,158 @@
+"""Quix mode as its users meet it: inside the portal's iframe nobody types anything; on a direct
+visit the Personal Access Token form lets the right people in and tells the others why not."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.ui import EDITOR_PATH, START_TIMEOUT, Shots, expect, write_notebook
+from tests.conftest import OrchestratorFactory
+from tests.support.orchestrator import Orchestrator
+from tests.support.quix_portal import FakeQuixPortal
+
+CELL = """
+import orch_alpha
+orch_alpha.NAME
+"""
+USER_TOKEN = "pat-of-a-quix-user-0123456789"
+
+PARENT_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Quix portal (fake)</title></head>
+<body>
+<h1>Fake Quix portal</h1>
+<iframe id="deployment" title="marimo" src="{src}" style="width:1200px;height:700px"></iframe>
+<script>
+  // What the portal does: answer the embedded page's REQUEST_AUTH_TOKEN with the user's token,
+  // and only to the deployment's own origin.
+  window.handshakes = 0;
+  window.addEventListener("message", (event) => {{
+    if (event.origin !== {origin} || !event.data || event.data.type !== "REQUEST_AUTH_TOKEN") return;
+    window.handshakes += 1;
+    event.source.postMessage({{ type: "AUTH_TOKEN", token: {token} }}, event.origin);
+  }});
+</script>
+</body></html>
+"""
+
+
+class ParentSite:
+    """The portal's page, on its own local server: another origin than the orchestrator's.
+
+    ``host="127.0.0.1"`` makes it same-site (another port: cookies are first-party);
+    ``host="localhost"`` makes it cross-site, so the orchestrator's cookie is a third-party one.
+    """
+
+    def __init__(self, host: str, run: Orchestrator) -> None:
+        body = PARENT_PAGE.format(
+            src=run.base + EDITOR_PATH, origin=json.dumps(run.base), token=json.dumps(USER_TOKEN)
+        ).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.host = host
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.server.server_address[1]}/"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def quix_run(
+    orchestrator: OrchestratorFactory, portal: FakeQuixPortal, tmp_path: Path
+) -> Iterator[Orchestrator]:
+    portal.state.allowed_tokens.add(USER_TOKEN)
+    notebooks = write_notebook(tmp_path / "notebooks", CELL, requirements="orch-alpha\n")
+    run = orchestrator(notebooks, None, "--auth", "quix", env=portal.env())
+    run.token = USER_TOKEN  # what run.get() and run.status() send
+    run.wait_listening(timeout=30)
+    yield run
+
+
+def test_inside_the_portal_iframe_the_user_gets_in_without_typing(
+    page: Any, shots: Shots, quix_run: Orchestrator, portal: FakeQuixPortal
+) -> None:
+    run = quix_run
+    parent = ParentSite("127.0.0.1", run)
+    try:
+        page.goto(parent.url)
+        frame = page.frame_locator("#deployment")
+        # Signed in through postMessage, the iframe shows the loading page or, once ready, the
+        # editor (the loading page returns there by itself); never the sign-in form for long.
+        expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
+        assert page.evaluate("window.handshakes") == 1
+        embedded = next(f for f in page.frames if f.url.startswith(run.base))
+        assert embedded.url == run.base + EDITOR_PATH
+        assert portal.state.permission_queries() >= 1
+        # The session cookie that made it work, accepted although the site is plain http.
+        cookies = page.context.cookies(run.base)
+        session = next(c for c in cookies if c["name"] == "marimo_orchestrator_session")
+        assert session["secure"] and session["sameSite"] == "None" and session["httpOnly"]
+    finally:
+        parent.close()
+
+
+def test_in_a_cross_site_iframe_the_user_gets_in_once(
+    page: Any, shots: Shots, quix_run: Orchestrator
+) -> None:
+    """A cross-site parent makes the session cookie a third-party one, which this Chromium
+    blocks by default unless it is ``Partitioned`` (CHIPS), as ours is in quix mode: the user
+    gets into the editor after exactly one token exchange, and there is no reload loop."""
+    run = quix_run
+    parent = ParentSite("localhost", run)
+    try:
+        page.goto(parent.url)
+        frame = page.frame_locator("#deployment")
+        expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
+        assert page.evaluate("window.handshakes") == 1
+        cookies = page.context.cookies(run.base)
+        session = next(c for c in cookies if c["name"] == "marimo_orchestrator_session")
+        assert session["secure"] and session["sameSite"] == "None"
+    finally:
+        parent.close()
+
+
+def test_outside_an_iframe_the_pat_form_refuses_a_wrong_token_and_admits_a_right_one(
+    page: Any, shots: Shots, quix_run: Orchestrator
+) -> None:
+    run = quix_run
+    page.goto(run.base + EDITOR_PATH)
+    expect(page).to_have_url(re.compile(re.escape(run.base) + "/-/login"))
+    field = page.get_by_label("Quix Personal Access Token")
+    expect(page.get_by_role("status").filter(has_text="Signing you in")).to_be_hidden()
+
+    field.fill("not-a-quix-token-at-all")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "That token was not accepted. Check it and try again."
+    )
+    shots("refused")
+
+    page.get_by_label("Quix Personal Access Token").fill(USER_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
+    expect(page).to_have_url(run.base + EDITOR_PATH)
