@@ -138,6 +138,8 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         level = logging.WARNING
     else:
         level = logging.DEBUG if status < 400 else logging.INFO
+    if not access.isEnabledFor(level):
+        return  # the hot path: no formatting, no redaction for a line nobody keeps
     access.log(
         level,
         "%d %s %s %.1fms",

@@ -5,7 +5,8 @@ Invariants:
 * No body is ever held whole in memory. Request chunks are written to marimo one at a time and
   the client's next chunk is read only once the previous one reached marimo's socket; response
   chunks are flushed to the client as they arrive and marimo's next chunk is read only once the
-  previous one reached the client's socket.
+  previous one reached the client's socket. Compression (:mod:`proxy.compression`) keeps this:
+  each chunk is compressed and flushed on its own.
 * The request target (path and query) reaches marimo byte for byte as the client sent it.
 * Until marimo's status line arrives, every failure is answered by :mod:`proxy.gate` (never
   502). After it, the client's status is committed and a failure can only cut its connection,
@@ -15,6 +16,9 @@ Invariants:
 * A connection reused from the pool that fails before any answer is retried once on a fresh
   connection, when the request can be replayed: idempotent and no body byte forwarded yet, or
   nothing at all reached marimo.
+* A body of unknown length reaches an HTTP/1.1 client chunked, and an HTTP/1.0 client (which
+  has no chunking) followed by the end of its connection, keep-alive or not.
+* The wire format toward marimo is :mod:`proxy.wire`'s; the browser's side is Tornado's.
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from tornado import httputil
-from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 
-from proxy import gate
-from proxy.headers import keeps_alive, tokens, toward_client, toward_marimo
+from proxy import compression, gate, wire
+from proxy.headers import tokens, toward_client, toward_marimo
 from proxy.pool import ConnectionPool
 from proxy.upstream import Upstream, UpstreamLookup
 
@@ -41,9 +45,8 @@ MAX_BODY_SIZE = 10 * 1024**3
 """Largest request body the proxy accepts (it is streamed, so this bounds time, not memory)."""
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# Tornado's client chunks the body of these methods by itself when no Content-Length is set.
-_FRAMED_BY_TORNADO = frozenset({"POST", "PUT", "PATCH"})
-_UPSTREAM_PARAMS = HTTP1ConnectionParameters(max_body_size=1 << 62, decompress=False)
+# Methods whose empty body is announced with Content-Length: 0 (as browsers do).
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class _Failure(enum.Enum):
@@ -51,88 +54,48 @@ class _Failure(enum.Enum):
     TOO_SLOW = "too-slow"
 
 
-def _wire_target(uri: str) -> str | None:
-    """The request target as a str that Tornado's client encodes back to the client's bytes.
-
-    Tornado decodes the request line as latin-1 and encodes the outgoing one as UTF-8; the
-    round trip is exact for every target that is valid UTF-8 (all percent-encoded ones are).
-    """
+def _valid_target(uri: str) -> bool:
+    """Whether the target is valid UTF-8 once back in bytes (Tornado decoded it as latin-1);
+    every percent-encoded target is. Others are refused rather than guessed at."""
     try:
-        return uri.encode("latin-1").decode("utf-8")
+        uri.encode("latin-1").decode("utf-8")
     except UnicodeError:
-        return None
+        return False
+    return True
 
 
 def _frame_body(method: str, received: httputil.HTTPHeaders, sent: httputil.HTTPHeaders) -> bool:
-    """Sets the framing of the body sent to marimo; True when the proxy must chunk it itself."""
+    """Sets the framing of the body sent to marimo; True when the proxy must chunk it itself.
+
+    A length the client gave passes as it is; a chunked body is chunked again chunk by chunk
+    (Tornado's server has removed the client's framing); no body at all is announced as
+    ``Content-Length: 0`` for the methods that usually carry one.
+    """
     if "Content-Length" in received:
         return False
     if "chunked" in tokens(received, "Transfer-Encoding"):
-        if method in _FRAMED_BY_TORNADO:
-            return False
         sent["Transfer-Encoding"] = "chunked"
         return True
-    if method in _FRAMED_BY_TORNADO:
-        # No body: say so, instead of letting Tornado send an empty chunked one.
+    if method in _BODY_METHODS:
         sent["Content-Length"] = "0"
     return False
 
 
-async def _settle(reading: Awaitable[bool]) -> bool:
-    """Waits for a response read to end; True when it ended with the stream still usable."""
-    try:
-        return await reading
-    except StreamClosedError:
-        return False
+class _Exchange:
+    """How one response from marimo went: what reached the client and whether it ended well.
 
-
-class _ResponseRelay(httputil.HTTPMessageDelegate):
-    """Copies one marimo response to the client as it arrives.
-
-    Nothing reaches the client before ``headers_received`` (``started`` then turns true). The
-    status line and headers go out with the first body chunk when it is already there, else
-    alone on the next loop turn, so a stream whose first event comes late still opens at once.
     Until ``started``, a timer closes the upstream stream after ``timeout`` (``timed_out``).
     """
 
-    def __init__(self, forwarder: HttpForwarder, upstream: IOStream, timeout: float) -> None:
-        self._forwarder = forwarder
-        self._upstream = upstream
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(timeout, self._too_slow)
-        self._pending_head: asyncio.Handle | None = None
+    def __init__(self, stream: IOStream, timeout: float) -> None:
+        self.stream = stream
         self.started = False
         self.timed_out = False
         self.complete = False
         self.reusable = False
-
-    def headers_received(
-        self,
-        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-        headers: httputil.HTTPHeaders,
-    ) -> Awaitable[None] | None:
-        assert isinstance(start_line, httputil.ResponseStartLine)
-        if 100 <= start_line.code < 200:
-            return None  # interim answers (100 Continue, 103 Early Hints) are not relayed
-        self.stop_timer()
-        self.started = True
-        self.reusable = keeps_alive(start_line.version, headers)
-        self._forwarder.start_response(start_line, headers)
-        self._pending_head = self._loop.call_soon(self._send_head)
-        return None
-
-    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        self._cancel_pending_head()
-        self._forwarder.write(chunk)
-        return self._flush()
-
-    def finish(self) -> None:
-        self._cancel_pending_head()  # the handler's finish() sends whatever is left
-        self.complete = True
-
-    def on_connection_close(self) -> None:
-        self.stop_timer()
-        self._cancel_pending_head()
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            timeout, self._too_slow
+        )
 
     def stop_timer(self) -> None:
         if self._timer is not None:
@@ -143,27 +106,7 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
         self._timer = None
         if not self.started:
             self.timed_out = True
-            self._upstream.close()
-
-    def _cancel_pending_head(self) -> None:
-        if self._pending_head is not None:
-            self._pending_head.cancel()
-            self._pending_head = None
-
-    def _send_head(self) -> None:
-        self._pending_head = None
-        self._forwarder.flush().add_done_callback(self._head_sent)
-
-    def _head_sent(self, sent: asyncio.Future[None]) -> None:
-        if sent.cancelled() or sent.exception() is not None:
-            self._upstream.close()  # the client is gone
-
-    async def _flush(self) -> None:
-        try:
-            await self._forwarder.flush()
-        except StreamClosedError:
-            # The client is gone: stop reading from marimo, the connection is not reusable.
-            self._upstream.close()
+            self.stream.close()
 
 
 @stream_request_body
@@ -186,14 +129,15 @@ class HttpForwarder(RequestHandler):
         self._upstream: Upstream | None = None
         # The upstream stream while this handler owns it: closed or given back exactly once.
         self._stream: IOStream | None = None
-        self._conn: HTTP1Connection | None = None
         self._reused = False
-        self._start_line = httputil.RequestStartLine("GET", "/", "HTTP/1.1")
-        self._upstream_headers = httputil.HTTPHeaders()
+        self._method = "GET"
+        self._head = b""
         self._chunk_body = False
         self._body_sent = False
         self._upload_broken = False
         self._client_gone = False
+        self._gzip: compression.Gzip | None = None
+        self._pending_head: asyncio.Handle | None = None
 
     def compute_etag(self) -> str | None:
         # marimo's ETag, when it sends one, is the only one: Tornado must not hash the body.
@@ -202,28 +146,33 @@ class HttpForwarder(RequestHandler):
     async def prepare(self) -> None:
         if self._guard is not None and not await self._guard(self):
             return  # refused and answered: nothing reaches marimo
-        # Proxied bodies pass as marimo sent them: no gzip transform here (headers-only
-        # transforms the application adds, such as the framing policy, still apply).
-        self._transforms = [t for t in self._transforms if not isinstance(t, GZipContentEncoding)]
-        if isinstance(self.request.connection, HTTP1Connection):
-            self.request.connection.set_max_body_size(MAX_BODY_SIZE)
+        # Proxied bodies pass as marimo sent them, or through proxy.compression: never through
+        # Tornado's gzip transform (headers-only transforms the application adds, such as the
+        # framing policy, still apply).
+        if self._transforms:
+            self._transforms = [
+                t for t in self._transforms if not isinstance(t, GZipContentEncoding)
+            ]
+        request = self.request
+        if isinstance(request.connection, HTTP1Connection):
+            request.connection.set_max_body_size(MAX_BODY_SIZE)
         upstream = self._lookup()
         if upstream is None:
             gate.answer_not_ready(self, self._loading_page)
             return
-        method = self.request.method or "GET"
-        target = _wire_target(self.request.uri or "/")
-        if target is None:
+        target = request.uri or "/"
+        if not _valid_target(target):
             self.send_error(400, reason="Request target is not valid UTF-8")
             return
         self._upstream = upstream
-        self._start_line = httputil.RequestStartLine(method, target, "HTTP/1.1")
-        self._upstream_headers = toward_marimo(self.request, upstream, drop=("Expect",))
-        self._chunk_body = _frame_body(method, self.request.headers, self._upstream_headers)
+        self._method = method = request.method or "GET"
+        headers = toward_marimo(request, upstream, drop=("Expect",))
+        self._chunk_body = _frame_body(method, request.headers, headers)
+        self._head = wire.request_head(method, target, headers.get_all())
         await self._open(fresh=False)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        if self._conn is None or self._upload_broken or not chunk:
+        if self._stream is None or self._upload_broken or not chunk:
             return None
         self._body_sent = True
         if self._chunk_body:
@@ -236,7 +185,7 @@ class HttpForwarder(RequestHandler):
             if failure is None:
                 return
             if failure is _Failure.UNAVAILABLE and self._may_retry():
-                log.debug("proxy.http.retry method=%s path=%s", self._start_line.method, self._path)
+                log.debug("proxy.http.retry method=%s path=%s", self._method, self._path)
                 if await self._open(fresh=True):
                     continue
                 return
@@ -256,15 +205,26 @@ class HttpForwarder(RequestHandler):
     def start_response(
         self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
     ) -> None:
-        """Takes marimo's status and headers as this response's own (Tornado's defaults go)."""
+        """Takes marimo's status and headers as this response's own (Tornado's defaults go),
+        and decides whether the body is compressed on the way (:mod:`proxy.compression`)."""
         self.set_status(start_line.code, start_line.reason or None)
         self.clear_header("Content-Type")
         self.clear_header("Server")
         if "Date" in headers:
             self.clear_header("Date")
-        for name, value in toward_client(headers).get_all():
+        kept = toward_client(headers)
+        self._gzip = compression.negotiate(self.request, start_line.code, kept)
+        seen: set[str] = set()
+        for name, value in kept.get_all():
+            # A name's first line is set (cheaper than add, which would validate again what
+            # proxy.wire already did); repeated lines, and every Set-Cookie, are added (next to
+            # any cookie the orchestrator's guard set on this response).
             try:
-                self.add_header(name, value)
+                if name in seen or name == "Set-Cookie":
+                    self.add_header(name, value)
+                else:
+                    seen.add(name)
+                    self.set_header(name, value)
             except ValueError:
                 log.debug("proxy.http.drop-header name=%s reason=unsafe-value", name)
 
@@ -288,9 +248,8 @@ class HttpForwarder(RequestHandler):
             stream.close()
             return False
         self._stream, self._reused = stream, reused
-        self._conn = HTTP1Connection(stream, True, _UPSTREAM_PARAMS)
-        # Tornado may add Transfer-Encoding to these headers; a retry would add the same again.
-        await self._conn.write_headers(self._start_line, self._upstream_headers)
+        with contextlib.suppress(StreamClosedError):
+            await stream.write(self._head)
         if stream.closed():
             # Nothing reached marimo, so any request may go again on a fresh connection.
             self._drop_stream()
@@ -301,40 +260,39 @@ class HttpForwarder(RequestHandler):
         return True
 
     async def _send(self, data: bytes) -> None:
-        assert self._conn is not None and self._stream is not None
+        assert self._stream is not None
         stream = self._stream
         with contextlib.suppress(StreamClosedError):
-            await self._conn.write(data)
+            await stream.write(data)
         if stream.closed():
             # marimo stopped reading; the rest of the body is drained and discarded.
             self._upload_broken = True
 
     async def _exchange(self) -> _Failure | None:
         """Ends the request, then relays marimo's response; the failure if none came."""
-        conn, stream, upstream = self._conn, self._stream, self._upstream
-        if conn is None or stream is None or upstream is None:
+        stream, upstream = self._stream, self._upstream
+        if stream is None or upstream is None:
             return _Failure.UNAVAILABLE
         if self._chunk_body and not self._upload_broken:
             await self._send(b"0\r\n\r\n")
+        exchange = _Exchange(stream, self._response_timeout)
         try:
-            conn.finish()
-        except httputil.HTTPOutputError:
+            await self._relay(exchange)
+        except (StreamClosedError, wire.Malformed) as error:
+            if isinstance(error, wire.Malformed):
+                log.info("proxy.http.malformed path=%s error=%s", self._path, error)
             stream.close()
-        relay = _ResponseRelay(self, stream, self._response_timeout)
-        try:
-            usable = await _settle(conn.read_response(relay))
         finally:
-            relay.stop_timer()
-        if not relay.started:
-            stream.close()
+            exchange.stop_timer()
+            self._cancel_pending_head()
+        if not exchange.started:
             self._drop_stream()
             if self._client_gone:
                 return None
-            return _Failure.TOO_SLOW if relay.timed_out else _Failure.UNAVAILABLE
+            return _Failure.TOO_SLOW if exchange.timed_out else _Failure.UNAVAILABLE
         if (
-            usable
-            and relay.complete
-            and relay.reusable
+            exchange.complete
+            and exchange.reusable
             and not self._client_gone
             and not self._upload_broken
             and not stream.closed()
@@ -343,22 +301,77 @@ class HttpForwarder(RequestHandler):
             self._pool.release(upstream, stream)
             return None
         self._drop_stream()
-        if not relay.complete and not self._client_gone:
+        if not exchange.complete and not self._client_gone:
             if not self._headers_written:
-                return _Failure.UNAVAILABLE  # cut before anything reached the client
+                # Cut before anything reached the client: as if marimo had not answered.
+                self.clear()
+                self._gzip = None
+                return _Failure.UNAVAILABLE
             # marimo cut the body short: end the client's connection so it cannot be taken for
             # a complete response.
-            log.info("proxy.http.cut method=%s path=%s", self._start_line.method, self._path)
+            log.info("proxy.http.cut method=%s path=%s", self._method, self._path)
             if isinstance(self.request.connection, HTTP1Connection):
                 self.request.connection.close()
         return None
+
+    async def _relay(self, exchange: _Exchange) -> None:
+        """Copies marimo's response to the client as it arrives.
+
+        Nothing reaches the client before marimo's head is read (``exchange.started``). The
+        status line and headers go out with the first body chunk when it is already there,
+        else alone on the next loop turn, so a stream whose first event comes late still opens
+        at once.
+        """
+        stream = exchange.stream
+        response = await wire.read_response_head(stream, self._method)
+        exchange.stop_timer()
+        exchange.started = True
+        exchange.reusable = response.reusable
+        self.start_response(response.start_line, response.headers)
+        self._pending_head = asyncio.get_running_loop().call_soon(self._send_head)
+        async for chunk in wire.read_body(stream, response):
+            self._cancel_pending_head()
+            self.write(chunk if self._gzip is None else self._gzip.compress(chunk))
+            try:
+                await self.flush()
+            except StreamClosedError:
+                # The client is gone: stop reading from marimo, the connection is not reusable.
+                stream.close()
+                return
+        if self._gzip is not None:
+            self.write(self._gzip.finish())  # the handler's finish() sends whatever is left
+            self._gzip = None
+        exchange.complete = True
+        if (
+            self.request.version != "HTTP/1.1"
+            and response.framing is not wire.Framing.NONE
+            and "Content-Length" not in response.headers
+        ):
+            # An HTTP/1.0 client has no chunking: the end of this body can only be the end of
+            # the connection (Tornado would keep it open for a client that asked keep-alive).
+            await self.flush()
+            if isinstance(self.request.connection, HTTP1Connection):
+                self.request.connection.close()
+
+    def _send_head(self) -> None:
+        self._pending_head = None
+        self.flush().add_done_callback(self._head_sent)
+
+    def _head_sent(self, sent: asyncio.Future[None]) -> None:
+        if (sent.cancelled() or sent.exception() is not None) and self._stream is not None:
+            self._stream.close()  # the client is gone
+
+    def _cancel_pending_head(self) -> None:
+        if self._pending_head is not None:
+            self._pending_head.cancel()
+            self._pending_head = None
 
     def _may_retry(self) -> bool:
         return (
             self._reused
             and not self._body_sent
             and not self._client_gone
-            and self._start_line.method in _IDEMPOTENT
+            and self._method in _IDEMPOTENT
         )
 
     def _fail(self, failure: _Failure, reason: str) -> None:
@@ -366,7 +379,7 @@ class HttpForwarder(RequestHandler):
             "proxy.http.%s reason=%s method=%s path=%s",
             failure.value,
             reason,
-            self._start_line.method,
+            self._method,
             self._path,
         )
         if self._client_gone or self._finished:

@@ -22,7 +22,7 @@ from tornado.web import Application
 
 from proxy.pool import ConnectionPool
 from proxy.routes import proxy_rules
-from proxy.upstream import Upstream
+from proxy.upstream import Upstream, UpstreamLookup
 
 LOADING_PAGE = b"<!doctype html><title>Starting marimo</title><p>marimo is starting"
 
@@ -89,10 +89,21 @@ class Proxy:
 
 
 @asynccontextmanager
-async def run_proxy(switch: Switch, **options: Any) -> AsyncIterator[Proxy]:
-    """The proxy's rules alone in an Application, as the orchestrator mounts them."""
-    pool = ConnectionPool(connect_timeout=options.get("connect_timeout", 5.0))
-    app = Application(proxy_rules(switch, lambda: LOADING_PAGE, pool=pool, **options))
+async def run_proxy(
+    switch: Switch, *, lookup: UpstreamLookup | None = None, **options: Any
+) -> AsyncIterator[Proxy]:
+    """The proxy's rules alone in an Application, as the orchestrator mounts them.
+
+    The proxy asks ``switch`` where marimo is, unless another ``lookup`` is given (the
+    orchestrator's status board, say). ``idle_timeout`` goes to the pool, every other option
+    to :func:`proxy_rules`.
+    """
+    pool = ConnectionPool(
+        connect_timeout=options.get("connect_timeout", 5.0),
+        idle_timeout=options.pop("idle_timeout", 30.0),
+    )
+    rules = proxy_rules(lookup or switch, lambda: LOADING_PAGE, pool=pool, **options)
+    app = Application(rules)
     async with serve(app) as server:
         try:
             yield Proxy(server.port, switch, pool)

@@ -14,7 +14,15 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 from tests.backends import counting, echo, headers
 from tests.backends.one_shot import one_shot_server
-from tests.conftest_proxy import RawClient, Switch, async_test, raw_exchange, run_proxy, serve
+from tests.conftest_proxy import (
+    RawClient,
+    Switch,
+    async_test,
+    raw_exchange,
+    run_proxy,
+    serve,
+    wait_for,
+)
 
 
 async def fetch(url: str, **kwargs: Any) -> HTTPResponse:
@@ -323,6 +331,23 @@ async def test_new_generation_never_reuses_old_connections() -> None:
         assert (await fetch(f"{proxy.base}/")).body == b"ok"
         assert backend.connections == 2
         assert proxy.pool.idle_count() == 1  # only generation 2's connection is kept
+
+
+@async_test()
+async def test_idle_connections_expire_and_are_never_handed_out_stale() -> None:
+    switch = Switch()
+    app = counting.make_app()
+    async with (
+        serve(app, counting.CountingServer) as backend,
+        run_proxy(switch, idle_timeout=0.3) as proxy,
+    ):
+        switch.point(backend.port)
+        for _ in range(3):
+            assert (await fetch(f"{proxy.base}/")).body == b"ok"
+        assert (proxy.pool.idle_count(), backend.connections) == (1, 1)
+        await wait_for(lambda: proxy.pool.idle_count() == 0)  # the sweep closed it
+        assert (await fetch(f"{proxy.base}/")).body == b"ok"
+        assert backend.connections == 2
 
 
 @async_test()

@@ -69,7 +69,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with control.lock:
             control.requests.append(self.path)
             fault = control.faults.pop(0) if control.faults else None
-            if fault is None and control.fault_rate and control.chooser.random() < control.fault_rate:
+            if (
+                fault is None
+                and control.fault_rate
+                and control.chooser.random() < control.fault_rate
+            ):
                 fault = control.chooser.choice(control.random_faults)
             if fault:
                 control.served_faults.append(fault)
