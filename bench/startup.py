@@ -77,6 +77,7 @@ def time_until(
             time.sleep(0.005)
         raise RuntimeError(f"{url} did not answer within {timeout} s")
     finally:
+        import contextlib
         import os
         import signal
 
@@ -84,7 +85,8 @@ def time_until(
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
@@ -106,9 +108,18 @@ def orchestrator_argv(notebooks: Path, state: Path, port: int) -> list[str]:
 
 
 def earlier_script(notebooks: Path, state: Path, port: int) -> list[str]:
+    """The earlier images' start script. Here the "image" is this virtualenv, which
+    ``--system-site-packages`` does not reach: a .pth layers it in, as the orchestrator does."""
+    from jobs.venv import image_site_dirs
+
     venv = state / "venv"
+    layer = "\\n".join(image_site_dirs())
+    create = (
+        f'{sys.executable} -m venv --system-site-packages "{venv}" && '
+        f'printf "{layer}\\n" > "$(echo {venv}/lib/python*/site-packages)/_image.pth"'
+    )
     script = (
-        f'[ -x "{venv}/bin/python" ] || {sys.executable} -m venv --system-site-packages "{venv}" && '
+        f'{{ [ -x "{venv}/bin/python" ] || {{ {create}; }}; }} && '
         f'"{venv}/bin/python" -m pip install -q -r "{notebooks}/requirements.txt" && '
         f'exec "{venv}/bin/python" -m marimo edit "{notebooks}" --headless --no-token '
         f"--skip-update-check --host 127.0.0.1 -p {port}"

@@ -197,7 +197,7 @@ class MarimoSupervisor:
         self, process: asyncio.subprocess.Process, port: int, reader: asyncio.Task[None]
     ) -> None:
         deadline = time.monotonic() + self.ready_timeout
-        delay = 0.05
+        delay = 0.02  # polled often: every tenth of a second here is a tenth users wait
         while True:
             if process.returncode is not None:
                 await reader
@@ -212,7 +212,7 @@ class MarimoSupervisor:
                 raise TransientError(f"marimo did not answer within {self.ready_timeout:.0f} s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(process.wait()), timeout=delay)
-            delay = min(delay * 1.5, 0.5)
+            delay = min(delay * 1.3, 0.1)
 
     async def watch(self) -> None:
         """Keep marimo running until :meth:`stop`; returns when restarts are given up."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib
 import logging
 import signal
 import socket
@@ -180,7 +181,10 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    # Imported only now: the port is already answering, the jobs' modules are not on that path.
+    # Imported only now, and in a worker thread: the port is already answering, and the first
+    # requests are served while the jobs' and the metrics' modules load.
+    for module in ("jobs.runner", "orchestrator.metrics"):
+        await loop.run_in_executor(None, importlib.import_module, module)
     from jobs.processes import live_children, terminate_tree_async
     from jobs.runner import Pipeline
     from orchestrator.metrics import Metrics

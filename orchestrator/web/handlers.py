@@ -108,11 +108,19 @@ class EventsHandler(BoardHandler):
                     self.write(": keep-alive\n\n")
                     await self.flush()
                     continue
-                self.write(f"event: {event}\ndata: {data}\n\n")
-                # Drain what is already queued before flushing once.
+                # Drain what is already queued and flush once. A status is a full snapshot, so
+                # only the newest queued one is worth sending; log lines all go, in order.
+                batch = [(event, data)]
                 while not subscriber.queue.empty():
-                    event, data = subscriber.queue.get_nowait()
-                    self.write(f"event: {event}\ndata: {data}\n\n")
+                    batch.append(subscriber.queue.get_nowait())
+                newest = (
+                    max(i for i, (kind, _) in enumerate(batch) if kind == "status")
+                    if any(kind == "status" for kind, _ in batch)
+                    else -1
+                )
+                for index, (kind, payload) in enumerate(batch):
+                    if kind != "status" or index == newest:
+                        self.write(f"event: {kind}\ndata: {payload}\n\n")
                 await self.flush()
         except tornado.iostream.StreamClosedError:
             pass
