@@ -105,6 +105,7 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
         state_dir: Path | None = None,
         *args: str,
         env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> Orchestrator:
         log_path = tmp_path / f"orchestrator-{len(started)}.log"
         process = Orchestrator(
@@ -113,6 +114,7 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
             log_path,
             hermetic_env({**index.env(), **(env or {})}),
             args,
+            port,
         )
         started.append(process)
         return process

@@ -119,3 +119,27 @@ def test_restart_marimo_from_the_loading_page_then_open_it(
     page.get_by_role("button", name="Open marimo anyway").click()
     expect_editor(page, run)
     assert run.status()["marimo"]["pid"] == after["marimo"]["pid"]
+
+
+def test_the_page_survives_the_orchestrator_restarting_under_it(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, index: LocalIndex, tmp_path: Path
+) -> None:
+    """The container restarts while someone watches the page: it reconnects to the new
+    orchestrator (a new boot_id) and still returns to the notebook by itself."""
+    notebooks = write_notebook(tmp_path / "notebooks", CELL, requirements="orch-alpha\n")
+    state = tmp_path / "state"
+    release = index.control.hold("orch-alpha")
+    first = orchestrator(notebooks, state)
+    sign_in(page, first, EDITOR_PATH)
+    expect(loading_step(page, "requirements")).to_have_attribute(
+        "data-status", "running", timeout=START_TIMEOUT
+    )
+    first_boot = first.status()["boot_id"]
+    shots("first-boot")
+    assert first.terminate() == 0
+    release.set()
+    second = orchestrator(notebooks, state, port=first.port)
+    # Nobody reloads: the page reconnects, follows the new start, and opens the editor.
+    expect_editor(page, second)
+    assert second.status()["boot_id"] != first_boot
+    assert page.url == second.base + EDITOR_PATH

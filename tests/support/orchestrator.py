@@ -61,8 +61,9 @@ class Orchestrator:
         log_path: Path,
         env: Mapping[str, str],
         args: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = "test-token-" + secrets.token_hex(8)
         if not any(arg.startswith("--auth") or arg == "--token" for arg in args):

@@ -124,7 +124,10 @@
   function leave() {
     if (leaving) return;
     leaving = true;
-    window.location.reload();
+    // The page was served in place of the URL the user asked for: load it again. Served at
+    // /-/loading itself (a direct link), go to marimo's front page instead of reloading forever.
+    if (window.location.pathname.startsWith("/-/")) window.location.assign("/");
+    else window.location.reload();
   }
 
   function onStatus(status) {
