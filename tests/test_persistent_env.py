@@ -4,10 +4,8 @@ orchestrator, and packages installed from marimo's own Install button."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,28 +14,8 @@ import pytest
 from jobs.layout import StateLayout
 from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator
 
 HTML = {"Accept": "text/html"}
-
-
-def marimo_install(run: Orchestrator, package: str) -> dict[str, object]:
-    """What marimo's Install button does: POST /api/packages/add, through our proxy."""
-    _, _, page = run.get("/", HTML)
-    token = re.search(rb'<marimo-server-token data-token="([^"]+)"', page)
-    assert token, "marimo's page carries its server token"
-    request = urllib.request.Request(
-        run.base + "/api/packages/add",
-        data=json.dumps({"package": package}).encode(),
-        headers={
-            "Marimo-Server-Token": token.group(1).decode(),
-            "Content-Type": "application/json",
-            **run.auth,
-        },
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return dict(json.loads(response.read()))
 
 
 def wait_for_file(path: Path, predicate: object, timeout: float = 30) -> dict[str, object]:
@@ -76,12 +54,12 @@ def test_marimo_install_button_survives_an_image_upgrade_and_uninstall_is_respec
     (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
     first = orchestrator(notebook_dir, state)
     first.wait_ready()
-    assert marimo_install(first, "orch-gamma") == {
+    assert first.marimo_install("orch-gamma") == {
         "success": True,
         "error": None,
         "restartRequired": False,
     }
-    assert marimo_install(first, "orch-slow")["success"] is True
+    assert first.marimo_install("orch-slow")["success"] is True
     ledger = wait_for_file(
         StateLayout(state).ledger, lambda d: {"orch-gamma", "orch-slow"} <= set(d["user"])
     )

@@ -3,9 +3,7 @@ installs into the persistent venv, and what it installed is still there after a 
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ from tests.browser.ui import (
 )
 from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator
 
 # The outputs are computed, so the cell's source never contains them.
 ALPHA_CELL = """
@@ -96,25 +93,6 @@ def test_the_install_button_installs_a_missing_package_without_a_restart(
     assert status["marimo"]["pid"] == pid and status["marimo"]["restarts"] == 0
 
 
-def marimo_install(run: Orchestrator, package: str) -> dict[str, Any]:
-    """Exactly what marimo's Install button sends: POST /api/packages/add, through the proxy."""
-    _, _, page = run.get("/", {"Accept": "text/html"})
-    token = re.search(rb'<marimo-server-token data-token="([^"]+)"', page)
-    assert token, "marimo's page carries its server token"
-    request = urllib.request.Request(
-        run.base + "/api/packages/add",
-        data=json.dumps({"package": package}).encode(),
-        headers={
-            "Marimo-Server-Token": token.group(1).decode(),
-            "Content-Type": "application/json",
-            **run.auth,
-        },
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return dict(json.loads(response.read()))
-
-
 def test_a_package_installed_from_marimo_survives_a_restart_without_reinstalling(
     page: Any,
     shots: Shots,
@@ -129,7 +107,7 @@ def test_a_package_installed_from_marimo_survives_a_restart_without_reinstalling
     first = orchestrator(notebooks, state)
     first.wait_ready()
     # The Install button's own call (the click itself is the previous test).
-    assert marimo_install(first, "orch-cowsay")["success"] is True
+    assert first.marimo_install("orch-cowsay")["success"] is True
     assert first.terminate() == 0
 
     requested_before = len(index.control.requests)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -169,6 +170,25 @@ class Orchestrator:
             except OSError:
                 time.sleep(0.01)
         raise AssertionError(f"the port never answered:\n{self.log_text()}")
+
+    def marimo_install(self, package: str) -> dict[str, Any]:
+        """Exactly what marimo's Install button sends: POST /api/packages/add, through the proxy
+        (with marimo's skew-protection token from its page)."""
+        _, _, page = self.get("/", {"Accept": "text/html"})
+        token = re.search(rb'<marimo-server-token data-token="([^"]+)"', page)
+        assert token, "marimo's page carries its server token"
+        request = urllib.request.Request(
+            self.base + "/api/packages/add",
+            data=json.dumps({"package": package}).encode(),
+            headers={
+                "Marimo-Server-Token": token.group(1).decode(),
+                "Content-Type": "application/json",
+                **self.auth,
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return dict(json.loads(response.read()))
 
     @staticmethod
     def step(status: dict[str, Any], name: str) -> dict[str, Any]:
