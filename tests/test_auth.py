@@ -307,6 +307,8 @@ def test_sessions_survive_a_restart(
     first.wait_listening()
     _, headers, _ = login(first, first.token)
     cookie = cookie_of(headers)
+    # The secret is written once the state step has the folder (never before the port answers).
+    first.wait_for(lambda s: s["state"]["path"] == str(state), what="state resolved")
     assert (state / "session-secret").stat().st_mode & 0o777 == 0o600
     assert first.terminate() == 0
     second = orchestrator(notebook_dir, state, "--token", first.token)

@@ -62,8 +62,11 @@ def _failed(request: pytest.FixtureRequest) -> bool:
     return any(report is not None and report.failed for report in reports)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per test module. Not per session: Playwright's sync API keeps an event loop
+    running in the main thread while it is open, which would break every later test that runs
+    its own loop (asyncio.run) in the same pytest process."""
     if not CHROMIUM.exists():
         _unavailable(f"no Chromium at {CHROMIUM}")
     try:
