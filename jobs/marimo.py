@@ -14,32 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import secrets
-import shutil
-import socket
-import tempfile
 import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
 from jobs.errors import PermanentError, TransientError
+from jobs.head_start import HeadStart
 from jobs.installers import Installer
 from jobs.layout import StateLayout
-from jobs.processes import lines, spawn, terminate_tree_async
+from jobs.marimo_command import TokenFile, free_port, marimo_argv, marimo_environment
+from jobs.processes import AdoptedProcess, ChildProcess, lines, spawn, terminate_tree_async
 from jobs.redact import redact
 from jobs.reporting import Reporter
 from jobs.settings import MarimoMode
-
-_SCRUBBED_VARIABLES = ("UV", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONHOME", "CONDA_PREFIX")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def configure_package_manager(layout: StateLayout, installer: Installer) -> None:
@@ -69,26 +58,6 @@ def configure_package_manager(layout: StateLayout, installer: Installer) -> None
     from jobs.manifest import write_atomically
 
     write_atomically(path, tomlkit.dumps(document))
-
-
-def marimo_environment(
-    base: Mapping[str, str], python: Path, layout: StateLayout, installer: Installer
-) -> dict[str, str]:
-    """What marimo runs with: the venv first on PATH, our installer and its cache, the state
-    volume's config. Inherited variables that would switch marimo's uv to project mode are
-    dropped first (see reference/marimo.md)."""
-    env = {key: value for key, value in base.items() if key not in _SCRUBBED_VARIABLES}
-    venv_bin = python.parent
-    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', os.defpath)}"
-    if (venv_bin.parent / "pyvenv.cfg").exists():
-        env["VIRTUAL_ENV"] = str(venv_bin.parent)
-    if installer.uv_bin is not None:
-        env["UV"] = installer.uv_bin
-    env.update(installer.environment({}, layout))
-    env["XDG_CONFIG_HOME"] = str(layout.xdg_config)
-    env["MARIMO_SKIP_UPDATE_CHECK"] = "1"
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 async def health_ok(port: int, host: str = "127.0.0.1") -> bool:
@@ -132,6 +101,7 @@ class MarimoSupervisor:
         ready_timeout: float,
         max_quick_crashes: int = 5,
         stable_after: float = 30.0,
+        head_start: HeadStart | None = None,
     ) -> None:
         self.notebook_dir = notebook_dir
         self.mode = mode
@@ -145,7 +115,8 @@ class MarimoSupervisor:
         self.stable_after = stable_after
         self.restarts = 0
         self.output: deque[str] = deque(maxlen=200)
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: ChildProcess | None = None
+        self._head_start = head_start
         self._token = ""
         self._stopping = False
         self._deliberate_restart = False
@@ -154,51 +125,61 @@ class MarimoSupervisor:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def _argv(self, port: int, token_file: Path) -> list[str]:
-        argv = [str(self.python), "-m", "marimo", self.mode, str(self.notebook_dir)]
-        argv += ["--headless", "--no-sandbox", "--host", "127.0.0.1", "-p", str(port)]
-        argv += ["--token-password-file", str(token_file)]
-        if self.mode == "edit":
-            argv.append("--skip-update-check")
-        return argv
-
     async def launch(self) -> None:
         """Start one marimo and return once ``/health`` answers.
 
         Raises :class:`TransientError` when it exits early (a port race, say) or does not
         answer within ``ready_timeout``; the process is gone when this raises.
         """
+        if (head := self._head_start) is not None:
+            self._head_start = None  # adopted once: a retry starts a fresh marimo
+            await self._adopt(head)
+            return
         if not self.python.exists():
             raise PermanentError(f"the interpreter {self.python} for marimo does not exist")
         configure_package_manager(self.layout, self.installer)
         port = free_port()
-        self._token = secrets.token_urlsafe(32)
-        token_dir = Path(tempfile.mkdtemp(prefix="marimo-token-"))
-        token_file = token_dir / "token"
-        token_file.write_text(self._token, encoding="utf-8")
-        token_file.chmod(0o600)
+        token = TokenFile.create()
+        self._token = token.token
         env = marimo_environment(self.base_env, self.python, self.layout, self.installer)
+        argv = marimo_argv(self.python, self.mode, self.notebook_dir, port, token.path)
         try:
-            process = await spawn(self._argv(port, token_file), env=env, cwd=self.notebook_dir)
+            process = await spawn(argv, env=env, cwd=self.notebook_dir)
             self._process = process
             reader = asyncio.create_task(self._pump(process))
             await self._wait_ready(process, port, reader)
         finally:
-            shutil.rmtree(token_dir, ignore_errors=True)
+            token.remove()
         self.reporter.marimo_up(process.pid, "127.0.0.1", port, self._token)
 
-    async def _pump(self, process: asyncio.subprocess.Process) -> None:
+    async def _adopt(self, head: HeadStart) -> None:
+        """Take over the marimo that jobs/head_start.py started; same contract as :meth:`launch`."""
+        self._token = head.token.token
+        try:
+            process = await AdoptedProcess.adopt(head.popen)
+            self._process = process
+            reader = asyncio.create_task(self._pump(process))
+            await self._wait_ready(process, head.port, reader)
+        finally:
+            head.token.remove()
+        self.reporter.marimo_up(process.pid, "127.0.0.1", head.port, self._token)
+
+    async def _pump(self, process: ChildProcess) -> None:
         async for line in lines(process):
             clean = redact(line, (self._token,))
             self.output.append(clean)
             self.reporter.log("marimo", "marimo", clean)
 
     async def _wait_ready(
-        self, process: asyncio.subprocess.Process, port: int, reader: asyncio.Task[None]
+        self, process: ChildProcess, port: int, reader: asyncio.Task[None]
     ) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        delay = 0.02  # polled often: every tenth of a second here is a tenth users wait
+        started = time.monotonic()
+        deadline = started + self.ready_timeout
         while True:
+            # Every 20 ms while a normal start could still be under way (a refused connection
+            # costs microseconds, and each tenth of a second here is one users wait), then
+            # every 100 ms.
+            delay = 0.02 if time.monotonic() - started < 10.0 else 0.1
             if process.returncode is not None:
                 await reader
                 raise TransientError(
@@ -212,7 +193,6 @@ class MarimoSupervisor:
                 raise TransientError(f"marimo did not answer within {self.ready_timeout:.0f} s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(process.wait()), timeout=delay)
-            delay = min(delay * 1.3, 0.1)
 
     async def watch(self) -> None:
         """Keep marimo running until :meth:`stop`; returns when restarts are given up."""
@@ -273,6 +253,9 @@ class MarimoSupervisor:
 
     async def stop(self) -> None:
         self._stopping = True
+        if (head := self._head_start) is not None:  # stopped before it was adopted
+            self._head_start = None
+            await asyncio.get_running_loop().run_in_executor(None, head.end)
         if self._process is not None and self._process.returncode is None:
             self.reporter.marimo_down("stopping", self.restarts, [])
             await terminate_tree_async(self._process.pid)

@@ -9,28 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
-import sys
+import subprocess
+import threading
+from asyncio import Future
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
-_PR_SET_PDEATHSIG = 1
-# Resolved once in the parent: the child, between fork and exec, only calls a function pointer
-# (loading a library there could deadlock on a lock another thread held at fork time).
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+from jobs.parent_death import die_with_parent
 
 
-def _die_with_parent() -> None:
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+class ChildProcess(Protocol):
+    """What the jobs use of a child: an :class:`asyncio.subprocess.Process` or an
+    :class:`AdoptedProcess`."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+
+    async def wait(self) -> int: ...
 
 
-_children: set[asyncio.subprocess.Process] = set()
+_children: set[ChildProcess] = set()
 
 
-def live_children() -> list[asyncio.subprocess.Process]:
+def live_children() -> list[ChildProcess]:
     """Children started by :func:`spawn` that have not been reaped yet."""
     for process in [p for p in _children if p.returncode is not None]:
         _children.discard(process)
@@ -52,14 +62,67 @@ async def spawn(
         env=dict(env),
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
         limit=1024 * 1024,
     )
     _children.add(process)
     return process
 
 
-async def lines(process: asyncio.subprocess.Process) -> AsyncIterator[str]:
+class AdoptedProcess:
+    """A child started with :class:`subprocess.Popen` before the event loop existed (see
+    jobs/head_start.py), driven from asyncio like the children of :func:`spawn`.
+
+    Its exit is awaited by a daemon thread blocked in ``waitpid`` on that one pid (never on any
+    child), the way asyncio's own threaded child watcher does.
+    """
+
+    def __init__(
+        self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader, exited: Future[int]
+    ) -> None:
+        self._popen = popen
+        self._stdout = stdout
+        self._exited = exited
+
+    @classmethod
+    async def adopt(cls, popen: subprocess.Popen[bytes]) -> AdoptedProcess:
+        assert popen.stdout is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1024 * 1024, loop=loop)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), popen.stdout)
+        exited: Future[int] = loop.create_future()
+
+        def settle(code: int) -> None:
+            if not exited.done():
+                exited.set_result(code)
+
+        def wait_for_exit() -> None:
+            code = popen.wait()
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody waits
+                loop.call_soon_threadsafe(settle, code)
+
+        threading.Thread(target=wait_for_exit, name=f"wait-{popen.pid}", daemon=True).start()
+        process = cls(popen, reader, exited)
+        _children.add(process)
+        return process
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._exited.result() if self._exited.done() else None
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        return self._stdout
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+
+async def lines(process: ChildProcess) -> AsyncIterator[str]:
     """The child's output, line by line, decoded leniently, without line endings."""
     assert process.stdout is not None
     while True:

@@ -17,19 +17,19 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from jobs import image as image_job
 from jobs import ledger
 from jobs.errors import JobError, PermanentError, TransientError
 from jobs.installers import INDEX_VARIABLES, Installer, ProgressParser, classify_failure
+from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.manifest import InstallRecord, Manifest
 from jobs.processes import lines, spawn
 from jobs.redact import redact
 from jobs.reporting import Reporter
-from jobs.venv import Interpreter
 
 
 def fingerprint(
@@ -171,10 +171,13 @@ async def install(
     env: Mapping[str, str],
     reporter: Reporter,
     force: bool = False,
+    before_change: Callable[[], Awaitable[None]] | None = None,
 ) -> str | None:
     """Install, returning a message; ``None`` means it was skipped as unchanged.
 
     ``force`` (a user asked for a reinstall) runs the installer even when nothing changed.
+    ``before_change`` is awaited once it is decided that the venv will change, before anything
+    is written.
     """
     raw = read_requirements(requirements)
     if raw is None:
@@ -186,6 +189,8 @@ async def install(
     manifest = Manifest.load(layout.manifest)
     if not force and manifest.install is not None and manifest.install.fingerprint == wanted:
         return None
+    if before_change is not None:
+        await before_change()
     interrupted = manifest.pending_install is not None
     manifest.install = None
     manifest.pending_install = wanted

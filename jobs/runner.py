@@ -34,7 +34,9 @@ from jobs import ledger
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
 from jobs.errors import JobError, PermanentError, TransientError
+from jobs.head_start import HeadStart
 from jobs.installers import Installer, resolve_installer
+from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.manifest import Manifest
 from jobs.marimo import MarimoSupervisor
@@ -96,8 +98,11 @@ async def run_step(
 class Pipeline:
     """The startup sequence and what it leaves behind: the state lock and marimo's supervisor."""
 
-    def __init__(self, settings: JobSettings, reporter: Reporter) -> None:
+    def __init__(
+        self, settings: JobSettings, reporter: Reporter, head_start: HeadStart | None = None
+    ) -> None:
         self.settings = settings
+        self._head_start = head_start
         self.reporter = reporter
         self.layout: StateLayout | None = None
         self.lock: StateLock | None = None
@@ -113,7 +118,22 @@ class Pipeline:
         python, rebuilt = await self._venv(layout, installer)
         if python is not None:
             await self._requirements(layout, installer, restore=rebuilt)
+        else:
+            await self._drop_head_start("the venv cannot be used")
         await self._marimo(layout, installer, python or Path(sys.executable))
+
+    async def _drop_head_start(self, reason: str) -> None:
+        """End the marimo started early (jobs/head_start.py) before anything it runs from
+        changes; the ordinary start follows."""
+        head, self._head_start = self._head_start, None
+        if head is None:
+            return
+        self.reporter.log(
+            None,
+            "orchestrator",
+            f"Stopping the marimo started early (pid {head.popen.pid}): {reason}",
+        )
+        await asyncio.get_running_loop().run_in_executor(None, head.end)
 
     async def reinstall(self, rebuild: bool = False, force: bool = True) -> None:
         """Run the install again (after the venv is rebuilt, when asked), serialised with every
@@ -171,8 +191,14 @@ class Pipeline:
 
         try:
             await run_step("state", attempt, self.reporter, policy)
-            self.lock = await self._acquire_lock(wanted)
+            if self._head_start is not None:
+                self.lock = self._head_start.lock  # taken before marimo was started early
+            else:
+                self.lock = await self._acquire_lock(wanted)
         except JobError as error:
+            if (head := self._head_start) is not None:
+                await self._drop_head_start(str(error))
+                head.lock.release()
             self.layout = ephemeral_layout()
             warning = f"{error}; using {self.layout.root}: installed packages will not persist"
             self.reporter.step_finished("state", "failed", warning)
@@ -211,9 +237,10 @@ class Pipeline:
 
         async def attempt() -> str:
             nonlocal rebuilt
-            reason = await venv_job.why_unusable(layout, venv_job.Interpreter.current(), self._env)
+            reason = await venv_job.why_unusable(layout, Interpreter.current(), self._env)
             if not reason:
                 return f"Reusing the venv at {layout.venv}"
+            await self._drop_head_start(f"the venv must be rebuilt ({reason})")
             rebuilt = True
             self.reporter.step_progress("venv", f"Building the venv: {reason}", 0.0)
             history = Manifest.load(layout.manifest).history
@@ -247,7 +274,13 @@ class Pipeline:
 
         async def attempt() -> str | None:
             return await requirements_job.install(
-                path, layout, installer, self._env, self.reporter, force=force
+                path,
+                layout,
+                installer,
+                self._env,
+                self.reporter,
+                force=force,
+                before_change=lambda: self._drop_head_start(f"{path.name} must be installed"),
             )
 
         async def restore_attempt() -> str:
@@ -301,7 +334,15 @@ class Pipeline:
             reporter=self.reporter,
             ready_timeout=self.settings.marimo_ready_timeout,
             stable_after=self.settings.marimo_crash_window,
+            head_start=self._head_start,
         )
+        if (head := self._head_start) is not None:
+            self._head_start = None  # the supervisor owns it now
+            self.reporter.log(
+                "marimo",
+                "orchestrator",
+                f"Serving the marimo started early (pid {head.popen.pid}): nothing changed",
+            )
         self.supervisor = supervisor
         try:
             await run_step("marimo", supervisor.launch, self.reporter, POLICIES["marimo"])
@@ -333,6 +374,7 @@ class Pipeline:
     async def stop(self) -> None:
         for task in list(self._background):
             task.cancel()
+        await self._drop_head_start("stopping")
         if self.supervisor is not None:
             await self.supervisor.stop()
         if self.lock is not None:

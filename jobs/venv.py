@@ -18,12 +18,12 @@ import shutil
 import site
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import ledger
 from jobs.errors import PermanentError, TransientError
 from jobs.installers import Installer
+from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.manifest import Manifest, VenvRecord
 from jobs.processes import lines, spawn
@@ -36,26 +36,6 @@ _PROBE = (
     "'isolated': sys.prefix != sys.base_prefix, "
     "'marimo': importlib.util.find_spec('marimo') is not None}))"
 )
-
-
-@dataclass(frozen=True)
-class Interpreter:
-    """The image's Python: a venv built from another one must be rebuilt."""
-
-    version: str
-    base_executable: str
-
-    @classmethod
-    def current(cls) -> Interpreter:
-        base = getattr(sys, "_base_executable", None) or sys.executable
-        return cls(version=sys.version, base_executable=str(Path(base).resolve()))
-
-    def matches(self, record: VenvRecord | None) -> bool:
-        return (
-            record is not None
-            and record.python_version == self.version
-            and record.base_executable == self.base_executable
-        )
 
 
 def image_site_dirs() -> list[str]:

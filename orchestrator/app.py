@@ -1,24 +1,22 @@
-"""Bind the public port first, then start the jobs; stop cleanly on SIGTERM/SIGINT.
+"""Serve the already-bound public port, then run the jobs; stop cleanly on SIGTERM/SIGINT.
 
-Invariants: the listening socket exists before the first job is scheduled, and nothing on the way
-there imports marimo, requests or other heavy modules; on exit every child process tree we
-started is gone.
+Invariants: the listening socket exists before the first job is scheduled (orchestrator/cli.py
+binds it first), and nothing on the way there imports marimo, requests or other heavy modules;
+on exit every child process tree we started is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import importlib
 import logging
 import signal
 import socket
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tornado.httpserver
-import tornado.netutil
 import tornado.routing
 import tornado.web
 
@@ -46,25 +44,13 @@ from orchestrator.web.metrics_route import MetricsHandler
 from orchestrator.web.restart import RestartHandler
 from proxy.routes import proxy_rules
 
+if TYPE_CHECKING:
+    from jobs.head_start import HeadStart
+
 log = logging.getLogger("orchestrator")
 access = logging.getLogger("orchestrator.access")
 
 SHUTDOWN_GRACE = 5.0
-
-
-class BindError(Exception):
-    pass
-
-
-def bind(config: Config) -> list[socket.socket]:
-    try:
-        return tornado.netutil.bind_sockets(config.port, config.host)
-    except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            raise BindError(f"port {config.port} on {config.host} is already in use") from None
-        if error.errno == errno.EACCES:
-            raise BindError(f"not allowed to listen on {config.host}:{config.port}") from None
-        raise BindError(f"cannot listen on {config.host}:{config.port}: {error.strerror}") from None
 
 
 def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
@@ -151,7 +137,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-async def _run(config: Config, sockets: list[socket.socket]) -> int:
+async def _run(config: Config, sockets: list[socket.socket], head_start: HeadStart | None) -> int:
     board = StatusBoard()
     portal = QuixPortal(config.quix) if config.quix else None
     actions = Actions(board, portal)
@@ -191,7 +177,7 @@ async def _run(config: Config, sockets: list[socket.socket]) -> int:
 
     app.settings["metrics"] = Metrics(board)
 
-    pipeline = Pipeline(config.job_settings(), board)
+    pipeline = Pipeline(config.job_settings(), board, head_start)
     actions.pipeline = pipeline
     background: set[asyncio.Task[None]] = set()
     if config.sync_to_quix and portal is not None:
@@ -255,11 +241,7 @@ async def sync_notebooks(
         log.error("saving notebooks to Quix stopped: %s", error)
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, sockets: list[socket.socket], head_start: HeadStart | None = None) -> int:
+    """Serve on ``sockets`` (already listening, see orchestrator/listen.py) until told to stop."""
     logs.configure(config.log_level, config.log_format)
-    try:
-        sockets = bind(config)
-    except BindError as error:
-        print(f"marimo-orchestrator: error: {error}", file=sys.stderr, flush=True)
-        return 2
-    return asyncio.run(_run(config, sockets))
+    return asyncio.run(_run(config, sockets, head_start))

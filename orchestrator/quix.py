@@ -8,7 +8,6 @@ SHA-256, so the token itself is not kept.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Mapping
@@ -115,6 +114,8 @@ class QuixPortal:
             if response.status_code >= 500:
                 raise _Retryable(f"HTTP {response.status_code}")
             return response.status_code, response.text
+
+        import asyncio
 
         loop = asyncio.get_running_loop()
         try:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from jobs.layout import StateLayout
@@ -165,6 +166,10 @@ def test_two_orchestrators_on_one_state_take_turns(
     )
     assert str(first.process.pid) in waiting["steps"][0]["message"]
     assert waiting["steps"][1]["status"] == "pending", "the venv is not touched while waiting"
+    assert not any(
+        child.cmdline()[1:3] == ["-m", "marimo"]
+        for child in psutil.Process(second.process.pid).children(recursive=True)
+    ), "and no marimo is started from it"
     assert first.terminate() == 0
     status = second.wait_ready()
     assert second.step(status, "requirements")["status"] == "skipped"

@@ -1,0 +1,123 @@
+"""Warm start: marimo starts before the server's own modules load, when the state directory
+says the last start left a usable venv with its requirements installed.
+
+The head start is speculative. What is checked here is cheap (files and the manifest); the
+pipeline then runs its full checks (the venv's interpreter probe, the requirements fingerprint)
+while marimo boots beside it, and adopts the process only when they find nothing to change.
+Otherwise the process tree is ended before the venv is touched.
+
+Invariants:
+- the state lock is taken before marimo starts and handed to the pipeline, never released in
+  between, so a second orchestrator can never race this one on the venv;
+- nothing here writes to the state directory (the lock file aside) or raises: any surprise
+  means no head start, and the ordinary path runs;
+- the process is not routed to until the pipeline adopted it (the board learns of marimo only
+  through the supervisor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs.errors import JobError
+from jobs.installers import Installer, resolve_installer
+from jobs.interpreter import Interpreter
+from jobs.layout import StateLayout
+from jobs.manifest import Manifest
+from jobs.marimo_command import TokenFile, free_port, marimo_argv, marimo_environment
+from jobs.parent_death import die_with_parent
+from jobs.settings import JobSettings
+from jobs.state import StateLock, try_lock
+
+
+@dataclass
+class HeadStart:
+    """A marimo started early, and the state lock it was started under."""
+
+    lock: StateLock
+    popen: subprocess.Popen[bytes]
+    port: int
+    token: TokenFile
+    python: Path
+    installer: Installer
+    started: float = field(default_factory=time.monotonic)
+
+    def end(self) -> None:
+        """End marimo's process tree (blocking: call it from a worker thread) and its token."""
+        from jobs.processes import terminate_tree
+
+        terminate_tree(self.popen.pid, timeout=5.0)
+        with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+            self.popen.wait(timeout=5.0)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        self.token.remove()
+
+
+def why_not(settings: JobSettings, layout: StateLayout, installer: Installer) -> str:
+    """Empty when the last start left a venv and an install that look reusable, else why not."""
+    manifest = Manifest.load(layout.manifest)
+    if not Interpreter.current().matches(manifest.venv):
+        return "no venv from this Python on record"
+    if not layout.venv_python.exists():
+        return "the venv's interpreter is missing"
+    if manifest.pending_install is not None:
+        return "an install was interrupted"
+    if settings.requirements.exists() and manifest.install is None:
+        return "no successful install on record"
+    if manifest.install is not None and manifest.install.installer != installer.name:
+        return "the installer changed"
+    try:
+        with layout.marimo_config.open("rb") as handle:
+            configured = tomllib.load(handle).get("package_management", {}).get("manager")
+    except (OSError, tomllib.TOMLDecodeError):
+        return "marimo's config is missing or unreadable"
+    if configured != installer.name:
+        return "marimo's package manager setting needs writing"
+    return ""
+
+
+def begin(settings: JobSettings) -> HeadStart | None:
+    """Start marimo at once on a warm state; ``None`` (and nothing held) otherwise."""
+    layout = StateLayout(settings.state_dir)
+    if not layout.root.is_dir():
+        return None
+    try:
+        installer = resolve_installer(settings.installer)
+    except JobError:
+        return None
+    try:
+        lock = try_lock(layout)
+    except OSError:
+        return None
+    if lock is None:
+        return None
+    token: TokenFile | None = None
+    try:
+        if why_not(settings, layout, installer):
+            lock.release()
+            return None
+        python = layout.venv_python
+        port = free_port()
+        token = TokenFile.create()
+        popen = subprocess.Popen(
+            marimo_argv(python, settings.marimo_mode, settings.notebook_dir, port, token.path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=marimo_environment(settings.env, python, layout, installer),
+            cwd=settings.notebook_dir,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # only calls prctl: see jobs/parent_death.py
+        )
+    except Exception:  # a head start is an optimisation: the ordinary path will say what failed
+        if token is not None:
+            token.remove()
+        lock.release()
+        return None
+    return HeadStart(lock, popen, port, token, python, installer)

@@ -1,0 +1,85 @@
+"""How marimo is started: its command line, environment, port and token file.
+
+Standard library only (plus the light job modules): the warm-start path in jobs/head_start.py
+starts marimo from here before the server's own modules have loaded.
+
+Invariant: the token reaches marimo only through a 0600 file in a private directory that the
+caller deletes once marimo answered; it is never on a command line or in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.installers import Installer
+from jobs.layout import StateLayout
+from jobs.settings import MarimoMode
+
+_SCRUBBED_VARIABLES = ("UV", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONHOME", "CONDA_PREFIX")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def marimo_environment(
+    base: Mapping[str, str], python: Path, layout: StateLayout, installer: Installer
+) -> dict[str, str]:
+    """What marimo runs with: the venv first on PATH, our installer and its cache, the state
+    volume's config. Inherited variables that would switch marimo's uv to project mode are
+    dropped first (see reference/marimo.md)."""
+    env = {key: value for key, value in base.items() if key not in _SCRUBBED_VARIABLES}
+    venv_bin = python.parent
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', os.defpath)}"
+    if (venv_bin.parent / "pyvenv.cfg").exists():
+        env["VIRTUAL_ENV"] = str(venv_bin.parent)
+    if installer.uv_bin is not None:
+        env["UV"] = installer.uv_bin
+    env.update(installer.environment({}, layout))
+    env["XDG_CONFIG_HOME"] = str(layout.xdg_config)
+    env["MARIMO_SKIP_UPDATE_CHECK"] = "1"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@dataclass
+class TokenFile:
+    """A fresh random token in a private 0600 file, for ``--token-password-file``."""
+
+    token: str
+    path: Path
+
+    @classmethod
+    def create(cls) -> TokenFile:
+        token = secrets.token_urlsafe(32)
+        folder = Path(tempfile.mkdtemp(prefix="marimo-token-"))
+        path = folder / "token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token)
+        return cls(token, path)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def marimo_argv(
+    python: Path, mode: MarimoMode, notebook_dir: Path, port: int, token_file: Path
+) -> list[str]:
+    """``<venv>/bin/python -m marimo``, never the ``marimo`` script: that is what makes
+    ``sys.prefix != sys.base_prefix`` hold in marimo, so it offers its Install button."""
+    argv = [str(python), "-m", "marimo", mode, str(notebook_dir)]
+    argv += ["--headless", "--no-sandbox", "--host", "127.0.0.1", "-p", str(port)]
+    argv += ["--token-password-file", str(token_file)]
+    if mode == "edit":
+        argv.append("--skip-update-check")
+    return argv

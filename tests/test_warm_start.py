@@ -1,0 +1,109 @@
+"""Warm starts: marimo boots while the jobs check that nothing changed (jobs/head_start.py).
+
+What a user sees: a warm container is ready in about marimo's own start-up time, the marimo
+they get is a full one (kernels, Install button), and when something did change (requirements,
+a broken venv) they get a marimo started after the change, never the early one, and no stray
+process is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from jobs.layout import StateLayout
+from tests.conftest import OrchestratorFactory
+from tests.support.orchestrator import Orchestrator
+from tests.test_end_to_end import _kernel_first_message
+from tests.test_persistent_env import imports
+
+
+def marimo_servers(run: Orchestrator) -> list[psutil.Process]:
+    """The orchestrator's ``python -m marimo`` children (kernels are not counted)."""
+    found = []
+    for child in psutil.Process(run.process.pid).children(recursive=True):
+        try:
+            if child.cmdline()[1:3] == ["-m", "marimo"]:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def warm_state(orchestrator: OrchestratorFactory, notebook_dir: Path, state: Path) -> None:
+    first = orchestrator(notebook_dir, state)
+    first.wait_ready()
+    assert first.terminate() == 0
+
+
+def test_a_warm_start_serves_the_marimo_started_before_the_checks(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n", encoding="utf-8")
+    warm_state(orchestrator, notebook_dir, state)
+
+    run = orchestrator(notebook_dir, state)
+    status = run.wait_ready()
+    assert run.step(status, "requirements")["status"] == "skipped"
+    served = status["marimo"]["pid"]
+    assert [server.pid for server in marimo_servers(run)] == [served], "one marimo"
+    assert f"Serving the marimo started early (pid {served}): nothing changed" in run.log_text()
+
+    # A complete marimo: it runs notebooks, and its Install button installs into the venv.
+    assert _kernel_first_message(run.base.replace("http", "ws"), run.auth)
+    answer = run.marimo_install("orch-gamma")
+    assert answer.get("success") is True, answer
+    assert imports(state, "orch_gamma")
+    assert run.terminate() == 0
+    assert run.leftovers() == []
+
+
+def test_changed_requirements_are_installed_before_marimo_serves(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n", encoding="utf-8")
+    warm_state(orchestrator, notebook_dir, state)
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\norch-beta\n", encoding="utf-8")
+
+    run = orchestrator(notebook_dir, state)
+    status = run.wait_ready()
+    assert run.step(status, "requirements")["status"] == "done"
+    stopped = re.search(
+        r"Stopping the marimo started early \(pid (\d+)\): requirements.txt must be installed",
+        run.log_text(),
+    )
+    assert stopped, run.log_text()
+    early = int(stopped.group(1))
+    served = status["marimo"]["pid"]
+    assert served != early and not psutil.pid_exists(early)
+    assert [server.pid for server in marimo_servers(run)] == [served]
+    assert imports(state, "orch_beta")
+    assert run.terminate() == 0
+    assert run.leftovers() == []
+
+
+def test_a_venv_whose_interpreter_fails_is_rebuilt_without_a_stray_marimo(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    warm_state(orchestrator, notebook_dir, state)
+    python = StateLayout(state).venv_python
+    python.unlink()
+    python.write_text("#!/bin/sh\necho 'this interpreter is broken' >&2\nexit 3\n")
+    os.chmod(python, 0o755)
+
+    run = orchestrator(notebook_dir, state)
+    status = run.wait_ready()
+    assert "does not run" in run.step(status, "venv")["message"]
+    assert "Stopping the marimo started early" in run.log_text()
+    assert [server.pid for server in marimo_servers(run)] == [status["marimo"]["pid"]]
+    rebuilt = subprocess.run([str(python), "-c", "print(1)"], capture_output=True, text=True)
+    assert rebuilt.stdout == "1\n"
+    assert run.terminate() == 0
+    assert run.leftovers() == []
