@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,13 +71,6 @@ def why_not(settings: JobSettings, layout: StateLayout, installer: Installer) ->
         return "no successful install on record"
     if manifest.install is not None and manifest.install.installer != installer.name:
         return "the installer changed"
-    try:
-        with layout.marimo_config.open("rb") as handle:
-            configured = tomllib.load(handle).get("package_management", {}).get("manager")
-    except (OSError, tomllib.TOMLDecodeError):
-        return "marimo's config is missing or unreadable"
-    if configured != installer.name:
-        return "marimo's package manager setting needs writing"
     return ""
 
 

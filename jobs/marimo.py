@@ -24,7 +24,13 @@ from jobs.errors import PermanentError, TransientError
 from jobs.head_start import HeadStart
 from jobs.installers import Installer
 from jobs.layout import StateLayout
-from jobs.marimo_command import TokenFile, free_port, marimo_argv, marimo_environment
+from jobs.marimo_command import (
+    TokenFile,
+    configured_manager,
+    free_port,
+    marimo_argv,
+    marimo_environment,
+)
 from jobs.processes import AdoptedProcess, ChildProcess, lines, spawn, terminate_tree_async
 from jobs.redact import redact
 from jobs.reporting import Reporter
@@ -36,6 +42,8 @@ def configure_package_manager(layout: StateLayout, installer: Installer) -> None
 
     A config file that cannot be parsed is kept aside as ``marimo.toml.broken`` (never lost).
     """
+    if configured_manager(layout) == installer.name:
+        return  # read with the standard library: tomlkit is only needed to write
     import tomlkit
 
     path = layout.marimo_config
@@ -133,8 +141,17 @@ class MarimoSupervisor:
         """
         if (head := self._head_start) is not None:
             self._head_start = None  # adopted once: a retry starts a fresh marimo
-            await self._adopt(head)
-            return
+            if configured_manager(self.layout) == self.installer.name:
+                await self._adopt(head)
+                return
+            # It read a config whose Install button would use another installer.
+            self.reporter.log(
+                None,
+                "orchestrator",
+                f"Stopping the marimo started early (pid {head.popen.pid}): "
+                "marimo's package manager setting needs writing",
+            )
+            await asyncio.get_running_loop().run_in_executor(None, head.end)
         if not self.python.exists():
             raise PermanentError(f"the interpreter {self.python} for marimo does not exist")
         configure_package_manager(self.layout, self.installer)

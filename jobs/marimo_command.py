@@ -9,8 +9,8 @@ caller deletes once marimo answered; it is never on a command line or in the env
 
 from __future__ import annotations
 
+import base64
 import os
-import secrets
 import shutil
 import socket
 import tempfile
@@ -60,7 +60,7 @@ class TokenFile:
 
     @classmethod
     def create(cls) -> TokenFile:
-        token = secrets.token_urlsafe(32)
+        token = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
         folder = Path(tempfile.mkdtemp(prefix="marimo-token-"))
         path = folder / "token"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -70,6 +70,19 @@ class TokenFile:
 
     def remove(self) -> None:
         shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def configured_manager(layout: StateLayout) -> str | None:
+    """The package manager marimo's config names (``None`` when unset or unreadable)."""
+    import tomllib
+
+    try:
+        with layout.marimo_config.open("rb") as handle:
+            table = tomllib.load(handle).get("package_management")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    manager = table.get("manager") if isinstance(table, dict) else None
+    return manager if isinstance(manager, str) else None
 
 
 def marimo_argv(

@@ -23,7 +23,8 @@ from pathlib import Path
 from jobs import image as image_job
 from jobs import ledger
 from jobs.errors import JobError, PermanentError, TransientError
-from jobs.installers import INDEX_VARIABLES, Installer, ProgressParser, classify_failure
+from jobs.installer_output import ProgressParser, classify_failure
+from jobs.installers import INDEX_VARIABLES, Installer
 from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.manifest import InstallRecord, Manifest

@@ -258,9 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # On a warm state marimo starts now, booting while the server's modules load and the jobs
     # check that nothing changed (jobs/head_start.py); marimo's start is most of a warm start.
-    from jobs.head_start import begin
+    from jobs.layout import StateLayout
 
-    head_start = begin(config.job_settings())
+    head_start = None
+    if StateLayout(config.state_dir).manifest.is_file():  # else there is nothing warm
+        from jobs.head_start import begin
+
+        head_start = begin(config.job_settings())
     from orchestrator.app import serve
 
     return serve(config, sockets, head_start)

@@ -7,7 +7,6 @@ then a Quix variable where one applies, then the default.
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -179,6 +178,8 @@ def resolve(
         )
     generated = mode == "token" and not token
     if generated:
+        import secrets
+
         token = secrets.token_urlsafe(24)
     if mode == "token" and token is not None and len(token) < 12:
         raise ConfigError("--token must be at least 12 characters long")

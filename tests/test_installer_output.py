@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobs.errors import PermanentError, TransientError
-from jobs.installers import ProgressParser, classify_failure
+from jobs.installer_output import ProgressParser, classify_failure
 from jobs.redact import redact
 
 UV_MISSING = [

@@ -1,0 +1,128 @@
+"""What uv's and pip's output means: progress for the page, and failures classified as
+transient (retried) or permanent (reported at once, naming the requirement)."""
+
+from __future__ import annotations
+
+import re
+
+from jobs.errors import JobError, PermanentError, TransientError
+from jobs.installers import InstallerName
+
+
+class ProgressParser:
+    """Turns installer output into (message, fraction) updates; fractions only grow."""
+
+    _UV_RESOLVED = re.compile(r"^Resolved (\d+) packages?")
+    _UV_PREPARED = re.compile(r"^(Prepared|Downloaded) (\d+) packages?")
+    _UV_INSTALLED = re.compile(r"^Installed (\d+) packages?")
+    _UV_ADDED = re.compile(r"^ \+ (\S+)")
+    _PIP_COLLECTING = re.compile(r"^Collecting (\S+)")
+    _PIP_DOWNLOADING = re.compile(r"^\s*Downloading (\S+)(?: \(([^)]+)\))?")
+    _PIP_INSTALLING = re.compile(r"^Installing collected packages: (.+)$")
+    _PIP_DONE = re.compile(r"^Successfully installed (.+)$")
+
+    def __init__(self) -> None:
+        self.fraction = 0.0
+        self.collected = 0
+        self.downloaded = 0
+
+    def _advance(self, fraction: float) -> float:
+        self.fraction = max(self.fraction, min(fraction, 1.0))
+        return self.fraction
+
+    def feed(self, line: str) -> tuple[str, float] | None:
+        if match := self._UV_RESOLVED.match(line):
+            return f"Resolved {match.group(1)} packages", self._advance(0.3)
+        if match := self._UV_PREPARED.match(line):
+            return f"Downloaded {match.group(2)} packages", self._advance(0.7)
+        if match := self._UV_INSTALLED.match(line):
+            return f"Installed {match.group(1)} packages", self._advance(0.95)
+        if match := self._UV_ADDED.match(line):
+            return f"Installed {match.group(1)}", self._advance(self.fraction)
+        if match := self._PIP_COLLECTING.match(line):
+            self.collected += 1
+            # Resolution is open-ended: approach 0.4 without reaching it.
+            return f"Collecting {match.group(1)}", self._advance(0.4 * (1 - 0.8**self.collected))
+        if match := self._PIP_DOWNLOADING.match(line):
+            self.downloaded += 1
+            name = match.group(1).rsplit("/", 1)[-1]
+            size = f" ({match.group(2)})" if match.group(2) else ""
+            done = self.downloaded / max(self.collected, 1)
+            return (
+                f"Downloading {name}{size} ({self.downloaded} of {self.collected})",
+                self._advance(0.4 + 0.3 * done),
+            )
+        if match := self._PIP_INSTALLING.match(line):
+            count = len(match.group(1).split(","))
+            return f"Installing {count} packages", self._advance(0.75)
+        if match := self._PIP_DONE.match(line):
+            return f"Installed {match.group(1)}", self._advance(0.95)
+        return None
+
+
+_UV_NOT_FOUND = re.compile(r"Because (\S+?) was not found in the package registry")
+_UV_NO_VERSION = re.compile(r"Because (?:there is no version of|only \S+ is available and) (\S+)")
+_PIP_NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
+_PIP_NO_VERSION = re.compile(r"Could not find a version that satisfies the requirement (\S+)")
+_TRANSIENT_MARKERS = (
+    "connection reset",
+    "connection refused",
+    "connection aborted",
+    "timed out",
+    "timeout",
+    "503 service unavailable",
+    "502 bad gateway",
+    "504 gateway",
+    "500 internal server error",
+    "server error",
+    "error sending request",
+    "failed to fetch",
+    "failed to download",
+    "retrying (retry(",
+    "temporary failure in name resolution",
+    "connectionerror",
+    "incompleteread",
+    "request failed after",
+)
+_PERMANENT_MARKERS = (
+    "no solution found",
+    "conflicting dependencies",
+    "resolutionimpossible",
+    "invalid requirement",
+    "couldn't parse requirement",
+    "failed to parse",
+    "is not a valid",
+    "no such file or directory",
+)
+
+
+def classify_failure(installer: InstallerName, exit_code: int, output: list[str]) -> JobError:
+    """The installer failed: is it worth retrying, and which requirement is to blame?"""
+    text = "\n".join(output)
+    lowered = text.lower()
+    explanation = _explanation(output)
+    culprit = None
+    for pattern in (_UV_NOT_FOUND, _UV_NO_VERSION, _PIP_NOT_FOUND, _PIP_NO_VERSION):
+        if match := pattern.search(text):
+            culprit = match.group(1).strip("`'\",.")
+            break
+    transient = any(marker in lowered for marker in _TRANSIENT_MARKERS)
+    if culprit and not transient:
+        return PermanentError(f"cannot install {culprit!r}: {explanation}")
+    if transient:
+        return TransientError(f"{installer} could not reach the package index: {explanation}")
+    if any(marker in lowered for marker in _PERMANENT_MARKERS):
+        return PermanentError(f"{installer} failed: {explanation}")
+    return TransientError(f"{installer} exited with code {exit_code}: {explanation}")
+
+
+def _explanation(output: list[str], limit: int = 6) -> str:
+    """The installer's own words: its error lines, else its last lines."""
+    errors = [
+        line.strip()
+        for line in output
+        if line.strip().lower().startswith(("error", "×", "╰─▶", "caused by", "because", "hint"))
+        or "error:" in line.lower()
+    ]
+    chosen = errors[:limit] if errors else [line.strip() for line in output[-limit:]]
+    return " ".join(part for part in chosen if part) or "no output"
