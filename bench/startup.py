@@ -3,8 +3,9 @@
     .venv/bin/python bench/startup.py [--runs 5]
 
 Questions answered (each timed from process spawn, on this machine, alternating the contenders):
-1. first response on the public port, empty state, an install held open the whole time,
-   vs a bare Tornado hello-world (the floor);
+1. first response on the public port (``/-/healthy``, what a platform's probe asks), empty state,
+   an install held open the whole time, vs a bare Tornado hello-world (the floor); and the first
+   loading page a browser gets (``GET /``, served by Tornado once it has taken over);
 2. marimo ready through the proxy on a warm state vs bare ``python -m marimo edit`` reaching
    ``/health``, plus how many installer processes the warm start spawned;
 3. cold start to ready (venv created, requirements installed from a local index);
@@ -46,9 +47,10 @@ NOTEBOOK = (
 )
 
 
-def answered(url: str, want: int = 200) -> bool:
+def answered(url: str, want: int = 200, headers: dict[str, str] | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=2) as response:
             return bool(response.status == want)
     except urllib.error.HTTPError as error:
         return error.code == want
@@ -57,7 +59,12 @@ def answered(url: str, want: int = 200) -> bool:
 
 
 def time_until(
-    argv: list[str], url: str, env: dict[str, str], timeout: float = 600, cwd: Path | None = None
+    argv: list[str],
+    url: str,
+    env: dict[str, str],
+    timeout: float = 600,
+    cwd: Path | None = None,
+    headers: dict[str, str] | None = None,
 ) -> float:
     started = time.monotonic()
     process = subprocess.Popen(
@@ -70,7 +77,7 @@ def time_until(
     )
     try:
         while time.monotonic() - started < timeout:
-            if answered(url):
+            if answered(url, headers=headers):
                 return time.monotonic() - started
             if process.poll() is not None:
                 raise RuntimeError(f"{argv[:4]} exited with {process.returncode}")
@@ -156,7 +163,7 @@ def main() -> None:
     floor_script.write_text(FLOOR)
 
     results: dict[str, list[float]] = {
-        k: [] for k in ("floor", "first", "marimo", "warm", "cold", "old_cold", "old_warm")
+        k: [] for k in ("floor", "first", "page", "marimo", "warm", "cold", "old_cold", "old_warm")
     }
     installers_in_warm: list[int] = []
     with LocalIndex(wheels) as index:
@@ -186,6 +193,15 @@ def main() -> None:
                     orchestrator_argv(notebooks, state, port),
                     f"http://127.0.0.1:{port}/-/healthy",
                     env,
+                )
+            )
+            port = free_port()
+            results["page"].append(
+                time_until(
+                    orchestrator_argv(notebooks, work / f"held-page-{run}", port),
+                    f"http://127.0.0.1:{port}/",
+                    env,
+                    headers={"Accept": "text/html"},
                 )
             )
             release.set()
@@ -257,6 +273,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     print(row("bare Tornado hello-world, first response (floor)", results["floor"], floor))
     print(row("orchestrator, first response, empty state, install held", results["first"], floor))
+    print(row("orchestrator, first loading page (GET / as a browser)", results["page"], floor))
     print(row("bare `python -m marimo edit`, /health", results["marimo"], bare))
     print(row("orchestrator, warm state, /-/ready", results["warm"], bare))
     print(row("earlier approach, warm (venv, pip install -r, marimo)", results["old_warm"], bare))

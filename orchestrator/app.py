@@ -1,8 +1,10 @@
-"""Serve the already-bound public port, then run the jobs; stop cleanly on SIGTERM/SIGINT.
+"""The full server on the already-bound public port, then the jobs; stop cleanly on
+SIGTERM/SIGINT.
 
 Invariants: the listening socket exists before the first job is scheduled (orchestrator/cli.py
-binds it first), and nothing on the way there imports marimo, requests or other heavy modules;
-on exit every child process tree we started is gone.
+binds it first, orchestrator/boot.py answers probes on it until this module has loaded), and
+nothing on the way imports marimo, requests or other heavy modules; on exit every child process
+tree we started is gone.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import contextlib
 import importlib
 import logging
 import signal
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,6 @@ import tornado.web
 
 from jobs.layout import StateLayout
 from jobs.redact import redact
-from orchestrator import logs
 from orchestrator.actions import Actions
 from orchestrator.auth import Guard, Verifier, load_secret
 from orchestrator.config import Config
@@ -46,6 +46,7 @@ from proxy.routes import proxy_rules
 
 if TYPE_CHECKING:
     from jobs.head_start import HeadStart
+    from orchestrator.early import EarlyResponder
 
 log = logging.getLogger("orchestrator")
 access = logging.getLogger("orchestrator.access")
@@ -137,8 +138,11 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-async def _run(config: Config, sockets: list[socket.socket], head_start: HeadStart | None) -> int:
-    board = StatusBoard()
+async def run(
+    config: Config, early: EarlyResponder, head_start: HeadStart | None, boot_id: str
+) -> int:
+    """The full server on the port ``early`` has been answering probes on, then the jobs."""
+    board = StatusBoard(boot_id=boot_id)
     portal = QuixPortal(config.quix) if config.quix else None
     actions = Actions(board, portal)
     board.capabilities["restart_deployment"] = bool(portal and portal.settings.deployment_id)
@@ -148,20 +152,7 @@ async def _run(config: Config, sockets: list[socket.socket], head_start: HeadSta
         lambda path, persistent: adopt_or_persist(app, path) if persistent else None
     )
     server = tornado.httpserver.HTTPServer(app, xheaders=False, max_buffer_size=64 * 1024 * 1024)
-    server.add_sockets(sockets)
-    shown = "localhost" if config.host in ("127.0.0.1", "0.0.0.0", "::") else config.host
-    log.info(
-        "listening on http://%s:%s/ (notebooks in %s)", shown, config.port, config.notebook_dir
-    )
-    print(f"marimo-orchestrator is serving http://{shown}:{config.port}/", flush=True)
-    if config.auth == "token" and config.token_generated:
-        # Printed once, to the terminal only (never through logging), as Jupyter does.
-        print(
-            f"Sign in with: http://{shown}:{config.port}/-/login?token={config.token}", flush=True
-        )
-    if config.auth == "none" and config.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("--auth none on %s: anyone who can reach this port can use marimo", config.host)
-
+    early.hand_over(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -239,9 +230,3 @@ async def sync_notebooks(
         raise
     except Exception as error:  # never takes the server down
         log.error("saving notebooks to Quix stopped: %s", error)
-
-
-def serve(config: Config, sockets: list[socket.socket], head_start: HeadStart | None = None) -> int:
-    """Serve on ``sockets`` (already listening, see orchestrator/listen.py) until told to stop."""
-    logs.configure(config.log_level, config.log_format)
-    return asyncio.run(_run(config, sockets, head_start))

@@ -265,6 +265,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobs.head_start import begin
 
         head_start = begin(config.job_settings())
-    from orchestrator.app import serve
+    from orchestrator.boot import serve
 
     return serve(config, sockets, head_start)

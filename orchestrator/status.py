@@ -71,8 +71,8 @@ class Subscriber:
 
 
 class StatusBoard:
-    def __init__(self, log_capacity: int = 500) -> None:
-        self.boot_id = uuid.uuid4().hex
+    def __init__(self, log_capacity: int = 500, boot_id: str | None = None) -> None:
+        self.boot_id = boot_id or uuid.uuid4().hex
         self.started_at = time.time()
         self.steps: dict[StepName, Step] = {name: Step(name) for name in STEP_NAMES}
         self.marimo = MarimoInfo()
