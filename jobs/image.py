@@ -9,10 +9,11 @@ what was installed against the image) gets it, and only then (see reference/inst
 
 from __future__ import annotations
 
-import importlib.metadata
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.dist_metadata import distributions
 from jobs.ledger import canonical
 
 
@@ -23,10 +24,9 @@ def image_distributions() -> dict[str, str]:
     ``.pth``), so these are exactly the packages the venv inherits.
     """
     found: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"] if dist.metadata else None
-        if name and canonical(name) not in found:
-            found[canonical(name)] = dist.version
+    for dist in distributions(sys.path):
+        if canonical(dist.name) not in found:
+            found[canonical(dist.name)] = dist.version
     return found
 
 
@@ -93,8 +93,8 @@ def conflicts(venv_dists: list[Path], image: dict[str, str], excluded: set[str])
     from packaging.version import InvalidVersion, Version
 
     found: set[str] = set()
-    for dist in importlib.metadata.distributions(path=[str(path) for path in venv_dists]):
-        for text in dist.requires or []:
+    for dist in distributions(str(path) for path in venv_dists):
+        for text in dist.requires:
             try:
                 requirement = Requirement(text)
             except InvalidRequirement:

@@ -14,13 +14,13 @@ packages are restored, it only adds. The file is replaced atomically.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from jobs.dist_metadata import distributions
 from jobs.layout import StateLayout
 from jobs.manifest import Manifest, write_atomically
 
@@ -42,10 +42,8 @@ def scan(venv: Path) -> dict[str, str]:
     paths = [str(path) for path in site_packages(venv)]
     if not paths:
         return found
-    for dist in importlib.metadata.distributions(path=paths):
-        name = dist.metadata["Name"] if dist.metadata else None
-        if name:
-            found[canonical(name)] = dist.version
+    for dist in distributions(paths):
+        found[canonical(dist.name)] = dist.version
     return found
 
 
