@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,8 @@ class Manifest:
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     """Replace ``path`` with ``text`` so that a crash at any moment leaves old or new content."""
+    import tempfile  # not on the warm start's path (the manifest is only read there)
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -193,10 +193,10 @@ class MarimoSupervisor:
         started = time.monotonic()
         deadline = started + self.ready_timeout
         while True:
-            # Every 20 ms while a normal start could still be under way (a refused connection
-            # costs microseconds, and each tenth of a second here is one users wait), then
-            # every 100 ms.
-            delay = 0.02 if time.monotonic() - started < 10.0 else 0.1
+            # Every 5 ms while a normal start could still be under way (a refused connection
+            # costs microseconds, and every millisecond here is one users wait), then every
+            # 100 ms.
+            delay = 0.005 if time.monotonic() - started < 10.0 else 0.1
             if process.returncode is not None:
                 await reader
                 raise TransientError(

@@ -10,10 +10,9 @@ caller deletes once marimo answered; it is never on a command line or in the env
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,10 @@ class TokenFile:
     @classmethod
     def create(cls) -> TokenFile:
         token = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
-        folder = Path(tempfile.mkdtemp(prefix="marimo-token-"))
+        # As tempfile.mkdtemp does (a fresh 0700 folder, refused if the name exists), without
+        # importing tempfile and shutil on the warm start's path.
+        folder = Path(os.environ.get("TMPDIR") or "/tmp") / f"marimo-token-{os.urandom(8).hex()}"
+        os.mkdir(folder, 0o700)
         path = folder / "token"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -69,7 +71,10 @@ class TokenFile:
         return cls(token, path)
 
     def remove(self) -> None:
-        shutil.rmtree(self.path.parent, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()
 
 
 def configured_manager(layout: StateLayout) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -43,6 +42,8 @@ def check_directory(path: Path, create: bool) -> None:
             ) from None
     if not path.is_dir():
         raise PermanentError(f"the state path {path} exists but is not a directory")
+    import tempfile  # not on the warm start's path
+
     try:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-") as probe:
             probe.write(b"ok")
@@ -83,4 +84,6 @@ def lock_holder(layout: StateLayout) -> str:
 
 def ephemeral_layout() -> StateLayout:
     """A private temporary state directory, used when the real one cannot be had."""
+    import tempfile
+
     return StateLayout(Path(tempfile.mkdtemp(prefix="marimo-orchestrator-state-")))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.routing
 import tornado.web
 
@@ -29,7 +30,7 @@ from orchestrator.config import Config
 from orchestrator.quix import QuixPortal
 from orchestrator.secret_adoption import adopt_or_persist
 from orchestrator.status import StatusBoard
-from orchestrator.web.framing import framing_transform
+from orchestrator.web.framing import framing_headers, framing_transform
 from orchestrator.web.handlers import (
     STATIC_DIR,
     EventsHandler,
@@ -97,7 +98,17 @@ def make_app(
             tornado.web.StaticFileHandler,
             {"path": str(STATIC_DIR)},
         ),
-        *proxy_rules(board.upstream, page, guard=guard.admit),
+        *proxy_rules(
+            board.upstream,
+            page,
+            guard=guard.admit,
+            admits_at_once=lambda request: guard.admits_at_once(
+                request,
+                app.settings["cookie_secret"],  # read at each request: it may be adopted
+            ),
+            finish_headers=framing_headers(config.frame_ancestors),
+            on_finished=lambda request, status: record_request(app, request, status),
+        ),
     ]
     app = tornado.web.Application(
         rules,
@@ -114,12 +125,18 @@ def make_app(
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Access log without secrets (a login URL carries a token) and without probe noise."""
-    metrics = handler.application.settings.get("metrics")
+    """Tornado's per-request log hook (every request but the proxy's fast path's)."""
+    record_request(handler.application, handler.request, handler.get_status())
+
+
+def record_request(
+    app: tornado.web.Application, request: tornado.httputil.HTTPServerRequest, status: int
+) -> None:
+    """Metrics and the access log, without secrets (a login URL carries a token) and without
+    probe noise."""
+    metrics = app.settings.get("metrics")
     if metrics is not None:
-        metrics.observe_request(handler)
-    status = handler.get_status()
-    request = handler.request
+        metrics.observe_request(request, status)
     if request.path in ("/-/healthy", "/-/ready") and status in (200, 503):
         level = logging.DEBUG
     elif status >= 500:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import tornado.web
+from tornado.httputil import HTTPServerRequest
 
 from orchestrator.auth_modes import AuthMode
 
@@ -128,7 +129,10 @@ class Guard:
     # -- sessions ------------------------------------------------------------------------------
 
     def session(self, handler: tornado.web.RequestHandler) -> Session | None:
-        raw = handler.get_signed_cookie(COOKIE, max_age_days=1)
+        return self._session_from(handler.get_signed_cookie(COOKIE, max_age_days=1))
+
+    def _session_from(self, raw: bytes | None) -> Session | None:
+        """The live session a verified cookie value names, if any."""
         if raw is None:
             return None
         try:
@@ -189,6 +193,20 @@ class Guard:
         return self._user_tokens.get(session.sid) if session is not None else None
 
     # -- the check -----------------------------------------------------------------------------
+
+    def admits_at_once(self, request: HTTPServerRequest, cookie_secret: str | bytes) -> bool:
+        """True when :meth:`admit` would let the request through without waiting or answering:
+        no authentication, or a live session cookie. False means "ask :meth:`admit`", never
+        "refuse" (a bearer token, a sign-in redirect and every refusal are :meth:`admit`'s)."""
+        if "Upgrade" in request.headers:
+            return False  # admit() checks a WebSocket's origin first
+        if self.mode == "none":
+            return True
+        morsel = request.cookies.get(COOKIE)
+        if morsel is None:
+            return False
+        raw = tornado.web.decode_signed_value(cookie_secret, COOKIE, morsel.value, max_age_days=1)
+        return self._session_from(raw) is not None
 
     async def admit(self, handler: tornado.web.RequestHandler) -> bool:
         """True to let the request through; otherwise it has been answered (302/401/403/503)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import tornado.web
+import tornado.httputil
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -84,12 +84,9 @@ class Metrics:
         elif event == "marimo_down":
             self.marimo_restarts.labels(data["kind"]).inc()
 
-    def observe_request(self, handler: tornado.web.RequestHandler) -> None:
-        path = handler.request.path
-        kind = "own" if path.startswith("/-/") else "proxied"
-        self.requests.labels(kind, str(handler.get_status())).observe(
-            handler.request.request_time()
-        )
+    def observe_request(self, request: tornado.httputil.HTTPServerRequest, status: int) -> None:
+        kind = "own" if request.path.startswith("/-/") else "proxied"
+        self.requests.labels(kind, str(status)).observe(request.request_time())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

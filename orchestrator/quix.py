@@ -8,7 +8,6 @@ SHA-256, so the token itself is not kept.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -133,6 +132,8 @@ class QuixPortal:
 
     async def is_allowed(self, token: str) -> bool:
         """May this token read the workspace? Raises :class:`PortalUnavailable` on an outage."""
+        import hashlib  # not on the start-up path
+
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = self._cache.get(key)
         now = time.monotonic()

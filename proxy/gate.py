@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tornado.httputil import HTTPServerRequest
 from tornado.web import RequestHandler
@@ -26,28 +27,58 @@ def is_navigation(request: HTTPServerRequest) -> bool:
     return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A complete answer the proxy makes itself (headers in the order they are sent)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def not_ready(request: HTTPServerRequest, loading_page: Callable[[], bytes]) -> Answer:
+    """What a request gets while marimo cannot take it."""
+    if is_navigation(request):
+        return Answer(
+            200,
+            (("Cache-Control", "no-store"), ("Content-Type", "text/html; charset=utf-8")),
+            loading_page(),
+        )
+    return Answer(
+        503,
+        (
+            ("Cache-Control", "no-store"),
+            ("Retry-After", str(RETRY_AFTER_SECONDS)),
+            ("Content-Type", "application/json"),
+        ),
+        json.dumps({"error": "marimo is not ready", "retry_after": RETRY_AFTER_SECONDS}).encode(),
+    )
+
+
+TOO_SLOW = Answer(
+    504,
+    (("Cache-Control", "no-store"), ("Content-Type", "application/json")),
+    json.dumps({"error": "marimo did not answer in time"}).encode(),
+)
+"""What a request gets when marimo accepted it but did not start answering in time."""
+
+
+def _finish_with(handler: RequestHandler, answer: Answer) -> None:
+    handler.clear()
+    handler.set_status(answer.status)
+    for name, value in answer.headers:
+        handler.set_header(name, value)
+    handler.finish(answer.body)
+
+
 def answer_not_ready(handler: RequestHandler, loading_page: Callable[[], bytes]) -> None:
     """marimo cannot take this request now; finishes the response."""
-    handler.clear()
-    handler.set_header("Cache-Control", "no-store")
-    if is_navigation(handler.request):
-        handler.set_status(200)
-        handler.set_header("Content-Type", "text/html; charset=utf-8")
-        handler.finish(loading_page())
-        return
-    handler.set_status(503)
-    handler.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
-    handler.set_header("Content-Type", "application/json")
-    handler.finish(json.dumps({"error": "marimo is not ready", "retry_after": RETRY_AFTER_SECONDS}))
+    _finish_with(handler, not_ready(handler.request, loading_page))
 
 
 def answer_too_slow(handler: RequestHandler) -> None:
     """marimo accepted the request but did not start answering in time."""
-    handler.clear()
-    handler.set_status(504)
-    handler.set_header("Cache-Control", "no-store")
-    handler.set_header("Content-Type", "application/json")
-    handler.finish(json.dumps({"error": "marimo did not answer in time"}))
+    _finish_with(handler, TOO_SLOW)
 
 
 def refuse_upgrade(

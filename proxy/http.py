@@ -54,7 +54,7 @@ class _Failure(enum.Enum):
     TOO_SLOW = "too-slow"
 
 
-def _valid_target(uri: str) -> bool:
+def valid_target(uri: str) -> bool:
     """Whether the target is valid UTF-8 once back in bytes (Tornado decoded it as latin-1);
     every percent-encoded target is. Others are refused rather than guessed at."""
     try:
@@ -81,7 +81,7 @@ def _frame_body(method: str, received: httputil.HTTPHeaders, sent: httputil.HTTP
     return False
 
 
-class _Exchange:
+class Exchange:
     """How one response from marimo went: what reached the client and whether it ended well.
 
     Until ``started``, a timer closes the upstream stream after ``timeout`` (``timed_out``).
@@ -161,7 +161,7 @@ class HttpForwarder(RequestHandler):
             gate.answer_not_ready(self, self._loading_page)
             return
         target = request.uri or "/"
-        if not _valid_target(target):
+        if not valid_target(target):
             self.send_error(400, reason="Request target is not valid UTF-8")
             return
         self._upstream = upstream
@@ -275,7 +275,7 @@ class HttpForwarder(RequestHandler):
             return _Failure.UNAVAILABLE
         if self._chunk_body and not self._upload_broken:
             await self._send(b"0\r\n\r\n")
-        exchange = _Exchange(stream, self._response_timeout)
+        exchange = Exchange(stream, self._response_timeout)
         try:
             await self._relay(exchange)
         except (StreamClosedError, wire.Malformed) as error:
@@ -314,7 +314,7 @@ class HttpForwarder(RequestHandler):
                 self.request.connection.close()
         return None
 
-    async def _relay(self, exchange: _Exchange) -> None:
+    async def _relay(self, exchange: Exchange) -> None:
         """Copies marimo's response to the client as it arrives.
 
         Nothing reaches the client before marimo's head is read (``exchange.started``). The

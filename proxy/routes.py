@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tornado.httputil import HTTPServerRequest
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.routing import AnyMatches, Matcher, Rule
 from tornado.web import RequestHandler
 
+from proxy.direct import DirectRouter, DirectSettings
 from proxy.http import HttpForwarder
 from proxy.pool import ConnectionPool
 from proxy.upstream import UpstreamLookup
@@ -31,6 +32,9 @@ def proxy_rules(
     max_message_size: int = 64 * 1024 * 1024,
     pool: ConnectionPool | None = None,
     guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
+    admits_at_once: Callable[[HTTPServerRequest], bool] | None = None,
+    finish_headers: Callable[[HTTPHeaders], None] | None = None,
+    on_finished: Callable[[HTTPServerRequest, int], None] | None = None,
 ) -> list[Rule]:
     """Rules matching every path, to be placed after the orchestrator's own routes.
 
@@ -42,8 +46,22 @@ def proxy_rules(
     keep-alive connections serves every request made through these rules (a fresh one unless
     given). ``guard`` is awaited first on every request, WebSocket upgrades included (before the
     handshake): when it returns False it has answered the request and nothing reaches marimo.
+
+    Body-less GET and HEAD requests take :mod:`proxy.direct`'s fast path when marimo is ready
+    and the request may pass without awaiting ``guard``: always without a guard, else when
+    ``admits_at_once`` says so (a guard without it leaves every request to the guard). That
+    path bypasses ``RequestHandler``, so what the application does to every response is passed
+    here too: ``finish_headers`` edits the headers about to be sent (the application's output
+    transforms do it for the rest), ``on_finished`` is told each request and its status.
     """
     pool = pool if pool is not None else ConnectionPool(connect_timeout=connect_timeout)
+    if guard is None:
+        admits_at_once = None  # nothing to check: every eligible request takes the fast path
+    elif admits_at_once is None:
+        admits_at_once = _never
+    direct = DirectSettings(
+        lookup, loading_page, pool, response_timeout, admits_at_once, finish_headers, on_finished
+    )
     return [
         Rule(
             WebSocketUpgradeMatcher(),
@@ -56,6 +74,7 @@ def proxy_rules(
                 "guard": guard,
             },
         ),
+        Rule(AnyMatches(), DirectRouter(direct)),
         Rule(
             AnyMatches(),
             HttpForwarder,
@@ -68,3 +87,7 @@ def proxy_rules(
             },
         ),
     ]
+
+
+def _never(request: HTTPServerRequest) -> bool:
+    return False

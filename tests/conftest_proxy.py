@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -73,6 +73,30 @@ async def serve(
         await server.close_all_connections()
 
 
+FORWARDING_PATHS = ("fast path", "handler")
+"""How the proxy forwards a body-less request: proxy/direct.py beneath RequestHandler, or
+proxy/http.py's handler (which every request with a body, and every request a guard must look
+at closely, takes). HTTP behaviour is tested through both."""
+
+_forwarding = {"path": "fast path"}
+
+
+@contextmanager
+def forwarding(path: str) -> Iterator[None]:
+    """Proxies started inside forward body-less requests by ``path`` (one of
+    :data:`FORWARDING_PATHS`); test modules wrap every test in it, once per path."""
+    assert path in FORWARDING_PATHS
+    _forwarding["path"] = path
+    try:
+        yield
+    finally:
+        _forwarding["path"] = "fast path"
+
+
+async def _admit_everything(handler: object) -> bool:
+    return True
+
+
 @dataclass
 class Proxy:
     port: int
@@ -102,6 +126,8 @@ async def run_proxy(
         connect_timeout=options.get("connect_timeout", 5.0),
         idle_timeout=options.pop("idle_timeout", 30.0),
     )
+    if _forwarding["path"] == "handler" and "guard" not in options:
+        options["guard"] = _admit_everything  # a guard that cannot admit at once: no fast path
     rules = proxy_rules(lookup or switch, lambda: LOADING_PAGE, pool=pool, **options)
     app = Application(rules)
     async with serve(app) as server:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zlib
+from collections.abc import Iterator
 
 import pytest
 from tornado.httputil import HTTPHeaders
@@ -13,10 +14,12 @@ from tornado.httputil import HTTPHeaders
 from proxy import compression
 from tests.backends import assets, sse
 from tests.conftest_proxy import (
+    FORWARDING_PATHS,
     RawClient,
     RawResponse,
     Switch,
     async_test,
+    forwarding,
     raw_exchange,
     run_proxy,
     serve,
@@ -24,6 +27,12 @@ from tests.conftest_proxy import (
 from tests.test_proxy_streaming import MiB, python_heap_peak, rss
 
 GZIP = "Accept-Encoding: gzip, deflate, br\n"
+
+
+@pytest.fixture(autouse=True, params=FORWARDING_PATHS)
+def forwarding_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    with forwarding(request.param):
+        yield request.param
 
 
 def vary(response: RawResponse) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -15,17 +15,25 @@ from tornado.websocket import websocket_connect
 
 from tests.backends import slow
 from tests.conftest_proxy import (
+    FORWARDING_PATHS,
     LOADING_PAGE,
     Proxy,
     Switch,
     async_test,
     closed_port,
+    forwarding,
     run_proxy,
     serve,
 )
 
 NAVIGATION = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 API = {"Accept": "application/json"}
+
+
+@pytest.fixture(autouse=True, params=FORWARDING_PATHS)
+def forwarding_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    with forwarding(request.param):
+        yield request.param
 
 
 async def fetch(url: str, **kwargs: object) -> HTTPResponse:

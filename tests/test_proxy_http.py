@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,14 +16,22 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tests.backends import counting, echo, headers
 from tests.backends.one_shot import one_shot_server
 from tests.conftest_proxy import (
+    FORWARDING_PATHS,
     RawClient,
     Switch,
     async_test,
+    forwarding,
     raw_exchange,
     run_proxy,
     serve,
     wait_for,
 )
+
+
+@pytest.fixture(autouse=True, params=FORWARDING_PATHS)
+def forwarding_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    with forwarding(request.param):
+        yield request.param
 
 
 async def fetch(url: str, **kwargs: Any) -> HTTPResponse:

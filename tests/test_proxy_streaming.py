@@ -14,9 +14,23 @@ import pytest
 from tornado.iostream import StreamClosedError
 
 from tests.backends import echo, sse
-from tests.conftest_proxy import RawClient, Switch, async_test, run_proxy, serve
+from tests.conftest_proxy import (
+    FORWARDING_PATHS,
+    RawClient,
+    Switch,
+    async_test,
+    forwarding,
+    run_proxy,
+    serve,
+)
 
 MiB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True, params=FORWARDING_PATHS)
+def forwarding_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    with forwarding(request.param):
+        yield request.param
 
 
 def rss() -> int:
