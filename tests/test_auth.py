@@ -162,7 +162,10 @@ def test_forged_resigned_and_expired_cookies_are_refused(
 ) -> None:
     _, headers, _ = login(served, served.token)
     genuine = cookie_of(headers)
-    assert request(served, "GET", "/-/status", {"Cookie": genuine})[0] == 200
+    # Our own route, and marimo's (a session's GET to marimo is checked without RequestHandler:
+    # proxy/direct.py).
+    for path in ("/-/status", "/health"):
+        assert request(served, "GET", path, {"Cookie": genuine})[0] == 200, path
     name, _, value = genuine.partition("=")
     tampered = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
     other = tornado.web.create_signed_value(
@@ -176,7 +179,9 @@ def test_forged_resigned_and_expired_cookies_are_refused(
         secret, COOKIE, json.dumps({"sid": "s", "iat": time.time() + 3600})
     )
     for forged in ("garbage", tampered, other.decode(), old.decode(), future.decode()):
-        assert request(served, "GET", "/-/status", {"Cookie": f"{name}={forged}"})[0] == 401, forged
+        for path in ("/-/status", "/health"):
+            code = request(served, "GET", path, {"Cookie": f"{name}={forged}"})[0]
+            assert code == 401, (forged, path)
     fresh = tornado.web.create_signed_value(
         secret, COOKIE, json.dumps({"sid": "s", "iat": time.time()})
     )
@@ -272,9 +277,11 @@ def test_logout_revokes_the_session(served: Orchestrator) -> None:
     _, headers, _ = login(served, served.token)
     cookie = cookie_of(headers)
     assert request(served, "GET", "/-/status", {"Cookie": cookie})[0] == 200
+    assert request(served, "GET", "/health", {"Cookie": cookie})[0] == 200
     code, _, _ = request(served, "POST", "/-/logout", {"Cookie": cookie, "Origin": served.base})
     assert code == 303
     assert request(served, "GET", "/-/status", {"Cookie": cookie})[0] == 401
+    assert request(served, "GET", "/health", {"Cookie": cookie})[0] == 401
 
 
 def test_framing_defaults_to_same_origin(served: Orchestrator) -> None:
@@ -285,6 +292,15 @@ def test_framing_defaults_to_same_origin(served: Orchestrator) -> None:
             headers,
         )
         assert "X-Frame-Options" not in headers
+    # A browser with a session: marimo's pages and API through the proxy's fast path.
+    _, headers, _ = login(served, served.token)
+    cookie = cookie_of(headers)
+    for path, accept in (("/", HTML), ("/health", {})):
+        code, headers, _ = request(served, "GET", path, {"Cookie": cookie, **accept})
+        assert code == 200, path
+        assert "frame-ancestors 'self'" in headers.get("content-security-policy", ""), path
+        assert headers.get("x-content-type-options") == "nosniff", path
+        assert "x-frame-options" not in headers, path
 
 
 def test_no_secret_reaches_logs_status_events_or_pages(served: Orchestrator) -> None:
