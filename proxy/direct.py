@@ -23,8 +23,7 @@ Invariants (the same as :mod:`proxy.http`'s for what the two ends see):
 * After the status line, a failure can only cut the client's connection; the upstream stream
   returns to the pool only after a complete exchange both sides allow to continue.
 * The status line and headers leave with the first body piece when it is already there, else
-  alone once what marimo already sent has been read (a stream whose first event comes late
-  still opens at once: :class:`proxy.connection.AfterArrivals`).
+  alone on the next loop turn (a stream whose first event comes late still opens at once).
 """
 
 from __future__ import annotations
@@ -38,11 +37,10 @@ from http.client import responses
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.routing import Router
 
 from proxy import compression, gate, wire
-from proxy.connection import AfterArrivals, MarimoConnection
 from proxy.headers import toward_client, toward_marimo
 from proxy.http import Exchange, valid_target
 from proxy.pool import ConnectionPool
@@ -117,10 +115,10 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         self._connection = connection
         self._upstream = upstream
         self._method = request.method or "GET"
-        self._stream: MarimoConnection | None = None
+        self._stream: IOStream | None = None
         self._client_gone = False
         self._status = 0
-        self._pending_head: AfterArrivals | None = None
+        self._pending_head: asyncio.Handle | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- HTTPMessageDelegate ------------------------------------------------------------------
@@ -203,7 +201,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
             await self._relay(stream, response)
             return
 
-    async def _relay(self, stream: MarimoConnection, response: wire.Response) -> None:
+    async def _relay(self, stream: IOStream, response: wire.Response) -> None:
         code = response.start_line.code
         headers = toward_client(response.headers)
         gzip = compression.negotiate(self._request, code, headers)
@@ -222,7 +220,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
             head_sent = connection.write_headers(start_line, headers)
             head_sent.add_done_callback(self._head_written)
 
-        self._pending_head = AfterArrivals(send_head)
+        self._pending_head = asyncio.get_running_loop().call_soon(send_head)
         try:
             async for piece in wire.read_body(stream, response):
                 data = piece if gzip is None else gzip.compress(piece)
@@ -243,6 +241,8 @@ class DirectExchange(httputil.HTTPMessageDelegate):
             if isinstance(error, wire.Malformed):
                 log.info("proxy.http.malformed path=%s error=%s", self._request.path, error)
             self._drop_stream()
+            if self._client_gone:
+                return  # the client left first (which closed marimo's connection)
             if self._pending_head is None:
                 # marimo cut the body short after the head left: end the client's connection
                 # so it cannot be taken for a complete response.

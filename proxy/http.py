@@ -31,11 +31,10 @@ from collections.abc import Awaitable, Callable
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 
 from proxy import compression, gate, wire
-from proxy.connection import AfterArrivals, MarimoConnection
 from proxy.headers import tokens, toward_client, toward_marimo
 from proxy.pool import ConnectionPool
 from proxy.upstream import Upstream, UpstreamLookup
@@ -88,7 +87,7 @@ class Exchange:
     Until ``started``, a timer closes the upstream stream after ``timeout`` (``timed_out``).
     """
 
-    def __init__(self, stream: MarimoConnection, timeout: float) -> None:
+    def __init__(self, stream: IOStream, timeout: float) -> None:
         self.stream = stream
         self.started = False
         self.timed_out = False
@@ -129,7 +128,7 @@ class HttpForwarder(RequestHandler):
         self._response_timeout = response_timeout
         self._upstream: Upstream | None = None
         # The upstream stream while this handler owns it: closed or given back exactly once.
-        self._stream: MarimoConnection | None = None
+        self._stream: IOStream | None = None
         self._reused = False
         self._method = "GET"
         self._head = b""
@@ -138,7 +137,7 @@ class HttpForwarder(RequestHandler):
         self._upload_broken = False
         self._client_gone = False
         self._gzip: compression.Gzip | None = None
-        self._pending_head: AfterArrivals | None = None
+        self._pending_head: asyncio.Handle | None = None
 
     def compute_etag(self) -> str | None:
         # marimo's ETag, when it sends one, is the only one: Tornado must not hash the body.
@@ -320,8 +319,8 @@ class HttpForwarder(RequestHandler):
 
         Nothing reaches the client before marimo's head is read (``exchange.started``). The
         status line and headers go out with the first body chunk when it is already there,
-        else alone once what marimo already sent has been read, so a stream whose first event
-        comes late still opens at once.
+        else alone on the next loop turn, so a stream whose first event comes late still opens
+        at once.
         """
         stream = exchange.stream
         response = await wire.read_response_head(stream, self._method)
@@ -329,7 +328,7 @@ class HttpForwarder(RequestHandler):
         exchange.started = True
         exchange.reusable = response.reusable
         self.start_response(response.start_line, response.headers)
-        self._pending_head = AfterArrivals(self._send_head)
+        self._pending_head = asyncio.get_running_loop().call_soon(self._send_head)
         async for chunk in wire.read_body(stream, response):
             self._cancel_pending_head()
             self.write(chunk if self._gzip is None else self._gzip.compress(chunk))

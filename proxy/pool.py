@@ -8,12 +8,10 @@ Invariants:
 * Streams are keyed by ``(host, port, generation)``. Taking a stream for one generation closes
   every idle stream of the others: a restarted marimo never sees a connection opened against
   its predecessor.
-* A stream that marimo closed (or wrote to) while it sat idle is noticed (its protocol saw
-  the end, or unsolicited bytes) and closed instead of being handed out. The end may still be
-  in flight when a stream is taken: the forwarders retry once on a fresh connection.
-* One idle longer than ``idle_timeout`` is never handed out, and is closed by the pool's
-  single sweep timer at most ``idle_timeout`` later, so idle streams never pile up. (One timer
-  per pool, not per release: a release is on every proxied request's path.)
+* A stream that marimo closed while it sat idle is noticed (non-blocking peek) and closed
+  instead of being handed out; one idle longer than ``idle_timeout`` is never handed out, and is
+  closed by the pool's single sweep timer at most ``idle_timeout`` later, so idle streams never
+  pile up. (One timer per pool, not per release: a release is on every proxied request's path.)
 * The most recently released stream is handed out first: it is the likeliest to be alive, and
   the others age out instead of being kept warm by rotation.
 """
@@ -21,10 +19,14 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import socket
 from dataclasses import dataclass
 
-from proxy.connection import MarimoConnection, open_connection
+from tornado.iostream import IOStream
+from tornado.tcpclient import TCPClient
+
 from proxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,25 @@ _Key = tuple[str, int, int]
 
 @dataclass
 class _Idle:
-    stream: MarimoConnection
+    stream: IOStream
     since: float
     """Loop time of its release."""
+
+
+def _still_open(stream: IOStream) -> bool:
+    """False when the peer closed (or wrote unsolicited bytes) while the stream sat idle."""
+    sock = stream.socket
+    if stream.closed() or sock is None:
+        return False
+    try:
+        peeked = sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    # b"" is an orderly close; a byte would be a response nobody asked for. Either way: unusable.
+    del peeked
+    return False
 
 
 class ConnectionPool:
@@ -55,12 +73,11 @@ class ConnectionPool:
         # Per key, oldest release first.
         self._idle: dict[_Key, list[_Idle]] = {}
         self._sweep_timer: asyncio.TimerHandle | None = None
+        self._tcp = TCPClient()
         self.connections_opened = 0
         """Fresh TCP connections made so far (observability and tests)."""
 
-    async def acquire(
-        self, upstream: Upstream, *, fresh: bool = False
-    ) -> tuple[MarimoConnection, bool]:
+    async def acquire(self, upstream: Upstream, *, fresh: bool = False) -> tuple[IOStream, bool]:
         """A stream to ``upstream`` and whether it was reused from the pool.
 
         Raises ``TimeoutError`` when marimo does not accept within ``connect_timeout``, and
@@ -74,17 +91,20 @@ class ConnectionPool:
             oldest_allowed = asyncio.get_running_loop().time() - self._idle_timeout
             while idle:
                 entry = idle.pop()
-                if entry.since >= oldest_allowed and entry.stream.idle_and_open():
+                if entry.since >= oldest_allowed and _still_open(entry.stream):
                     return entry.stream, True
                 log.debug("pool.discard reason=closed-while-idle upstream=%s", upstream.netloc)
                 entry.stream.close()
-        stream = await asyncio.wait_for(
-            open_connection(upstream.host, upstream.port), self._connect_timeout
+        stream = await self._tcp.connect(
+            upstream.host,
+            upstream.port,
+            timeout=datetime.timedelta(seconds=self._connect_timeout),
         )
+        stream.set_nodelay(True)
         self.connections_opened += 1
         return stream, False
 
-    def release(self, upstream: Upstream, stream: MarimoConnection) -> None:
+    def release(self, upstream: Upstream, stream: IOStream) -> None:
         """Gives back a stream whose exchange ended cleanly and that may carry another one."""
         if stream.closed():
             return

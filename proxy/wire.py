@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from tornado.httputil import HTTPHeaders, ResponseStartLine
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
-from proxy.connection import MarimoConnection
 from proxy.headers import keeps_alive, tokens
 
 MAX_HEAD = 64 * 1024
@@ -127,7 +126,7 @@ def _framing(method: str, code: int, headers: HTTPHeaders) -> tuple[Framing, int
     return Framing.UNTIL_CLOSE, 0
 
 
-async def read_response_head(stream: MarimoConnection, method: str) -> Response:
+async def read_response_head(stream: IOStream, method: str) -> Response:
     """Reads marimo's answer head, skipping interim (1xx) ones.
 
     Raises ``StreamClosedError`` when the stream ends first, :class:`Malformed` when the head is
@@ -142,7 +141,7 @@ async def read_response_head(stream: MarimoConnection, method: str) -> Response:
         return Response(start_line, headers, framing, length)
 
 
-async def read_body(stream: MarimoConnection, response: Response) -> AsyncIterator[bytes]:
+async def read_body(stream: IOStream, response: Response) -> AsyncIterator[bytes]:
     """The body's pieces, as they arrive; ends normally only at the body's proper end.
 
     Raises ``StreamClosedError`` when marimo cuts the body short (a body delimited by the end
