@@ -65,7 +65,7 @@ def make_app(
 ) -> tornado.web.Application:
     page = LoadingPage(board)
     own: dict[str, object] = {"board": board}
-    rules: list[tornado.routing.Rule] = [
+    own_rules: list[tornado.routing.Rule] = [
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/login"), LoginHandler, {"guard": guard}
         ),
@@ -98,6 +98,12 @@ def make_app(
             tornado.web.StaticFileHandler,
             {"path": str(STATIC_DIR)},
         ),
+    ]
+    rules: list[tornado.routing.Rule] = [
+        # One pattern decides whether a path is ours: marimo's requests, nearly all of them,
+        # are not tried against each of our routes. A /-/ path none of them takes falls
+        # through to marimo, as before.
+        tornado.routing.Rule(tornado.routing.PathMatches(r"/-/.*"), own_rules),
         *proxy_rules(
             board.upstream,
             page,
