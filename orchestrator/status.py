@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from jobs.redact import redact
 from jobs.reporting import STEP_NAMES, Outcome, StepName
-from proxy.upstream import Upstream
+from proxy.upstream import MarimoSession, Upstream
 
 log = logging.getLogger("orchestrator")
 
@@ -231,7 +231,9 @@ class StatusBoard:
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self._secrets = (*self._secrets[-4:], token)
         self._generation += 1
-        self._upstream = Upstream(host, port, self._generation, f"Bearer {token}")
+        self._upstream = Upstream(
+            host, port, self._generation, f"Bearer {token}", MarimoSession(port)
+        )
         self.marimo.pid = pid
         log.info("marimo is ready (pid %s)", pid, extra={"step": "marimo"})
         self._publish()

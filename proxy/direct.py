@@ -41,7 +41,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.routing import Router
 
 from proxy import compression, gate, wire
-from proxy.headers import toward_client, toward_marimo
+from proxy.headers import learn_session, toward_client, toward_marimo
 from proxy.http import Exchange, valid_target
 from proxy.pool import ConnectionPool
 from proxy.upstream import Upstream, UpstreamLookup
@@ -203,6 +203,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
 
     async def _relay(self, stream: IOStream, response: wire.Response) -> None:
         code = response.start_line.code
+        learn_session(self._upstream, response.headers)
         headers = toward_client(response.headers)
         gzip = compression.negotiate(self._request, code, headers)
         if self._settings.finish_headers is not None:

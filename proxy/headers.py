@@ -6,8 +6,10 @@ Invariants:
   below plus every header *named* in the message's own ``Connection`` header.
 * Every other header crosses untouched, in order, repeated headers kept as separate lines
   (``Set-Cookie`` above all), except the few the proxy owns: ``Authorization`` toward marimo
-  when an injected value is configured, and ``X-Forwarded-*``.
-* The injected ``Authorization`` value only ever lands in headers sent to marimo.
+  when an injected value is configured, marimo's own session cookie appended to ``Cookie``
+  when the client sent none of that name, and ``X-Forwarded-*``.
+* The injected ``Authorization`` value only ever lands in headers sent to marimo, and so does
+  marimo's session cookie the proxy adds for a client that sent none (``proxy.upstream``).
 """
 
 from __future__ import annotations
@@ -97,7 +99,31 @@ def toward_marimo(
         headers["Host"] = upstream.netloc
     if upstream.authorization is not None:
         headers["Authorization"] = upstream.authorization
+    session = upstream.session
+    if session is not None and session.cookie is not None:
+        sent = headers.get_list("Cookie")
+        if not sent:
+            headers["Cookie"] = session.cookie
+        elif len(sent) == 1 and f"{session.name}=" not in sent[0]:
+            headers["Cookie"] = f"{sent[0]}; {session.cookie}"
+        # Several Cookie lines (which RFC 6265 forbids a browser to send) stay as they are:
+        # the token alone authenticates that request.
     return headers
+
+
+def learn_session(upstream: Upstream, headers: HTTPHeaders) -> None:
+    """Keeps the session cookie marimo set in this response, if any (see MarimoSession).
+
+    A cookie marimo clears (``null``, or empty) is forgotten, so the token is sent alone.
+    """
+    session = upstream.session
+    if session is None or "Set-Cookie" not in headers:
+        return
+    prefix = f"{session.name}="
+    for value in headers.get_list("Set-Cookie"):
+        if value.startswith(prefix):
+            pair = value.split(";", 1)[0].strip()
+            session.cookie = None if pair[len(prefix) :] in ("", "null", '""') else pair
 
 
 def toward_client(headers: HTTPHeaders) -> HTTPHeaders:

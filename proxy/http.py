@@ -35,7 +35,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 
 from proxy import compression, gate, wire
-from proxy.headers import tokens, toward_client, toward_marimo
+from proxy.headers import learn_session, tokens, toward_client, toward_marimo
 from proxy.pool import ConnectionPool
 from proxy.upstream import Upstream, UpstreamLookup
 
@@ -212,6 +212,8 @@ class HttpForwarder(RequestHandler):
         self.clear_header("Server")
         if "Date" in headers:
             self.clear_header("Date")
+        if self._upstream is not None:
+            learn_session(self._upstream, headers)
         kept = toward_client(headers)
         self._gzip = compression.negotiate(self.request, start_line.code, kept)
         seen: set[str] = set()

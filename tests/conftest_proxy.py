@@ -22,7 +22,7 @@ from tornado.web import Application
 
 from proxy.pool import ConnectionPool
 from proxy.routes import proxy_rules
-from proxy.upstream import Upstream, UpstreamLookup
+from proxy.upstream import MarimoSession, Upstream, UpstreamLookup
 
 LOADING_PAGE = b"<!doctype html><title>Starting marimo</title><p>marimo is starting"
 
@@ -53,8 +53,19 @@ class Switch:
     def __call__(self) -> Upstream | None:
         return self.upstream
 
-    def point(self, port: int, generation: int = 1, authorization: str | None = None) -> None:
-        self.upstream = Upstream("127.0.0.1", port, generation, authorization)
+    def point(
+        self,
+        port: int,
+        generation: int = 1,
+        authorization: str | None = None,
+        *,
+        session: bool = False,
+    ) -> None:
+        """Points the proxy at ``port``; ``session`` lets it keep marimo's session cookie, as
+        the orchestrator's upstream does."""
+        self.upstream = Upstream(
+            "127.0.0.1", port, generation, authorization, MarimoSession(port) if session else None
+        )
 
 
 @asynccontextmanager

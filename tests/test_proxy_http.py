@@ -231,6 +231,65 @@ async def test_authorization_is_injected_and_never_leaks(caplog: pytest.LogCaptu
 
 
 @async_test()
+async def test_marimo_session_cookie_is_kept_and_sent_for_clients_without_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """marimo re-signs a cookie into every token-authenticated answer; the proxy keeps the
+    newest and sends it for clients that have none, so marimo checks a signature instead.
+    Clients' own cookies are never replaced, and the token still goes along."""
+    caplog.set_level(logging.DEBUG)
+    secret = "Bearer s3cr3t-t0ken-value"
+    issued: list[str] = []
+    switch = Switch()
+    async with serve(headers.make_app(secret, issued)) as backend, run_proxy(switch) as proxy:
+        name = f"session_{backend.port}"
+        switch.point(backend.port, authorization=secret, session=True)
+
+        async def get(path: str = "/session", **sent: str) -> tuple[dict[str, Any], list[str]]:
+            response = await fetch(f"{proxy.base}{path}", headers=sent)
+            assert response.code == 200, response.body
+            return json.loads(response.body), response.headers.get_list("Set-Cookie")
+
+        seen, set_cookie = await get()
+        assert seen == {"cookie_lines": [], "by": "token"}
+        assert [c.split(";")[0] for c in set_cookie] == [f"{name}=signed-1"]  # crosses as is
+
+        seen, set_cookie = await get()
+        assert seen == {"cookie_lines": [f"{name}=signed-1"], "by": "cookie"}
+        assert set_cookie == []  # nothing re-signed
+
+        seen, _ = await get(Cookie="theme=dark; lang=en")
+        assert seen == {"cookie_lines": [f"theme=dark; lang=en; {name}=signed-1"], "by": "cookie"}
+
+        # A client's own cookie of that name is its own: sent as it is, even when marimo
+        # rejects it (the token lets the request in, and the new cookie is learnt).
+        seen, set_cookie = await get(Cookie=f"{name}=forged")
+        assert seen == {"cookie_lines": [f"{name}=forged"], "by": "token"}
+        assert [c.split(";")[0] for c in set_cookie] == [f"{name}=signed-2"]
+        seen, _ = await get()
+        assert seen == {"cookie_lines": [f"{name}=signed-2"], "by": "cookie"}
+
+        # A cleared cookie is forgotten: the token alone, then a fresh cookie.
+        await get("/session/clear")
+        seen, _ = await get()
+        assert seen == {"cookie_lines": [], "by": "token"}
+
+        # A new marimo (generation) starts without any cookie.
+        switch.point(backend.port, generation=2, authorization=secret, session=True)
+        seen, _ = await get()
+        assert seen == {"cookie_lines": [], "by": "token"}
+
+        # Without a session holder (the bare proxy) nothing is added.
+        switch.point(backend.port, generation=3, authorization=secret)
+        await get()
+        seen, set_cookie = await get()
+        assert (seen["cookie_lines"], len(set_cookie)) == ([], 1)
+    for value in issued:
+        assert value not in caplog.text
+    assert "s3cr3t" not in caplog.text
+
+
+@async_test()
 async def test_multiple_set_cookie_headers_survive() -> None:
     switch = Switch()
     async with serve(headers.make_app()) as backend, run_proxy(switch) as proxy:

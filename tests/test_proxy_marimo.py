@@ -276,6 +276,36 @@ async def test_header_rules_with_real_marimo(marimo: Marimo) -> None:
         assert refused.code in (401, 403)
 
 
+@async_test(timeout=60)
+async def test_marimo_checks_its_cookie_instead_of_signing_a_new_one_per_request(
+    marimo: Marimo,
+) -> None:
+    """With the orchestrator's upstream (which keeps marimo's session cookie), a client with no
+    cookie costs marimo a signature check: after the first answer, no response carries a newly
+    signed cookie. A cookie marimo does not accept falls back to the token, and the new one is
+    kept."""
+    switch = Switch()
+    switch.point(marimo.port, authorization=marimo.authorization, session=True)
+    name = f"session_{marimo.port}"
+    wants_json = {"Accept": "application/json"}
+    async with run_proxy(switch) as proxy:
+        first = await fetch(f"{proxy.base}/api/status", headers=wants_json)
+        assert first.code == 200, first.body
+        assert [c.split("=")[0] for c in first.headers.get_list("Set-Cookie")] == [name]
+        for _ in range(3):
+            again = await fetch(f"{proxy.base}/api/status", headers=wants_json)
+            assert again.code == 200, again.body
+            assert again.headers.get_list("Set-Cookie") == []
+
+        assert switch.upstream is not None and switch.upstream.session is not None
+        switch.upstream.session.cookie = f"{name}=eyJhY2Nlc3NfdG9rZW4iOiAieCJ9.forged.sig"
+        refused_cookie = await fetch(f"{proxy.base}/api/status", headers=wants_json)
+        assert refused_cookie.code == 200, "the token still lets the request in"
+        assert [c.split("=")[0] for c in refused_cookie.headers.get_list("Set-Cookie")] == [name]
+        settled = await fetch(f"{proxy.base}/api/status", headers=wants_json)
+        assert (settled.code, settled.headers.get_list("Set-Cookie")) == (200, [])
+
+
 def _editor_assets() -> list[Path]:
     index = (STATIC / "index.html").read_text(encoding="utf-8")
     names = set(re.findall(r'\./assets/([^"\']+\.(?:js|css))', index))

@@ -85,7 +85,45 @@ class StatusHandler(RequestHandler):
         self.finish(f"status {code}")
 
 
-def make_app(expected_authorization: str = "") -> Application:
+class SessionHandler(RequestHandler):
+    """Authenticates as marimo does: a valid ``session_<port>`` cookie, else the bearer token,
+    answered with a newly signed cookie. Reports what it saw (never the token itself).
+
+    ``/session/clear`` clears the cookie as Starlette's session middleware does."""
+
+    def initialize(self, expected: str, issued: list[str]) -> None:
+        self.expected = expected
+        self.issued = issued
+
+    def get(self, action: str) -> None:
+        # marimo names the cookie after the port it listens on (the Host header is the proxy's).
+        port = self.request.connection.stream.socket.getsockname()[1]  # type: ignore[attr-defined]
+        name = f"session_{port}"
+        cookie = self.get_cookie(name)
+        valid = cookie is not None and cookie in self.issued
+        bearer = self.request.headers.get("Authorization") == self.expected
+        if action == "/clear":
+            self.add_header(
+                "Set-Cookie", f"{name}=null; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT"
+            )
+        elif not valid and bearer:
+            self.issued.append(f"signed-{len(self.issued) + 1}")
+            self.add_header(
+                "Set-Cookie",
+                f"{name}={self.issued[-1]}; path=/; Max-Age=1209600; httponly; samesite=lax",
+            )
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps(
+                {
+                    "cookie_lines": self.request.headers.get_list("Cookie"),
+                    "by": "cookie" if valid else "token" if bearer else None,
+                }
+            )
+        )
+
+
+def make_app(expected_authorization: str = "", issued: list[str] | None = None) -> Application:
     return Application(
         [
             (r"/cookies", CookiesHandler),
@@ -94,5 +132,10 @@ def make_app(expected_authorization: str = "") -> Application:
             (r"/bare", BareHandler),
             (r"/auth", AuthHandler, {"expected": expected_authorization}),
             (r"/status/(\d+)", StatusHandler),
+            (
+                r"/session(/clear)?",
+                SessionHandler,
+                {"expected": expected_authorization, "issued": [] if issued is None else issued},
+            ),
         ]
     )
