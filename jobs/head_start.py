@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.errors import JobError
@@ -34,17 +33,30 @@ from jobs.settings import JobSettings
 from jobs.state import StateLock, try_lock
 
 
-@dataclass
 class HeadStart:
     """A marimo started early, and the state lock it was started under."""
 
-    lock: StateLock
-    popen: subprocess.Popen[bytes]
-    port: int
-    token: TokenFile
-    python: Path
-    installer: Installer
-    started: float = field(default_factory=time.monotonic)
+    __slots__ = ("installer", "lock", "popen", "port", "python", "started", "token")
+
+    def __init__(
+        self,
+        lock: StateLock,
+        popen: subprocess.Popen[bytes],
+        port: int,
+        token: TokenFile,
+        python: Path,
+        installer: Installer,
+    ) -> None:
+        self.lock = lock
+        self.popen = popen
+        self.port = port
+        self.token = token
+        self.python = python
+        self.installer = installer
+        self.started = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"HeadStart(pid={self.popen.pid}, port={self.port})"
 
     def end(self) -> None:
         """End marimo's process tree (blocking: call it from a worker thread) and its token."""

@@ -8,9 +8,8 @@ can say "attempt 2 of 5" truthfully.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from jobs.errors import PermanentError
 from jobs.layout import StateLayout
@@ -36,8 +35,7 @@ INDEX_VARIABLES = (
 """Settings that change what an install resolves to: part of the skip fingerprint."""
 
 
-@dataclass(frozen=True)
-class Installer:
+class Installer(NamedTuple):
     name: InstallerName
     uv_bin: str | None
 

@@ -6,14 +6,13 @@ Standard library only: the warm-start check reads it before the server's modules
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from jobs.manifest import VenvRecord
 
 
-@dataclass(frozen=True)
-class Interpreter:
+class Interpreter(NamedTuple):
     version: str
     base_executable: str
 

@@ -6,12 +6,11 @@ Invariant: no other module builds a path under the state directory by hand; they
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class StateLayout:
+class StateLayout(NamedTuple):
     root: Path
 
     @property

@@ -12,33 +12,59 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass
-class VenvRecord:
+class VenvRecord(NamedTuple):
     python_version: str
     base_executable: str
     created_at: float
 
 
-@dataclass
-class InstallRecord:
+class InstallRecord(NamedTuple):
     fingerprint: str
     installer: str
     finished_at: float
     duration: float
 
 
-@dataclass
 class Manifest:
-    venv: VenvRecord | None = None
-    install: InstallRecord | None = None
-    pending_install: str | None = None
-    """Set while an install runs: still set at the next start means it was interrupted."""
-    history: dict[str, Any] = field(default_factory=dict)
+    """The manifest's content; the jobs change it in place, then :meth:`save` it.
+
+    ``pending_install`` is set while an install runs: still set at the next start means it was
+    interrupted. ``history`` keeps durations the page uses to estimate progress.
+    """
+
+    __slots__ = ("history", "install", "pending_install", "venv")
+
+    def __init__(
+        self,
+        venv: VenvRecord | None = None,
+        install: InstallRecord | None = None,
+        pending_install: str | None = None,
+        history: dict[str, Any] | None = None,
+    ) -> None:
+        self.venv = venv
+        self.install = install
+        self.pending_install = pending_install
+        self.history: dict[str, Any] = {} if history is None else history
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "venv": None if self.venv is None else self.venv._asdict(),
+            "install": None if self.install is None else self.install._asdict(),
+            "pending_install": self.pending_install,
+            "history": self.history,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Manifest) and self.as_json() == other.as_json()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Manifest({self.as_json()!r})"
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -53,7 +79,7 @@ class Manifest:
             return cls()
 
     def save(self, path: Path) -> None:
-        write_atomically(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        write_atomically(path, json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:

@@ -14,7 +14,6 @@ import contextlib
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.installers import Installer
@@ -50,12 +49,19 @@ def marimo_environment(
     return env
 
 
-@dataclass
 class TokenFile:
-    """A fresh random token in a private 0600 file, for ``--token-password-file``."""
+    """A fresh random token in a private 0600 file, for ``--token-password-file``.
 
-    token: str
-    path: Path
+    The token is a secret: it is not part of the repr."""
+
+    __slots__ = ("path", "token")
+
+    def __init__(self, token: str, path: Path) -> None:
+        self.token = token
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"TokenFile(path={self.path!r})"
 
     @classmethod
     def create(cls) -> TokenFile:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 InstallerChoice = Literal["auto", "uv", "pip"]
 MarimoMode = Literal["edit", "run"]
 
 
-@dataclass(frozen=True)
-class JobSettings:
+class JobSettings(NamedTuple):
     """Everything the jobs need to know; no job reads ``os.environ`` or the CLI itself.
 
     ``env`` is the environment handed to children (installers, marimo): the orchestrator's own
@@ -31,4 +29,11 @@ class JobSettings:
     marimo_crash_window: float
     """marimo exits within this many seconds of its start count towards a crash loop."""
     base_python: str
-    env: Mapping[str, str] = field(repr=False)
+    env: Mapping[str, str]
+
+    def __repr__(self) -> str:  # the environment may hold secrets
+        return (
+            "JobSettings("
+            + ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields if name != "env")
+            + ")"
+        )

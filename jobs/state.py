@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -13,7 +12,6 @@ from jobs.errors import PermanentError, TransientError
 from jobs.layout import StateLayout
 
 
-@dataclass
 class StateLock:
     """An exclusive ``flock`` on the layout's lock file, held until :meth:`release` or exit.
 
@@ -21,7 +19,13 @@ class StateLock:
     the holder dies, even by SIGKILL, so a crash never leaves the directory locked.
     """
 
-    handle: IO[str]
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"StateLock({self.handle.name!r}, held={not self.handle.closed})"
 
     def release(self) -> None:
         if not self.handle.closed:

@@ -37,6 +37,27 @@ def _boolean(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own formatter, sized from the terminal without ``shutil``.
+
+    argparse builds a formatter for every ``add_argument`` (to check metavars) and sizes it with
+    ``shutil.get_terminal_size``; importing ``shutil`` (and the compression modules it imports)
+    is a few milliseconds on the warm start's critical path, before marimo is spawned.
+    """
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "")) or 0
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 80
+        super().__init__(prog, width=columns - 2)
+
+
 class _Options:
     """Adds flags whose default comes from the environment twin, converted with a clear error."""
 
@@ -71,6 +92,7 @@ class _Options:
 def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[str]]:
     parser = argparse.ArgumentParser(
         prog="marimo-orchestrator",
+        formatter_class=_HelpFormatter,
         description=(
             "Serve a marimo notebook folder from a container: the port answers at once with a "
             "live loading page while a persistent venv is prepared and requirements are "

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 from jobs.settings import InstallerChoice, JobSettings, MarimoMode
 from orchestrator.auth_modes import AuthMode
@@ -29,8 +28,9 @@ class ConfigError(Exception):
     """A setting is wrong; the message names the setting and the value, in one line."""
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
+    """Immutable; ``token`` and ``env`` are never shown in its repr."""
+
     notebook_dir: Path
     host: str
     port: int
@@ -47,14 +47,25 @@ class Config:
     sse_keepalive: float
     quix: QuixSettings | None
     auth: AuthMode
-    token: str | None = field(repr=False)
+    token: str | None
     token_generated: bool
     frame_ancestors: str
     metrics_public: bool
     log_format: Literal["text", "json"]
     sync_to_quix: bool
     sync_debounce: float
-    env: Mapping[str, str] = field(repr=False)
+    env: Mapping[str, str]
+
+    def __repr__(self) -> str:
+        return (
+            "Config("
+            + ", ".join(
+                f"{name}={getattr(self, name)!r}"
+                for name in self._fields
+                if name not in ("token", "env")
+            )
+            + ")"
+        )
 
     def job_settings(self) -> JobSettings:
         return JobSettings(
@@ -178,9 +189,11 @@ def resolve(
         )
     generated = mode == "token" and not token
     if generated:
-        import secrets
+        # What secrets.token_urlsafe(24) returns, without importing secrets (and hashlib,
+        # random, hmac) before marimo is spawned: os.urandom is the same source.
+        import base64
 
-        token = secrets.token_urlsafe(24)
+        token = base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"=").decode("ascii")
     if mode == "token" and token is not None and len(token) < 12:
         raise ConfigError("--token must be at least 12 characters long")
     return Config(

@@ -32,11 +32,19 @@ def _listening_socket(family: int, address: tuple[object, ...]) -> socket.socket
     return sock
 
 
+def _lookup_name(host: str) -> bytes | str | None:
+    """``host`` as ``getaddrinfo`` takes it. An ASCII name goes as bytes, which is what CPython
+    would encode it to, without loading the IDNA codec on the start-up path first."""
+    if not host:
+        return None
+    return host.encode("ascii") if host.isascii() else host
+
+
 def bind(host: str, port: int) -> list[socket.socket]:
     """Listen on every address ``host`` resolves to (both families for an empty host)."""
     try:
         infos = socket.getaddrinfo(
-            host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+            _lookup_name(host), port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
         )
     except socket.gaierror as error:
         raise BindError(f"cannot listen on {host}:{port}: {error.strerror}") from None

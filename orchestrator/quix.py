@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 PORTAL_API = "Quix__Portal__Api"
@@ -36,15 +35,25 @@ def normalise_portal_url(raw: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
-@dataclass(frozen=True)
-class QuixSettings:
+class QuixSettings(NamedTuple):
+    """Immutable; the SDK token is never shown in its repr."""
+
     portal_api: str
     workspace_id: str
     deployment_id: str | None
     application_id: str | None
-    sdk_token: str | None = field(repr=False)
+    sdk_token: str | None
     restart_call: str = DEFAULT_RESTART_CALL
     timeout: float = 5.0
+
+    def __repr__(self) -> str:
+        return (
+            "QuixSettings("
+            + ", ".join(
+                f"{name}={getattr(self, name)!r}" for name in self._fields if name != "sdk_token"
+            )
+            + ")"
+        )
 
     @classmethod
     def from_env(

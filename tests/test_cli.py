@@ -81,3 +81,43 @@ def test_port_already_taken(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = run_cli(str(tmp_path), "--port", str(port), "--state-dir", str(tmp_path / "state"))
     assert_one_line_error(result, str(port), "already in use")
+
+
+def test_no_setting_object_shows_a_secret_in_its_repr(tmp_path: Path) -> None:
+    """Configurations end up in tracebacks and debug lines: the access token, the Quix SDK
+    token and the environment (index credentials) never appear in their reprs."""
+    from jobs.marimo_command import TokenFile
+    from orchestrator.cli import parse
+
+    env = {
+        "Quix__Portal__Api": "https://portal.example.com",
+        "Quix__Workspace__Id": "ws",
+        "Quix__Sdk__Token": "sdk-token-value-123",
+        "PIP_INDEX_URL": "https://user:index-password@pypi.example.com/simple",
+    }
+    config = parse([str(tmp_path), "--auth", "token", "--token", "access-token-value"], env)
+    token_file = TokenFile.create()
+    try:
+        shown = " ".join(
+            repr(item) for item in (config, config.quix, config.job_settings(), token_file)
+        )
+        assert config.token == "access-token-value" and config.quix is not None
+        for secret in (
+            "access-token-value",
+            "sdk-token-value-123",
+            "index-password",
+            token_file.token,
+        ):
+            assert secret not in shown
+    finally:
+        token_file.remove()
+
+
+def test_a_generated_token_is_long_and_url_safe(tmp_path: Path) -> None:
+    from orchestrator.cli import parse
+
+    tokens = {parse([str(tmp_path)], {}).token for _ in range(20)}
+    assert len(tokens) == 20
+    for token in tokens:
+        assert token is not None and len(token) == 32
+        assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
