@@ -509,6 +509,12 @@ def main() -> None:
     parser.add_argument("--ws-big", type=int, default=5, help="8 MB messages per round")
     parser.add_argument("--baseline", help="also run proxy/ as it was at this git revision")
     parser.add_argument("--markdown", type=Path, help="write the tables to this file too")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(),
+        help="comma-separated contenders to run (nginx, the reference, always runs)",
+    )
     args = parser.parse_args()
     asset = editor_asset()
     # label: (path, connections); one connection shows the latency a proxy adds, no queueing.
@@ -518,6 +524,8 @@ def main() -> None:
         "/health c1": ("/health", 1),
     }
     with everything(args) as (contenders, marimo_pid, info):
+        if args.only:
+            contenders = [c for c in contenders if c.name in args.only or c.name == "nginx"]
         http: dict[tuple[str, str], list[HttpRun]] = {}
         load: list[float] = []
         for round_number in range(args.rounds):
@@ -555,7 +563,8 @@ def main() -> None:
 
     lines = [
         f"Command: `.venv/bin/python bench/proxy.py --rounds {args.rounds} --duration {args.duration} "
-        f"--connections {args.connections}{' --baseline ' + args.baseline if args.baseline else ''}`; "
+        f"--connections {args.connections}{' --baseline ' + args.baseline if args.baseline else ''}"
+        f"{' --only ' + ','.join(sorted(args.only)) if args.only else ''}`; "
         f"{info['nginx']}; wrk -t1 -c{args.connections}; asset `{asset}`; "
         f"{os.cpu_count()} cores; load average during the HTTP runs "
         f"{min(load):.1f} to {max(load):.1f}.",

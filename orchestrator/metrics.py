@@ -8,6 +8,8 @@ steps and marimo, Tornado's per-request log hook about proxied requests.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any
 
 import tornado.httputil
@@ -18,9 +20,52 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from orchestrator.status import StatusBoard
 from proxy.websocket import WebSocketRelay
+
+
+class RequestDurations:
+    """Requests served, by route kind and status, with their durations: one Prometheus
+    histogram (``orchestrator_http_request_duration_seconds``).
+
+    Every proxied request passes here, so recording is plain Python (a dict lookup, a bisect,
+    two additions) and the metric family is only built when scraped, through prometheus_client's
+    custom-collector interface. Only the event loop's thread records and scrapes, so no lock is
+    taken. Invariant: each series holds one count per bucket (the last is ``+Inf``), then the
+    sum of durations.
+    """
+
+    NAME = "orchestrator_http_request_duration_seconds"
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, int], list[float]] = {}
+        self._bounds = [*map(floatToGoString, self.BUCKETS), "+Inf"]
+
+    def observe(self, kind: str, status: int, seconds: float) -> None:
+        series = self._series.get((kind, status))
+        if series is None:
+            series = self._series[(kind, status)] = [0.0] * (len(self.BUCKETS) + 2)
+        series[bisect_left(self.BUCKETS, seconds)] += 1
+        series[-1] += seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            self.NAME,
+            "HTTP requests served (proxied and own), by route kind and status.",
+            labels=["kind", "status"],
+        )
+        for (kind, status), series in sorted(self._series.items()):
+            running = 0.0
+            buckets = []
+            for bound, count in zip(self._bounds, series[:-1], strict=True):
+                running += count
+                buckets.append((bound, running))
+            family.add_metric([kind, str(status)], buckets, series[-1])
+        yield family
 
 
 class Metrics:
@@ -51,13 +96,8 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.requests = Histogram(
-            "orchestrator_http_request_duration_seconds",
-            "HTTP requests served (proxied and own), by route kind and status.",
-            ["kind", "status"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-            registry=self.registry,
-        )
+        self.requests = RequestDurations()
+        self.registry.register(self.requests)
         Gauge(
             "orchestrator_websockets_open",
             "WebSockets relayed to marimo now.",
@@ -86,7 +126,7 @@ class Metrics:
 
     def observe_request(self, request: tornado.httputil.HTTPServerRequest, status: int) -> None:
         kind = "own" if request.path.startswith("/-/") else "proxied"
-        self.requests.labels(kind, str(status)).observe(request.request_time())
+        self.requests.observe(kind, status, request.request_time())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,6 +7,8 @@ import json
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import OrchestratorFactory
 
 
@@ -95,3 +97,46 @@ def test_public_metrics_and_json_logs(
     assert any(record["step"] == "requirements" and record["source"] == "uv" for record in records)
     assert any(record["step"] == "marimo" and record["source"] == "marimo" for record in records)
     assert run.token not in run.log_text()
+
+
+def test_request_durations_expose_what_a_prometheus_histogram_would() -> None:
+    """The per-request histogram is counted without prometheus_client on the hot path; what a
+    scraper reads must be exactly what prometheus_client's own Histogram would have written."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from orchestrator.metrics import RequestDurations
+
+    reference_registry = CollectorRegistry()
+    reference = Histogram(
+        RequestDurations.NAME,
+        "HTTP requests served (proxied and own), by route kind and status.",
+        ["kind", "status"],
+        buckets=RequestDurations.BUCKETS,
+        registry=reference_registry,
+    )
+    registry = CollectorRegistry()
+    durations = RequestDurations()
+    registry.register(durations)
+    chooser = random.Random(7)
+    for _ in range(3000):
+        kind, status = chooser.choice(["own", "proxied"]), chooser.choice([200, 304, 503])
+        # Bucket bounds themselves too: a duration equal to a bound belongs to that bucket.
+        seconds = chooser.choice([chooser.random() / 20, 0.001, 0.0025, 10.0, 42.0])
+        reference.labels(kind, str(status)).observe(seconds)
+        durations.observe(kind, status, seconds)
+
+    def lines(registry: CollectorRegistry) -> dict[str, float]:
+        values = {}
+        for line in generate_latest(registry).decode().splitlines():
+            if line.startswith("#") or "_created" in line:
+                continue
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+        return values
+
+    expected, got = lines(reference_registry), lines(registry)
+    assert expected.keys() == got.keys() and len(got) == 2 * 3 * (len(RequestDurations.BUCKETS) + 3)
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value), name
