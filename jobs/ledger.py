@@ -1,15 +1,24 @@
 """The ledger of packages a user installed into the venv (marimo's Install button, a terminal).
 
-They are found, not announced: the venv's own distributions minus the *baseline*, the set the
-venv held right after the orchestrator's last install (pip seed + requirements). The ledger is
-kept on the state volume so that a rebuilt venv gets the user's packages back, at the versions
-they had. A package the user uninstalls leaves the venv, so the next sync drops it: an uninstall
-is respected.
+They are found, not announced: the venv's own distributions minus the *baseline*. The baseline
+is exactly what the orchestrator's installs asked for: the requirements file's packages, their
+dependencies as installed in the venv (``Requires-Dist``, followed through the venv), and pip
+(with setuptools and wheel, which venv seeding may add). It is recorded after every install,
+*also one that failed half-way*, and it only grows for one venv (a requirement removed from the
+file stays ours: it is never taken for the user's); a rebuilt venv starts it afresh. Whatever
+the ledger file says, the baseline the current requirements file implies is always part of it,
+so a lost or corrupt ledger never turns requirements or pip into "user" packages.
 
-Invariants: a sync only reads a venv the manifest says is complete (a half-built venv would look
-like "the user uninstalled everything"); it drops a package only when the ledger describes this
-very venv (``venv_id`` equals the manifest's ``created_at``): after a rebuild, until the user's
-packages are restored, it only adds. The file is replaced atomically.
+The ledger is kept on the state volume so that a rebuilt venv gets the user's packages back,
+at the versions they had. A package the user uninstalls leaves the venv, so the next sync drops
+it: an uninstall is respected.
+
+Invariants: a sync only drops packages from a venv the manifest says is complete (a half-built
+venv would look like "the user uninstalled everything") and that the ledger describes
+(``venv_id`` equals the manifest's ``created_at``); after a rebuild, until the user's packages
+are restored, it only adds. Before a venv is deleted, :func:`rescue` reads its user packages
+from its own files whatever the manifest and the ledger say, so they are never lost while
+their files exist. The file is replaced atomically.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,20 +67,37 @@ class Ledger:
 
     @classmethod
     def load(cls, path: Path) -> Ledger:
+        """The ledger on disk; unreadable or wrong-shaped parts are read as empty, never raised."""
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls(
-                baseline=dict(raw.get("baseline") or {}),
-                user=dict(raw.get("user") or {}),
-                updated_at=float(raw.get("updated_at") or 0.0),
-                venv_id=float(raw.get("venv_id") or 0.0),
-            )
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (OSError, ValueError):
             return cls()
+        if not isinstance(raw, dict):
+            return cls()
+        return cls(
+            baseline=_packages(raw.get("baseline")),
+            user=_packages(raw.get("user")),
+            updated_at=_number(raw.get("updated_at")),
+            venv_id=_number(raw.get("venv_id")),
+        )
 
     def save(self, path: Path) -> None:
         self.updated_at = time.time()
         write_atomically(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+
+def _packages(raw: object) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        canonical(name): version
+        for name, version in raw.items()
+        if isinstance(name, str) and isinstance(version, str)
+    }
+
+
+def _number(raw: object) -> float:
+    return float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else 0.0
 
 
 def _venv_id(layout: StateLayout) -> float | None:
@@ -79,14 +106,78 @@ def _venv_id(layout: StateLayout) -> float | None:
     return record.created_at if record is not None and layout.venv.is_dir() else None
 
 
-def sync(layout: StateLayout) -> Ledger:
-    """Bring the ledger in line with the venv as it is now; returns it (unchanged if unsafe)."""
+SEED = frozenset({"pip", "setuptools", "wheel"})
+"""What creating a venv puts in it: ours, never the user's."""
+
+
+def requested_names(requirements: Path | None) -> set[str]:
+    """Canonical names the requirements file asks for (empty when it is missing or unreadable;
+    lines that are options, paths or URLs name nothing)."""
+    if requirements is None:
+        return set()
+    try:
+        text = requirements.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    names: set[str] = set()
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        try:
+            names.add(canonical(Requirement(line).name))
+        except InvalidRequirement:
+            continue
+    return names
+
+
+def asked_for(venv: Path, names: set[str]) -> dict[str, str]:
+    """The venv's distributions among ``names`` and, recursively, their dependencies (every
+    ``Requires-Dist`` found in the venv, markers and extras notwithstanding: over-counting
+    only means a package is not restored after a rebuild, and the requirements bring it)."""
+    paths = [str(path) for path in site_packages(venv)]
+    found = {canonical(dist.name): dist for dist in distributions(paths)} if paths else {}
+    wanted = [name for name in names | SEED if name in found]
+    closure: dict[str, str] = {}
+    while wanted:
+        name = wanted.pop()
+        if name in closure:
+            continue
+        dist = found[name]
+        closure[name] = dist.version
+        for requirement in dist.requires:
+            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+            if match and (dep := canonical(match.group(1))) in found and dep not in closure:
+                wanted.append(dep)
+    return closure
+
+
+def _user_in(
+    layout: StateLayout, ledger: Ledger, requirements: Path | None, image: Mapping[str, str]
+) -> dict[str, str]:
+    """The venv's distributions that are neither ours nor copies of the image's packages."""
+    current = scan(layout.venv)
+    ours = {**ledger.baseline, **asked_for(layout.venv, requested_names(requirements))}
+    return {
+        name: version for name, version in current.items() if name not in ours and name not in image
+    }
+
+
+def sync(
+    layout: StateLayout, requirements: Path | None = None, image: Mapping[str, str] | None = None
+) -> Ledger:
+    """Bring the ledger in line with the venv as it is now; returns it (unchanged if unsafe).
+
+    Packages the image provides are never the user's: restoring a copy of one would shadow the
+    image's (see reference/installers.md); a UI install brings such copies only as dependencies.
+    """
     ledger = Ledger.load(layout.ledger)
     venv_id = _venv_id(layout)
     if venv_id is None:
         return ledger
-    current = scan(layout.venv)
-    user = {name: version for name, version in current.items() if name not in ledger.baseline}
+    user = _user_in(layout, ledger, requirements, _image(image))
     if venv_id != ledger.venv_id:
         user = {**ledger.user, **user}  # a rebuilt venv not yet restored: add, never drop
     if user != ledger.user:
@@ -95,16 +186,44 @@ def sync(layout: StateLayout) -> Ledger:
     return ledger
 
 
-def record_baseline(layout: StateLayout) -> Ledger:
-    """After the orchestrator's own install: what is in the venv now is not the user's doing,
-    except packages the ledger already attributes to the user."""
+def rescue(layout: StateLayout, requirements: Path | None) -> Ledger:
+    """Before a venv is deleted: add its user packages to the ledger, read from its own files
+    whatever the manifest and the ledger say (both may be lost); never drops anything."""
     ledger = Ledger.load(layout.ledger)
-    current = scan(layout.venv)
-    ledger.baseline = {
-        name: version for name, version in current.items() if name not in ledger.user
-    }
+    if not layout.venv.is_dir():
+        return ledger
+    found = _user_in(layout, ledger, requirements, _image(None))
+    user = {**ledger.user, **found}
+    if user != ledger.user:
+        ledger.user = user
+        ledger.save(layout.ledger)
+    return ledger
+
+
+def reset_baseline(layout: StateLayout) -> None:
+    """A new, empty venv: nothing in it was asked for yet but its seed."""
+    ledger = Ledger.load(layout.ledger)
+    ledger.baseline = asked_for(layout.venv, set())
+    ledger.save(layout.ledger)
+
+
+def record_baseline(layout: StateLayout, requirements: Path | None) -> Ledger:
+    """After one of the orchestrator's installs, finished or not: what it asked for joins the
+    baseline (and leaves the user's set: it is ours now)."""
+    ledger = Ledger.load(layout.ledger)
+    ours = asked_for(layout.venv, requested_names(requirements))
+    ledger.baseline = {**ledger.baseline, **ours}
+    ledger.user = {name: v for name, v in ledger.user.items() if name not in ours}
     ledger.save(layout.ledger)
     return ledger
+
+
+def _image(image: Mapping[str, str] | None) -> Mapping[str, str]:
+    if image is not None:
+        return image
+    from jobs.image import image_distributions
+
+    return image_distributions()
 
 
 def mark_restored(layout: StateLayout) -> None:

@@ -68,18 +68,50 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
+        """The manifest on disk; anything unreadable or wrong-shaped (not JSON, not an object,
+        a record with missing or mistyped fields) is read as "nothing known", never raised."""
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            venv = VenvRecord(**raw["venv"]) if raw.get("venv") else None
-            install = InstallRecord(**raw["install"]) if raw.get("install") else None
-            history = raw.get("history") or {}
-            pending = raw.get("pending_install")
-            return cls(venv=venv, install=install, pending_install=pending, history=dict(history))
-        except (OSError, ValueError, TypeError, KeyError):
+        except (OSError, ValueError):
             return cls()
+        if not isinstance(raw, dict):
+            return cls()
+        history = raw.get("history")
+        pending = raw.get("pending_install")
+        return cls(
+            venv=_record(VenvRecord, raw.get("venv")),
+            install=_record(InstallRecord, raw.get("install")),
+            pending_install=pending if isinstance(pending, str) else None,
+            history={
+                str(key): value
+                for key, value in (history.items() if isinstance(history, dict) else ())
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+            },
+        )
 
     def save(self, path: Path) -> None:
         write_atomically(path, json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")
+
+
+def _record(kind: Any, raw: object) -> Any:
+    """``kind(**raw)`` when ``raw`` has exactly its fields with the right types, else ``None``."""
+    if not isinstance(raw, dict) or set(raw) != set(kind._fields):
+        return None
+    for name, wanted in _FIELD_TYPES.items():
+        if name in raw and not (isinstance(raw[name], wanted) and not isinstance(raw[name], bool)):
+            return None
+    return kind(**raw)
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "python_version": str,
+    "base_executable": str,
+    "created_at": (int, float),
+    "fingerprint": str,
+    "installer": str,
+    "finished_at": (int, float),
+    "duration": (int, float),
+}
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:

@@ -57,7 +57,12 @@ def configure_package_manager(layout: StateLayout, installer: Installer) -> None
         path.replace(path.with_name(path.name + ".broken"))
         document = tomlkit.document()
     table = document.get("package_management")
-    if table is None:
+    if not isinstance(table, dict):  # missing, or a string/number/array where a table belongs
+        if table is not None:
+            path.parent.joinpath(path.name + ".broken").write_text(
+                tomlkit.dumps(document), encoding="utf-8"
+            )
+            del document["package_management"]
         table = tomlkit.table()
         document["package_management"] = table
     if table.get("manager") == installer.name:

@@ -90,7 +90,7 @@ def configured_manager(layout: StateLayout) -> str | None:
     try:
         with layout.marimo_config.open("rb") as handle:
             table = tomllib.load(handle).get("package_management")
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, ValueError):  # TOMLDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
         return None
     manager = table.get("manager") if isinstance(table, dict) else None
     return manager if isinstance(manager, str) else None

@@ -41,3 +41,49 @@ class Reporter(Protocol):
 
     def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
         """marimo stopped being reachable (exit, crash, deliberate stop)."""
+
+
+class StepTracker:
+    """A :class:`Reporter` that passes everything on and remembers where each step stands, so
+    the pipeline can fail exactly the steps an unexpected crash left unfinished."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+        self._status: dict[StepName, str] = {name: "pending" for name in STEP_NAMES}
+
+    def status(self, step: StepName) -> str:
+        """``pending``, ``running`` or the last :data:`Outcome`."""
+        return self._status[step]
+
+    def step_running(self, step: StepName, message: str) -> None:
+        self._status[step] = "running"
+        self.inner.step_running(step, message)
+
+    def step_progress(self, step: StepName, message: str, fraction: float | None = None) -> None:
+        self.inner.step_progress(step, message, fraction)
+
+    def step_expected(self, step: StepName, seconds: float) -> None:
+        self.inner.step_expected(step, seconds)
+
+    def step_retrying(
+        self, step: StepName, attempt: int, max_attempts: int, delay: float, error: str
+    ) -> None:
+        self.inner.step_retrying(step, attempt, max_attempts, delay, error)
+
+    def step_finished(self, step: StepName, outcome: Outcome, message: str) -> None:
+        self._status[step] = outcome
+        self.inner.step_finished(step, outcome, message)
+
+    def log(self, step: StepName | None, source: str, line: str) -> None:
+        self.inner.log(step, source, line)
+
+    def state_resolved(self, path: Path, persistent: bool, warning: str | None) -> None:
+        self.inner.state_resolved(path, persistent, warning)
+
+    def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
+        self.inner.marimo_up(pid, host, port, token)
+
+    def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
+        if self._status["marimo"] == "done":  # as the board does: marimo is being brought back
+            self._status["marimo"] = "running"
+        self.inner.marimo_down(reason, restarts, last_output)

@@ -196,7 +196,7 @@ async def install(
     manifest.install = None
     manifest.pending_install = wanted
     manifest.save(layout.manifest)
-    ledger.sync(layout)
+    ledger.sync(layout, requirements, image)
 
     reinstall = []
     if interrupted:
@@ -232,9 +232,10 @@ async def install(
             extra = ""
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        # Even after a failure half-way: what got in was asked for by us, not by the user.
+        ledger.record_baseline(layout, requirements)
 
     duration = time.monotonic() - started
-    ledger.record_baseline(layout)
     manifest = Manifest.load(layout.manifest)
     manifest.install = InstallRecord(
         fingerprint=wanted, installer=installer.name, finished_at=time.time(), duration=duration
@@ -260,6 +261,5 @@ async def restore_user_packages(
     except TransientError:
         run.env = {**run.env, "UV_OFFLINE": "1"}
         await run(installer.install_argv(layout.venv_python, ["--no-deps", *pins]))
-    ledger.record_baseline(layout)
     ledger.mark_restored(layout)
     return f"; restored {', '.join(pins)}"

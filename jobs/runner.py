@@ -13,6 +13,7 @@ for the steps after it is decided here, in one place:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -40,7 +41,7 @@ from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.manifest import Manifest
 from jobs.marimo import MarimoSupervisor
-from jobs.reporting import Reporter, StepName
+from jobs.reporting import STEP_NAMES, Reporter, StepName, StepTracker
 from jobs.settings import JobSettings
 from jobs.state import StateLock, check_directory, ephemeral_layout, lock_holder, try_lock
 
@@ -103,7 +104,7 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self._head_start = head_start
-        self.reporter = reporter
+        self.reporter = StepTracker(reporter)
         self.layout: StateLayout | None = None
         self.lock: StateLock | None = None
         self.installer: Installer | None = None
@@ -111,16 +112,118 @@ class Pipeline:
         self._env = dict(settings.env)
         self._venv_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self._marimo_task: asyncio.Task[None] | None = None
+        self._gave_up = False
+        self._watching = False
+        self._venv_watch: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        layout = await self._state()
-        installer = await self._installer()
-        python, rebuilt = await self._venv(layout, installer)
-        if python is not None:
-            await self._requirements(layout, installer, restore=rebuilt)
-        else:
-            await self._drop_head_start("the venv cannot be used")
-        await self._marimo(layout, installer, python or Path(sys.executable))
+        """The startup sequence, then marimo until it is given up or replaced.
+
+        Invariant: an unexpected exception (a bug, a state file nobody foresaw) never leaves the
+        page saying "starting": it becomes a failed step with its message, the marimo started
+        early is ended, and "restart marimo" can still try again.
+        """
+        try:
+            layout = await self._state()
+            installer = await self._installer()
+            python, rebuilt = await self._venv(layout, installer)
+            if python is not None:
+                await self._requirements(layout, installer, restore=rebuilt)
+            else:
+                await self._drop_head_start("the venv cannot be used")
+            task = self._start_marimo(python or Path(sys.executable))
+        except Exception as error:
+            await self._crashed(error)
+            return
+        await asyncio.wait({task})
+
+    async def _crashed(self, error: BaseException) -> None:
+        self._gave_up = True
+        message = f"the startup jobs crashed: {type(error).__name__}: {error}"
+        self.reporter.log(None, "orchestrator", message)
+        await self._drop_head_start("the startup jobs crashed")
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        for step in STEP_NAMES:
+            if self.reporter.status(step) in ("pending", "running"):
+                self.reporter.step_finished(step, "failed", message)
+        if self.reporter.status("marimo") != "failed":
+            self.reporter.step_finished("marimo", "failed", f"marimo was not started: {message}")
+
+    def _start_marimo(self, python: Path) -> asyncio.Task[None]:
+        assert self.layout is not None and self.installer is not None
+        layout, installer = self.layout, self.installer
+
+        async def serve() -> None:
+            try:
+                await self._marimo(layout, installer, python)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                await self._crashed(error)
+
+        self._marimo_task = asyncio.create_task(serve(), name="marimo")
+        return self._marimo_task
+
+    async def _end_marimo(self) -> None:
+        """Stop the supervised marimo and its watch, if any (before it is replaced)."""
+        task, supervisor = self._marimo_task, self.supervisor
+        self._marimo_task = None
+        if supervisor is not None:
+            await supervisor.stop()
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.supervisor = None
+
+    @property
+    def can_restart_marimo(self) -> bool:
+        """True once the start reached marimo (or gave up before it): a restart then always
+        means something, whatever state marimo is in."""
+        return (
+            self.layout is not None
+            and self.installer is not None
+            and (self._marimo_task is not None or self._gave_up)
+        )
+
+    async def restart_marimo(self) -> None:
+        """Restart marimo from any state: a running one, one given up after a crash loop, one
+        that failed to start, or none after a crash of the jobs. A venv that no longer works
+        is repaired (rebuilt, requirements and the user's packages reinstalled) first."""
+        layout, installer = self.layout, self.installer
+        if layout is None or installer is None:
+            raise JobError("the environment is still being prepared")
+        async with self._venv_lock:
+            python = await self._repair_venv(layout, installer)
+            supervisor, task = self.supervisor, self._marimo_task
+            alive = task is not None and not task.done() and supervisor is not None
+            if alive and supervisor is not None and supervisor.python == python and supervisor.pid:
+                await supervisor.restart()
+                return
+            await self._end_marimo()
+            self._start_marimo(python)
+
+    async def _repair_venv(self, layout: StateLayout, installer: Installer) -> Path:
+        """The venv's interpreter once the venv works again; the image's when it cannot."""
+        reason = await venv_job.why_unusable(layout, Interpreter.current(), self._env)
+        if not reason:
+            return layout.venv_python
+        self.reporter.step_running("venv", f"Repairing the venv: {reason}")
+        await self._end_marimo()  # nothing runs from a venv while it is replaced
+        try:
+            await venv_job.create(
+                layout, installer, self._env, self.reporter, self.settings.requirements
+            )
+        except JobError as error:
+            self.reporter.step_finished(
+                "venv", "failed", f"{error}; marimo runs from the image's Python without Install"
+            )
+            return Path(sys.executable)
+        self.reporter.step_finished("venv", "done", f"Rebuilt the venv at {layout.venv} ({reason})")
+        await self._requirements(layout, installer, restore=True, force=True)
+        return layout.venv_python
 
     async def _drop_head_start(self, reason: str) -> None:
         """End the marimo started early (jobs/head_start.py) before anything it runs from
@@ -137,19 +240,32 @@ class Pipeline:
 
     async def reinstall(self, rebuild: bool = False, force: bool = True) -> None:
         """Run the install again (after the venv is rebuilt, when asked), serialised with every
-        other change to the venv; marimo keeps serving meanwhile."""
+        other change to the venv. marimo keeps serving during a plain reinstall; a rebuild
+        stops it first (nothing may run from a venv being deleted) and always ends with marimo
+        started again on the new venv, whatever the install's outcome."""
         if self.layout is None or self.installer is None:
             return
+        layout, installer = self.layout, self.installer
         async with self._venv_lock:
-            restore = False
-            if rebuild:
-                self.reporter.step_running("venv", "Rebuilding the venv")
-                await venv_job.create(self.layout, self.installer, self._env, self.reporter)
-                self.reporter.step_finished(
-                    "venv", "done", f"Rebuilt the venv at {self.layout.venv}"
+            if not rebuild:
+                await self._requirements(layout, installer, restore=False, force=force)
+                return
+            await self._end_marimo()
+            python = Path(sys.executable)
+            self.reporter.step_running("venv", "Rebuilding the venv")
+            try:
+                await venv_job.create(
+                    layout, installer, self._env, self.reporter, self.settings.requirements
                 )
-                restore = True
-            await self._requirements(self.layout, self.installer, restore=restore, force=force)
+            except JobError as error:
+                self.reporter.step_finished(
+                    "venv", "failed", f"{error}; marimo runs from the image's Python"
+                )
+            else:
+                self.reporter.step_finished("venv", "done", f"Rebuilt the venv at {layout.venv}")
+                await self._requirements(layout, installer, restore=True, force=force)
+                python = layout.venv_python
+            self._start_marimo(python)
 
     async def watch_requirements(self, interval: float = 2.0) -> None:
         """Re-run the install in the background whenever the requirements file changes."""
@@ -174,7 +290,26 @@ class Pipeline:
             mtime = ledger.site_packages_mtime(self.layout)
             if mtime != seen and not self._venv_lock.locked():
                 seen = mtime
-                await asyncio.get_running_loop().run_in_executor(None, ledger.sync, self.layout)
+                await asyncio.get_running_loop().run_in_executor(
+                    None, ledger.sync, self.layout, self.settings.requirements
+                )
+
+    async def watch_venv(self, python: Path, interval: float = 2.0) -> None:
+        """Notice a venv that vanished or broke under a running marimo (``rm -rf``, a full disk
+        that truncated it): say so, repair it and restart marimo on it."""
+        layout = self.layout
+        assert layout is not None
+        while True:
+            await asyncio.sleep(interval)
+            intact = python.exists() and layout.venv.joinpath("pyvenv.cfg").is_file()
+            if intact or self._venv_lock.locked():
+                continue
+            self.reporter.step_running(
+                "venv", f"The venv at {layout.venv} vanished while marimo ran: repairing it"
+            )
+            self.reporter.log("venv", "orchestrator", f"{python} is gone: repairing the venv")
+            await self.restart_marimo()
+            return  # the marimo started on the repaired venv watches it anew
 
     async def _state(self) -> StateLayout:
         self.reporter.step_running(
@@ -247,7 +382,9 @@ class Pipeline:
             if (expected := history.get("venv_seconds")) is not None:
                 self.reporter.step_expected("venv", float(expected))
             started = time.monotonic()
-            await venv_job.create(layout, installer, self._env, self.reporter)
+            await venv_job.create(
+                layout, installer, self._env, self.reporter, self.settings.requirements
+            )
             manifest = Manifest.load(layout.manifest)
             manifest.history["venv_seconds"] = round(time.monotonic() - started, 3)
             manifest.save(layout.manifest)
@@ -347,18 +484,26 @@ class Pipeline:
         try:
             await run_step("marimo", supervisor.launch, self.reporter, POLICIES["marimo"])
         except JobError as error:
+            self._gave_up = True
             self.reporter.step_finished("marimo", "failed", str(error))
             return
         self.reporter.step_finished("marimo", "done", f"marimo is running (pid {supervisor.pid})")
-        if self.lock is not None:  # only a persistent state is worth watching
-            self._spawn(self.watch_ledger())
-        self._spawn(self.watch_requirements())
+        if not self._watching:
+            self._watching = True
+            if self.lock is not None:  # only a persistent state is worth watching
+                self._spawn(self.watch_ledger())
+            self._spawn(self.watch_requirements())
+        if self._venv_watch is not None:
+            self._venv_watch.cancel()
+        if python == layout.venv_python:
+            self._venv_watch = self._spawn(self.watch_venv(python))
         try:
             await supervisor.watch()
         except JobError as error:
+            self._gave_up = True
             self.reporter.step_finished("marimo", "failed", str(error))
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         async def guarded() -> None:
             try:
                 await work
@@ -370,6 +515,7 @@ class Pipeline:
         task = asyncio.create_task(guarded())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def stop(self) -> None:
         for task in list(self._background):
@@ -377,5 +523,7 @@ class Pipeline:
         await self._drop_head_start("stopping")
         if self.supervisor is not None:
             await self.supervisor.stop()
+        if self._marimo_task is not None:
+            self._marimo_task.cancel()
         if self.lock is not None:
             self.lock.release()

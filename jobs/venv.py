@@ -116,13 +116,19 @@ def _bundled_pip_wheel() -> Path | None:
 
 
 async def create(
-    layout: StateLayout, installer: Installer, env: dict[str, str], reporter: Reporter
+    layout: StateLayout,
+    installer: Installer,
+    env: dict[str, str],
+    reporter: Reporter,
+    requirements: Path | None = None,
 ) -> None:
     """(Re)build the venv from scratch; pip is seeded from the interpreter's own bundled wheel,
-    so creation never needs the network."""
+    so creation never needs the network.
+
+    The old venv's user packages go into the ledger before it goes away, read from its own
+    files (``requirements`` tells ours from the user's), whatever the manifest says."""
     interpreter = Interpreter.current()
-    # The old venv's user packages go into the ledger before the venv goes away.
-    ledger.sync(layout)
+    ledger.rescue(layout, requirements)
     manifest = Manifest.load(layout.manifest)
     manifest.venv = None
     manifest.install = None
@@ -182,7 +188,7 @@ async def create(
         created_at=time.time(),
     )
     manifest.save(layout.manifest)
-    ledger.record_baseline(layout)
+    ledger.reset_baseline(layout)
 
 
 def _write_layer(layout: StateLayout) -> None:

@@ -67,10 +67,10 @@ class Actions:
             return self._restart_deployment(token)
         pipeline = self.pipeline
         if scope == "marimo":
-            if pipeline is None or pipeline.supervisor is None or pipeline.supervisor.pid is None:
+            if pipeline is None or not pipeline.can_restart_marimo:
                 return Answer(409, {"error": "marimo has not been started yet"})
             self.board.announce("Restarting marimo (requested)")
-            self._enqueue("restarting marimo", pipeline.supervisor.restart(), until_ready=True)
+            self._enqueue("restarting marimo", pipeline.restart_marimo(), until_ready=True)
             return Answer(202, {"accepted": True, "scope": scope})
         if pipeline is None or pipeline.layout is None:
             return Answer(409, {"error": "the environment is still being prepared"})

@@ -240,6 +240,7 @@ class StatusBoard:
 
     def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
         self._upstream = None
+        self.marimo.pid = None  # never a dead pid: set again by marimo_up
         self.marimo.restarts = restarts
         self.marimo.last_exit = self._clean(reason)
         if last_output:
