@@ -4,6 +4,7 @@ transient (retried) or permanent (reported at once, naming the requirement)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from jobs.errors import JobError, PermanentError, TransientError
 from jobs.installers import InstallerName
@@ -96,11 +97,24 @@ _PERMANENT_MARKERS = (
 )
 
 
-def classify_failure(installer: InstallerName, exit_code: int, output: list[str]) -> JobError:
-    """The installer failed: is it worth retrying, and which requirement is to blame?"""
+def classify_failure(
+    installer: InstallerName,
+    exit_code: int,
+    output: list[str],
+    where: Path | None = None,
+    timeout: str | None = None,
+) -> JobError:
+    """The installer failed: is it worth retrying, and which requirement is to blame?
+
+    A full disk (``where`` is the volume installs write to) is permanent and says how much is
+    free; a stalled download is transient and names the timeout that ended it."""
     text = "\n".join(output)
     lowered = text.lower()
     explanation = _explanation(output)
+    if any(marker in lowered for marker in _DISK_FULL_MARKERS):
+        return PermanentError(f"{_disk_full(where)}: {explanation}")
+    if stalled := _stalled(installer, lowered, timeout):
+        return TransientError(f"{stalled}: {explanation}")
     culprit = None
     for pattern in (_UV_NOT_FOUND, _UV_NO_VERSION, _PIP_NOT_FOUND, _PIP_NO_VERSION):
         if match := pattern.search(text):
@@ -116,12 +130,41 @@ def classify_failure(installer: InstallerName, exit_code: int, output: list[str]
     return TransientError(f"{installer} exited with code {exit_code}: {explanation}")
 
 
+_DISK_FULL_MARKERS = ("no space left on device", "os error 28", "errno 28", "disk quota exceeded")
+
+
+def _disk_full(where: Path | None) -> str:
+    if where is None:
+        return "the disk is full (no space left on device)"
+    import shutil
+
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return f"the disk holding {where} is full (no space left on device)"
+    return (
+        f"the disk holding {where} is full: {free / 1e6:.1f} MB free, and the install "
+        "needs more (no space left on device); free space or use a larger volume"
+    )
+
+
+def _stalled(installer: InstallerName, lowered: str, timeout: str | None) -> str:
+    """Why a download ended by a timeout, naming it; empty when it was not one."""
+    if not any(word in lowered for word in ("timed out", "timeout")):
+        return ""
+    limit = f" after {timeout} s without data" if timeout else ""
+    setting = " (UV_HTTP_TIMEOUT)" if installer == "uv" else " (pip's --timeout)"
+    return f"a download from the package index stalled: {installer} gave up{limit}{setting}"
+
+
 def _explanation(output: list[str], limit: int = 6) -> str:
     """The installer's own words: its error lines, else its last lines."""
     errors = [
         line.strip()
         for line in output
-        if line.strip().lower().startswith(("error", "×", "╰─▶", "caused by", "because", "hint"))
+        if line.strip()
+        .lower()
+        .startswith(("error", "×", "├─▶", "╰─▶", "caused by", "cause:", "because", "hint"))
         or "error:" in line.lower()
     ]
     chosen = errors[:limit] if errors else [line.strip() for line in output[-limit:]]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from jobs.installers import Installer
 from jobs.layout import StateLayout
+from jobs.scratch import owned_name, temp_root
 from jobs.settings import MarimoMode
 
 _SCRUBBED_VARIABLES = ("UV", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONHOME", "CONDA_PREFIX")
@@ -68,7 +69,8 @@ class TokenFile:
         token = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
         # As tempfile.mkdtemp does (a fresh 0700 folder, refused if the name exists), without
         # importing tempfile and shutil on the warm start's path.
-        folder = Path(os.environ.get("TMPDIR") or "/tmp") / f"marimo-token-{os.urandom(8).hex()}"
+        # Named after this process, so a killed orchestrator's folder is found (jobs/scratch.py).
+        folder = temp_root() / owned_name("marimo-token")
         os.mkdir(folder, 0o700)
         path = folder / "token"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -15,13 +15,12 @@ import contextlib
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from jobs import image as image_job
-from jobs import ledger
+from jobs import ledger, scratch
 from jobs.errors import JobError, PermanentError, TransientError
 from jobs.installer_output import ProgressParser, classify_failure
 from jobs.installers import INDEX_VARIABLES, Installer
@@ -110,7 +109,8 @@ class InstallerRun:
                 self.reporter.step_progress("requirements", update[0], update[1])
         code = await process.wait()
         if code != 0:
-            raise classify_failure(self.installer.name, code, output)
+            timeout = self.env.get("UV_HTTP_TIMEOUT") if self.installer.name == "uv" else "30"
+            raise classify_failure(self.installer.name, code, output, self.layout.root, timeout)
         return output
 
 
@@ -207,7 +207,8 @@ async def install(
         reporter.step_expected("requirements", float(expected))
     started = time.monotonic()
     run = InstallerRun(installer, layout, env, reporter)
-    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-install-"))
+    workdir = scratch.temp_root() / scratch.owned_name("orchestrator-install")
+    workdir.mkdir(mode=0o700)
     try:
         if installer.name == "uv":
             try:

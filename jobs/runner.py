@@ -31,7 +31,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from jobs import ledger
+from jobs import ledger, scratch
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
 from jobs.errors import JobError, PermanentError, TransientError
@@ -125,6 +125,9 @@ class Pipeline:
         early is ended, and "restart marimo" can still try again.
         """
         try:
+            loop = asyncio.get_running_loop()
+            for path in await loop.run_in_executor(None, scratch.remove_stale):
+                self.reporter.log(None, "orchestrator", f"Removed {path}: its orchestrator died")
             layout = await self._state()
             installer = await self._installer()
             python, rebuilt = await self._venv(layout, installer)

@@ -33,6 +33,8 @@ class IndexControl:
     """With no queued fault: the share of requests answered with a random fault."""
     random_faults: tuple[str, ...] = ("503", "reset", "stall:2")
     chooser: random.Random = field(default_factory=lambda: random.Random(7))
+    stall_midway: dict[str, float] = field(default_factory=dict)
+    """project → seconds: its downloads send half the file, then nothing for that long."""
 
     def hold(self, project: str) -> threading.Event:
         """Downloads of ``project``'s files wait until the returned event is set."""
@@ -120,6 +122,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if project in control.held:
                 control.arrived[project].set()
                 control.held[project].wait(timeout=120)
+            if (stall := control.stall_midway.get(project)) is not None:
+                body = target.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                threading.Event().wait(stall)
+                self.close_connection = True
+                return
             self._send(200, target.read_bytes(), "application/octet-stream")
             return
         self._send(404, b"not found", "text/plain")

@@ -1,0 +1,265 @@
+"""State files nobody foresaw, a crash of the jobs, and "restart marimo" from a failed state:
+the real orchestrator on a real state directory, each fault made by hand as an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jobs.layout import StateLayout
+from tests.conftest import OrchestratorFactory
+from tests.support.index import LocalIndex
+from tests.support.orchestrator import Orchestrator
+from tests.support.wheels import build_wheel
+from tests.test_persistent_env import imports, wait_for_file
+from tests.test_restart import post_restart
+
+
+def marimo_processes(run: Orchestrator) -> list[int]:
+    """Every marimo server in the orchestrator's process tree."""
+    found = []
+    for child in psutil.Process(run.process.pid).children(recursive=True):
+        try:
+            if child.cmdline()[1:3] == ["-m", "marimo"]:
+                found.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+CORRUPTIONS = {
+    "manifest is a JSON array": ("manifest.json", b"[]"),
+    "manifest has mistyped records": (
+        "manifest.json",
+        b'{"venv": {"python_version": 3, "created_at": "x"}, "history": [1]}',
+    ),
+    "marimo.toml has non-UTF-8 bytes": (
+        "config/marimo/marimo.toml",
+        b"[display]\ntheme = '\xff\xfe'\n",
+    ),
+    "package_management is a string": (
+        "config/marimo/marimo.toml",
+        b'package_management = "uv"\n',
+    ),
+    "ledger is a JSON string": ("ledger.json", b'"garbage"'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_an_unreadable_state_file_means_unknown_never_a_stuck_start(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path, case: str
+) -> None:
+    state = tmp_path / "state"
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    first = orchestrator(notebook_dir, state)
+    first.wait_ready()
+    assert first.terminate() == 0
+    relative, content = CORRUPTIONS[case]
+    (state / relative).write_bytes(content)
+
+    second = orchestrator(notebook_dir, state)
+    status = second.wait_ready(timeout=90)
+    assert status["phase"] == "ready", status
+    assert second.get("/", {"Accept": "text/html"})[0] == 200
+    assert marimo_processes(second) == [status["marimo"]["pid"]], "no marimo left unserved"
+    assert imports(state, "orch_alpha")
+    assert "crashed" not in second.log_text()
+
+
+def test_a_crash_of_the_jobs_is_a_failed_phase_and_restart_marimo_recovers(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "config").write_text("not a folder")  # marimo's config folder cannot be made
+    run = orchestrator(notebook_dir, state)
+    status = run.wait_for(lambda s: s["phase"] != "starting", timeout=90, what="not starting")
+    assert status["phase"] == "failed", status
+    marimo = run.step(status, "marimo")
+    assert marimo["status"] == "failed" and "crashed" in marimo["message"], marimo
+    assert "config" in marimo["message"], "the message names what failed"
+    assert run.get("/-/ready")[0] == 503
+    assert run.get("/-/healthy")[0] == 200, "the page and its restart buttons stay reachable"
+    assert not marimo_processes(run)
+
+    (state / "config").unlink()
+    code, _ = post_restart(run, {"scope": "marimo"})
+    assert code == 202
+    after = run.wait_ready(timeout=90)
+    assert after["phase"] == "ready"
+    assert run.get("/", {"Accept": "text/html"})[0] == 200
+
+
+def test_a_corrupt_ledger_never_makes_requirements_or_pip_the_users(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    (notebook_dir / "requirements.txt").write_text("orch-beta\n")  # and orch-alpha, its dependency
+    run = orchestrator(notebook_dir, state)
+    run.wait_ready()
+    StateLayout(state).ledger.write_text("{not json")
+    assert run.marimo_install("orch-gamma")["success"] is True
+    ledger = wait_for_file(StateLayout(state).ledger, lambda d: "orch-gamma" in d.get("user", {}))
+    assert set(ledger["user"]) == {"orch-gamma"}, ledger
+
+
+def test_a_double_fault_loses_no_user_package(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    """manifest.json and ledger.json both unreadable: the venv is rebuilt (nothing on record
+    vouches for it), and the Install-button package read from its files comes back."""
+    state = tmp_path / "state"
+    layout = StateLayout(state)
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    first = orchestrator(notebook_dir, state)
+    first.wait_ready()
+    assert first.marimo_install("orch-gamma")["success"] is True
+    wait_for_file(layout.ledger, lambda d: "orch-gamma" in d["user"])
+    assert first.terminate() == 0
+    layout.manifest.write_bytes(b"\x00\x01 torn")
+    layout.ledger.write_bytes(b"\x00\x01 torn")
+
+    second = orchestrator(notebook_dir, state)
+    status = second.wait_ready(timeout=120)
+    assert "no manifest record" in second.step(status, "venv")["message"]
+    assert "restored orch-gamma==3.0" in second.step(status, "requirements")["message"]
+    assert imports(state, "orch_gamma") and imports(state, "orch_alpha")
+    ledger = json.loads(layout.ledger.read_text())
+    assert set(ledger["user"]) == {"orch-gamma"}, ledger
+
+
+def test_a_rebuild_restarts_marimo_on_the_new_venv(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    layout = StateLayout(state)
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    run = orchestrator(notebook_dir, state)
+    before = run.wait_ready()
+    created = json.loads(layout.manifest.read_text())["venv"]["created_at"]
+    assert post_restart(run, {"scope": "install", "rebuild": True})[0] == 202
+    after = run.wait_for(
+        lambda s: (
+            s["ready"]
+            and s["marimo"]["pid"] not in (None, before["marimo"]["pid"])
+            and (json.loads(layout.manifest.read_text()).get("venv") or {}).get("created_at")
+            not in (None, created)
+        ),
+        what="marimo on the rebuilt venv",
+    )
+    marimo = psutil.Process(after["marimo"]["pid"])
+    assert marimo.cmdline()[0] == str(layout.venv_python)
+    assert marimo.create_time() >= layout.venv_python.parent.stat().st_mtime - 1
+    assert not psutil.pid_exists(before["marimo"]["pid"])
+    assert run.get("/", {"Accept": "text/html"})[0] == 200
+    assert imports(state, "orch_alpha")
+
+
+def test_a_vanished_venv_is_noticed_repaired_and_marimo_restarted(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    layout = StateLayout(state)
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    run = orchestrator(notebook_dir, state)
+    before = run.wait_ready()
+    assert run.marimo_install("orch-gamma")["success"] is True
+    wait_for_file(layout.ledger, lambda d: "orch-gamma" in d["user"])
+    shutil.rmtree(layout.venv)
+
+    said_so = False
+    dead_pids: list[int] = []
+
+    def repaired(status: dict[str, object]) -> bool:
+        nonlocal said_so
+        said_so = said_so or "vanished" in json.dumps(status["steps"])
+        pid = status["marimo"]["pid"]  # type: ignore[index]
+        if pid is not None and not psutil.pid_exists(pid):
+            dead_pids.append(pid)
+        return bool(status["ready"]) and pid != before["marimo"]["pid"]
+
+    run.wait_for(repaired, timeout=120, what="repaired venv and a new marimo")
+    assert said_so, "status said the venv vanished"
+    assert not dead_pids, "status never shows a dead marimo"
+    assert imports(state, "orch_alpha") and imports(state, "orch_gamma")
+    assert run.get("/", {"Accept": "text/html"})[0] == 200
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "small-volume"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_state_volume_is_named_not_blamed_on_the_index(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, wheelhouse: Path, small_volume: Path
+) -> None:
+    build_wheel(wheelhouse, "orch-huge", "1.0", padding=60_000_000)
+    (notebook_dir / "requirements.txt").write_text("orch-huge\n")
+    run = orchestrator(notebook_dir, small_volume)
+    status = run.wait_for(
+        lambda s: run.step(s, "requirements")["status"] == "failed", timeout=120, what="failure"
+    )
+    step = run.step(status, "requirements")
+    assert f"the disk holding {small_volume} is full" in step["message"], step
+    assert "MB free" in step["message"] and "could not reach" not in step["message"]
+    assert step["attempt"] == 1, "a full disk is not retried"
+    print(step["message"])
+    assert run.wait_ready()["phase"] == "degraded", "marimo starts: the user can make room"
+
+
+def test_a_download_stalled_mid_file_names_the_timeout_and_is_retried(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, index: LocalIndex, tmp_path: Path
+) -> None:
+    (notebook_dir / "requirements.txt").write_text("orch-gamma\n")
+    index.control.stall_midway["orch-gamma"] = 30
+    run = orchestrator(notebook_dir, tmp_path / "state", env={"UV_HTTP_TIMEOUT": "2"})
+    retrying = run.wait_for(
+        lambda s: (run.step(s, "requirements")["attempt"] or 0) >= 2,
+        timeout=90,
+        what="a retry after the stall",
+    )
+    message = run.step(retrying, "requirements")["message"]
+    assert "stalled" in message and "2 s" in message and "UV_HTTP_TIMEOUT" in message, message
+    del index.control.stall_midway["orch-gamma"]
+    status = run.wait_ready(timeout=120)
+    assert run.step(status, "requirements")["status"] == "done", status
+    assert imports(tmp_path / "state", "orch_gamma")
+
+
+def test_a_killed_orchestrator_leaves_nothing_in_tmpdir(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, index: LocalIndex, tmp_path: Path
+) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    (notebook_dir / "requirements.txt").write_text("orch-slow\n")
+    release = index.control.hold("orch-slow")
+    first = orchestrator(notebook_dir, tmp_path / "state", env={"TMPDIR": str(tmpdir)})
+    assert index.control.arrived["orch-slow"].wait(60), "the install started"
+    assert any(p.name.startswith("orchestrator-install-") for p in tmpdir.iterdir())
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(timeout=10)
+    release.set()
+    # Someone else's folder, owned by a live process (this test), is never touched.
+    foreign = tmpdir / f"marimo-token-{os.getpid()}-0123456789abcdef"
+    foreign.mkdir()
+    second = orchestrator(notebook_dir, tmp_path / "state", env={"TMPDIR": str(tmpdir)})
+    second.wait_ready()
+    left = sorted(p.name for p in tmpdir.iterdir())
+    assert left == [foreign.name], left
+    assert f"Removed {tmpdir}/orchestrator-install-{first.process.pid}-" in second.log_text()
