@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.dist_metadata import distributions
+from jobs.layout import StateLayout
 from jobs.ledger import canonical
 
 
@@ -111,3 +112,19 @@ def conflicts(venv_dists: list[Path], image: dict[str, str], excluded: set[str])
             if not requirement.specifier.contains(version, prereleases=True):
                 found.add(name)
     return found
+
+
+def write_excludes(layout: StateLayout) -> None:
+    """The image's packages as an exclude list for marimo's Install button (``UV_EXCLUDE``),
+    rewritten only when it changed. A package a UI install truly needs at another version than
+    the image's then fails to import, and :func:`conflicts` names it; installing it through the
+    requirements file gets it."""
+    from jobs.manifest import write_atomically
+
+    text = "".join(f"{name}\n" for name in sorted(image_distributions()))
+    try:
+        if layout.image_excludes.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, ValueError):
+        pass
+    write_atomically(layout.image_excludes, text)

@@ -60,6 +60,12 @@ class StateLayout(NamedTuple):
         return self.xdg_config / "marimo" / "marimo.toml"
 
     @property
+    def image_excludes(self) -> Path:
+        """The image's packages, one a line: ``UV_EXCLUDE`` for marimo's Install button, so uv
+        never copies them into the venv over the image's."""
+        return self.root / "image-excludes.txt"
+
+    @property
     def venv_python(self) -> Path:
         return self.venv / "bin" / "python"
 
@@ -76,4 +82,5 @@ class StateLayout(NamedTuple):
             "pip_cache": self.pip_cache,
             "xdg_config": self.xdg_config,
             "marimo_config": self.marimo_config,
+            "image_excludes": self.image_excludes,
         }

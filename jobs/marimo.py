@@ -160,6 +160,10 @@ class MarimoSupervisor:
         if not self.python.exists():
             raise PermanentError(f"the interpreter {self.python} for marimo does not exist")
         configure_package_manager(self.layout, self.installer)
+        if self.installer.name == "uv":
+            from jobs.image import write_excludes
+
+            write_excludes(self.layout)
         port = free_port()
         token = TokenFile.create()
         self._token = token.token

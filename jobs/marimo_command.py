@@ -33,7 +33,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 def marimo_environment(
     base: Mapping[str, str], python: Path, layout: StateLayout, installer: Installer
 ) -> dict[str, str]:
-    """What marimo runs with: the venv first on PATH, our installer and its cache, the state
+    """What marimo runs with: the venv first on PATH, our installer and its cache (with the
+    image's packages excluded from uv's resolution, when that list was written), the state
     volume's config. Inherited variables that would switch marimo's uv to project mode are
     dropped first (see reference/marimo.md)."""
     env = {key: value for key, value in base.items() if key not in _SCRUBBED_VARIABLES}
@@ -44,6 +45,10 @@ def marimo_environment(
     if installer.uv_bin is not None:
         env["UV"] = installer.uv_bin
     env.update(installer.environment({}, layout))
+    if installer.name == "uv" and "UV_EXCLUDE" not in env and layout.image_excludes.is_file():
+        # marimo's Install button runs uv, which ignores system site-packages: without this it
+        # copies the image's packages (other versions, even) into the venv as dependencies.
+        env["UV_EXCLUDE"] = str(layout.image_excludes)
     env["XDG_CONFIG_HOME"] = str(layout.xdg_config)
     env["MARIMO_SKIP_UPDATE_CHECK"] = "1"
     env.setdefault("PYTHONUNBUFFERED", "1")

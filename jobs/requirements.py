@@ -4,8 +4,9 @@ Invariants:
 - the install is skipped (no installer process at all) exactly when the fingerprint of what
   decides its result (file content, interpreter, installer, index settings, the image's
   packages) equals the one the manifest recorded after the last *successful* install;
-- ``pending_install`` is set before an installer starts and cleared with the success record, so
-  an install killed half-way is redone with a forced reinstall at the next start;
+- ``pending_install`` is set before an installer starts and cleared with the success record or
+  when the installer exits with a failure, so only an install killed half-way is redone with a
+  forced reinstall at the next start (a failed one is not "interrupted");
 - what the image already provides is never downloaded nor copied into the venv (jobs/image.py).
 """
 
@@ -231,6 +232,12 @@ async def install(
                 installer.install_argv(layout.venv_python, [*reinstall, "-r", str(requirements)])
             )
             extra = ""
+    except JobError:
+        # The installer ran to its end and failed: not an interruption, nothing to force.
+        failed = Manifest.load(layout.manifest)
+        failed.pending_install = None
+        failed.save(layout.manifest)
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         # Even after a failure half-way: what got in was asked for by us, not by the user.

@@ -61,6 +61,9 @@ def test_marimo_install_button_survives_an_image_upgrade_and_uninstall_is_respec
         "restartRequired": False,
     }
     assert first.marimo_install("orch-slow")["success"] is True
+    # marimo offers Install wherever /.dockerenv exists: prove its kernel is the state venv's.
+    printed = first.kernel_output("import sys, orch_gamma\nprint(sys.prefix)")
+    assert printed.strip() == str(StateLayout(state).venv)
     ledger = wait_for_file(
         StateLayout(state).ledger, lambda d: {"orch-gamma", "orch-slow"} <= set(d["user"])
     )

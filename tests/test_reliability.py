@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -25,6 +26,8 @@ from jobs.layout import StateLayout
 from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
 from tests.support.orchestrator import Orchestrator
+from tests.test_persistent_env import wait_for_file
+from tests.test_restart import post_restart
 
 pytestmark = pytest.mark.slow
 HTML = {"Accept": "text/html"}
@@ -268,3 +271,88 @@ def test_sigterm_under_load(
     loader.join(timeout=30)
     manifest = json.loads(StateLayout(tmp_path / "state").manifest.read_text())
     assert manifest["venv"] and manifest["install"] and manifest["pending_install"] is None
+
+
+# -- faults of the state itself (issue 17) ---------------------------------------------------
+
+
+def test_a_double_fault_loses_no_user_package(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    """manifest.json and ledger.json both unreadable: the venv is rebuilt (nothing on record
+    vouches for it), and the Install-button package read from its files comes back."""
+    state = tmp_path / "state"
+    layout = StateLayout(state)
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    first = orchestrator(notebook_dir, state)
+    first.wait_ready()
+    assert first.marimo_install("orch-gamma")["success"] is True
+    wait_for_file(layout.ledger, lambda d: "orch-gamma" in d["user"])
+    assert first.terminate() == 0
+    layout.manifest.write_bytes(b"\x00\x01 torn")
+    layout.ledger.write_bytes(b"\x00\x01 torn")
+
+    second = orchestrator(notebook_dir, state)
+    status = second.wait_ready(timeout=120)
+    assert "no manifest record" in second.step(status, "venv")["message"]
+    assert "restored orch-gamma==3.0" in second.step(status, "requirements")["message"]
+    assert imports(state, "orch_gamma") and imports(state, "orch_alpha")
+    ledger = json.loads(layout.ledger.read_text())
+    assert set(ledger["user"]) == {"orch-gamma"}, ledger
+
+
+def test_a_rebuild_restarts_marimo_on_the_new_venv(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    layout = StateLayout(state)
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    run = orchestrator(notebook_dir, state)
+    before = run.wait_ready()
+    created = json.loads(layout.manifest.read_text())["venv"]["created_at"]
+    assert post_restart(run, {"scope": "install", "rebuild": True})[0] == 202
+    after = run.wait_for(
+        lambda s: (
+            s["ready"]
+            and s["marimo"]["pid"] not in (None, before["marimo"]["pid"])
+            and (json.loads(layout.manifest.read_text()).get("venv") or {}).get("created_at")
+            not in (None, created)
+        ),
+        what="marimo on the rebuilt venv",
+    )
+    marimo = psutil.Process(after["marimo"]["pid"])
+    assert marimo.cmdline()[0] == str(layout.venv_python)
+    assert marimo.create_time() >= layout.venv_python.parent.stat().st_mtime - 1
+    assert not psutil.pid_exists(before["marimo"]["pid"])
+    assert run.get("/", {"Accept": "text/html"})[0] == 200
+    assert imports(state, "orch_alpha")
+
+
+def test_a_vanished_venv_is_noticed_repaired_and_marimo_restarted(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    layout = StateLayout(state)
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    run = orchestrator(notebook_dir, state)
+    before = run.wait_ready()
+    assert run.marimo_install("orch-gamma")["success"] is True
+    wait_for_file(layout.ledger, lambda d: "orch-gamma" in d["user"])
+    shutil.rmtree(layout.venv)
+
+    said_so = False
+    dead_pids: list[int] = []
+
+    def repaired(status: dict[str, object]) -> bool:
+        nonlocal said_so
+        said_so = said_so or "vanished" in json.dumps(status["steps"])
+        pid = status["marimo"]["pid"]  # type: ignore[index]
+        if pid is not None and not psutil.pid_exists(pid):
+            dead_pids.append(pid)
+        return bool(status["ready"]) and pid != before["marimo"]["pid"]
+
+    run.wait_for(repaired, timeout=120, what="repaired venv and a new marimo")
+    assert said_so, "status said the venv vanished"
+    assert not dead_pids, "status never shows a dead marimo"
+    assert imports(state, "orch_alpha") and imports(state, "orch_gamma")
+    assert run.get("/", {"Accept": "text/html"})[0] == 200

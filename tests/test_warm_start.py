@@ -59,6 +59,10 @@ def test_a_warm_start_serves_the_marimo_started_before_the_checks(
     answer = run.marimo_install("orch-gamma")
     assert answer.get("success") is True, answer
     assert imports(state, "orch_gamma")
+    # /.dockerenv makes marimo offer Install whatever runs it: the kernel itself must be the
+    # state venv's (Quix and Kubernetes have no /.dockerenv).
+    printed = run.kernel_output("import sys, orch_gamma\nprint(sys.prefix)")
+    assert printed.strip() == str(StateLayout(state).venv)
     assert run.terminate() == 0
     assert run.leftovers() == []
 

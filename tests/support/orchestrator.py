@@ -190,6 +190,41 @@ class Orchestrator:
         with urllib.request.urlopen(request, timeout=120) as response:
             return dict(json.loads(response.read()))
 
+    def kernel_output(self, code: str, notebook: str = "notebook.py", timeout: float = 60) -> str:
+        """Run ``code`` in a kernel of marimo's, through the proxy, as its scratchpad does
+        (``POST /api/kernel/execute`` in an open session); returns what it printed."""
+        import secrets as _secrets
+
+        from websockets.sync.client import connect
+
+        session = _secrets.token_hex(8)
+        ws_url = f"ws://127.0.0.1:{self.port}/ws?session_id={session}&file={notebook}"
+        with connect(ws_url, additional_headers=self.auth, open_timeout=timeout) as socket_:
+            while json.loads(socket_.recv(timeout=timeout))["op"] != "kernel-ready":
+                pass
+            request = urllib.request.Request(
+                self.base + "/api/kernel/execute",
+                data=json.dumps({"code": code}).encode(),
+                headers={
+                    "Content-Type": "application/json",
+                    "Marimo-Session-Id": session,
+                    **self.auth,
+                },
+                method="POST",
+            )
+            printed: list[str] = []
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                event = ""
+                for raw in response:
+                    line = raw.decode().rstrip("\r\n")
+                    if line.startswith("event: "):
+                        event = line[7:]
+                        if event == "done":
+                            break
+                    elif line.startswith("data: ") and event == "stdout":
+                        printed.append(str(json.loads(line[6:])["data"]))
+        return "".join(printed)
+
     @staticmethod
     def step(status: dict[str, Any], name: str) -> dict[str, Any]:
         return next(step for step in status["steps"] if step["name"] == name)
