@@ -3,6 +3,7 @@ the real orchestrator on a real state directory, each fault made by hand as an o
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -204,3 +205,17 @@ def test_the_install_button_runs_in_the_state_venv_and_never_copies_the_images_p
     assert set(found["user"]) == {"orch-needs-packaging"}, found
     printed = run.kernel_output("import orch_needs_packaging, packaging\nprint(packaging.__file__)")
     assert str(layout.venv) not in printed, printed
+
+
+def test_a_failed_install_is_not_taken_for_an_interrupted_one(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\nno-such-package-at-all\n")
+    first = orchestrator(notebook_dir, state)
+    first.wait_for(lambda s: first.step(s, "requirements")["status"] == "failed", what="failure")
+    assert json.loads(StateLayout(state).manifest.read_text())["pending_install"] is None
+    assert first.terminate() == 0
+    second = orchestrator(notebook_dir, state)
+    second.wait_for(lambda s: second.step(s, "requirements")["status"] == "failed", what="again")
+    assert "interrupted" not in second.log_text()
