@@ -60,6 +60,13 @@ class Installer(NamedTuple):
             *args,
         ]
 
+    def uninstall_argv(self, python: Path, names: list[str]) -> list[str]:
+        """The command line removing distributions ``names`` from ``python``'s env."""
+        if self.name == "uv":
+            assert self.uv_bin is not None
+            return [self.uv_bin, "pip", "uninstall", "--python", str(python), *names]
+        return [str(python), "-m", "pip", "uninstall", "--disable-pip-version-check", "-y", *names]
+
     def environment(self, base: Mapping[str, str], layout: StateLayout) -> dict[str, str]:
         """``base`` plus a cache on the state volume and bounded built-in retries."""
         env = dict(base)

@@ -218,6 +218,22 @@ def record_baseline(layout: StateLayout, requirements: Path | None) -> Ledger:
     return ledger
 
 
+def unrequested_image_copies(
+    layout: StateLayout, requirements: Path | None, image: Mapping[str, str]
+) -> dict[str, str]:
+    """Copies of image packages our installs once put in the venv (a pin, a requirement's
+    dependency) that the requirements no longer ask for: name → the venv's version. Removing
+    them lets the image's version apply again, as it does in a fresh venv."""
+    ledger = Ledger.load(layout.ledger)
+    wanted = asked_for(layout.venv, requested_names(requirements))
+    current = scan(layout.venv)
+    return {
+        name: version
+        for name, version in current.items()
+        if name in image and name in ledger.baseline and name not in wanted and name not in SEED
+    }
+
+
 def _image(image: Mapping[str, str] | None) -> Mapping[str, str]:
     if image is not None:
         return image

@@ -269,12 +269,12 @@ class MarimoSupervisor:
         else:
             self.reporter.step_finished("marimo", "done", f"marimo is running (pid {self.pid})")
 
-    async def restart(self) -> None:
+    async def restart(self, reason: str = "restart requested") -> None:
         """A deliberate restart: reported, then the old tree is ended; :meth:`watch` relaunches."""
         if self._process is None:
             return
         self._deliberate_restart = True
-        self.reporter.marimo_down("restart requested", self.restarts, [])
+        self.reporter.marimo_down(reason, self.restarts, [])
         await terminate_tree_async(self._process.pid)
 
     async def stop(self) -> None:

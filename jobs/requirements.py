@@ -243,6 +243,7 @@ async def install(
         # Even after a failure half-way: what got in was asked for by us, not by the user.
         ledger.record_baseline(layout, requirements)
 
+    extra += await _remove_unrequested_copies(run, requirements, image)
     duration = time.monotonic() - started
     manifest = Manifest.load(layout.manifest)
     manifest.install = InstallRecord(
@@ -252,6 +253,26 @@ async def install(
     manifest.history["last_install_seconds"] = round(duration, 3)
     manifest.save(layout.manifest)
     return f"Installed {requirements.name} with {installer.name} in {duration:.1f} s{extra}"
+
+
+async def _remove_unrequested_copies(
+    run: InstallerRun, requirements: Path, image: Mapping[str, str]
+) -> str:
+    """A pin removed from the requirements takes effect: the venv's copy of an image package
+    that nothing asks for any more goes, so the image's version is seen again."""
+    stale = ledger.unrequested_image_copies(run.layout, requirements, image)
+    if not stale:
+        return ""
+    described = ", ".join(
+        f"{name} {version} (the image has {image[name]})" for name, version in sorted(stale.items())
+    )
+    run.reporter.log(
+        "requirements",
+        "orchestrator",
+        f"{requirements.name} no longer asks for {described}: removing the venv's copy",
+    )
+    await run(run.installer.uninstall_argv(run.layout.venv_python, sorted(stale)))
+    return f"; removed the venv's {described}: no longer in {requirements.name}"
 
 
 async def restore_user_packages(

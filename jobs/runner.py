@@ -70,6 +70,13 @@ POLICIES: dict[StepName, RetryPolicy] = {
 }
 
 
+def visible_marimo(layout: StateLayout) -> str | None:
+    """The marimo version the venv's interpreter imports: its own copy's, else the image's."""
+    from jobs.image import image_distributions
+
+    return ledger.scan(layout.venv).get("marimo") or image_distributions().get("marimo")
+
+
 async def run_step(
     step: StepName,
     work: Callable[[], Awaitable[T]],
@@ -116,6 +123,7 @@ class Pipeline:
         self._gave_up = False
         self._watching = False
         self._venv_watch: asyncio.Task[None] | None = None
+        self._marimo_version: str | None = None
 
     async def run(self) -> None:
         """The startup sequence, then marimo until it is given up or replaced.
@@ -252,6 +260,7 @@ class Pipeline:
         async with self._venv_lock:
             if not rebuild:
                 await self._requirements(layout, installer, restore=False, force=force)
+                await self._follow_marimo_version(layout)
                 return
             await self._end_marimo()
             python = Path(sys.executable)
@@ -269,6 +278,22 @@ class Pipeline:
                 await self._requirements(layout, installer, restore=True, force=force)
                 python = layout.venv_python
             self._start_marimo(python)
+
+    async def _follow_marimo_version(self, layout: StateLayout) -> None:
+        """After an install under a running marimo: if the marimo the venv now provides is
+        another version (a pin added, changed or removed), restart marimo on it, saying so."""
+        supervisor, task = self.supervisor, self._marimo_task
+        if supervisor is None or task is None or task.done() or supervisor.pid is None:
+            return
+        if supervisor.python != layout.venv_python:
+            return
+        now = visible_marimo(layout)
+        if now == self._marimo_version:
+            return
+        reason = f"marimo {self._marimo_version} → {now} after the install"
+        self.reporter.log("marimo", "orchestrator", f"{reason}: restarting marimo")
+        self._marimo_version = now
+        await supervisor.restart(f"{reason} (restart requested)")
 
     async def watch_requirements(self, interval: float = 2.0) -> None:
         """Re-run the install in the background whenever the requirements file changes."""
@@ -484,6 +509,7 @@ class Pipeline:
                 f"Serving the marimo started early (pid {head.popen.pid}): nothing changed",
             )
         self.supervisor = supervisor
+        self._marimo_version = visible_marimo(layout) if python == layout.venv_python else None
         try:
             await run_step("marimo", supervisor.launch, self.reporter, POLICIES["marimo"])
         except JobError as error:

@@ -219,3 +219,82 @@ def test_a_failed_install_is_not_taken_for_an_interrupted_one(
     second = orchestrator(notebook_dir, state)
     second.wait_for(lambda s: second.step(s, "requirements")["status"] == "failed", what="again")
     assert "interrupted" not in second.log_text()
+
+
+def build_marimo_copy(directory: Path, version: str) -> Path:
+    """A wheel of the image's own marimo under another version number: a real marimo a
+    requirements file can pin, served only by a local index."""
+    import base64
+    import hashlib
+    import importlib.metadata
+    import zipfile
+
+    dist = importlib.metadata.distribution("marimo")
+    package = Path(str(dist.locate_file("marimo")))
+    info = f"marimo-{version}.dist-info"
+    metadata = (dist.read_text("METADATA") or "").split("\n\n", 1)[0]
+    metadata = "\n".join(
+        f"Version: {version}" if line.startswith("Version:") else line
+        for line in metadata.splitlines()
+    )
+    target = directory / f"marimo-{version}-py3-none-any.whl"
+    directory.mkdir(parents=True, exist_ok=True)
+    record = []
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
+
+        def add(name: str, data: bytes) -> None:
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{name},sha256={digest.decode()},{len(data)}")
+            archive.writestr(name, data)
+
+        for path in sorted(package.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                add(f"marimo/{path.relative_to(package)}", path.read_bytes())
+        add(f"{info}/METADATA", (metadata + "\n").encode())
+        add(
+            f"{info}/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        archive.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
+    return target
+
+
+def test_a_marimo_pin_added_and_removed_takes_effect_and_says_so(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    import importlib.metadata
+
+    image_version = importlib.metadata.version("marimo")
+    pinned = f"{image_version}+pinned"
+    wheels = tmp_path / "marimo-wheels"
+    build_marimo_copy(wheels, pinned)
+    state = tmp_path / "state"
+    layout = StateLayout(state)
+    requirements = notebook_dir / "requirements.txt"
+    requirements.write_text(f"marimo=={pinned}\n")
+    with LocalIndex(wheels) as marimo_index:
+        run = orchestrator(notebook_dir, state, env=marimo_index.env())
+        first = run.wait_ready(timeout=180)
+        assert ledger_scan(layout).get("marimo") == pinned
+        printed = run.kernel_output("import marimo\nprint(marimo.__file__)")
+        assert printed.startswith(str(layout.venv)), printed
+
+        requirements.write_text("")  # the pin goes
+        after = run.wait_for(
+            lambda s: s["ready"] and s["marimo"]["pid"] not in (None, first["marimo"]["pid"]),
+            timeout=120,
+            what="marimo restarted on the image's version",
+        )
+        assert f"marimo {pinned} → {image_version}" in str(after["marimo"]["last_exit"]), after
+        message = run.step(after, "requirements")["message"]
+        assert f"removed the venv's marimo {pinned}" in message, message
+        assert "marimo" not in ledger_scan(layout)
+        printed = run.kernel_output("import marimo\nprint(marimo.__file__)")
+        assert not printed.startswith(str(layout.venv)), printed
+        assert "marimo" not in json.loads(layout.ledger.read_text())["user"]
+
+
+def ledger_scan(layout: StateLayout) -> dict[str, str]:
+    from jobs.ledger import scan
+
+    return scan(layout.venv)

@@ -143,3 +143,20 @@ def test_a_flaky_index_is_retried_with_visible_attempts(tmp_path: Path, index: L
     retries = [event for event in reporter.events if event[0] == "retrying"]
     assert retries, reporter.lines
     assert index.control.served_faults
+
+
+def test_a_removed_pin_of_an_image_package_takes_effect(tmp_path: Path, index: LocalIndex) -> None:
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, "uv", env)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("packaging==999.0\n")
+    assert install(layout, "uv", requirements, env)[0]
+    assert scan(layout.venv).get("packaging") == "999.0"
+    requirements.write_text("orch-alpha\n")
+    message, _ = install(layout, "uv", requirements, env)
+    image_version = importlib.metadata.version("packaging")
+    assert (
+        message and f"removed the venv's packaging 999.0 (the image has {image_version})" in message
+    )
+    assert "packaging" not in scan(layout.venv), "the image's packaging is seen again"
+    assert "orch-alpha" in scan(layout.venv)
