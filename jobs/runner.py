@@ -174,6 +174,7 @@ class Pipeline:
             except Exception as error:
                 await self._crashed(error)
 
+        self.reporter.step_running("marimo", "Starting marimo")  # before the task runs
         self._marimo_task = asyncio.create_task(serve(), name="marimo")
         return self._marimo_task
 

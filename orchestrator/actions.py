@@ -47,6 +47,8 @@ class Actions:
             try:
                 await work
                 while until_ready and not self.board.ready and not self.board.stopping:
+                    if self.board.steps["marimo"].status == "failed":
+                        raise RuntimeError(self.board.steps["marimo"].message)
                     await asyncio.sleep(0.2)
                 if withdraw:
                     self.board.withdraw_notice()

@@ -298,3 +298,26 @@ def ledger_scan(layout: StateLayout) -> dict[str, str]:
     from jobs.ledger import scan
 
     return scan(layout.venv)
+
+
+def test_restart_marimo_after_the_crash_loop_stop(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    run = orchestrator(notebook_dir)
+    status = run.wait_ready()
+    for _ in range(5):  # five quick deaths in a row: the supervisor gives up
+        os.kill(status["marimo"]["pid"], signal.SIGKILL)
+        status = run.wait_for(
+            lambda s, pid=status["marimo"]["pid"]: (
+                (s["ready"] and s["marimo"]["pid"] != pid) or s["phase"] == "failed"
+            ),
+            what="marimo back, or given up",
+        )
+    assert status["phase"] == "failed", status
+    assert "crashed 5 times in a row" in run.step(status, "marimo")["message"]
+    assert status["marimo"]["pid"] is None, "no dead pid in the status"
+
+    assert post_restart(run, {"scope": "marimo"})[0] == 202
+    after = run.wait_ready(timeout=90)
+    assert after["phase"] == "ready" and psutil.pid_exists(after["marimo"]["pid"])
+    assert run.get("/", {"Accept": "text/html"})[0] == 200
