@@ -10,6 +10,7 @@ what was installed against the image) gets it, and only then (see reference/inst
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,10 +91,18 @@ def conflicts(venv_dists: list[Path], image: dict[str, str], excluded: set[str])
 
     Those must be resolved after all: a requirement demands them, so the venv gets its own copy.
     """
+    return set(needs(venv_dists, image, excluded))
+
+
+def needs(
+    venv_dists: list[Path], image: Mapping[str, str], excluded: set[str]
+) -> dict[str, tuple[str, str]]:
+    """Like :func:`conflicts`, with the reason: name → (the requirement as written, e.g.
+    ``packaging>=999``, and the distribution that has it)."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import InvalidVersion, Version
 
-    found: set[str] = set()
+    found: dict[str, tuple[str, str]] = {}
     for dist in distributions(str(path) for path in venv_dists):
         for text in dist.requires:
             try:
@@ -110,7 +119,8 @@ def conflicts(venv_dists: list[Path], image: dict[str, str], excluded: set[str])
             except (InvalidVersion, KeyError):
                 continue
             if not requirement.specifier.contains(version, prereleases=True):
-                found.add(name)
+                requirement.marker = None
+                found[name] = (str(requirement), dist.name)
     return found
 
 

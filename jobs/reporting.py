@@ -50,16 +50,23 @@ class StepTracker:
     def __init__(self, inner: Reporter) -> None:
         self.inner = inner
         self._status: dict[StepName, str] = {name: "pending" for name in STEP_NAMES}
+        self._message: dict[StepName, str] = {name: "" for name in STEP_NAMES}
 
     def status(self, step: StepName) -> str:
         """``pending``, ``running`` or the last :data:`Outcome`."""
         return self._status[step]
 
+    def message(self, step: StepName) -> str:
+        """The step's last message, as passed on."""
+        return self._message[step]
+
     def step_running(self, step: StepName, message: str) -> None:
         self._status[step] = "running"
+        self._message[step] = message
         self.inner.step_running(step, message)
 
     def step_progress(self, step: StepName, message: str, fraction: float | None = None) -> None:
+        self._message[step] = message
         self.inner.step_progress(step, message, fraction)
 
     def step_expected(self, step: StepName, seconds: float) -> None:
@@ -72,6 +79,7 @@ class StepTracker:
 
     def step_finished(self, step: StepName, outcome: Outcome, message: str) -> None:
         self._status[step] = outcome
+        self._message[step] = message
         self.inner.step_finished(step, outcome, message)
 
     def log(self, step: StepName | None, source: str, line: str) -> None:

@@ -275,6 +275,41 @@ async def _remove_unrequested_copies(
     return f"; removed the venv's {described}: no longer in {requirements.name}"
 
 
+async def install_what_ui_packages_need(
+    layout: StateLayout, installer: Installer, env: Mapping[str, str], reporter: Reporter
+) -> str:
+    """marimo's Install button leaves the image's packages out of uv's resolution (UV_EXCLUDE);
+    when a package it installed truly needs another version of one, that version goes into the
+    venv now. Returns what was replaced and why ("" when nothing was needed)."""
+    image = image_job.image_distributions()
+    own = set(ledger.scan(layout.venv))
+    wanted = image_job.needs(ledger.site_packages(layout.venv), image, set(image) - own)
+    if not wanted:
+        return ""
+    run = InstallerRun(installer, layout, env, reporter)
+    specs = [requirement for requirement, _ in wanted.values()]
+    workdir = scratch.temp_root() / scratch.owned_name("orchestrator-install")
+    workdir.mkdir(mode=0o700)
+    try:
+        args = list(specs)
+        if installer.name == "uv":
+            excludes_file = workdir / "image-excludes.txt"
+            others = sorted(set(image) - set(wanted))
+            excludes_file.write_text("".join(f"{name}\n" for name in others), encoding="utf-8")
+            args = ["--excludes", str(excludes_file), *specs]
+        await run(installer.install_argv(layout.venv_python, args))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    now = ledger.scan(layout.venv)
+    described = "; ".join(
+        f"the image's {name} {image[name]} is replaced in the venv by {name} "
+        f"{now.get(name, '?')}: {by} needs {requirement}"
+        for name, (requirement, by) in sorted(wanted.items())
+    )
+    reporter.log("requirements", "orchestrator", described)
+    return described
+
+
 async def restore_user_packages(
     layout: StateLayout, installer: Installer, env: Mapping[str, str], reporter: Reporter
 ) -> str:

@@ -322,6 +322,26 @@ class Pipeline:
                 await asyncio.get_running_loop().run_in_executor(
                     None, ledger.sync, self.layout, self.settings.requirements
                 )
+                await self._install_what_ui_packages_need()
+
+    async def _install_what_ui_packages_need(self) -> None:
+        """A package from marimo's Install button that truly needs another version of an image
+        package gets it in the venv, and the requirements step's message says which and why."""
+        layout, installer = self.layout, self.installer
+        if layout is None or installer is None or self._venv_lock.locked():
+            return
+        async with self._venv_lock:
+            try:
+                replaced = await requirements_job.install_what_ui_packages_need(
+                    layout, installer, self._env, self.reporter
+                )
+            except JobError as error:
+                replaced = f"could not install what your packages need: {error}"
+        if replaced:
+            previous = self.reporter.message("requirements")
+            self.reporter.step_progress(
+                "requirements", f"{previous}; {replaced}" if previous else replaced
+            )
 
     async def watch_venv(self, python: Path, interval: float = 2.0) -> None:
         """Notice a venv that vanished or broke under a running marimo (``rm -rf``, a full disk

@@ -321,3 +321,29 @@ def test_restart_marimo_after_the_crash_loop_stop(
     after = run.wait_ready(timeout=90)
     assert after["phase"] == "ready" and psutil.pid_exists(after["marimo"]["pid"])
     assert run.get("/", {"Accept": "text/html"})[0] == 200
+
+
+def test_an_install_button_package_that_needs_a_newer_image_package_gets_it_and_says_so(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    from jobs import ledger
+    from jobs.image import image_distributions
+
+    state = tmp_path / "state"
+    layout = StateLayout(state)
+    image_version = image_distributions()["packaging"]
+    run = orchestrator(notebook_dir, state)
+    run.wait_ready()
+    # orch-needs-new-packaging needs packaging>=999: the image's will not do.
+    assert run.marimo_install("orch-needs-new-packaging")["success"] is True
+    status = run.wait_for(
+        lambda s: "replaced" in run.step(s, "requirements")["message"], timeout=60, what="a word"
+    )
+    message = run.step(status, "requirements")["message"]
+    assert (
+        f"the image's packaging {image_version} is replaced in the venv by packaging 999.0: "
+        "orch-needs-new-packaging needs packaging>=999"
+    ) in message, message
+    assert ledger.scan(layout.venv).get("packaging") == "999.0"
+    found = wait_for_file(layout.ledger, lambda d: "orch-needs-new-packaging" in d["user"])
+    assert "packaging" not in found["user"], "a copy of an image package is not the user's"
