@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import shutil
 from pathlib import Path
 
 import pytest
 
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
-from jobs.errors import PermanentError
+from jobs.errors import JobError, PermanentError
 from jobs.installers import resolve_installer
 from jobs.layout import StateLayout
 from jobs.ledger import scan
@@ -160,3 +161,29 @@ def test_a_removed_pin_of_an_image_package_takes_effect(tmp_path: Path, index: L
     )
     assert "packaging" not in scan(layout.venv), "the image's packaging is seen again"
     assert "orch-alpha" in scan(layout.venv)
+
+
+def test_what_an_install_that_failed_half_way_put_in_is_never_the_users(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    """orch-alpha gets in, then the install fails (packaging>=999, needed by another
+    requirement, is not on this index): orch-alpha is ours, also once it leaves the file."""
+    from jobs import ledger
+
+    partial = tmp_path / "partial-index"
+    partial.mkdir()
+    for wheel in wheelhouse.glob("orch_*.whl"):
+        shutil.copy(wheel, partial)
+    with LocalIndex(partial) as served:
+        env = hermetic_env(served.env())
+        layout = make_venv(tmp_path, "uv", env)
+        requirements = tmp_path / "requirements.txt"
+        requirements.write_text("orch-alpha\norch-needs-new-packaging\n")
+        with pytest.raises(JobError):
+            install(layout, "uv", requirements, env)
+        assert "orch-alpha" in scan(layout.venv), "it got in before the failure"
+        requirements.write_text("orch-gamma\n")  # the user drops both
+        install(layout, "uv", requirements, env)
+    synced = ledger.sync(layout, requirements)
+    assert "orch-alpha" not in synced.user and "orch-needs-new-packaging" not in synced.user
+    assert synced.user == {}, synced
