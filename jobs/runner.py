@@ -263,6 +263,7 @@ class Pipeline:
                 await self._requirements(layout, installer, restore=False, force=force)
                 await self._follow_marimo_version(layout)
                 return
+            started = self.can_restart_marimo  # else the start-up sequence starts marimo itself
             await self._end_marimo()
             python = Path(sys.executable)
             self.reporter.step_running("venv", "Rebuilding the venv")
@@ -278,7 +279,8 @@ class Pipeline:
                 self.reporter.step_finished("venv", "done", f"Rebuilt the venv at {layout.venv}")
                 await self._requirements(layout, installer, restore=True, force=force)
                 python = layout.venv_python
-            self._start_marimo(python)
+            if started:
+                self._start_marimo(python)
 
     async def _follow_marimo_version(self, layout: StateLayout) -> None:
         """After an install under a running marimo: if the marimo the venv now provides is
