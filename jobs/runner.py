@@ -205,7 +205,8 @@ class Pipeline:
             self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
             return self.layout
         self.layout = wanted
-        self.reporter.state_resolved(wanted.root, persistent=True, warning=None)
+        lost = self.settings.not_persistent
+        self.reporter.state_resolved(wanted.root, persistent=lost is None, warning=lost)
         self.reporter.step_finished("state", "done", f"State in {wanted.root}")
         return wanted
 
