@@ -497,4 +497,7 @@ class NotebookSync:
             quiet = now - self._last_change >= self.debounce
             if self.state.pending and quiet and now >= self._retry_at and self._may_push():
                 await self.flush()
-            await asyncio.sleep(self.poll)
+            delay = self.poll
+            if self.state.pending and not quiet:  # wake when the quiet period ends
+                delay = min(delay, max(0.05, self._last_change + self.debounce - now))
+            await asyncio.sleep(delay)
