@@ -272,3 +272,43 @@ def test_off_outside_quix(orchestrator: OrchestratorFactory, notebook_dir: Path)
     run = orchestrator(notebook_dir)
     status = run.wait_ready()
     assert status["sync"] is None
+
+
+def test_pushes_carry_the_token_of_the_person_holding_the_notebook(
+    orchestrator: OrchestratorFactory, app: Path, portal: FakeQuixPortal
+) -> None:
+    from websockets.sync.client import connect
+
+    editor, bystander = "quix-editor-token-01", "quix-bystander-token"
+    portal.state.allowed_tokens |= {editor, bystander}
+    run = start(orchestrator, app, portal)
+    run.token = editor
+    run.wait_ready()
+    url = run.base.replace("http", "ws") + "/ws?session_id=s_sync_1&file=notebook.py"
+    with connect(  # the editor's kernel WebSocket, as marimo's page opens it
+        url,
+        open_timeout=30,
+        origin=run.base,
+        additional_headers={"Authorization": f"Bearer {editor}"},
+    ) as socket:
+        assert json.loads(socket.recv(timeout=60))
+        run.token = bystander
+        assert run.get("/-/status")[0] == 200  # someone else signs in later
+        (app / "notebook.py").write_text("# the editor's change\n")
+        wait_files(portal, 1)
+    assert pushes(portal)[-1]["token"] == editor
+
+
+def test_who_edits_the_latest_saver_first_then_the_kernel_socket() -> None:
+    from orchestrator.editors import Editors
+
+    editors = Editors()
+    assert editors.token() is None
+    editors.saw("/ws", "GET", 101, "socket-holder")
+    assert editors.token() == "socket-holder"
+    editors.saw("/api/kernel/save", "POST", 403, "refused-saver")
+    assert editors.token() == "socket-holder", "a refused save says nothing about who edits"
+    editors.saw("/api/kernel/save", "POST", 200, "tok-saver-1")
+    editors.saw("/ws", "GET", 101, "later-socket")
+    assert editors.token() == "tok-saver-1"
+    assert "tok-" not in repr(editors)
