@@ -159,16 +159,22 @@ def test_a_file_that_cannot_be_synced_is_reported_and_does_not_stop_the_others(
     orchestrator: OrchestratorFactory, app: Path, portal: FakeQuixPortal
 ) -> None:
     run = start(orchestrator, app, portal)
+    portal.state.refused_files.add("refused.py")
     (app / "latin1.py").write_bytes(b"# caf\xe9\n")
+    (app / "refused.py").write_text("# Quix will not take this path\n")
     (app / "good.py").write_text("# fine\n")
     assert wait_files(portal, 1) == [("good.py", "# fine\n")]
-    status = run.wait_for(lambda s: "latin1.py" in s["sync"]["errors"], what="per-file error")
+    status = run.wait_for(
+        lambda s: {"latin1.py", "refused.py"} <= set(s["sync"]["errors"]), what="per-file errors"
+    )
     assert "UTF-8" in status["sync"]["errors"]["latin1.py"]
+    assert "HTTP 400" in status["sync"]["errors"]["refused.py"]
+    assert status["sync"]["pending"] == ["refused.py"], "kept, not lost"
     (app / "later.py").write_text("# still syncing\n")
     assert wait_files(portal, 2)[1] == ("later.py", "# still syncing\n")
     (app / "latin1.py").write_text("# café, now UTF-8\n", encoding="utf-8")
     assert wait_files(portal, 3)[2] == ("latin1.py", "# café, now UTF-8\n")
-    run.wait_for(lambda s: s["sync"]["errors"] == {}, what="error cleared")
+    run.wait_for(lambda s: set(s["sync"]["errors"]) == {"refused.py"}, what="error cleared")
 
 
 def test_a_deleted_notebook_is_listed_as_not_propagated(
@@ -269,9 +275,22 @@ def test_quix_without_state_says_what_is_lost(
 
 
 def test_off_outside_quix(orchestrator: OrchestratorFactory, notebook_dir: Path) -> None:
-    run = orchestrator(notebook_dir)
+    run = orchestrator(notebook_dir, quix=False)
     status = run.wait_ready()
     assert status["sync"] is None
+
+
+def test_the_suites_default_is_quixs_layout(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    run = orchestrator(notebook_dir)
+    status = run.wait_ready()
+    assert status["state"] == {
+        "path": str(notebook_dir / "state"),
+        "persistent": True,
+        "warning": None,
+    }
+    assert status["sync"] is not None and status["sync"]["durable"] is True
 
 
 def test_pushes_carry_the_token_of_the_person_holding_the_notebook(
