@@ -331,3 +331,43 @@ def test_who_edits_the_latest_saver_first_then_the_kernel_socket() -> None:
     editors.saw("/ws", "GET", 101, "later-socket")
     assert editors.token() == "tok-saver-1"
     assert "tok-" not in repr(editors)
+
+
+def test_a_rename_is_a_push_and_a_delete_when_the_portal_can_delete(tmp_path: Path) -> None:
+    import asyncio
+
+    from jobs.layout import StateLayout
+    from jobs.notebook_sync import NotebookSync
+
+    app = tmp_path / "app"
+    layout = StateLayout(app / "state")
+    (app / "state" / "venv").mkdir(parents=True)
+    (app / "state" / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (app / "state" / "venv" / "module.py").write_text("x = 1\n")
+    (app / "notebook.py").write_text(NOTEBOOK)
+    pushed: list[str] = []
+    deleted: list[str] = []
+
+    async def push(path: str, text: str) -> None:
+        pushed.append(path)
+
+    async def delete(path: str) -> None:
+        deleted.append(path)
+
+    sync = NotebookSync(
+        app,
+        layout.sync_state,
+        layout.sync_blobs,
+        push,
+        lambda _: None,
+        delete=delete,
+        excluded=(layout.root,),
+    )
+    sync.reconcile()
+    assert set(sync.state.synced) == {"notebook.py"}, "nothing under the state folder"
+    (app / "notebook.py").rename(app / "renamed.py")
+    sync.scan()
+    asyncio.run(sync.flush())
+    assert (pushed, deleted) == (["renamed.py"], ["notebook.py"])
+    assert sync.public()["pending"] == [] and sync.public()["not_propagated"] == []
+    assert set(sync.state.synced) == {"renamed.py"}
