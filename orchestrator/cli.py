@@ -182,6 +182,12 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         "notebooks are listed as not propagated)",
     )
     options.add(
+        "--quix-commit-message-param",
+        default=None,
+        help="query parameter that carries '[AutoCommit] Updated <file>' with each notebook "
+        "push (default: none; Quix does not document one)",
+    )
+    options.add(
         "--auth",
         default=None,
         choices=AUTH_MODES,
@@ -267,6 +273,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         sse_keepalive=args.sse_keepalive,
         quix_restart_call=args.quix_restart_call,
         quix_delete_call=args.quix_delete_call,
+        quix_commit_message_param=args.quix_commit_message_param,
         auth=args.auth,
         token=args.token,
         frame_ancestors=args.frame_ancestors,

@@ -180,6 +180,7 @@ def resolve(
     sse_keepalive: float,
     quix_restart_call: str | None = None,
     quix_delete_call: str | None = None,
+    quix_commit_message_param: str | None = None,
     auth: str | None = None,
     token: str | None = None,
     frame_ancestors: str | None = None,
@@ -215,6 +216,7 @@ def resolve(
         env,
         _restart_call(quix_restart_call),
         _restart_call(quix_delete_call, "--quix-delete-call", ("DELETE", "POST", "PUT")),
+        quix_commit_message_param or None,
     )
     mode = cast(AuthMode, _choice("--auth", auth or ("quix" if quix else "token"), AUTH_MODES))
     if mode == "quix" and quix is None:

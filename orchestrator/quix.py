@@ -52,6 +52,9 @@ class QuixSettings(NamedTuple):
     delete_call: str | None = None
     """'METHOD path' deleting one application file ({workspace_id}, {application_id}, {path});
     the reference documents none, so deletions are not propagated unless this is set."""
+    commit_message_param: str | None = None
+    """Query parameter carrying ``[AutoCommit] Updated <path>`` with a file push; the reference
+    does not say whether the call takes a message, so none is sent unless this is set."""
 
     def __repr__(self) -> str:
         return (
@@ -64,7 +67,11 @@ class QuixSettings(NamedTuple):
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str], restart_call: str | None = None, delete_call: str | None = None
+        cls,
+        env: Mapping[str, str],
+        restart_call: str | None = None,
+        delete_call: str | None = None,
+        commit_message_param: str | None = None,
     ) -> QuixSettings | None:
         portal = env.get(PORTAL_API)
         workspace = env.get(WORKSPACE_ID)
@@ -78,6 +85,7 @@ class QuixSettings(NamedTuple):
             sdk_token=env.get(SDK_TOKEN) or None,
             restart_call=restart_call or DEFAULT_RESTART_CALL,
             delete_call=delete_call,
+            commit_message_param=commit_message_param,
         )
 
 
@@ -178,6 +186,11 @@ class QuixPortal:
             f"workspaces/{settings.workspace_id}/files/{settings.application_id}/"
             f"{quote(path, safe='/')}"
         )
+        if settings.commit_message_param:
+            from urllib.parse import urlencode
+
+            message = {settings.commit_message_param: f"[AutoCommit] Updated {path}"}
+            url_path += "?" + urlencode(message)
         status, _ = await self._call("POST", url_path, token, raw_body=text)
         if status in (401, 403):
             raise PermissionError("the Quix portal refused to save the file for this user")

@@ -252,13 +252,23 @@ def test_a_deployment_restart_pushes_pending_edits_first(
 def test_sigterm_pushes_pending_edits(
     orchestrator: OrchestratorFactory, app: Path, portal: FakeQuixPortal
 ) -> None:
-    run = orchestrator(app, app / "state", "--sync-debounce", "600", env=quix_env(portal, app))
+    run = orchestrator(
+        app,
+        app / "state",
+        "--sync-debounce",
+        "600",
+        "--quix-commit-message-param",
+        "commitMessage",
+        env=quix_env(portal, app),
+    )
     portal.state.allowed_tokens.add(run.token)
     run.wait_for(lambda s: s["sync"] is not None, timeout=60, what="sync watching")
     (app / "notebook.py").write_text("# saved just before the stop\n")
     run.wait_for(lambda s: s["sync"]["pending"] == ["notebook.py"], what="pending")
     assert run.terminate() == 0
     assert portal.state.files == [("notebook.py", "# saved just before the stop\n")]
+    (push,) = pushes(portal)
+    assert push["query"] == {"commitMessage": ["[AutoCommit] Updated notebook.py"]}
 
 
 def test_quix_without_state_says_what_is_lost(
