@@ -187,7 +187,8 @@ class SyncState:
             pending = {
                 str(name): {"digest": entry.get("digest"), "since": float(entry["since"])}
                 for name, entry in (raw.get("pending") or {}).items()
-                if isinstance(entry, dict)  # an older list of names holds no content
+                # an older format held names without content; a damaged entry is dropped
+                if isinstance(entry, dict) and _safe_entry(str(name), entry.get("digest"))
             }
             return cls(
                 synced=dict(raw.get("synced") or {}),
@@ -219,6 +220,18 @@ class SyncState:
             versions.remove(digest)
         versions.append(digest)
         del versions[:-SEEN_PER_FILE]
+
+
+def _safe_entry(name: str, digest: object) -> bool:
+    """A pending entry read back from the volume names a path inside the notebook folder and
+    a content hash, nothing else (so a damaged file cannot make us write elsewhere)."""
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or ".." in parts:
+        return False
+    hexdigits = "0123456789abcdef"
+    return digest is None or (
+        isinstance(digest, str) and len(digest) == 64 and all(c in hexdigits for c in digest)
+    )
 
 
 def conflict_name(name: str, now: float) -> str:

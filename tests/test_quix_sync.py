@@ -381,3 +381,26 @@ def test_a_rename_is_a_push_and_a_delete_when_the_portal_can_delete(tmp_path: Pa
     assert (pushed, deleted) == (["renamed.py"], ["notebook.py"])
     assert sync.public()["pending"] == [] and sync.public()["not_propagated"] == []
     assert set(sync.state.synced) == {"renamed.py"}
+
+
+def test_a_damaged_pending_list_never_writes_outside_the_notebook_folder(tmp_path: Path) -> None:
+    from jobs.layout import StateLayout
+    from jobs.notebook_sync import SyncState
+
+    layout = StateLayout(tmp_path / "app" / "state")
+    layout.root.mkdir(parents=True)
+    good = "a" * 64
+    layout.sync_state.write_text(
+        json.dumps(
+            {
+                "pending": {
+                    "../outside.py": {"digest": good, "since": 1.0},
+                    "/etc/owned.py": {"digest": good, "since": 1.0},
+                    "nb.py": {"digest": "../../x", "since": 1.0},
+                    "ok.py": {"digest": good, "since": 2.0},
+                    "gone.py": {"digest": None, "since": 3.0},
+                }
+            }
+        )
+    )
+    assert set(SyncState.load(layout.sync_state).pending) == {"ok.py", "gone.py"}
