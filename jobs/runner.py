@@ -207,7 +207,8 @@ class Pipeline:
         self.layout = wanted
         lost = self.settings.not_persistent
         self.reporter.state_resolved(wanted.root, persistent=lost is None, warning=lost)
-        self.reporter.step_finished("state", "done", f"State in {wanted.root}")
+        kept = "" if lost is None else " (not persistent: see the warning)"
+        self.reporter.step_finished("state", "done", f"State in {wanted.root}{kept}")
         return wanted
 
     async def _acquire_lock(self, layout: StateLayout) -> StateLock:

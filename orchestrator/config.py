@@ -138,9 +138,9 @@ def _not_persistent(env: Mapping[str, str], quix: QuixSettings | None, state: Pa
         volume = Path(mounted).expanduser().absolute()
         if state == volume or volume in state.parents:
             return None
-        reason = f"the state folder {state} is not on the volume Quix mounts at {volume}"
+        reason = f"The state folder {state} is not on the volume Quix mounts at {volume}"
     else:
-        reason = "state is not enabled for this Quix deployment"
+        reason = "State is not enabled for this Quix deployment"
     return (
         f"{reason}: installed packages, marimo's settings and sign-ins are lost at every "
         "restart, and notebook edits not yet saved to Quix have nowhere durable to wait. "
