@@ -404,3 +404,55 @@ def test_a_damaged_pending_list_never_writes_outside_the_notebook_folder(tmp_pat
         )
     )
     assert set(SyncState.load(layout.sync_state).pending) == {"ok.py", "gone.py"}
+
+
+def test_pushes_carry_the_token_of_the_person_who_saved_through_marimo(
+    orchestrator: OrchestratorFactory, app: Path, portal: FakeQuixPortal
+) -> None:
+    import re
+
+    from websockets.sync.client import connect
+
+    holder, saver, bystander = "quix-holder-token-01", "quix-saver-token-001", "quix-bystander-02"
+    portal.state.allowed_tokens |= {holder, saver, bystander}
+    run = start(orchestrator, app, portal)
+    run.token = holder
+    run.wait_ready()
+    url = run.base.replace("http", "ws") + "/ws?session_id=s_save_1&file=notebook.py"
+    with connect(
+        url,
+        open_timeout=30,
+        origin=run.base,
+        additional_headers={"Authorization": f"Bearer {holder}"},
+    ) as socket:
+        assert json.loads(socket.recv(timeout=60))
+        run.token = saver
+        _, _, page = run.get("/?file=notebook.py", {"Accept": "text/html"})
+        found = re.search(rb'<marimo-server-token data-token="([^"]+)"', page)
+        assert found, "marimo's page carries its server token"
+        body = {
+            "cellIds": ["Hbol"],
+            "codes": ["saved = 'by the saver'"],
+            "names": ["_"],
+            "configs": [{}],
+            "filename": "notebook.py",
+        }
+        request = urllib.request.Request(
+            run.base + "/api/kernel/save",
+            data=json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Marimo-Session-Id": "s_save_1",
+                "Marimo-Server-Token": found.group(1).decode(),
+                "Origin": run.base,
+                **run.auth,
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+        run.token = bystander
+        assert run.get("/-/status")[0] == 200  # someone else signs in after the save
+        files = wait_files(portal, 1)
+    assert "by the saver" in files[0][1]
+    assert pushes(portal)[-1]["token"] == saver
