@@ -39,6 +39,8 @@ from typing import Any
 from jobs.notebook_scan import Scanner, read_notebook
 
 SEEN_PER_FILE = 50
+REFUSED_RETRY = 300.0
+"""Seconds before a refused credential is tried again (when nobody signed in meanwhile)."""
 
 Push = Callable[[str, str], Awaitable[None]]
 """push(relative path, text): raises on failure (see the exceptions below)."""
@@ -190,6 +192,7 @@ class NotebookSync:
         """path → (digest, why) the destination refused; retried once the content changes."""
         self._refused_credential: str | None = None
         self._needs_sign_in: str | None = None
+        self._refused_at = 0.0
         self._last_change = 0.0
         self._failures = 0
         self._retry_at = 0.0
@@ -362,6 +365,7 @@ class NotebookSync:
                     await self.push(name, text)
             except CredentialRefused as error:
                 self._refused_credential = self.credential()
+                self._refused_at = time.monotonic()
                 self._needs_sign_in = f"{error}: sign in again to save {name} to Quix"
                 state.last_error = self._needs_sign_in
                 self._save()
@@ -396,8 +400,13 @@ class NotebookSync:
             self._save()
 
     def _may_push(self) -> bool:
-        # the same credential would be refused again
-        return self._needs_sign_in is None or self.credential() != self._refused_credential
+        # The same credential would be refused again: wait for another one (someone signs in),
+        # trying the same one again only after REFUSED_RETRY (its rights may have been fixed).
+        return (
+            self._needs_sign_in is None
+            or self.credential() != self._refused_credential
+            or time.monotonic() - self._refused_at >= REFUSED_RETRY
+        )
 
     async def flush_now(self, timeout: float) -> list[str]:
         """Push what is pending now, ignoring the debounce and the backoff, for at most
