@@ -21,6 +21,7 @@ run: $(BIN)/marimo-orchestrator
 lint: $(BIN)/marimo-orchestrator
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 typecheck: $(BIN)/marimo-orchestrator
 	$(BIN)/mypy

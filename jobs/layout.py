@@ -38,6 +38,11 @@ class StateLayout(NamedTuple):
         return self.root / "quix-sync.json"
 
     @property
+    def sync_blobs(self) -> Path:
+        """The content of each notebook edit not yet pushed to Quix, named by its SHA-256."""
+        return self.root / "quix-sync-pending"
+
+    @property
     def ledger(self) -> Path:
         """Packages the user installed into the venv, restored after a rebuild."""
         return self.root / "ledger.json"
@@ -78,6 +83,7 @@ class StateLayout(NamedTuple):
             "ledger": self.ledger,
             "session_secret": self.session_secret,
             "sync_state": self.sync_state,
+            "sync_blobs": self.sync_blobs,
             "uv_cache": self.uv_cache,
             "pip_cache": self.pip_cache,
             "xdg_config": self.xdg_config,

@@ -391,8 +391,10 @@ class Pipeline:
             self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
             return self.layout
         self.layout = wanted
-        self.reporter.state_resolved(wanted.root, persistent=True, warning=None)
-        self.reporter.step_finished("state", "done", f"State in {wanted.root}")
+        lost = self.settings.not_persistent
+        self.reporter.state_resolved(wanted.root, persistent=lost is None, warning=lost)
+        kept = "" if lost is None else " (not persistent: see the warning)"
+        self.reporter.step_finished("state", "done", f"State in {wanted.root}{kept}")
         return wanted
 
     async def _acquire_lock(self, layout: StateLayout) -> StateLock:

@@ -30,6 +30,9 @@ class JobSettings(NamedTuple):
     """marimo exits within this many seconds of its start count towards a crash loop."""
     base_python: str
     env: Mapping[str, str]
+    not_persistent: str | None = None
+    """Why the state directory, though usable, does not survive a restart (reported as a
+    warning with ``persistent: false``); ``None`` when it does."""
 
     def __repr__(self) -> str:  # the environment may hold secrets
         return (

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from orchestrator.status import StatusBoard
 
 if TYPE_CHECKING:
+    from jobs.notebook_sync import NotebookSync
     from jobs.runner import Pipeline
     from orchestrator.quix import QuixPortal
 
@@ -35,6 +36,8 @@ class Actions:
         self.board = board
         self.portal = portal
         self.pipeline: Pipeline | None = None
+        self.sync: NotebookSync | None = None
+        """Notebook sync, when on: a deployment restart pushes its pending edits first."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _enqueue(
@@ -98,6 +101,17 @@ class Actions:
             return Answer(409, {"error": "Quix__Deployment__Id is not set: nothing to restart"})
 
         async def restart() -> None:
+            sync = self.sync
+            if sync is not None and sync.state.pending:
+                from orchestrator.sync import FLUSH_BEFORE_RESTART
+
+                self.board.announce(
+                    "Saving notebook edits to Quix before the restart "
+                    f"(waiting up to {FLUSH_BEFORE_RESTART:.0f} s)"
+                )
+                left = await sync.flush_now(FLUSH_BEFORE_RESTART)
+                if left:
+                    log.warning("restarting with edits not yet in Quix: %s", ", ".join(left))
             message = await portal.restart_deployment(credential)
             self.board.announce(f"{message}; this page reloads when the new container is up")
 

@@ -27,6 +27,7 @@ from jobs.redact import redact
 from orchestrator.actions import Actions
 from orchestrator.auth import Guard, Verifier, load_secret
 from orchestrator.config import Config
+from orchestrator.editors import WATCHED
 from orchestrator.quix import QuixPortal
 from orchestrator.secret_adoption import adopt_or_persist
 from orchestrator.status import StatusBoard
@@ -123,6 +124,7 @@ def make_app(
             StateLayout(config.state_dir).session_secret if config.state_dir.is_dir() else None
         ),
         guard=guard,
+        board=board,
         user_token_of=guard.user_token,
         log_function=log_request,
     )
@@ -143,6 +145,11 @@ def record_request(
     metrics = app.settings.get("metrics")
     if metrics is not None:
         metrics.observe_request(request, status)
+    if request.path in WATCHED:  # who edits, for notebook sync
+        board = app.settings.get("board")
+        if board is not None:
+            token = app.settings["guard"].token_of_request(request, app.settings["cookie_secret"])
+            board.editors.saw(request.path, request.method or "", status, token)
     if request.path in ("/-/healthy", "/-/ready") and status in (200, 503):
         level = logging.DEBUG
     elif status >= 500:
@@ -195,11 +202,13 @@ async def run(
     actions.pipeline = pipeline
     background: set[asyncio.Task[None]] = set()
     if config.sync_to_quix and portal is not None:
-        board.on_state.append(
-            lambda path, _persistent: background.add(
-                asyncio.create_task(sync_notebooks(config, portal, guard, board, path))
-            )
-        )
+        from orchestrator.sync import make_sync, run_sync
+
+        def start_sync(path: Path, persistent: bool) -> None:
+            actions.sync = make_sync(config, portal, guard, board, path, persistent)
+            background.add(asyncio.create_task(run_sync(actions.sync)))
+
+        board.on_state.append(start_sync)
     jobs = asyncio.create_task(pipeline.run(), name="pipeline")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({jobs, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -210,6 +219,12 @@ async def run(
         await stop.wait()
 
     log.info("stopping")
+    if actions.sync is not None and actions.sync.state.pending:
+        from orchestrator.sync import FLUSH_ON_SIGTERM
+
+        left = await actions.sync.flush_now(FLUSH_ON_SIGTERM)
+        if left:
+            log.warning("not saved to Quix yet, kept on the state volume: %s", ", ".join(left))
     for task in background:
         task.cancel()
     board.begin_stopping()
@@ -226,30 +241,3 @@ async def run(
         await asyncio.wait_for(server.close_all_connections(), timeout=1.0)
     log.info("stopped")
     return 0
-
-
-async def sync_notebooks(
-    config: Config, portal: QuixPortal, guard: Guard, board: StatusBoard, state: Path
-) -> None:
-    """Save notebook edits to Quix with the signed-in user's token (else the service's)."""
-    from jobs.notebook_sync import NotebookSync
-
-    async def push(path: str, text: str) -> None:
-        token = guard.latest_user_token or portal.settings.sdk_token
-        if not token:
-            raise PermissionError("no Quix user has signed in yet")
-        await portal.push_file(token, path, text)
-
-    sync = NotebookSync(
-        config.notebook_dir,
-        StateLayout(state).sync_state,
-        push,
-        board.sync_changed,
-        debounce=config.sync_debounce,
-    )
-    try:
-        await sync.run()
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:  # never takes the server down
-        log.error("saving notebooks to Quix stopped: %s", error)

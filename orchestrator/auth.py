@@ -184,6 +184,22 @@ class Guard:
                 f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=None; Partitioned",
             )
 
+    def token_of_request(
+        self, request: HTTPServerRequest, cookie_secret: str | bytes
+    ) -> str | None:
+        """The Quix user's token behind a request (its bearer, or its session's), if any."""
+        if self.mode != "quix":
+            return None
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and bearer.strip():
+            return bearer.strip()
+        morsel = request.cookies.get(COOKIE)
+        if morsel is None:
+            return None
+        raw = tornado.web.decode_signed_value(cookie_secret, COOKIE, morsel.value, max_age_days=1)
+        session = self._session_from(raw)
+        return self._user_tokens.get(session.sid) if session is not None else None
+
     def user_token(self, handler: tornado.web.RequestHandler) -> str | None:
         """The signed-in Quix user's token, for calls made on their behalf (never shown)."""
         bearer = _bearer(handler)

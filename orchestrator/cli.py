@@ -175,6 +175,19 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         "and {deployment_id} (default: POST workspaces/{workspace_id}/deployments/update)",
     )
     options.add(
+        "--quix-delete-call",
+        default=None,
+        help="portal call that deletes one application file, as 'METHOD path' with "
+        "{workspace_id}, {application_id} and {path} (default: none, deleted and renamed "
+        "notebooks are listed as not propagated)",
+    )
+    options.add(
+        "--quix-commit-message-param",
+        default=None,
+        help="query parameter that carries '[AutoCommit] Updated <file>' with each notebook "
+        "push (default: none; Quix does not document one)",
+    )
+    options.add(
         "--auth",
         default=None,
         choices=AUTH_MODES,
@@ -192,11 +205,21 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         help="who may embed the pages in a frame, as CSP frame-ancestors "
         "(default: * in quix mode, 'self' elsewhere)",
     )
-    options.add(
+    metrics_env = env.get(ENV_PREFIX + "METRICS_PUBLIC")
+    metrics_default = False
+    if metrics_env:
+        try:
+            metrics_default = _boolean(metrics_env)
+        except ValueError as error:
+            options.errors.append(
+                f"environment variable {ENV_PREFIX}METRICS_PUBLIC is invalid: {error}"
+            )
+    parser.add_argument(
         "--metrics-public",
-        default=False,
-        convert=_boolean,
-        help="serve /-/metrics without sign-in (for a scraper inside the cluster)",
+        action=argparse.BooleanOptionalAction,
+        default=metrics_default,
+        help="serve /-/metrics without sign-in (for a scraper inside the cluster) "
+        "(default: off) [env: ORCHESTRATOR_METRICS_PUBLIC]",
     )
     options.add(
         "--log-format",
@@ -249,6 +272,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         log_level=args.log_level,
         sse_keepalive=args.sse_keepalive,
         quix_restart_call=args.quix_restart_call,
+        quix_delete_call=args.quix_delete_call,
+        quix_commit_message_param=args.quix_commit_message_param,
         auth=args.auth,
         token=args.token,
         frame_ancestors=args.frame_ancestors,

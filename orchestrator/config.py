@@ -55,6 +55,8 @@ class Config(NamedTuple):
     sync_to_quix: bool
     sync_debounce: float
     env: Mapping[str, str]
+    not_persistent: str | None = None
+    """Why the state directory does not survive a restart (inside Quix without its volume)."""
 
     def __repr__(self) -> str:
         return (
@@ -80,6 +82,7 @@ class Config(NamedTuple):
             marimo_crash_window=self.marimo_crash_window,
             base_python=sys.executable,
             env=self.env,
+            not_persistent=self.not_persistent,
         )
 
 
@@ -110,22 +113,48 @@ def _state_parent_usable(path: Path) -> None:
         raise ConfigError(f"--state-dir {path}: exists and is not a directory")
 
 
-def _restart_call(value: str | None) -> str | None:
+def _restart_call(
+    value: str | None,
+    flag: str = "--quix-restart-call",
+    methods: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH"),
+) -> str | None:
     if value is None:
         return None
     method, _, path = value.strip().partition(" ")
-    if method.upper() not in ("GET", "POST", "PUT", "PATCH") or not path.strip():
+    if method.upper() not in methods or not path.strip():
         raise ConfigError(
-            "--quix-restart-call must look like 'POST workspaces/{workspace_id}/...'; "
-            f"got {value!r}"
+            f"{flag} must look like '{methods[0]} workspaces/{{workspace_id}}/...'; got {value!r}"
         )
     return f"{method.upper()} {path.strip()}"
 
 
-def _sync_wanted(flag: bool | None, quix: QuixSettings | None) -> bool:
-    """On by default inside Quix (where the notebook's source of truth is), off elsewhere."""
+def _not_persistent(env: Mapping[str, str], quix: QuixSettings | None, state: Path) -> str | None:
+    """Inside Quix only the volume Quix mounts (``Quix__Deployment__State__Path``) survives a
+    restart, whatever folder the image has; ``None`` when the state persists (or outside Quix)."""
+    if quix is None:
+        return None
+    mounted = env.get(QUIX_STATE_PATH)
+    if mounted:
+        volume = Path(mounted).expanduser().absolute()
+        if state == volume or volume in state.parents:
+            return None
+        reason = f"The state folder {state} is not on the volume Quix mounts at {volume}"
+    else:
+        reason = "State is not enabled for this Quix deployment"
+    return (
+        f"{reason}: installed packages, marimo's settings and sign-ins are lost at every "
+        "restart, and notebook edits not yet saved to Quix have nowhere durable to wait. "
+        "Enable State in the deployment's settings in Quix (mount path /app/state) to keep them"
+    )
+
+
+def _sync_wanted(flag: bool | None, quix: QuixSettings | None, mode: str = "edit") -> bool:
+    """On by default inside Quix (where the notebook's source of truth is), off elsewhere;
+    only in edit mode (in run mode nobody edits)."""
+    if flag and mode != "edit":
+        raise ConfigError("--sync-to-quix needs --marimo-mode edit (nobody edits in run mode)")
     if flag is None:
-        return bool(quix and quix.application_id)
+        return bool(quix and quix.application_id) and mode == "edit"
     if flag and not (quix and quix.application_id):
         raise ConfigError(
             "--sync-to-quix needs Quix__Portal__Api, Quix__Workspace__Id and "
@@ -150,6 +179,8 @@ def resolve(
     marimo_crash_window: float = 30.0,
     sse_keepalive: float,
     quix_restart_call: str | None = None,
+    quix_delete_call: str | None = None,
+    quix_commit_message_param: str | None = None,
     auth: str | None = None,
     token: str | None = None,
     frame_ancestors: str | None = None,
@@ -181,7 +212,12 @@ def resolve(
     )
     if requirements and reqs.is_dir():
         raise ConfigError(f"--requirements {reqs} is a directory, not a file")
-    quix = QuixSettings.from_env(env, _restart_call(quix_restart_call))
+    quix = QuixSettings.from_env(
+        env,
+        _restart_call(quix_restart_call),
+        _restart_call(quix_delete_call, "--quix-delete-call", ("DELETE", "POST", "PUT")),
+        quix_commit_message_param or None,
+    )
     mode = cast(AuthMode, _choice("--auth", auth or ("quix" if quix else "token"), AUTH_MODES))
     if mode == "quix" and quix is None:
         raise ConfigError(
@@ -220,10 +256,11 @@ def resolve(
         token_generated=generated,
         frame_ancestors=frame_ancestors or ("*" if mode == "quix" else "'self'"),
         metrics_public=metrics_public,
-        sync_to_quix=_sync_wanted(sync_to_quix, quix),
+        sync_to_quix=_sync_wanted(sync_to_quix, quix, marimo_mode),
         sync_debounce=_positive("--sync-debounce", sync_debounce),
         log_format=cast(
             Literal["text", "json"], _choice("--log-format", log_format, ("text", "json"))
         ),
         env=env,
+        not_persistent=_not_persistent(env, quix, state),
     )

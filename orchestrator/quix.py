@@ -25,6 +25,10 @@ class PortalUnavailable(Exception):
     """The portal did not answer (timeout, connection error, 5xx) after our retries."""
 
 
+class PortalRefused(Exception):
+    """The portal answered a 4xx other than 401/403 for this one call (e.g. one file path)."""
+
+
 def normalise_portal_url(raw: str) -> str:
     """No trailing slash; plain http only for a portal on this machine (tests)."""
     parts = urlsplit(raw.strip())
@@ -45,6 +49,12 @@ class QuixSettings(NamedTuple):
     sdk_token: str | None
     restart_call: str = DEFAULT_RESTART_CALL
     timeout: float = 5.0
+    delete_call: str | None = None
+    """'METHOD path' deleting one application file ({workspace_id}, {application_id}, {path});
+    the reference documents none, so deletions are not propagated unless this is set."""
+    commit_message_param: str | None = None
+    """Query parameter carrying ``[AutoCommit] Updated <path>`` with a file push; the reference
+    does not say whether the call takes a message, so none is sent unless this is set."""
 
     def __repr__(self) -> str:
         return (
@@ -57,7 +67,11 @@ class QuixSettings(NamedTuple):
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str], restart_call: str | None = None
+        cls,
+        env: Mapping[str, str],
+        restart_call: str | None = None,
+        delete_call: str | None = None,
+        commit_message_param: str | None = None,
     ) -> QuixSettings | None:
         portal = env.get(PORTAL_API)
         workspace = env.get(WORKSPACE_ID)
@@ -70,6 +84,8 @@ class QuixSettings(NamedTuple):
             application_id=env.get(APPLICATION_ID) or None,
             sdk_token=env.get(SDK_TOKEN) or None,
             restart_call=restart_call or DEFAULT_RESTART_CALL,
+            delete_call=delete_call,
+            commit_message_param=commit_message_param,
         )
 
 
@@ -170,11 +186,35 @@ class QuixPortal:
             f"workspaces/{settings.workspace_id}/files/{settings.application_id}/"
             f"{quote(path, safe='/')}"
         )
+        if settings.commit_message_param:
+            from urllib.parse import urlencode
+
+            message = {settings.commit_message_param: f"[AutoCommit] Updated {path}"}
+            url_path += "?" + urlencode(message)
         status, _ = await self._call("POST", url_path, token, raw_body=text)
         if status in (401, 403):
             raise PermissionError("the Quix portal refused to save the file for this user")
         if status >= 400:
-            raise PortalUnavailable(f"the Quix portal answered HTTP {status}")
+            raise PortalRefused(f"the Quix portal answered HTTP {status} for {path}")
+
+    async def delete_file(self, token: str, path: str) -> None:
+        """Delete one application file with the configured call (``delete_call``)."""
+        settings = self.settings
+        if not settings.delete_call or not settings.application_id:
+            raise PortalRefused("no call to delete application files is configured")
+        from urllib.parse import quote
+
+        method, _, template = settings.delete_call.partition(" ")
+        url_path = template.format(
+            workspace_id=settings.workspace_id,
+            application_id=settings.application_id,
+            path=quote(path, safe="/"),
+        )
+        status, _ = await self._call(method.upper(), url_path, token)
+        if status in (401, 403):
+            raise PermissionError("the Quix portal refused to delete the file for this user")
+        if status >= 400 and status != 404:  # already gone is what we wanted
+            raise PortalRefused(f"the Quix portal answered HTTP {status} deleting {path}")
 
     async def restart_deployment(self, token: str) -> str:
         """One server-side call; returns a message for users, raises on refusal or outage."""

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from jobs.redact import redact
 from jobs.reporting import STEP_NAMES, Outcome, StepName
+from orchestrator.editors import Editors
 from proxy.upstream import MarimoSession, Upstream
 
 log = logging.getLogger("orchestrator")
@@ -86,7 +87,9 @@ class StatusBoard:
         self._secrets: tuple[str, ...] = ()
         self.capabilities: dict[str, bool] = {"restart_deployment": False}
         self.sync: dict[str, Any] | None = None
-        """Saving notebook edits back to Quix: pending files, last sync, last error."""
+        """Saving notebook edits back to Quix (shape: README, "Saving notebooks to Quix")."""
+        self.editors = Editors()
+        """Who edits (fed by the proxy's requests to marimo); read by notebook sync."""
         """What the page may offer (a deployment restart needs Quix)."""
         self.listeners: list[Callable[[str, StepName | None, dict[str, Any]], None]] = []
         """Observers of what happens (metrics): called with an event name, a step and details."""

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator, hermetic_env
+from tests.support.orchestrator import Orchestrator, hermetic_env, quix_layout_env
+from tests.support.quix_portal import FakeQuixPortal
 from tests.support.wheels import build_wheel
 
 NOTEBOOK = """import marimo
@@ -49,7 +50,8 @@ def index(wheelhouse: Path) -> Iterator[LocalIndex]:
 
 @pytest.fixture
 def notebook_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "notebooks"
+    """Quix's /app: the notebook folder, which the state volume is mounted inside by default."""
+    directory = tmp_path / "app"
     directory.mkdir()
     (directory / "notebook.py").write_text(NOTEBOOK, encoding="utf-8")
     return directory
@@ -97,8 +99,16 @@ class RecordingReporter:
 
 @pytest.fixture
 def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFactory]:
-    """Start real orchestrators; every one is ended, with its whole process tree, at teardown."""
+    """Start real orchestrators; every one is ended, with its whole process tree, at teardown.
+
+    By default in Quix's layout: the state folder inside the notebook folder (``app/state``),
+    mounted (created) as Quix mounts its volume, ``Quix__*`` set for a fake portal, so notebook
+    sync is on. Sign-in stays the test's: token mode unless the test passes ``--auth`` or its own
+    portal's ``env``. ``quix=False`` runs outside Quix (the state in ``tmp_path/state``); a test
+    passing ``--wait-for-state`` makes its state folder appear itself.
+    """
     started: list[Orchestrator] = []
+    portals: list[FakeQuixPortal] = []
 
     def start(
         notebook_dir: Path,
@@ -106,13 +116,25 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
         *args: str,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        quix: bool = True,
     ) -> Orchestrator:
         log_path = tmp_path / f"orchestrator-{len(started)}.log"
+        env = dict(env or {})
+        if quix and "Quix__Portal__Api" not in env:
+            state_dir = state_dir or notebook_dir / "state"
+            if not portals:
+                portals.append(FakeQuixPortal().__enter__())
+            portal = portals[0]
+            portal.state.allowed_tokens.add(portal.env()["Quix__Sdk__Token"])
+            # Sign-in stays the test's (token mode; --auth on the command line wins).
+            env = {**quix_layout_env(portal.env(), state_dir), "ORCHESTRATOR_AUTH": "token", **env}
+            if "--wait-for-state" not in args:
+                state_dir.mkdir(parents=True, exist_ok=True)  # the volume Quix mounts
         process = Orchestrator(
             notebook_dir,
             state_dir or tmp_path / "state",
             log_path,
-            hermetic_env({**index.env(), **(env or {})}),
+            hermetic_env({**index.env(), **env}),
             args,
             port,
         )
@@ -123,3 +145,5 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
     index.control.release_all()
     for process in started:
         process.kill_everything()
+    for portal in portals:
+        portal.__exit__()

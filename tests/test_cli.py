@@ -121,3 +121,31 @@ def test_a_generated_token_is_long_and_url_safe(tmp_path: Path) -> None:
     for token in tokens:
         assert token is not None and len(token) == 32
         assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def test_metrics_public_is_a_switch_with_a_true_false_twin(tmp_path: Path) -> None:
+    from orchestrator.cli import parse
+
+    folder = str(tmp_path)
+    assert parse([folder, "--metrics-public"], {}).metrics_public is True
+    assert parse([folder], {}).metrics_public is False
+    twin = {"ORCHESTRATOR_METRICS_PUBLIC": "true"}
+    assert parse([folder], twin).metrics_public is True
+    assert parse([folder, "--no-metrics-public"], twin).metrics_public is False
+    result = run_cli(folder, env={"ORCHESTRATOR_METRICS_PUBLIC": "maybe"})
+    assert_one_line_error(result, "ORCHESTRATOR_METRICS_PUBLIC")
+
+
+def test_sync_to_quix_only_in_edit_mode(tmp_path: Path) -> None:
+    from orchestrator.cli import parse
+
+    quix = {
+        "Quix__Portal__Api": "http://127.0.0.1:9/",
+        "Quix__Workspace__Id": "ws",
+        "Quix__Application__Id": "app",
+    }
+    folder = str(tmp_path)
+    assert parse([folder], quix).sync_to_quix is True
+    assert parse([folder, "--marimo-mode", "run"], quix).sync_to_quix is False
+    result = run_cli(folder, "--marimo-mode", "run", "--sync-to-quix", env=quix)
+    assert_one_line_error(result, "--sync-to-quix", "edit")

@@ -58,7 +58,7 @@ def test_cold_start_installs_requirements_and_proxies_marimo(
     assert b"marimo" in body and b"Starting your marimo environment" not in body
     assert _kernel_first_message(run.base.replace("http", "ws"), run.auth)
 
-    venv_python = tmp_path / "state" / "venv" / "bin" / "python"
+    venv_python = Path(run.status()["state"]["path"]) / "venv" / "bin" / "python"
     imported = subprocess.run(
         [
             str(venv_python),

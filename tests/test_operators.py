@@ -80,7 +80,7 @@ def test_public_metrics_and_json_logs(
     orchestrator: OrchestratorFactory, notebook_dir: Path
 ) -> None:
     (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
-    run = orchestrator(notebook_dir, None, "--metrics-public", "true", "--log-format", "json")
+    run = orchestrator(notebook_dir, None, "--metrics-public", "--log-format", "json")
     run.wait_ready()
     assert run.get("/-/metrics", signed_in=False)[0] == 200
     run.get(f"/-/login?token={run.token}", signed_in=False)

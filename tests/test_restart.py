@@ -73,16 +73,13 @@ def test_restart_install_reruns_and_rebuild_restores(
     assert run.step(status, "requirements")["status"] == "done", "a requested reinstall really runs"
     assert status["ready"], "marimo kept serving"
 
-    venv_created = json.loads((tmp_path / "state" / "manifest.json").read_text())["venv"][
-        "created_at"
-    ]
+    manifest = Path(before["state"]["path"]) / "manifest.json"
+    venv_created = json.loads(manifest.read_text())["venv"]["created_at"]
     assert post_restart(run, {"scope": "install", "rebuild": True})[0] == 202
     run.wait_for(
         lambda s: (
-            json.loads((tmp_path / "state" / "manifest.json").read_text()).get("venv", {})
-            not in (None, {})
-            and json.loads((tmp_path / "state" / "manifest.json").read_text())["venv"]["created_at"]
-            != venv_created
+            json.loads(manifest.read_text()).get("venv", {}) not in (None, {})
+            and json.loads(manifest.read_text())["venv"]["created_at"] != venv_created
             and run.step(s, "requirements")["status"] == "done"
         ),
         what="rebuild",
@@ -92,7 +89,7 @@ def test_restart_install_reruns_and_rebuild_restores(
 def test_bad_requests_are_refused_clearly(
     orchestrator: OrchestratorFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir)
+    run = orchestrator(notebook_dir, quix=False)  # the deployment needs Quix
     run.wait_listening()
     assert post_restart(run, {"scope": "everything"})[0] == 400
     assert post_restart(run, b"scope=marimo", "application/x-www-form-urlencoded")[0] == 415

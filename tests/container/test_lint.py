@@ -87,6 +87,8 @@ def test_quix_library_json() -> None:
     assert settings["plugin"]["embeddedView"]["enabled"] is True
     assert (REPO / "examples/quix" / library["EntryPoint"]).is_file()
     assert (REPO / "examples/quix" / library["DefaultFile"]).is_file()
+    icon = REPO / "examples/quix" / library["IconFile"]
+    assert icon.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_quix_yaml() -> None:

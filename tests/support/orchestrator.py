@@ -54,6 +54,15 @@ def http_get(
         return error.code, dict(error.headers), error.read()
 
 
+def quix_layout_env(portal_env: Mapping[str, str], state_dir: Path) -> dict[str, str]:
+    """What Quix injects into a deployment with state on, its volume mounted at ``state_dir``."""
+    return {
+        **portal_env,
+        "Quix__Deployment__State__Path": str(state_dir),
+        "Quix__Deployment__State__Enabled": "true",
+    }
+
+
 class Orchestrator:
     def __init__(
         self,

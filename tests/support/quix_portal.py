@@ -2,7 +2,8 @@
 
 Implements: the permissions query (both documented shapes: status code, or a true/false body),
 the deployment restart call, and the file commit call. It can be taken down (503s) to test
-outages. Everything it is asked is kept in ``calls`` for assertions.
+outages, and made to refuse given file paths (400; the reference does not say which ones).
+Everything it is asked is kept in ``calls`` for assertions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class PortalState:
     body_shape: str = "status"
     """"status": 200/401 with an empty body; "boolean": always 200, body true/false."""
     down: bool = False
+    refused_files: set[str] = field(default_factory=set)
+    """Application file paths the file call answers 400 for (a path the portal will not take)."""
     calls: list[dict[str, object]] = field(default_factory=list)
     files: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,6 +93,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         prefix = f"/workspaces/{state.workspace_id}/files/{state.application_id}/"
         if parts.path.startswith(prefix) and self.command == "POST":
+            if parts.path[len(prefix) :] in state.refused_files:
+                self._answer(400, {"error": "invalid file path"})
+                return
             with state.lock:
                 state.files.append((parts.path[len(prefix) :], body))
             self._answer(200)
