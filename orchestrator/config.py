@@ -14,6 +14,7 @@ from typing import Literal, NamedTuple, cast
 
 from jobs.settings import InstallerChoice, JobSettings, MarimoMode
 from orchestrator.auth_modes import AuthMode
+from orchestrator.hosts import parse_allowed
 from orchestrator.quix import QuixSettings
 
 INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
@@ -22,6 +23,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 AUTH_MODES: tuple[AuthMode, ...] = ("quix", "token", "none")
 QUIX_STATE_PATH = "Quix__Deployment__State__Path"
 QUIX_STATE_ENABLED = "Quix__Deployment__State__Enabled"
+QUIX_PORTAL_ORIGINS = "https://portal.cloud.quix.io"
+"""The Quix Cloud portal's page origin (not its API's), the default for --portal-origins."""
 
 
 class ConfigError(Exception):
@@ -55,6 +58,10 @@ class Config(NamedTuple):
     sync_to_quix: bool
     sync_debounce: float
     env: Mapping[str, str]
+    allowed_hosts: tuple[str, ...] = ()
+    trust_proxy: bool = False
+    quix_recheck: float = 300.0
+    portal_origins: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -79,8 +86,35 @@ class Config(NamedTuple):
             marimo_ready_timeout=self.marimo_ready_timeout,
             marimo_crash_window=self.marimo_crash_window,
             base_python=sys.executable,
-            env=self.env,
+            env=notebook_environment(self.env),
         )
+
+
+ORCHESTRATOR_ONLY = ("ORCHESTRATOR_",)
+"""Variables marimo (and so every notebook cell and terminal) never sees: the orchestrator's
+own settings, ``ORCHESTRATOR_TOKEN`` among them."""
+
+
+def notebook_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The orchestrator's environment without its own secrets and settings, for marimo.
+
+    Quix's variables stay (``Quix__Sdk__Token`` is the workspace's service credential, given to
+    the deployment for its code, notebooks included; the other ``Quix__*`` describe it).
+    """
+    return {key: value for key, value in env.items() if not key.startswith(ORCHESTRATOR_ONLY)}
+
+
+def _origins(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return default
+    origins = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+            raise ConfigError(
+                f"--portal-origins: {origin!r} is not an origin like https://portal.example"
+            )
+    return origins
 
 
 def _positive(name: str, value: float) -> float:
@@ -158,6 +192,10 @@ def resolve(
     sync_to_quix: bool | None = None,
     sync_debounce: float = 5.0,
     env: Mapping[str, str] | None = None,
+    allowed_hosts: str | None = None,
+    trust_proxy: bool | None = None,
+    quix_recheck: float = 300.0,
+    portal_origins: str | None = None,
 ) -> Config:
     """Validate the already-merged values (flag or env twin or default) into a Config."""
     env = dict(os.environ if env is None else env)
@@ -226,4 +264,9 @@ def resolve(
             Literal["text", "json"], _choice("--log-format", log_format, ("text", "json"))
         ),
         env=env,
+        allowed_hosts=parse_allowed(allowed_hosts),
+        # Inside Quix the ingress in front is the only way in: trust what it forwards.
+        trust_proxy=quix is not None if trust_proxy is None else trust_proxy,
+        quix_recheck=_positive("--quix-recheck", quix_recheck),
+        portal_origins=_origins(portal_origins, (QUIX_PORTAL_ORIGINS,) if mode == "quix" else ()),
     )
