@@ -50,6 +50,8 @@ class HostRule:
     def allows(self, host_header: str | None) -> bool:
         if not self.enforced or self.allow_all or host_header is None:
             return True  # no Host at all: not a browser, so no rebinding
+        if "," in host_header:
+            return False  # several Host headers: which one would the browser have meant?
         name = _name(host_header)
         try:
             ipaddress.ip_address(name)
