@@ -233,7 +233,7 @@ def test_sigterm_is_prompt_with_a_hung_portal_under_load(
         started = time.monotonic()
         assert run.get("/-/healthy", timeout=5, signed_in=False)[0] == 200
         assert time.monotonic() - started < 1.0
-        assert len(portal.state.calls) <= 4, "at most 4 portal calls at once"
+        calls_at_once = len(portal.state.calls)
         started = time.monotonic()
         run.process.send_signal(signal.SIGTERM)
         code = run.process.wait(timeout=30)
@@ -241,6 +241,7 @@ def test_sigterm_is_prompt_with_a_hung_portal_under_load(
         assert code == 0
         assert took < 10, f"SIGTERM took {took:.1f} s"
         print(f"SIGTERM with a hung portal under load: {took:.2f} s")
+        assert calls_at_once <= 4, "at most 4 portal calls at once"
     finally:
         portal.state.release.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -386,13 +387,13 @@ def test_logout_survives_a_restart_and_a_new_token_ends_old_sessions(
     assert code == 303
     assert request(first, "GET", "/-/status", {"Cookie": ended})[0] == 401
     assert first.terminate() == 0
-    assert (state / "sessions-revoked").stat().st_mode & 0o777 == 0o600
 
     same = orchestrator(notebook_dir, state, "--token", first.token)
     same.wait_listening()
     assert request(same, "GET", "/-/status", {"Cookie": ended})[0] == 401
     assert request(same, "GET", "/-/status", {"Cookie": kept})[0] == 200
     assert same.terminate() == 0
+    assert (state / "sessions-revoked").stat().st_mode & 0o777 == 0o600
 
     renewed = orchestrator(notebook_dir, state, "--token", "a-brand-new-access-token")
     renewed.wait_listening()
@@ -480,7 +481,8 @@ def test_ending_a_session_closes_its_terminal(
         with pytest.raises(ConnectionClosed):
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                terminal.recv(timeout=1)
+                with contextlib.suppress(TimeoutError):
+                    terminal.recv(timeout=1)
         assert terminal.close_code == 1008
 
 
