@@ -55,6 +55,10 @@ QUIX_GRACE = 30 * 60.0
 PORTAL_RETRY = 30.0
 """While the portal cannot be reached, how often a session in its grace period asks again."""
 MAX_TRACKED = 10_000
+COOKIE_BUDGET = 3800
+"""Bytes a session cookie may take (browsers keep 4096 per cookie, name and attributes included).
+A Quix token too long to be sealed within it is kept in memory instead: that session then ends
+with the process."""
 
 Outcome = Literal["ok", "rejected", "throttled", "portal"]
 
@@ -201,6 +205,8 @@ class Guard:
         self._sockets: dict[str, weakref.WeakSet[tornado.web.RequestHandler]] = {}
         self._socket_sessions: dict[str, Session] = {}
         self._binding: tuple[str | bytes, str] | None = None
+        self._memory_tokens: dict[str, str] = {}
+        """Quix tokens too long for the cookie, by session id (this process only)."""
         self.latest_user_token: str | None = None
         """The token of the Quix user who signed in last (kept in memory only)."""
 
@@ -238,9 +244,17 @@ class Guard:
             expected = self._expected_binding(self.secret())
             if not hmac.compare_digest(session.binding.encode(), expected.encode()):
                 return None  # made with another access token
-        if self.mode == "quix" and not session.sealed:
+        if self.mode == "quix" and not session.sealed and session.sid not in self._memory_tokens:
             return None
         return session
+
+    def _credential(self, session: Session) -> str | None:
+        """A Quix session's token: unsealed from its cookie, or from memory."""
+        if not session.sealed:
+            return self._memory_tokens.get(session.sid)
+        from orchestrator.session_crypto import unseal
+
+        return unseal(self.secret(), session.sealed)
 
     def open_session(self, handler: tornado.web.RequestHandler, token: str | None) -> None:
         from orchestrator.session_crypto import seal
@@ -255,6 +269,16 @@ class Guard:
             self.latest_user_token = token
             self._remember(self._checked, sid, time.monotonic())
         value = json.dumps(payload, separators=(",", ":"))
+        if self.mode == "quix" and len(handler.create_signed_value(COOKIE, value)) > COOKIE_BUDGET:
+            del payload["ct"]
+            value = json.dumps(payload, separators=(",", ":"))
+            self._memory_tokens[sid] = token or ""
+            if len(self._memory_tokens) > MAX_TRACKED:
+                del self._memory_tokens[next(iter(self._memory_tokens))]
+            log.warning(
+                "a Quix token is too long to keep in the session cookie; that session is kept "
+                "in memory and ends when the orchestrator restarts"
+            )
         if self.mode == "quix":
             # Inside the portal's cross-site iframe a cookie must be Secure, SameSite=None and
             # Partitioned (CHIPS: browsers that block third-party cookies keep partitioned
@@ -296,6 +320,7 @@ class Guard:
         self._checked.pop(session.sid, None)
         self._unreachable.pop(session.sid, None)
         self._socket_sessions.pop(session.sid, None)
+        self._memory_tokens.pop(session.sid, None)
         for socket in list(self._sockets.pop(session.sid, ())):
             close = getattr(socket, "close", None)
             if callable(close):
@@ -308,11 +333,7 @@ class Guard:
         if bearer is not None:
             return bearer
         session = self.session(handler)
-        if session is None or not session.sealed:
-            return None
-        from orchestrator.session_crypto import unseal
-
-        return unseal(self.secret(), session.sealed)
+        return self._credential(session) if session is not None else None
 
     @staticmethod
     def _remember(table: dict[str, float], sid: str, value: float) -> None:
@@ -333,10 +354,9 @@ class Guard:
         if self.mode != "quix" or not self._due(session.sid):
             return True
         from orchestrator.quix import PortalUnavailable
-        from orchestrator.session_crypto import unseal
 
-        token = unseal(self.secret(), session.sealed)
-        if token is None:
+        token = self._credential(session)
+        if not token:
             self.end(session)
             return False
         now = time.monotonic()

@@ -591,3 +591,28 @@ def test_marimo_runs_without_the_orchestrators_secrets(
         assert environ.get("Quix__Sdk__Token") == "sdk-token-for-notebooks"
         assert environ.get("Quix__Workspace__Id") == "ws-notebooks"
     assert os.environ.get("ORCHESTRATOR_TOKEN") != token  # the test's own environment is clean
+
+
+def test_quix_tokens_of_every_length_sign_in_within_a_cookie_browsers_keep(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal, tmp_path: Path
+) -> None:
+    """A portal JWT is about 1-2 KB: sealed in the cookie it survives restarts. One too long for
+    a 4 KB cookie still signs in, for this process's life (said in the log)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    usual, huge = "eyJ" + "a" * 1500, "eyJ" + "b" * 3000
+    portal.state.allowed_tokens.update({usual, huge})
+    run = quix(orchestrator, notebook_dir, portal, state)
+    run.wait_for(lambda s: s["state"]["path"] == str(state), what="state resolved")
+    cookies = {}
+    for token in (usual, huge):
+        code, headers, _ = login(run, token)
+        assert code == 303
+        assert len(headers["set-cookie"]) < 4096
+        cookies[token] = cookie_of(headers)
+        assert request(run, "GET", "/-/status", {"Cookie": cookies[token]})[0] == 200
+    assert "too long to keep in the session cookie" in run.log_text()
+    assert run.terminate() == 0
+    run = quix(orchestrator, notebook_dir, portal, state)
+    assert request(run, "GET", "/-/status", {"Cookie": cookies[usual]})[0] == 200
+    assert request(run, "GET", "/-/status", {"Cookie": cookies[huge]})[0] == 401
