@@ -28,6 +28,7 @@ from orchestrator.auth import Guard, Verifier, load_secret
 from orchestrator.bounds import BoundedServer
 from orchestrator.config import Config
 from orchestrator.hosts import HostRule
+from orchestrator.private import keep_private
 from orchestrator.quix import QuixPortal
 from orchestrator.secret_adoption import adopt_or_persist
 from orchestrator.status import StatusBoard
@@ -178,6 +179,7 @@ async def run(
     config: Config, early: EarlyResponder, head_start: HeadStart | None, boot_id: str
 ) -> int:
     """The full server on the port ``early`` has been answering probes on, then the jobs."""
+    keep_private()  # before anyone can sign in and run code as this user
     board = StatusBoard(boot_id=boot_id)
     portal = QuixPortal(config.quix, yes_ttl=config.quix_recheck) if config.quix else None
     actions = Actions(board, portal)

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -24,7 +25,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import Orchestrator
+from tests.support.index import LocalIndex
+from tests.support.orchestrator import Orchestrator, hermetic_env
 from tests.support.quix_portal import FakeQuixPortal
 from tests.test_auth import HTML, cookie_of, login, request
 
@@ -616,3 +618,44 @@ def test_quix_tokens_of_every_length_sign_in_within_a_cookie_browsers_keep(
     run = quix(orchestrator, notebook_dir, portal, state)
     assert request(run, "GET", "/-/status", {"Cookie": cookies[usual]})[0] == 200
     assert request(run, "GET", "/-/status", {"Cookie": cookies[huge]})[0] == 401
+
+
+UNPRIVILEGED = ("setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all")
+"""The same user without any capability: what marimo's code is to the orchestrator outside a
+root container (the tests run as root, whose CAP_SYS_PTRACE would read anything)."""
+
+
+def test_notebook_code_cannot_read_the_orchestrators_environment_or_memory(
+    tmp_path: Path, notebook_dir: Path, index: LocalIndex
+) -> None:
+    token = "orchestrator-secret-token-4567"
+    run = Orchestrator(
+        notebook_dir,
+        tmp_path / "state",
+        tmp_path / "orchestrator.log",
+        hermetic_env({**index.env(), "ORCHESTRATOR_TOKEN": token}),
+        ("--auth", "token"),
+        prefix=UNPRIVILEGED,
+    )
+    run.token = token
+    try:
+        status = run.wait_ready()
+        orchestrator_pid = run.process.pid
+        marimo_pid = int(status["marimo"]["pid"])
+        # A cell's view: the same user, no privilege. marimo's own process is readable (the
+        # control), the orchestrator's is not.
+        for what in ("environ", "mem", "maps"):
+            reader = subprocess.run(
+                [*UNPRIVILEGED, "cat", f"/proc/{orchestrator_pid}/{what}"],
+                capture_output=True,
+                timeout=30,
+            )
+            assert reader.returncode != 0 and b"Permission denied" in reader.stderr, what
+            assert token.encode() not in reader.stdout
+        control = subprocess.run(
+            [*UNPRIVILEGED, "cat", f"/proc/{marimo_pid}/environ"], capture_output=True, timeout=30
+        )
+        assert control.returncode == 0 and b"PATH=" in control.stdout
+        assert token.encode() not in control.stdout
+    finally:
+        run.kill_everything()
