@@ -226,7 +226,7 @@ async def run(
                 asyncio.create_task(sync_notebooks(config, portal, guard, board, path))
             )
         )
-    if config.auth == "quix":
+    if config.auth != "none":
         background.add(asyncio.create_task(recheck_sockets(guard), name="recheck-sockets"))
     jobs = asyncio.create_task(pipeline.run(), name="pipeline")
     stopper = asyncio.create_task(stop.wait())
@@ -257,7 +257,8 @@ async def run(
 
 
 async def recheck_sockets(guard: Guard) -> None:
-    """Quix sessions holding WebSockets open (the terminal) end with their token too."""
+    """Sessions holding WebSockets open (the terminal) end when they expire and, in quix mode,
+    when the portal stops accepting their token, like any other."""
     interval = min(30.0, guard.quix_recheck)
     while True:
         await asyncio.sleep(interval)

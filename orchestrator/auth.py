@@ -391,7 +391,8 @@ class Guard:
         return True
 
     async def sweep(self) -> None:
-        """Re-checks the Quix sessions that hold WebSockets open (they make no new requests)."""
+        """Re-checks the sessions that hold WebSockets open (they make no new requests): an
+        expired one ends, a Quix one is asked about like any request would."""
         for sid, session in list(self._socket_sessions.items()):
             sockets = self._sockets.get(sid)
             if not sockets:
