@@ -372,6 +372,30 @@ def test_auth_none_on_loopback_refuses_a_rebound_name(
     assert with_host(run, f"127.0.0.1:{run.port}", "/-/status")[0] == 200
 
 
+def test_beyond_loopback_allowed_hosts_apply_when_given(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    open_run = orchestrator(notebook_dir, None, "--auth", "none", "--host", "0.0.0.0")
+    listed = orchestrator(
+        notebook_dir,
+        None,
+        "--auth",
+        "none",
+        "--host",
+        "0.0.0.0",
+        "--allowed-hosts",
+        "notebooks.example.test,*.apps.example.test",
+    )
+    for run in (open_run, listed):
+        run.wait_for(lambda _: True, what="the full server")
+    assert with_host(open_run, "anything.example", "/-/status")[0] == 200
+    assert "--auth none on 0.0.0.0" in listed.log_text()
+    assert with_host(listed, "notebooks.example.test", "/-/status")[0] == 200
+    assert with_host(listed, "team.apps.example.test:8080", "/-/status")[0] == 200
+    assert with_host(listed, "anything.example", "/-/status")[0] == 403
+    assert with_host(listed, "192.0.2.7", "/-/status")[0] == 200
+
+
 # -- 6. sessions end with their credentials -------------------------------------------------------
 
 
