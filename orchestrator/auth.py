@@ -27,6 +27,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 import weakref
@@ -71,9 +72,12 @@ def load_secret(path: Path | None) -> bytes:
     """
     if path is not None:
         try:
-            data = path.read_bytes()
-            if len(data) >= 32:
-                return data
+            with open(path, "rb") as handle:
+                # Only our own file: one another user put there would be theirs to forge with.
+                if os.fstat(handle.fileno()).st_uid == os.getuid():
+                    data = handle.read()
+                    if len(data) >= 32:
+                        return data
         except OSError:
             pass
     return secrets.token_bytes(48)

@@ -258,6 +258,13 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         "none elsewhere)",
     )
     options.add(
+        "--marimo-user",
+        default=None,
+        help="run marimo, and so notebook code, as this user (name or uid) with the "
+        "orchestrator's group, so it cannot read the orchestrator's secrets; needs CAP_SETUID, "
+        "CAP_SETGID and CAP_KILL (the image's entry point sets this up when started as root)",
+    )
+    options.add(
         "--sync-debounce",
         default=5.0,
         convert=float,
@@ -298,6 +305,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         trust_proxy=args.trust_proxy,
         quix_recheck=args.quix_recheck,
         portal_origins=args.portal_origins,
+        marimo_user=args.marimo_user,
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
-from jobs.settings import InstallerChoice, JobSettings, MarimoMode
+from jobs.settings import InstallerChoice, JobSettings, MarimoMode, RunAs
 from orchestrator.auth_modes import AuthMode
 from orchestrator.hosts import parse_allowed
 from orchestrator.quix import QuixSettings
@@ -62,6 +62,7 @@ class Config(NamedTuple):
     trust_proxy: bool = False
     quix_recheck: float = 300.0
     portal_origins: tuple[str, ...] = ()
+    marimo_user: RunAs | None = None
 
     def __repr__(self) -> str:
         return (
@@ -87,6 +88,7 @@ class Config(NamedTuple):
             marimo_crash_window=self.marimo_crash_window,
             base_python=sys.executable,
             env=notebook_environment(self.env),
+            marimo_user=self.marimo_user,
         )
 
 
@@ -115,6 +117,42 @@ def _origins(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
                 f"--portal-origins: {origin!r} is not an origin like https://portal.example"
             )
     return origins
+
+
+_CAPABILITIES = {"CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7}
+
+
+def _marimo_user(value: str | None) -> RunAs | None:
+    """marimo's own user: a name or uid, with our group; None when it is ourselves."""
+    if not value:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(value)) if value.isdigit() else pwd.getpwnam(value)
+        uid, home = entry.pw_uid, entry.pw_dir
+    except KeyError:
+        if not value.isdigit():
+            raise ConfigError(f"--marimo-user {value!r}: no such user") from None
+        uid, home = int(value), "/tmp"
+    if uid == os.getuid():
+        return None
+    if uid == 0:
+        raise ConfigError("--marimo-user must not be root")
+    try:
+        status = Path("/proc/self/status").read_text()
+        effective = int(
+            next(line for line in status.splitlines() if line.startswith("CapEff:"))[7:], 16
+        )
+    except (OSError, StopIteration, ValueError):
+        effective = 0
+    missing = [name for name, bit in _CAPABILITIES.items() if not effective >> bit & 1]
+    if missing:
+        raise ConfigError(
+            f"--marimo-user {value}: starting marimo as another user needs {', '.join(missing)} "
+            "(the image's entry point grants them when the container starts as root)"
+        )
+    return RunAs(uid, os.getgid(), home)
 
 
 def _positive(name: str, value: float) -> float:
@@ -196,6 +234,7 @@ def resolve(
     trust_proxy: bool | None = None,
     quix_recheck: float = 300.0,
     portal_origins: str | None = None,
+    marimo_user: str | None = None,
 ) -> Config:
     """Validate the already-merged values (flag or env twin or default) into a Config."""
     env = dict(os.environ if env is None else env)
@@ -269,4 +308,5 @@ def resolve(
         trust_proxy=quix is not None if trust_proxy is None else trust_proxy,
         quix_recheck=_positive("--quix-recheck", quix_recheck),
         portal_origins=_origins(portal_origins, (QUIX_PORTAL_ORIGINS,) if mode == "quix" else ()),
+        marimo_user=_marimo_user(marimo_user),
     )

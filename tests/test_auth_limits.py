@@ -21,14 +21,16 @@ from pathlib import Path
 
 import psutil
 import pytest
+import tornado.web
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from orchestrator.session_crypto import binding
 from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
 from tests.support.orchestrator import Orchestrator, hermetic_env
 from tests.support.quix_portal import FakeQuixPortal
-from tests.test_auth import HTML, cookie_of, login, request
+from tests.test_auth import COOKIE, HTML, cookie_of, login, request
 
 USER = "quix-user-pat-0123456789"
 
@@ -683,3 +685,30 @@ def test_notebook_code_cannot_read_the_orchestrators_environment_or_memory(
         assert token.encode() not in control.stdout
     finally:
         run.kill_everything()
+
+
+def test_a_session_secret_planted_by_another_user_is_not_used(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    """marimo's user can write where the orchestrator shares with it; a secret it put in the
+    state folder would let it forge sessions. Only the orchestrator's own file is used."""
+    state = tmp_path / "state"
+    state.mkdir()
+    planted = b"p" * 48
+    (state / "session-secret").write_bytes(planted)
+    os.chown(state / "session-secret", 4343, 4343)
+    run = orchestrator(notebook_dir, state)
+    run.wait_for(lambda s: s["state"]["path"] == str(state), what="state resolved")
+    forged = tornado.web.create_signed_value(
+        planted,
+        COOKIE,
+        json.dumps({"sid": "s", "iat": time.time(), "cb": binding(planted, run.token)}),
+    ).decode()
+    assert request(run, "GET", "/-/status", {"Cookie": f"{COOKIE}={forged}"})[0] == 401
+    kept = (state / "session-secret").stat()
+    assert kept.st_uid == os.getuid() and (state / "session-secret").read_bytes() != planted
+    assert "not to the orchestrator: replaced" in run.log_text()
+    # The orchestrator's own secret signs (control).
+    assert (
+        request(run, "GET", "/-/status", {"Cookie": cookie_of(login(run, run.token)[1])})[0] == 200
+    )
