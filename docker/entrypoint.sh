@@ -150,10 +150,17 @@ if [[ $notebook_dir == "$app_dir" || $notebook_dir == "$app_dir"/* ]] && [[ -d $
     || say "could not make every file of $notebook_dir group-writable; edits may not save"
 fi
 
-# marimo as its own user (see the top of this file), unless told otherwise.
+# marimo as its own user (see the top of this file), unless told otherwise
+# (ORCHESTRATOR_MARIMO_USER= empty: as the orchestrator's user).
 caps=()
-if [[ -n $notebook_uid && $notebook_uid != "$run_uid" && -z ${ORCHESTRATOR_MARIMO_USER+set} ]]; then
-  export ORCHESTRATOR_MARIMO_USER=$notebook_uid
+if [[ -z ${ORCHESTRATOR_MARIMO_USER+set} && -n $notebook_uid ]]; then
+  if [[ $notebook_uid == "$run_uid" ]]; then
+    say "the state folder belongs to $notebook_user's uid: marimo runs as the orchestrator's user"
+  else
+    export ORCHESTRATOR_MARIMO_USER=$notebook_uid
+  fi
+fi
+if [[ -n ${ORCHESTRATOR_MARIMO_USER:-} ]]; then
   caps=("--inh-caps=+setuid,+setgid,+kill" "--ambient-caps=+setuid,+setgid,+kill")
   # Folders an earlier image made without group write: once, so marimo can install and save.
   for shared in venv cache config; do
@@ -162,11 +169,10 @@ if [[ -n $notebook_uid && $notebook_uid != "$run_uid" && -z ${ORCHESTRATOR_MARIM
         || say "cannot make $state_dir/$shared group-writable; marimo's installs may fail"
     fi
   done
-elif [[ $notebook_uid == "$run_uid" ]]; then
-  say "the state folder belongs to $notebook_user's uid: marimo runs as the orchestrator's user"
 fi
 
-say "running as $user_name ($run_uid:$run_gid); state in $state_dir"
+say "running as $user_name ($run_uid:$run_gid), marimo as uid" \
+  "${ORCHESTRATOR_MARIMO_USER:-$run_uid}; state in $state_dir"
 export HOME=$user_home USER=$user_name LOGNAME=$user_name
 umask 0002
 exec setpriv --reuid="$run_uid" --regid="$run_gid" --clear-groups "${caps[@]}" --no-new-privs \

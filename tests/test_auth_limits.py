@@ -162,6 +162,7 @@ def test_bodies_on_our_routes_are_refused_from_their_headers(
     grown = psutil.Process(run.process.pid).memory_info().rss - rss_before
     for sock in sockets:
         sock.close()
+    print(f"RSS growth after 9 clients sent 4 MB of a 64 MB body each: {grown / 1e6:.1f} MB")
     assert grown < 32 * 1024 * 1024, f"the process grew by {grown / 1e6:.0f} MB"
     # A small body still works.
     assert login(run, run.token)[0] == 303
@@ -180,11 +181,14 @@ def test_slow_and_idle_unauthenticated_connections_are_cut_and_capped(
         slow.append(sock)
     try:
         # Probes are still answered at once under that load.
+        slowest = 0.0
         for _ in range(5):
             started = time.monotonic()
             code, _, _ = run.get("/-/healthy", timeout=5, signed_in=False)
             assert code == 200
-            assert time.monotonic() - started < 1.0
+            slowest = max(slowest, time.monotonic() - started)
+        print(f"/-/healthy beside 300 unfinished requests: slowest of 5 {slowest * 1000:.1f} ms")
+        assert slowest < 1.0
         # Past the cap, the oldest unauthenticated connections were closed to make room.
         closed = 0
         for sock in slow[:40]:
