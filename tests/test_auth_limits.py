@@ -518,6 +518,32 @@ def test_ending_a_session_closes_its_terminal(
         assert terminal.close_code == 1008
 
 
+def test_a_revoked_quix_token_closes_its_terminal(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
+) -> None:
+    """An open terminal makes no new requests: the session behind it is re-checked anyway."""
+    run = quix(orchestrator, notebook_dir, portal, None, "--quix-recheck", "1")
+    run.wait_ready()
+    cookie = cookie_of(login(run, USER)[1])
+    url = run.base.replace("http", "ws") + "/terminal/ws"
+    with connect(
+        url,
+        open_timeout=30,
+        origin=run.base,  # type: ignore[arg-type]
+        additional_headers={"Cookie": cookie},
+    ) as terminal:
+        terminal.send("echo still-here\r")
+        eventually(lambda: b"still-here" in _drain(terminal), 30, "the terminal to answer")
+        portal.state.allowed_tokens.discard(USER)
+        with pytest.raises(ConnectionClosed):
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    terminal.recv(timeout=1)
+        assert terminal.close_code == 1008
+    assert request(run, "GET", "/-/status", {"Cookie": cookie})[0] == 401
+
+
 def _drain(terminal: object) -> bytes:
     data = b""
     try:
