@@ -46,10 +46,20 @@ class HostRule:
         self.allow_all = "*" in allowed
         self.exact = frozenset(entry for entry in allowed if not entry.startswith("*."))
         self.suffixes = tuple(entry[1:] for entry in allowed if entry.startswith("*."))
+        self._answers: dict[str, bool] = {}
+        """Answers for Host values seen (a few per deployment; bounded)."""
 
     def allows(self, host_header: str | None) -> bool:
         if not self.enforced or self.allow_all or host_header is None:
             return True  # no Host at all: not a browser, so no rebinding
+        answer = self._answers.get(host_header)
+        if answer is None:
+            answer = self._decide(host_header)
+            if len(self._answers) < 1024:
+                self._answers[host_header] = answer
+        return answer
+
+    def _decide(self, host_header: str) -> bool:
         if "," in host_header:
             return False  # several Host headers: which one would the browser have meant?
         name = _name(host_header)
