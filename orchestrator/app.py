@@ -64,6 +64,7 @@ def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
         verifier,
         trust_proxy=config.trust_proxy,
         quix_recheck=config.quix_recheck,
+        quix_grace=config.quix_grace,
     )
 
 

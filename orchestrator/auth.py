@@ -54,7 +54,8 @@ SESSION_SECONDS = 8 * 3600
 QUIX_RECHECK = 300.0
 QUIX_GRACE = 30 * 60.0
 PORTAL_RETRY = 30.0
-"""While the portal cannot be reached, how often a session in its grace period asks again."""
+"""While the portal cannot be reached, how often a session in its grace period asks again (at
+most; every ``quix_recheck`` when that is shorter)."""
 MAX_TRACKED = 10_000
 COOKIE_BUDGET = 3800
 """Bytes a session cookie may take (browsers keep 4096 per cookie, name and attributes included).
@@ -372,19 +373,20 @@ class Guard:
                 since = now
                 self._remember(self._unreachable, session.sid, now)
                 log.warning(
-                    "the Quix portal cannot re-check a session; it is kept for up to %d min "
+                    "the Quix portal cannot re-check a session; it is kept for up to %s "
                     "while the portal is unreachable",
-                    int(self.quix_grace // 60),
+                    _duration(self.quix_grace),
                 )
             if now - since > self.quix_grace:
                 log.warning(
-                    "a Quix session ended: the portal could not re-check it for %d min",
-                    int(self.quix_grace // 60),
+                    "a Quix session ended: the portal could not re-check it for %s",
+                    _duration(self.quix_grace),
                 )
                 self.end(session)
                 return False
             # Ask again in a while, not at every request.
-            self._remember(self._checked, session.sid, now - self.quix_recheck + PORTAL_RETRY)
+            retry = min(PORTAL_RETRY, self.quix_recheck)
+            self._remember(self._checked, session.sid, now - self.quix_recheck + retry)
             return True
         self._unreachable.pop(session.sid, None)
         if not allowed:
@@ -502,6 +504,10 @@ class Guard:
         handler.set_header("Cache-Control", "no-store")
         handler.finish({"error": "sign in first: a session cookie or Authorization: Bearer"})
         return False
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _bearer(handler: tornado.web.RequestHandler) -> str | None:

@@ -251,6 +251,12 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         help="seconds after which a Quix session's token is checked with the portal again",
     )
     options.add(
+        "--quix-grace",
+        default=1800.0,
+        convert=float,
+        help="seconds a Quix session is kept while the portal cannot be reached to re-check it",
+    )
+    options.add(
         "--portal-origins",
         default=None,
         help="comma-separated page origins allowed to hand the sign-in page a token "
@@ -306,6 +312,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         quix_recheck=args.quix_recheck,
         portal_origins=args.portal_origins,
         marimo_user=args.marimo_user,
+        quix_grace=args.quix_grace,
     )
 
 

@@ -63,6 +63,7 @@ class Config(NamedTuple):
     quix_recheck: float = 300.0
     portal_origins: tuple[str, ...] = ()
     marimo_user: RunAs | None = None
+    quix_grace: float = 1800.0
 
     def __repr__(self) -> str:
         return (
@@ -235,6 +236,7 @@ def resolve(
     quix_recheck: float = 300.0,
     portal_origins: str | None = None,
     marimo_user: str | None = None,
+    quix_grace: float = 1800.0,
 ) -> Config:
     """Validate the already-merged values (flag or env twin or default) into a Config."""
     env = dict(os.environ if env is None else env)
@@ -309,4 +311,5 @@ def resolve(
         quix_recheck=_positive("--quix-recheck", quix_recheck),
         portal_origins=_origins(portal_origins, (QUIX_PORTAL_ORIGINS,) if mode == "quix" else ()),
         marimo_user=_marimo_user(marimo_user),
+        quix_grace=_positive("--quix-grace", quix_grace),
     )

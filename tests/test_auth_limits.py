@@ -476,7 +476,7 @@ def test_a_quix_session_ends_when_the_portal_stops_accepting_its_token(
 def test_an_unreachable_portal_keeps_sessions_for_a_bounded_grace(
     orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
 ) -> None:
-    run = quix(orchestrator, notebook_dir, portal, None, "--quix-recheck", "1")
+    run = quix(orchestrator, notebook_dir, portal, None, "--quix-recheck", "1", "--quix-grace", "4")
     cookie = cookie_of(login(run, USER)[1])
     portal.state.down = True
     queries = portal.state.permission_queries()
@@ -489,8 +489,17 @@ def test_an_unreachable_portal_keeps_sessions_for_a_bounded_grace(
         20,
         "a re-check against the unreachable portal",
     )
-    assert "kept for up to 30 min" in run.log_text()
+    assert "kept for up to 4 s" in run.log_text()
     assert request(run, "GET", "/-/status", {"Cookie": cookie})[0] == 200
+    # ... but not for longer than the grace: then it ends, for good.
+    eventually(
+        lambda: request(run, "GET", "/-/status", {"Cookie": cookie})[0] == 401,
+        60,
+        "the grace to run out",
+    )
+    assert "the portal could not re-check it for 4 s" in run.log_text()
+    portal.state.down = False
+    assert request(run, "GET", "/-/status", {"Cookie": cookie})[0] == 401
 
 
 def test_ending_a_session_closes_its_terminal(
