@@ -21,14 +21,16 @@ ENV PYTHONUNBUFFERED=1 \
 # `podman run --init` nor `docker run --init` is needed. setpriv (util-linux, always present)
 # drops root in the entry point; the check makes a base without it fail here, not at run time.
 # The image's user `marimo` (1000:1000) owns /app; see docker/entrypoint.sh for volumes owned
-# by someone else.
+# by someone else. marimo itself (notebook code) runs as `notebook` (1001), in the orchestrator's
+# group, so that it cannot read the orchestrator's secrets.
 # Versions are those of the base's Debian release: pinning them would break every other base.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/* \
     && setpriv --version >/dev/null \
-    && useradd --create-home --uid 1000 --user-group --shell /usr/sbin/nologin marimo
+    && useradd --create-home --uid 1000 --user-group --shell /usr/sbin/nologin marimo \
+    && useradd --create-home --uid 1001 --user-group --shell /usr/sbin/nologin notebook
 
 WORKDIR /opt/marimo-orchestrator
 

@@ -23,9 +23,17 @@
 # Kubernetes runAsUser + fsGroup), nothing is changed and the orchestrator starts directly.
 # Privileges are dropped with setpriv (util-linux, in every Debian image): no setuid helper and
 # no new privileges afterwards.
+#
+# marimo, and so every notebook cell and terminal, runs as a user of its own (`notebook`, 1001)
+# in the orchestrator's group: the orchestrator keeps CAP_SETUID, CAP_SETGID and CAP_KILL (and
+# nothing else) to start and stop it (--marimo-user), and passes no capability to any child. The
+# venv, caches and marimo's settings are shared through the group (umask 0002); the
+# orchestrator's secrets (state/session-secret, its environment and memory) are not readable by
+# marimo's user. Started as non-root, there is no second user: marimo runs as the orchestrator's.
 set -euo pipefail
 
 readonly image_user=marimo
+readonly notebook_user=notebook
 readonly app_dir=/app
 
 say() { echo "marimo-orchestrator-entrypoint: $*" >&2; }
@@ -85,6 +93,10 @@ paths=$(realpath -m -- \
 state_dir=${paths%%$'\n'*}
 notebook_dir=${paths#*$'\n'}
 
+notebook_uid=""
+if lookup_user name "$notebook_user"; then
+  notebook_uid=$user_uid
+fi
 lookup_user name "$image_user"
 image_uid=$user_uid
 run_uid=$user_uid
@@ -132,9 +144,36 @@ if [[ $notebook_dir == "$app_dir" || $notebook_dir == "$app_dir"/* ]] && [[ -d $
   find "$notebook_dir" \( "${prune[@]}" \) -prune -o ! -uid "$run_uid" \
     -exec chown -h "$run_uid:$run_gid" -- {} + \
     || say "could not hand every file of $notebook_dir to uid $run_uid; edits may not save"
+  # marimo saves as its own user, in the orchestrator's group.
+  find "$notebook_dir" \( "${prune[@]}" \) -prune -o ! -type l ! -perm -g=w \
+    -exec chmod g+rwX -- {} + \
+    || say "could not make every file of $notebook_dir group-writable; edits may not save"
 fi
 
-say "running as $user_name ($run_uid:$run_gid); state in $state_dir"
+# marimo as its own user (see the top of this file), unless told otherwise
+# (ORCHESTRATOR_MARIMO_USER= empty: as the orchestrator's user).
+caps=()
+if [[ -z ${ORCHESTRATOR_MARIMO_USER+set} && -n $notebook_uid ]]; then
+  if [[ $notebook_uid == "$run_uid" ]]; then
+    say "the state folder belongs to $notebook_user's uid: marimo runs as the orchestrator's user"
+  else
+    export ORCHESTRATOR_MARIMO_USER=$notebook_uid
+  fi
+fi
+if [[ -n ${ORCHESTRATOR_MARIMO_USER:-} ]]; then
+  caps=("--inh-caps=+setuid,+setgid,+kill" "--ambient-caps=+setuid,+setgid,+kill")
+  # Folders an earlier image made without group write: once, so marimo can install and save.
+  for shared in venv cache config; do
+    if [[ -d $state_dir/$shared && $(stat -c %A -- "$state_dir/$shared") != ?????w* ]]; then
+      chmod -R g+rwX -- "$state_dir/$shared" 2>/dev/null \
+        || say "cannot make $state_dir/$shared group-writable; marimo's installs may fail"
+    fi
+  done
+fi
+
+say "running as $user_name ($run_uid:$run_gid), marimo as uid" \
+  "${ORCHESTRATOR_MARIMO_USER:-$run_uid}; state in $state_dir"
 export HOME=$user_home USER=$user_name LOGNAME=$user_name
-exec setpriv --reuid="$run_uid" --regid="$run_gid" --clear-groups --no-new-privs \
+umask 0002
+exec setpriv --reuid="$run_uid" --regid="$run_gid" --clear-groups "${caps[@]}" --no-new-privs \
   -- marimo-orchestrator "$@"

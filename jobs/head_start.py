@@ -29,7 +29,7 @@ from jobs.layout import StateLayout
 from jobs.manifest import Manifest
 from jobs.marimo_command import TokenFile, free_port, marimo_argv, marimo_environment
 from jobs.parent_death import die_with_parent
-from jobs.settings import JobSettings
+from jobs.settings import JobSettings, as_user
 from jobs.state import StateLock, try_lock
 
 
@@ -108,16 +108,19 @@ def begin(settings: JobSettings) -> HeadStart | None:
             return None
         python = layout.venv_python
         port = free_port()
-        token = TokenFile.create()
+        token = TokenFile.create(shared=settings.marimo_user is not None)
         popen = subprocess.Popen(
             marimo_argv(python, settings.marimo_mode, settings.notebook_dir, port, token.path),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=marimo_environment(settings.env, python, layout, installer),
+            env=marimo_environment(settings.env, python, layout, installer, settings.marimo_user),
             cwd=settings.notebook_dir,
             start_new_session=True,
             preexec_fn=die_with_parent,  # only calls prctl: see jobs/parent_death.py
+            user=as_user(settings.marimo_user).user,
+            group=as_user(settings.marimo_user).group,
+            extra_groups=as_user(settings.marimo_user).extra_groups,
         )
     except Exception:  # a head start is an optimisation: the ordinary path will say what failed
         if token is not None:

@@ -33,6 +33,12 @@ class StateLayout(NamedTuple):
         return self.root / "session-secret"
 
     @property
+    def revoked_sessions(self) -> Path:
+        """Sessions ended before their time (logout, a refused Quix token), one per line, so
+        they stay ended across restarts (orchestrator/revocations.py)."""
+        return self.root / "sessions-revoked"
+
+    @property
     def sync_state(self) -> Path:
         """Notebook edits not yet pushed to Quix, and what Quix has (jobs/notebook_sync.py)."""
         return self.root / "quix-sync.json"
@@ -82,6 +88,7 @@ class StateLayout(NamedTuple):
             "manifest": self.manifest,
             "ledger": self.ledger,
             "session_secret": self.session_secret,
+            "revoked_sessions": self.revoked_sessions,
             "sync_state": self.sync_state,
             "sync_blobs": self.sync_blobs,
             "uv_cache": self.uv_cache,

@@ -34,7 +34,7 @@ from jobs.marimo_command import (
 from jobs.processes import AdoptedProcess, ChildProcess, lines, spawn, terminate_tree_async
 from jobs.redact import redact
 from jobs.reporting import Reporter
-from jobs.settings import MarimoMode
+from jobs.settings import MarimoMode, RunAs
 
 
 def configure_package_manager(layout: StateLayout, installer: Installer) -> None:
@@ -115,8 +115,10 @@ class MarimoSupervisor:
         max_quick_crashes: int = 5,
         stable_after: float = 30.0,
         head_start: HeadStart | None = None,
+        user: RunAs | None = None,
     ) -> None:
         self.notebook_dir = notebook_dir
+        self.user = user
         self.mode = mode
         self.python = python
         self.layout = layout
@@ -165,12 +167,12 @@ class MarimoSupervisor:
 
             write_excludes(self.layout)
         port = free_port()
-        token = TokenFile.create()
+        token = TokenFile.create(shared=self.user is not None)
         self._token = token.token
-        env = marimo_environment(self.base_env, self.python, self.layout, self.installer)
+        env = marimo_environment(self.base_env, self.python, self.layout, self.installer, self.user)
         argv = marimo_argv(self.python, self.mode, self.notebook_dir, port, token.path)
         try:
-            process = await spawn(argv, env=env, cwd=self.notebook_dir)
+            process = await spawn(argv, env=env, cwd=self.notebook_dir, user=self.user)
             self._process = process
             reader = asyncio.create_task(self._pump(process))
             await self._wait_ready(process, port, reader)

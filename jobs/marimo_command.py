@@ -19,7 +19,7 @@ from pathlib import Path
 from jobs.installers import Installer
 from jobs.layout import StateLayout
 from jobs.scratch import owned_name, temp_root
-from jobs.settings import MarimoMode
+from jobs.settings import MarimoMode, RunAs
 
 _SCRUBBED_VARIABLES = ("UV", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONHOME", "CONDA_PREFIX")
 
@@ -31,7 +31,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def marimo_environment(
-    base: Mapping[str, str], python: Path, layout: StateLayout, installer: Installer
+    base: Mapping[str, str],
+    python: Path,
+    layout: StateLayout,
+    installer: Installer,
+    user: RunAs | None = None,
 ) -> dict[str, str]:
     """What marimo runs with: the venv first on PATH, our installer and its cache (with the
     image's packages excluded from uv's resolution, when that list was written), the state
@@ -52,6 +56,10 @@ def marimo_environment(
     env["XDG_CONFIG_HOME"] = str(layout.xdg_config)
     env["MARIMO_SKIP_UPDATE_CHECK"] = "1"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if user is not None:
+        env["HOME"] = user.home
+        for name in ("USER", "LOGNAME"):
+            env.pop(name, None)
     return env
 
 
@@ -70,7 +78,8 @@ class TokenFile:
         return f"TokenFile(path={self.path!r})"
 
     @classmethod
-    def create(cls) -> TokenFile:
+    def create(cls, shared: bool = False) -> TokenFile:
+        """``shared``: readable by our group too (marimo running as another user of it)."""
         token = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
         # As tempfile.mkdtemp does (a fresh 0700 folder, refused if the name exists), without
         # importing tempfile and shutil on the warm start's path.
@@ -81,6 +90,9 @@ class TokenFile:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(token)
+        if shared:
+            os.chmod(path, 0o640)
+            os.chmod(folder, 0o750)
         return cls(token, path)
 
     def remove(self) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from jobs.parent_death import die_with_parent
+from jobs.settings import RunAs, as_user
 
 
 class ChildProcess(Protocol):
@@ -52,6 +53,7 @@ async def spawn(
     *,
     env: Mapping[str, str],
     cwd: Path | None = None,
+    user: RunAs | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ``argv`` with stdin from /dev/null and stdout+stderr merged into one pipe."""
     process = await asyncio.create_subprocess_exec(
@@ -64,6 +66,9 @@ async def spawn(
         start_new_session=True,
         preexec_fn=die_with_parent,
         limit=1024 * 1024,
+        user=as_user(user).user,
+        group=as_user(user).group,
+        extra_groups=as_user(user).extra_groups,
     )
     _children.add(process)
     return process

@@ -525,6 +525,7 @@ class Pipeline:
             ready_timeout=self.settings.marimo_ready_timeout,
             stable_after=self.settings.marimo_crash_window,
             head_start=self._head_start,
+            user=self.settings.marimo_user,
         )
         if (head := self._head_start) is not None:
             self._head_start = None  # the supervisor owns it now

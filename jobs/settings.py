@@ -10,6 +10,31 @@ InstallerChoice = Literal["auto", "uv", "pip"]
 MarimoMode = Literal["edit", "run"]
 
 
+class RunAs(NamedTuple):
+    """Another user to run marimo (and so every notebook cell and terminal) as.
+
+    ``gid`` is the orchestrator's own group: the venv, caches and marimo's settings are shared
+    through it (group-writable), while the orchestrator's secrets (mode 0600) are not.
+    """
+
+    uid: int
+    gid: int
+    home: str
+
+
+class PopenUser(NamedTuple):
+    user: int | None
+    group: int | None
+    extra_groups: list[int] | None
+
+
+def as_user(user: RunAs | None) -> PopenUser:
+    """``Popen``'s ``user``, ``group`` and ``extra_groups`` for ``user`` (none: ourselves)."""
+    if user is None:
+        return PopenUser(None, None, None)
+    return PopenUser(user.uid, user.gid, [])
+
+
 class JobSettings(NamedTuple):
     """Everything the jobs need to know; no job reads ``os.environ`` or the CLI itself.
 
@@ -33,6 +58,8 @@ class JobSettings(NamedTuple):
     not_persistent: str | None = None
     """Why the state directory, though usable, does not survive a restart (reported as a
     warning with ``persistent: false``); ``None`` when it does."""
+    marimo_user: RunAs | None = None
+    """Run marimo as this user instead of the orchestrator's (needs CAP_SETUID, CAP_SETGID)."""
 
     def __repr__(self) -> str:  # the environment may hold secrets
         return (

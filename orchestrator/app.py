@@ -17,7 +17,6 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import tornado.httpserver
 import tornado.httputil
 import tornado.routing
 import tornado.web
@@ -26,8 +25,11 @@ from jobs.layout import StateLayout
 from jobs.redact import redact
 from orchestrator.actions import Actions
 from orchestrator.auth import Guard, Verifier, load_secret
+from orchestrator.bounds import BoundedServer
 from orchestrator.config import Config
 from orchestrator.editors import WATCHED
+from orchestrator.hosts import HostRule
+from orchestrator.private import keep_private
 from orchestrator.quix import QuixPortal
 from orchestrator.secret_adoption import adopt_or_persist
 from orchestrator.status import StatusBoard
@@ -58,7 +60,13 @@ SHUTDOWN_GRACE = 5.0
 
 def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
     verifier = Verifier(config.auth, config.token, portal)
-    return Guard(config.auth, verifier, secure_cookies=config.auth == "quix")
+    return Guard(
+        config.auth,
+        verifier,
+        trust_proxy=config.trust_proxy,
+        quix_recheck=config.quix_recheck,
+        quix_grace=config.quix_grace,
+    )
 
 
 def make_app(
@@ -68,7 +76,9 @@ def make_app(
     own: dict[str, object] = {"board": board}
     own_rules: list[tornado.routing.Rule] = [
         tornado.routing.Rule(
-            tornado.routing.PathMatches(r"/-/login"), LoginHandler, {"guard": guard}
+            tornado.routing.PathMatches(r"/-/login"),
+            LoginHandler,
+            {"guard": guard, "portal_origins": ",".join(config.portal_origins)},
         ),
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/logout"), LogoutHandler, {"guard": guard}
@@ -129,6 +139,9 @@ def make_app(
         log_function=log_request,
     )
     app.add_transform(framing_transform(config.frame_ancestors))
+    guard.secret = lambda: app.settings["cookie_secret"]  # read at each use: it may be adopted
+    if config.state_dir.is_dir():
+        guard.revocations.attach(StateLayout(config.state_dir).revoked_sessions)
     return app
 
 
@@ -152,6 +165,8 @@ def record_request(
             board.editors.saw(request.path, request.method or "", status, token)
     if request.path in ("/-/healthy", "/-/ready") and status in (200, 503):
         level = logging.DEBUG
+    elif status in (401, 429):
+        level = logging.DEBUG  # failed sign-ins are summarised by orchestrator/throttle.py
     elif status >= 500:
         level = logging.WARNING
     else:
@@ -172,8 +187,9 @@ async def run(
     config: Config, early: EarlyResponder, head_start: HeadStart | None, boot_id: str
 ) -> int:
     """The full server on the port ``early`` has been answering probes on, then the jobs."""
+    keep_private()  # before anyone can sign in and run code as this user
     board = StatusBoard(boot_id=boot_id)
-    portal = QuixPortal(config.quix) if config.quix else None
+    portal = QuixPortal(config.quix, yes_ttl=config.quix_recheck) if config.quix else None
     actions = Actions(board, portal)
     board.capabilities["restart_deployment"] = bool(portal and portal.settings.deployment_id)
     guard = make_guard(config, portal)
@@ -181,7 +197,18 @@ async def run(
     board.on_state.append(
         lambda path, persistent: adopt_or_persist(app, path) if persistent else None
     )
-    server = tornado.httpserver.HTTPServer(app, xheaders=False, max_buffer_size=64 * 1024 * 1024)
+    board.on_state.append(
+        lambda path, persistent: (
+            guard.revocations.attach(StateLayout(path).revoked_sessions) if persistent else None
+        )
+    )
+    server = BoundedServer(
+        app,
+        xheaders=False,
+        max_buffer_size=64 * 1024 * 1024,
+        hosts=HostRule(config.host, config.allowed_hosts),
+    )
+    guard.on_admit = server.trust
     early.hand_over(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -209,6 +236,8 @@ async def run(
             background.add(asyncio.create_task(run_sync(actions.sync)))
 
         board.on_state.append(start_sync)
+    if config.auth != "none":
+        background.add(asyncio.create_task(recheck_sockets(guard), name="recheck-sockets"))
     jobs = asyncio.create_task(pipeline.run(), name="pipeline")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({jobs, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -241,3 +270,15 @@ async def run(
         await asyncio.wait_for(server.close_all_connections(), timeout=1.0)
     log.info("stopped")
     return 0
+
+
+async def recheck_sockets(guard: Guard) -> None:
+    """Sessions holding WebSockets open (the terminal) end when they expire and, in quix mode,
+    when the portal stops accepting their token, like any other."""
+    interval = min(30.0, guard.quix_recheck)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await guard.sweep()
+        except Exception as error:  # never takes the server down
+            log.error("re-checking open sessions failed: %r", error)

@@ -1,31 +1,48 @@
 """Who may use the orchestrator: sessions, tokens, and the check every protected route makes.
 
 Modes: ``quix`` (tokens validated by the Quix portal), ``token`` (one shared access token) and
-``none`` (explicit opt-in). A session is a signed, HttpOnly cookie carrying only a random id and
-its issue time; the signing secret lives in the state directory (mode 0600) so sessions survive
-restarts. Tokens are never put in a cookie, a log line, the status or a page.
+``none`` (explicit opt-in). A session is a signed, HttpOnly cookie carrying a random id, its
+issue time and what ties it to its credential: in ``token`` mode a keyed digest of the access
+token (a new token ends every session made with the old one), in ``quix`` mode the user's token
+sealed with AES-GCM under a key derived from the signing secret (orchestrator/session_crypto.py),
+so the portal can be asked again, after a restart too. The signing secret lives in the state
+directory (mode 0600) so sessions survive restarts; ended sessions are remembered there too
+(orchestrator/revocations.py). Tokens are never put in a cookie in plain text, a log line, the
+status or a page.
+
+Session lifetime: at most ``session_seconds`` (8 h) from sign-in; ended earlier by logging out,
+by a new ``ORCHESTRATOR_TOKEN``, or (``quix``) when the portal no longer accepts the token. A
+Quix session is re-checked at most every ``quix_recheck`` seconds; while the portal cannot be
+reached it is kept for ``quix_grace`` seconds, then ended. Ending a session also closes the
+WebSockets (marimo's editor and terminal) opened with it.
 
 Invariants: :meth:`Guard.admit` is awaited before any protected handler does anything (for
 WebSockets: before the upgrade); a request it refuses has already been answered; nothing here
-raises into a handler.
+raises into a handler. Token guesses are throttled (orchestrator/throttle.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlsplit
 
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
 from orchestrator.auth_modes import AuthMode
+from orchestrator.revocations import Revocations
+from orchestrator.throttle import SignInThrottle, client_address
 
 if TYPE_CHECKING:
     from orchestrator.quix import QuixPortal
@@ -34,6 +51,18 @@ log = logging.getLogger("orchestrator")
 
 COOKIE = "marimo_orchestrator_session"
 SESSION_SECONDS = 8 * 3600
+QUIX_RECHECK = 300.0
+QUIX_GRACE = 30 * 60.0
+PORTAL_RETRY = 30.0
+"""While the portal cannot be reached, how often a session in its grace period asks again (at
+most; every ``quix_recheck`` when that is shorter)."""
+MAX_TRACKED = 10_000
+COOKIE_BUDGET = 3800
+"""Bytes a session cookie may take (browsers keep 4096 per cookie, name and attributes included).
+A Quix token too long to be sealed within it is kept in memory instead: that session then ends
+with the process."""
+
+Outcome = Literal["ok", "rejected", "throttled", "portal"]
 
 
 def load_secret(path: Path | None) -> bytes:
@@ -44,9 +73,12 @@ def load_secret(path: Path | None) -> bytes:
     """
     if path is not None:
         try:
-            data = path.read_bytes()
-            if len(data) >= 32:
-                return data
+            with open(path, "rb") as handle:
+                # Only our own file: one another user put there would be theirs to forge with.
+                if os.fstat(handle.fileno()).st_uid == os.getuid():
+                    data = handle.read()
+                    if len(data) >= 32:
+                        return data
         except OSError:
             pass
     return secrets.token_bytes(48)
@@ -56,6 +88,10 @@ def load_secret(path: Path | None) -> bytes:
 class Session:
     sid: str
     issued_at: float
+    binding: str = ""
+    """``token`` mode: the keyed digest of the access token the session was made with."""
+    sealed: str = ""
+    """``quix`` mode: the user's token, sealed (orchestrator/session_crypto.py)."""
 
 
 class Verifier:
@@ -65,6 +101,10 @@ class Verifier:
         self.mode = mode
         self._token = token
         self._portal = portal
+
+    @property
+    def token(self) -> str | None:
+        return self._token
 
     async def accepts(self, token: str) -> bool:
         if not token:
@@ -79,17 +119,47 @@ class Verifier:
         return True
 
 
-def same_origin(handler: tornado.web.RequestHandler) -> bool:
-    """No Origin header (not a browser's cross-site request) or one naming this very host."""
-    origin = handler.request.headers.get("Origin")
+def is_https(request: HTTPServerRequest, trust_proxy: bool) -> bool:
+    """Came over https: directly, or per ``X-Forwarded-Proto`` from a trusted proxy."""
+    if request.protocol == "https":
+        return True
+    if trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-Proto", "")
+        return forwarded.split(",")[-1].strip().lower() == "https"
+    return False
+
+
+def _origin_tuple(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    parts = urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.hostname is None:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+def same_origin(handler: tornado.web.RequestHandler, trust_proxy: bool | None = None) -> bool:
+    """No Origin header (not a browser's cross-site request) or one naming this very site:
+    the same scheme, host and port (the scheme and host as a trusted proxy in front saw them)."""
+    request = handler.request
+    origin = request.headers.get("Origin")
     if origin is None:
         return True
-    host = urlsplit(origin).netloc.lower()
-    allowed = {handler.request.host.lower()}
-    forwarded = handler.request.headers.get("X-Forwarded-Host")
-    if forwarded:
-        allowed.add(forwarded.split(",")[0].strip().lower())
-    return host in allowed
+    if trust_proxy is None:
+        guard = handler.application.settings.get("guard")
+        trust_proxy = bool(guard is not None and guard.trust_proxy)
+    parts = urlsplit(origin)
+    claimed = _origin_tuple(parts.scheme.lower(), parts.netloc)
+    if claimed is None:
+        return False
+    scheme = "https" if is_https(request, trust_proxy) else "http"
+    hosts = [request.host]
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if forwarded and trust_proxy:
+        hosts.append(forwarded.split(",")[-1].strip())
+    return any(_origin_tuple(scheme, host) == claimed for host in hosts)
 
 
 def wants_html(handler: tornado.web.RequestHandler) -> bool:
@@ -114,15 +184,34 @@ class Guard:
         self,
         mode: AuthMode,
         verifier: Verifier,
-        secure_cookies: bool,
+        *,
+        trust_proxy: bool = False,
         session_seconds: float = SESSION_SECONDS,
+        quix_recheck: float = QUIX_RECHECK,
+        quix_grace: float = QUIX_GRACE,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self.mode = mode
         self.verifier = verifier
-        self.secure_cookies = secure_cookies
+        self.trust_proxy = trust_proxy
         self.session_seconds = session_seconds
-        self._revoked: set[str] = set()
-        self._user_tokens: dict[str, str] = {}
+        self.quix_recheck = quix_recheck
+        self.quix_grace = quix_grace
+        self.throttle = throttle or SignInThrottle()
+        self.revocations = Revocations()
+        self.on_admit: Callable[[HTTPServerRequest], None] = lambda _request: None
+        """Told of every admitted request (orchestrator/bounds.py stops counting its connection)."""
+        self.secret: Callable[[], str | bytes] = lambda: b""
+        """The signing secret in force (set by the app: it may be adopted from the state)."""
+        self._checked: dict[str, float] = {}
+        """Quix sessions: when (monotonic) the portal last said yes."""
+        self._unreachable: dict[str, float] = {}
+        """Quix sessions: since when the portal could not be asked."""
+        self._sockets: dict[str, weakref.WeakSet[tornado.web.RequestHandler]] = {}
+        self._socket_sessions: dict[str, Session] = {}
+        self._binding: tuple[str | bytes, str] | None = None
+        self._memory_tokens: dict[str, str] = {}
+        """Quix tokens too long for the cookie, by session id (this process only)."""
         self.latest_user_token: str | None = None
         """The token of the Quix user who signed in last (kept in memory only)."""
 
@@ -131,28 +220,71 @@ class Guard:
     def session(self, handler: tornado.web.RequestHandler) -> Session | None:
         return self._session_from(handler.get_signed_cookie(COOKIE, max_age_days=1))
 
+    def _expected_binding(self, secret: str | bytes) -> str:
+        from orchestrator.session_crypto import binding
+
+        if self._binding is None or self._binding[0] is not secret:
+            self._binding = (secret, binding(secret, self.verifier.token or ""))
+        return self._binding[1]
+
     def _session_from(self, raw: bytes | None) -> Session | None:
         """The live session a verified cookie value names, if any."""
         if raw is None:
             return None
         try:
             data = json.loads(raw)
-            session = Session(sid=str(data["sid"]), issued_at=float(data["iat"]))
-        except (ValueError, KeyError, TypeError):
+            session = Session(
+                sid=str(data["sid"]),
+                issued_at=float(data["iat"]),
+                binding=str(data.get("cb", "")),
+                sealed=str(data.get("ct", "")),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        if session.sid in self._revoked:
+        if session.sid in self.revocations:
             return None
         if not 0 <= time.time() - session.issued_at <= self.session_seconds:
             return None
+        if self.mode == "token":
+            expected = self._expected_binding(self.secret())
+            if not hmac.compare_digest(session.binding.encode(), expected.encode()):
+                return None  # made with another access token
+        if self.mode == "quix" and not session.sealed and session.sid not in self._memory_tokens:
+            return None
         return session
 
+    def _credential(self, session: Session) -> str | None:
+        """A Quix session's token: unsealed from its cookie, or from memory."""
+        if not session.sealed:
+            return self._memory_tokens.get(session.sid)
+        from orchestrator.session_crypto import unseal
+
+        return unseal(self.secret(), session.sealed)
+
     def open_session(self, handler: tornado.web.RequestHandler, token: str | None) -> None:
+        from orchestrator.session_crypto import seal
+
         sid = secrets.token_urlsafe(24)
+        payload: dict[str, object] = {"sid": sid, "iat": time.time()}
+        secret = self.secret()
+        if self.mode == "token":
+            payload["cb"] = self._expected_binding(secret)
         if token and self.mode == "quix":
-            self._user_tokens[sid] = token  # for portal calls made on this user's behalf
+            payload["ct"] = seal(secret, token)
             self.latest_user_token = token
-        value = json.dumps({"sid": sid, "iat": time.time()})
-        if self.secure_cookies:
+            self._remember(self._checked, sid, time.monotonic())
+        value = json.dumps(payload, separators=(",", ":"))
+        if self.mode == "quix" and len(handler.create_signed_value(COOKIE, value)) > COOKIE_BUDGET:
+            del payload["ct"]
+            value = json.dumps(payload, separators=(",", ":"))
+            self._memory_tokens[sid] = token or ""
+            if len(self._memory_tokens) > MAX_TRACKED:
+                del self._memory_tokens[next(iter(self._memory_tokens))]
+            log.warning(
+                "a Quix token is too long to keep in the session cookie; that session is kept "
+                "in memory and ends when the orchestrator restarts"
+            )
+        if self.mode == "quix":
             # Inside the portal's cross-site iframe a cookie must be Secure, SameSite=None and
             # Partitioned (CHIPS: browsers that block third-party cookies keep partitioned
             # ones). Python 3.11's cookie module cannot write Partitioned: built by hand.
@@ -170,15 +302,18 @@ class Guard:
             httponly=True,
             path="/",
             samesite="Lax",
+            secure=is_https(handler.request, self.trust_proxy),
         )
 
     def close_session(self, handler: tornado.web.RequestHandler) -> None:
         session = self.session(handler)
         if session is not None:
-            self._revoked.add(session.sid)
-            self._user_tokens.pop(session.sid, None)
+            self.end(session)
+        self._clear_cookie(handler)
+
+    def _clear_cookie(self, handler: tornado.web.RequestHandler) -> None:
         handler.clear_cookie(COOKIE, path="/")
-        if self.secure_cookies:
+        if self.mode == "quix":
             handler.add_header(
                 "Set-Cookie",
                 f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=None; Partitioned",
@@ -198,7 +333,20 @@ class Guard:
             return None
         raw = tornado.web.decode_signed_value(cookie_secret, COOKIE, morsel.value, max_age_days=1)
         session = self._session_from(raw)
-        return self._user_tokens.get(session.sid) if session is not None else None
+        return self._credential(session) if session is not None else None
+
+    def end(self, session: Session) -> None:
+        """Ends a session for good (restarts included) and closes its WebSockets."""
+        self.revocations.add(session.sid, session.issued_at + self.session_seconds)
+        self._checked.pop(session.sid, None)
+        self._unreachable.pop(session.sid, None)
+        self._socket_sessions.pop(session.sid, None)
+        self._memory_tokens.pop(session.sid, None)
+        for socket in list(self._sockets.pop(session.sid, ())):
+            close = getattr(socket, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):  # a socket already gone
+                    close(1008, "the session ended")
 
     def user_token(self, handler: tornado.web.RequestHandler) -> str | None:
         """The signed-in Quix user's token, for calls made on their behalf (never shown)."""
@@ -206,55 +354,176 @@ class Guard:
         if bearer is not None:
             return bearer
         session = self.session(handler)
-        return self._user_tokens.get(session.sid) if session is not None else None
+        return self._credential(session) if session is not None else None
+
+    @staticmethod
+    def _remember(table: dict[str, float], sid: str, value: float) -> None:
+        table.pop(sid, None)
+        table[sid] = value
+        if len(table) > MAX_TRACKED:
+            del table[next(iter(table))]
+
+    # -- Quix re-checks ------------------------------------------------------------------------
+
+    def _due(self, sid: str) -> bool:
+        last = self._checked.get(sid)
+        return last is None or time.monotonic() - last >= self.quix_recheck
+
+    async def _still_allowed(self, session: Session) -> bool:
+        """Asks the portal again when the last yes is ``quix_recheck`` old; ends the session
+        when the portal refuses, or has been unreachable for longer than the grace."""
+        if self.mode != "quix" or not self._due(session.sid):
+            return True
+        from orchestrator.quix import PortalUnavailable
+
+        token = self._credential(session)
+        if not token:
+            self.end(session)
+            return False
+        now = time.monotonic()
+        try:
+            allowed = await self.verifier.accepts(token)
+        except PortalUnavailable:
+            since = self._unreachable.get(session.sid)
+            if since is None:
+                since = now
+                self._remember(self._unreachable, session.sid, now)
+                log.warning(
+                    "the Quix portal cannot re-check a session; it is kept for up to %s "
+                    "while the portal is unreachable",
+                    _duration(self.quix_grace),
+                )
+            if now - since > self.quix_grace:
+                log.warning(
+                    "a Quix session ended: the portal could not re-check it for %s",
+                    _duration(self.quix_grace),
+                )
+                self.end(session)
+                return False
+            # Ask again in a while, not at every request.
+            retry = min(PORTAL_RETRY, self.quix_recheck)
+            self._remember(self._checked, session.sid, now - self.quix_recheck + retry)
+            return True
+        self._unreachable.pop(session.sid, None)
+        if not allowed:
+            log.info("a Quix session ended: the portal no longer accepts its token")
+            self.end(session)
+            return False
+        self._remember(self._checked, session.sid, now)
+        return True
+
+    async def sweep(self) -> None:
+        """Re-checks the sessions that hold WebSockets open (they make no new requests): an
+        expired one ends, a Quix one is asked about like any request would."""
+        for sid, session in list(self._socket_sessions.items()):
+            sockets = self._sockets.get(sid)
+            if not sockets:
+                self._sockets.pop(sid, None)
+                self._socket_sessions.pop(sid, None)
+                continue
+            if session.sid in self.revocations or (
+                time.time() - session.issued_at > self.session_seconds
+            ):
+                self.end(session)
+                continue
+            await self._still_allowed(session)
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    async def try_token(
+        self, handler: tornado.web.RequestHandler, token: str
+    ) -> tuple[Outcome, float]:
+        """Checks a presented token under the throttle: the outcome and, when throttled, the
+        seconds to wait."""
+        from orchestrator.quix import PortalUnavailable
+
+        client = client_address(handler.request, self.trust_proxy)
+        wait = self.throttle.wait(client)
+        if wait > 0:
+            return "throttled", wait
+        try:
+            accepted = await self.verifier.accepts(token)
+        except PortalUnavailable:
+            return "portal", 0.0
+        if accepted:
+            self.throttle.succeeded(client)
+            return "ok", 0.0
+        self.throttle.failed(client)
+        return "rejected", 0.0
 
     # -- the check -----------------------------------------------------------------------------
 
     def admits_at_once(self, request: HTTPServerRequest, cookie_secret: str | bytes) -> bool:
         """True when :meth:`admit` would let the request through without waiting or answering:
-        no authentication, or a live session cookie. False means "ask :meth:`admit`", never
-        "refuse" (a bearer token, a sign-in redirect and every refusal are :meth:`admit`'s)."""
+        no authentication, or a live session cookie not due for a re-check. False means "ask
+        :meth:`admit`", never "refuse" (a bearer token, a sign-in redirect, a re-check and
+        every refusal are :meth:`admit`'s)."""
         if "Upgrade" in request.headers:
             return False  # admit() checks a WebSocket's origin first
         if self.mode == "none":
+            self.on_admit(request)
             return True
         morsel = request.cookies.get(COOKIE)
         if morsel is None:
             return False
         raw = tornado.web.decode_signed_value(cookie_secret, COOKIE, morsel.value, max_age_days=1)
-        return self._session_from(raw) is not None
+        session = self._session_from(raw)
+        if session is None or (self.mode == "quix" and self._due(session.sid)):
+            return False
+        self.on_admit(request)
+        return True
 
     async def admit(self, handler: tornado.web.RequestHandler) -> bool:
-        """True to let the request through; otherwise it has been answered (302/401/403/503)."""
-        upgrade = handler.request.headers.get("Upgrade", "").lower() == "websocket"
-        if upgrade and not same_origin(handler):
+        """True to let the request through; otherwise it has been answered
+        (302/401/403/429/503)."""
+        request = handler.request
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and not same_origin(handler, self.trust_proxy):
             handler.set_status(403)
             handler.finish("cross-origin WebSocket upgrades are refused")
             return False
-        if self.mode == "none" or self.session(handler) is not None:
+        if self.mode == "none":
+            self.on_admit(request)
             return True
+        session = self.session(handler)
+        if session is not None:
+            if await self._still_allowed(session):
+                if upgrade:
+                    self._sockets.setdefault(session.sid, weakref.WeakSet()).add(handler)
+                    self._socket_sessions[session.sid] = session
+                self.on_admit(request)
+                return True
+            self._clear_cookie(handler)
         token = _bearer(handler)
         if token is not None:
-            from orchestrator.quix import PortalUnavailable
-
-            try:
-                if await self.verifier.accepts(token):
-                    if self.mode == "quix":
-                        self.latest_user_token = token
-                    return True
-            except PortalUnavailable:
+            outcome, wait = await self.try_token(handler, token)
+            if outcome == "ok":
+                if self.mode == "quix":
+                    self.latest_user_token = token
+                self.on_admit(request)
+                return True
+            if outcome == "throttled":
+                handler.set_status(429)
+                handler.set_header("Retry-After", self.throttle.retry_after(wait))
+                handler.finish({"error": "too many failed sign-ins; try again later"})
+                return False
+            if outcome == "portal":
                 handler.set_status(503)
                 handler.set_header("Retry-After", "5")
                 handler.finish({"error": "the Quix portal cannot check tokens right now"})
                 return False
         if wants_html(handler) and token is None:
-            handler.redirect("/-/login?next=" + quote(handler.request.uri or "/", safe=""))
+            handler.redirect("/-/login?next=" + quote(request.uri or "/", safe=""))
             return False
         handler.set_status(401)
         handler.set_header("WWW-Authenticate", 'Bearer realm="marimo-orchestrator"')
         handler.set_header("Cache-Control", "no-store")
         handler.finish({"error": "sign in first: a session cookie or Authorization: Bearer"})
         return False
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _bearer(handler: tornado.web.RequestHandler) -> str | None:

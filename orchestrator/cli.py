@@ -244,6 +244,56 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         "(default: on inside Quix, off elsewhere) [env: ORCHESTRATOR_SYNC_TO_QUIX]",
     )
     options.add(
+        "--allowed-hosts",
+        default=None,
+        help="comma-separated Host names served besides loopback names and IP literals "
+        "(*.example.com for a domain, * for any); enforced when listening on loopback, or "
+        "whenever given (DNS rebinding)",
+    )
+    trust_env = env.get(ENV_PREFIX + "TRUST_PROXY")
+    trust_default = None
+    if trust_env:
+        try:
+            trust_default = _boolean(trust_env)
+        except ValueError as error:
+            options.errors.append(
+                f"environment variable {ENV_PREFIX}TRUST_PROXY is invalid: {error}"
+            )
+    parser.add_argument(
+        "--trust-proxy",
+        action=argparse.BooleanOptionalAction,
+        default=trust_default,
+        help="trust X-Forwarded-For/-Proto/-Host from a proxy in front (client address for "
+        "sign-in throttling, https for Secure cookies and origin checks) "
+        "(default: on inside Quix, off elsewhere) [env: ORCHESTRATOR_TRUST_PROXY]",
+    )
+    options.add(
+        "--quix-recheck",
+        default=300.0,
+        convert=float,
+        help="seconds after which a Quix session's token is checked with the portal again",
+    )
+    options.add(
+        "--quix-grace",
+        default=1800.0,
+        convert=float,
+        help="seconds a Quix session is kept while the portal cannot be reached to re-check it",
+    )
+    options.add(
+        "--portal-origins",
+        default=None,
+        help="comma-separated page origins allowed to hand the sign-in page a token "
+        "(postMessage AUTH_TOKEN) (default: https://portal.cloud.quix.io in quix mode, "
+        "none elsewhere)",
+    )
+    options.add(
+        "--marimo-user",
+        default=None,
+        help="run marimo, and so notebook code, as this user (name or uid) with the "
+        "orchestrator's group, so it cannot read the orchestrator's secrets; needs CAP_SETUID, "
+        "CAP_SETGID and CAP_KILL (the image's entry point sets this up when started as root)",
+    )
+    options.add(
         "--sync-debounce",
         default=5.0,
         convert=float,
@@ -282,6 +332,12 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         sync_to_quix=args.sync_to_quix,
         sync_debounce=args.sync_debounce,
         env=env,
+        allowed_hosts=args.allowed_hosts,
+        trust_proxy=args.trust_proxy,
+        quix_recheck=args.quix_recheck,
+        portal_origins=args.portal_origins,
+        marimo_user=args.marimo_user,
+        quix_grace=args.quix_grace,
     )
 
 

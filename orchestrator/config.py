@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
-from jobs.settings import InstallerChoice, JobSettings, MarimoMode
+from jobs.settings import InstallerChoice, JobSettings, MarimoMode, RunAs
 from orchestrator.auth_modes import AuthMode
+from orchestrator.hosts import parse_allowed
 from orchestrator.quix import QuixSettings
 
 INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
@@ -22,6 +23,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 AUTH_MODES: tuple[AuthMode, ...] = ("quix", "token", "none")
 QUIX_STATE_PATH = "Quix__Deployment__State__Path"
 QUIX_STATE_ENABLED = "Quix__Deployment__State__Enabled"
+QUIX_PORTAL_ORIGINS = "https://portal.cloud.quix.io"
+"""The Quix Cloud portal's page origin (not its API's), the default for --portal-origins."""
 
 
 class ConfigError(Exception):
@@ -57,6 +60,12 @@ class Config(NamedTuple):
     env: Mapping[str, str]
     not_persistent: str | None = None
     """Why the state directory does not survive a restart (inside Quix without its volume)."""
+    allowed_hosts: tuple[str, ...] = ()
+    trust_proxy: bool = False
+    quix_recheck: float = 300.0
+    portal_origins: tuple[str, ...] = ()
+    marimo_user: RunAs | None = None
+    quix_grace: float = 1800.0
 
     def __repr__(self) -> str:
         return (
@@ -81,9 +90,73 @@ class Config(NamedTuple):
             marimo_ready_timeout=self.marimo_ready_timeout,
             marimo_crash_window=self.marimo_crash_window,
             base_python=sys.executable,
-            env=self.env,
+            env=notebook_environment(self.env),
             not_persistent=self.not_persistent,
+            marimo_user=self.marimo_user,
         )
+
+
+ORCHESTRATOR_ONLY = ("ORCHESTRATOR_",)
+"""Variables marimo (and so every notebook cell and terminal) never sees: the orchestrator's
+own settings, ``ORCHESTRATOR_TOKEN`` among them."""
+
+
+def notebook_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The orchestrator's environment without its own secrets and settings, for marimo.
+
+    Quix's variables stay (``Quix__Sdk__Token`` is the workspace's service credential, given to
+    the deployment for its code, notebooks included; the other ``Quix__*`` describe it).
+    """
+    return {key: value for key, value in env.items() if not key.startswith(ORCHESTRATOR_ONLY)}
+
+
+def _origins(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return default
+    origins = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+            raise ConfigError(
+                f"--portal-origins: {origin!r} is not an origin like https://portal.example"
+            )
+    return origins
+
+
+_CAPABILITIES = {"CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7}
+
+
+def _marimo_user(value: str | None) -> RunAs | None:
+    """marimo's own user: a name or uid, with our group; None when it is ourselves."""
+    if not value:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(value)) if value.isdigit() else pwd.getpwnam(value)
+        uid, home = entry.pw_uid, entry.pw_dir
+    except KeyError:
+        if not value.isdigit():
+            raise ConfigError(f"--marimo-user {value!r}: no such user") from None
+        uid, home = int(value), "/tmp"
+    if uid == os.getuid():
+        return None
+    if uid == 0:
+        raise ConfigError("--marimo-user must not be root")
+    try:
+        status = Path("/proc/self/status").read_text()
+        effective = int(
+            next(line for line in status.splitlines() if line.startswith("CapEff:"))[7:], 16
+        )
+    except (OSError, StopIteration, ValueError):
+        effective = 0
+    missing = [name for name, bit in _CAPABILITIES.items() if not effective >> bit & 1]
+    if missing:
+        raise ConfigError(
+            f"--marimo-user {value}: starting marimo as another user needs {', '.join(missing)} "
+            "(the image's entry point grants them when the container starts as root)"
+        )
+    return RunAs(uid, os.getgid(), home)
 
 
 def _positive(name: str, value: float) -> float:
@@ -189,6 +262,12 @@ def resolve(
     sync_to_quix: bool | None = None,
     sync_debounce: float = 5.0,
     env: Mapping[str, str] | None = None,
+    allowed_hosts: str | None = None,
+    trust_proxy: bool | None = None,
+    quix_recheck: float = 300.0,
+    portal_origins: str | None = None,
+    marimo_user: str | None = None,
+    quix_grace: float = 1800.0,
 ) -> Config:
     """Validate the already-merged values (flag or env twin or default) into a Config."""
     env = dict(os.environ if env is None else env)
@@ -263,4 +342,11 @@ def resolve(
         ),
         env=env,
         not_persistent=_not_persistent(env, quix, state),
+        allowed_hosts=parse_allowed(allowed_hosts),
+        # Inside Quix the ingress in front is the only way in: trust what it forwards.
+        trust_proxy=quix is not None if trust_proxy is None else trust_proxy,
+        quix_recheck=_positive("--quix-recheck", quix_recheck),
+        portal_origins=_origins(portal_origins, (QUIX_PORTAL_ORIGINS,) if mode == "quix" else ()),
+        marimo_user=_marimo_user(marimo_user),
+        quix_grace=_positive("--quix-grace", quix_grace),
     )

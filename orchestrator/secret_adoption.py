@@ -3,7 +3,8 @@
 At start the state directory may not exist yet (a volume mounting late, a first run), so the
 app may begin with a secret for this run only. When the ``state`` step resolves a persistent
 directory, that secret is written there (0600) if none exists, so the sessions already issued
-stay valid and survive restarts; if one exists, it is adopted.
+stay valid and survive restarts; if one exists, it is adopted, when it is the orchestrator's own
+(a file another user put there, marimo's for one, is replaced: it would let them forge sessions).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ def adopt_or_persist(app: tornado.web.Application, state: Path) -> None:
     path = StateLayout(state).session_secret
     current = app.settings["cookie_secret"]
     try:
-        existing = path.read_bytes()
+        with open(path, "rb") as handle:
+            owner = os.fstat(handle.fileno()).st_uid
+            existing = handle.read() if owner == os.getuid() else b""
+        if owner != os.getuid():
+            log.warning("%s belongs to uid %d, not to the orchestrator: replaced", path, owner)
+            path.unlink()
     except FileNotFoundError:
         existing = b""
     except OSError as error:

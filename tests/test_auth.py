@@ -19,6 +19,7 @@ import tornado.web
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from orchestrator.session_crypto import binding
 from tests.conftest import NOTEBOOK, OrchestratorFactory
 from tests.support.index import LocalIndex
 from tests.support.orchestrator import Orchestrator, hermetic_env
@@ -178,12 +179,30 @@ def test_forged_resigned_and_expired_cookies_are_refused(
     future = tornado.web.create_signed_value(
         secret, COOKIE, json.dumps({"sid": "s", "iat": time.time() + 3600})
     )
-    for forged in ("garbage", tampered, other.decode(), old.decode(), future.decode()):
+    unbound = tornado.web.create_signed_value(
+        secret, COOKIE, json.dumps({"sid": "s", "iat": time.time()})
+    )
+    other_token = tornado.web.create_signed_value(
+        secret,
+        COOKIE,
+        json.dumps({"sid": "s", "iat": time.time(), "cb": binding(secret, "another-token-1")}),
+    )
+    for forged in (
+        "garbage",
+        tampered,
+        other.decode(),
+        old.decode(),
+        future.decode(),
+        unbound.decode(),
+        other_token.decode(),
+    ):
         for path in ("/-/status", "/health"):
             code = request(served, "GET", path, {"Cookie": f"{name}={forged}"})[0]
             assert code == 401, (forged, path)
     fresh = tornado.web.create_signed_value(
-        secret, COOKIE, json.dumps({"sid": "s", "iat": time.time()})
+        secret,
+        COOKIE,
+        json.dumps({"sid": "s", "iat": time.time(), "cb": binding(secret, served.token)}),
     )
     assert request(served, "GET", "/-/status", {"Cookie": f"{name}={fresh.decode()}"})[0] == 200, (
         "the persistent secret is the one that signs (control case)"

@@ -16,12 +16,14 @@ _MESSAGES = {
     "rejected": "That token was not accepted. Check it and try again.",
     "portal": "The Quix portal cannot check tokens right now. Try again in a moment.",
     "origin": "This sign-in came from another site and was refused.",
+    "throttled": "Too many failed sign-ins. Wait a little, then try again.",
 }
 
 
 class LoginHandler(tornado.web.RequestHandler):
-    def initialize(self, guard: Guard, **_: Any) -> None:
+    def initialize(self, guard: Guard, portal_origins: str = "", **_: Any) -> None:
         self.guard = guard
+        self.portal_origins = portal_origins
         self.template = (STATIC_DIR / "login.html").read_text(encoding="utf-8")
 
     def set_default_headers(self) -> None:
@@ -36,6 +38,7 @@ class LoginHandler(tornado.web.RequestHandler):
             self.template.replace("{{MODE}}", html.escape(self.guard.mode))
             .replace("{{NEXT}}", html.escape(target))
             .replace("{{ERROR}}", html.escape(_MESSAGES.get(error or "", "")))
+            .replace("{{PORTAL_ORIGINS}}", html.escape(self.portal_origins))
         )
         self.set_status(status)
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -45,9 +48,14 @@ class LoginHandler(tornado.web.RequestHandler):
         token = self.get_query_argument("token", None)
         if token is not None and self.guard.mode == "token":
             # The ready-to-click URL printed at start: sign in, then drop the token from the URL.
-            if await self.guard.verifier.accepts(token):
+            outcome, wait = await self.guard.try_token(self, token)
+            if outcome == "ok":
                 self.guard.open_session(self, token)
                 self.redirect(safe_next(self.get_argument("next", None)))
+                return
+            if outcome == "throttled":
+                self.set_header("Retry-After", self.guard.throttle.retry_after(wait))
+                self._page(429, "throttled")
                 return
             self._page(401, "rejected")
             return
@@ -57,8 +65,6 @@ class LoginHandler(tornado.web.RequestHandler):
         self._page()
 
     async def post(self) -> None:
-        from orchestrator.quix import PortalUnavailable
-
         is_json = self.request.headers.get("Content-Type", "").startswith("application/json")
         if is_json:
             try:
@@ -73,12 +79,15 @@ class LoginHandler(tornado.web.RequestHandler):
         if not same_origin(self):
             self._answer(is_json, 403, "origin", target)
             return
-        try:
-            accepted = await self.guard.verifier.accepts(token.strip())
-        except PortalUnavailable:
+        outcome, wait = await self.guard.try_token(self, token.strip())
+        if outcome == "throttled":
+            self.set_header("Retry-After", self.guard.throttle.retry_after(wait))
+            self._answer(is_json, 429, "throttled", target)
+            return
+        if outcome == "portal":
             self._answer(is_json, 503, "portal", target)
             return
-        if not accepted:
+        if outcome != "ok":
             self._answer(is_json, 401, "rejected", target)
             return
         self.guard.open_session(self, token.strip())

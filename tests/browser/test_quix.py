@@ -38,6 +38,14 @@ PARENT_PAGE = """<!doctype html>
     window.handshakes += 1;
     event.source.postMessage({{ type: "AUTH_TOKEN", token: {token} }}, event.origin);
   }});
+  // A hostile page framing the deployment does not wait to be asked: it pushes a token (its
+  // own account's) at the frame over and over.
+  if ({push}) {{
+    setInterval(() => {{
+      document.getElementById("deployment").contentWindow.postMessage(
+        {{ type: "AUTH_TOKEN", token: {token} }}, "*");
+    }}, 200);
+  }}
 </script>
 </body></html>
 """
@@ -48,12 +56,12 @@ class ParentSite:
 
     ``host="127.0.0.1"`` makes it same-site (another port: cookies are first-party);
     ``host="localhost"`` makes it cross-site, so the orchestrator's cookie is a third-party one.
+    The server is bound first (the orchestrator is told its origin at start), the page is
+    written once the orchestrator's address is known (:meth:`frame`).
     """
 
-    def __init__(self, host: str, run: Orchestrator) -> None:
-        body = PARENT_PAGE.format(
-            src=run.base + EDITOR_PATH, origin=json.dumps(run.base), token=json.dumps(USER_TOKEN)
-        ).encode()
+    def __init__(self, host: str) -> None:
+        site = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: object) -> None:
@@ -62,19 +70,33 @@ class ParentSite:
             def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(site.body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(site.body)
 
         self.host = host
+        self.body = b""
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def frame(self, run: Orchestrator, push: bool = False) -> ParentSite:
+        self.body = PARENT_PAGE.format(
+            src=run.base + EDITOR_PATH,
+            origin=json.dumps(run.base),
+            token=json.dumps(USER_TOKEN),
+            push=json.dumps(push),
+        ).encode()
+        return self
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.server.server_address[1]}"
+
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.server.server_address[1]}/"
+        return self.origin + "/"
 
     def close(self) -> None:
         self.server.shutdown()
@@ -82,58 +104,95 @@ class ParentSite:
 
 
 @pytest.fixture
+def portal_pages() -> Iterator[dict[str, ParentSite]]:
+    """The portal's pages, same-site and cross-site: the origins the deployment trusts."""
+    sites = {"same-site": ParentSite("127.0.0.1"), "cross-site": ParentSite("localhost")}
+    yield sites
+    for site in sites.values():
+        site.close()
+
+
+@pytest.fixture
 def quix_run(
-    orchestrator: OrchestratorFactory, portal: FakeQuixPortal, tmp_path: Path
+    orchestrator: OrchestratorFactory,
+    portal: FakeQuixPortal,
+    portal_pages: dict[str, ParentSite],
+    tmp_path: Path,
 ) -> Iterator[Orchestrator]:
     portal.state.allowed_tokens.add(USER_TOKEN)
     notebooks = write_notebook(tmp_path / "notebooks", CELL, requirements="orch-alpha\n")
-    run = orchestrator(notebooks, None, "--auth", "quix", env=portal.env())
+    origins = ",".join(site.origin for site in portal_pages.values())
+    run = orchestrator(
+        notebooks, None, "--auth", "quix", "--portal-origins", origins, env=portal.env()
+    )
     run.token = USER_TOKEN  # what run.get() and run.status() send
     run.wait_listening(timeout=30)
     yield run
 
 
 def test_inside_the_portal_iframe_the_user_gets_in_without_typing(
-    page: Any, shots: Shots, quix_run: Orchestrator, portal: FakeQuixPortal
+    page: Any,
+    shots: Shots,
+    quix_run: Orchestrator,
+    portal: FakeQuixPortal,
+    portal_pages: dict[str, ParentSite],
 ) -> None:
     run = quix_run
-    parent = ParentSite("127.0.0.1", run)
-    try:
-        page.goto(parent.url)
-        frame = page.frame_locator("#deployment")
-        # Signed in through postMessage, the iframe shows the loading page or, once ready, the
-        # editor (the loading page returns there by itself); never the sign-in form for long.
-        expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
-        assert page.evaluate("window.handshakes") == 1
-        embedded = next(f for f in page.frames if f.url.startswith(run.base))
-        assert embedded.url == run.base + EDITOR_PATH
-        assert portal.state.permission_queries() >= 1
-        # The session cookie that made it work, accepted although the site is plain http.
-        cookies = page.context.cookies(run.base)
-        session = next(c for c in cookies if c["name"] == "marimo_orchestrator_session")
-        assert session["secure"] and session["sameSite"] == "None" and session["httpOnly"]
-    finally:
-        parent.close()
+    parent = portal_pages["same-site"].frame(run)
+    page.goto(parent.url)
+    frame = page.frame_locator("#deployment")
+    # Signed in through postMessage, the iframe shows the loading page or, once ready, the
+    # editor (the loading page returns there by itself); never the sign-in form for long.
+    expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
+    assert page.evaluate("window.handshakes") == 1
+    embedded = next(f for f in page.frames if f.url.startswith(run.base))
+    assert embedded.url == run.base + EDITOR_PATH
+    assert portal.state.permission_queries() >= 1
+    # The session cookie that made it work, accepted although the site is plain http.
+    cookies = page.context.cookies(run.base)
+    session = next(c for c in cookies if c["name"] == "marimo_orchestrator_session")
+    assert session["secure"] and session["sameSite"] == "None" and session["httpOnly"]
 
 
 def test_in_a_cross_site_iframe_the_user_gets_in_once(
-    page: Any, shots: Shots, quix_run: Orchestrator
+    page: Any, shots: Shots, quix_run: Orchestrator, portal_pages: dict[str, ParentSite]
 ) -> None:
     """A cross-site parent makes the session cookie a third-party one, which this Chromium
     blocks by default unless it is ``Partitioned`` (CHIPS), as ours is in quix mode: the user
     gets into the editor after exactly one token exchange, and there is no reload loop."""
     run = quix_run
-    parent = ParentSite("localhost", run)
+    parent = portal_pages["cross-site"].frame(run)
+    page.goto(parent.url)
+    frame = page.frame_locator("#deployment")
+    expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
+    assert page.evaluate("window.handshakes") == 1
+    cookies = page.context.cookies(run.base)
+    session = next(c for c in cookies if c["name"] == "marimo_orchestrator_session")
+    assert session["secure"] and session["sameSite"] == "None"
+
+
+def test_a_page_that_is_not_the_portal_cannot_sign_the_frame_in(
+    page: Any, shots: Shots, quix_run: Orchestrator, portal: FakeQuixPortal
+) -> None:
+    """Any site may frame the deployment (frame-ancestors * in quix mode); only the portal's
+    pages may hand it a token. A foreign page pushing one is ignored, and is not even asked."""
+    run = quix_run
+    stranger = ParentSite("127.0.0.1").frame(run, push=True)
     try:
-        page.goto(parent.url)
+        queries = portal.state.permission_queries()
+        page.goto(stranger.url)
         frame = page.frame_locator("#deployment")
-        expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
-        assert page.evaluate("window.handshakes") == 1
-        cookies = page.context.cookies(run.base)
-        session = next(c for c in cookies if c["name"] == "marimo_orchestrator_session")
-        assert session["secure"] and session["sameSite"] == "None"
+        expect(frame.get_by_label("Quix Personal Access Token")).to_be_visible(timeout=30_000)
+        # Many pushes later (one every 200 ms), still signed out, the portal never asked.
+        page.wait_for_function("window.handshakes === 0 && performance.now() > 3000")
+        expect(frame.get_by_label("Quix Personal Access Token")).to_be_visible()
+        assert portal.state.permission_queries() == queries
+        assert not any(
+            c["name"] == "marimo_orchestrator_session" for c in page.context.cookies(run.base)
+        )
+        shots("foreign-parent-ignored")
     finally:
-        parent.close()
+        stranger.close()
 
 
 def test_outside_an_iframe_the_pat_form_refuses_a_wrong_token_and_admits_a_right_one(

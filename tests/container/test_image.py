@@ -19,6 +19,8 @@ from tests.support.index import LocalIndex
 
 VOLUME_UID = 4242  # not the image's user (1000), not root: a volume as Quix may hand it over
 IMAGE_UID = 1000
+NOTEBOOK_UID = 1001  # marimo's own user: notebook code runs as it, in the server's group
+MARIMO = f"{NOTEBOOK_UID}:{VOLUME_UID}"
 STATE = "/app/state"
 VENV_PYTHON = f"{STATE}/venv/bin/python"
 REQUIREMENTS = "/test/requirements.txt"
@@ -104,26 +106,41 @@ def test_state_volume_keeps_the_venv_across_containers(
     assert _imports(first, "orch_container_alpha")
     assert "Starting marimo" not in first.get("/", headers={"Accept": "text/html"}).text
 
-    # The server runs as the volume's owner, so what it writes there keeps that owner.
-    users = first.podman.check("top", first.name, "huser", "args").splitlines()[1:]
-    servers = [
-        line for line in users if "marimo-orchestrator /app" in line or " -m marimo " in line
-    ]
-    assert servers and all(line.split()[0] == str(VOLUME_UID) for line in servers), users
+    # The server runs as the volume's owner, so what it writes there keeps that owner; marimo
+    # (notebook code) runs as a user of its own, in the server's group.
+    users = first.podman.check("top", first.name, "pid", "huser", "args").splitlines()[1:]
+    servers = [line.split() for line in users if "marimo-orchestrator /app" in line]
+    marimos = [line.split() for line in users if " -m marimo " in line]
+    assert servers and all(line[1] == str(VOLUME_UID) for line in servers), users
+    assert marimos and all(line[1] == str(NOTEBOOK_UID) for line in marimos), users
     assert (state / "venv").stat().st_uid == VOLUME_UID
     assert (state / "manifest.json").stat().st_uid == VOLUME_UID
     # ... and edit mode can save the notebook.
-    first.exec("test", "-w", "/app/main.py", user=str(VOLUME_UID))
+    first.exec("test", "-w", "/app/main.py", user=MARIMO)
+
+    # What notebook code (marimo's user, no capability) can read of the server's secrets:
+    # nothing; marimo's own environment holds no ORCHESTRATOR_* variable.
+    assert first.exec("grep", "CapEff", "/proc/self/status", user=MARIMO).split()[1] == "0" * 16
+    server_pid = servers[0][0]
+    for secret in (f"{STATE}/session-secret", f"/proc/{server_pid}/environ"):
+        denied = podman.run("exec", "--user", MARIMO, first.name, "cat", secret)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, (secret, denied)
+    marimo_env = first.exec("cat", f"/proc/{marimos[0][0]}/environ", user=MARIMO)
+    assert "ORCHESTRATOR_" not in marimo_env and "PATH=" in marimo_env
+    server_caps = first.exec("grep", "CapEff", f"/proc/{marimos[0][0]}/status", user=MARIMO)
+    assert server_caps.split()[1] == "0" * 16, "marimo has no capability"
 
     # The image's HEALTHCHECK passes (podman cannot schedule it here: there is no systemd).
     assert podman.run("healthcheck", "run", first.name).returncode == 0
 
     # --- a package added the way marimo's Install button adds it -------------------------------
     # marimo (package manager "uv", set by the orchestrator) runs `$UV pip install PKG -p
-    # <venv python>` with UV_CACHE_DIR on the volume, as the server's user: the same command.
+    # <venv python>` with UV_CACHE_DIR on the volume, as marimo's user with the umask it
+    # inherits from the server (0002): the same command.
     first.exec(
+        "sh", "-c", 'umask 0002 && exec "$@"', "sh",
         "uv", "pip", "install", "orch-container-beta", "-p", VENV_PYTHON,
-        user=f"{VOLUME_UID}:{VOLUME_UID}",
+        user=MARIMO,
         env={"UV_CACHE_DIR": f"{STATE}/cache/uv"},
     )  # fmt: skip
     assert _imports(first, "orch_container_beta")
@@ -157,8 +174,28 @@ def test_state_volume_keeps_the_venv_across_containers(
     assert _imports(second, "orch_container_alpha")
     assert _imports(second, "orch_container_beta")
     assert _downloads(container_index) == downloads, "the second start asked the index for nothing"
-    strangers = [path for path in state.rglob("*") if path.lstat().st_uid != VOLUME_UID]
-    assert strangers == [], "everything on the volume keeps its owner"
+    # Everything on the volume is the server's or marimo's, in the server's group, and every
+    # folder marimo made is the group's to change (a rebuild can remove it); the server's
+    # secrets stay its own.
+    everything = list(state.rglob("*"))
+    strangers = [
+        path
+        for path in everything
+        if path.lstat().st_uid not in (VOLUME_UID, NOTEBOOK_UID)
+        or path.lstat().st_gid != VOLUME_UID
+    ]
+    assert strangers == [], "everything on the volume keeps its owner and group"
+    closed = [
+        path
+        for path in everything
+        if path.is_dir()
+        and not path.is_symlink()
+        and path.stat().st_uid == NOTEBOOK_UID
+        and not path.stat().st_mode & 0o020
+    ]
+    assert closed == [], "marimo's folders are the group's to change"
+    secret = (state / "session-secret").stat()
+    assert (secret.st_uid, secret.st_mode & 0o777) == (VOLUME_UID, 0o600)
 
 
 @dataclass(frozen=True)

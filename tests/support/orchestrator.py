@@ -72,7 +72,9 @@ class Orchestrator:
         env: Mapping[str, str],
         args: tuple[str, ...] = (),
         port: int | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
+        """``prefix``: a command the orchestrator runs under (e.g. ``setpriv`` options)."""
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = "test-token-" + secrets.token_hex(8)
@@ -83,6 +85,7 @@ class Orchestrator:
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "orchestrator",

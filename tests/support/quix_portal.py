@@ -1,8 +1,10 @@
 """A small fake of the Quix portal API, faithful to reference/quix.md, recording every call.
 
 Implements: the permissions query (both documented shapes: status code, or a true/false body),
-the deployment restart call, and the file commit call. It can be taken down (503s) to test
-outages, and made to refuse given file paths (400; the reference does not say which ones).
+the deployment restart call, and the file commit call. It can be taken down (503s) or made to
+hang (accept, never answer) to test outages, made to refuse given file paths (400; the reference
+does not say which ones), and made to answer the permission query with any status, content type
+and body (what a captive proxy or a sign-in page in front would send).
 Everything it is asked is kept in ``calls`` for assertions.
 """
 
@@ -26,6 +28,12 @@ class PortalState:
     down: bool = False
     refused_files: set[str] = field(default_factory=set)
     """Application file paths the file call answers 400 for (a path the portal will not take)."""
+    hanging: bool = False
+    """Every call waits (answering nothing) until ``release`` is set."""
+    release: threading.Event = field(default_factory=threading.Event)
+    permission_reply: tuple[int, str, bytes] | None = None
+    """(status, Content-Type, body) answered to every permission query instead of the above;
+    a 3xx status gets ``Location: /elsewhere``."""
     calls: list[dict[str, object]] = field(default_factory=list)
     files: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,6 +57,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _raw(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        if 300 <= status < 400:
+            self.send_header("Location", "/elsewhere")
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def _token(self) -> str | None:
         value = self.headers.get("Authorization", "")
         return value[7:] if value.startswith("Bearer ") else None
@@ -70,10 +87,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     "body": body,
                 }
             )
+        if state.hanging:
+            state.release.wait(120)
+            return
         if state.down:
             self._answer(503, {"error": "portal down"})
             return
         allowed = token in state.allowed_tokens
+        if parts.path == "/elsewhere":
+            self._raw(200, "application/json", b"true")
+            return
+        if parts.path == "/auth/permissions/query" and state.permission_reply is not None:
+            self._raw(*state.permission_reply)
+            return
         if parts.path == "/auth/permissions/query" and self.command == "GET":
             query = parse_qs(parts.query)
             wanted = query.get("resourceId") == [state.workspace_id]
@@ -135,5 +161,6 @@ class FakeQuixPortal:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.state.release.set()
         self.server.shutdown()
         self.server.server_close()

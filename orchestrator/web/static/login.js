@@ -8,6 +8,9 @@
   const hint = document.getElementById("hint");
   const error = document.getElementById("error");
   const inIframe = window.parent && window.parent !== window;
+  // Only the portal's own pages may hand over a token (any site can frame this page).
+  const portalOrigins = (document.body.dataset.portalOrigins || "")
+    .split(",").map((origin) => origin.trim()).filter((origin) => origin);
   if (mode === "quix") {
     label.textContent = "Quix Personal Access Token";
     hint.textContent = "Open this page from the Quix portal to sign in automatically, or paste a token from your Quix profile.";
@@ -63,13 +66,17 @@
     }
   });
 
-  if (mode === "quix" && inIframe) {
+  if (mode === "quix" && inIframe && portalOrigins.length) {
     document.getElementById("iframe-status").hidden = false;
     window.addEventListener("message", (event) => {
       const data = event.data;
-      if (event.source !== window.parent || !data || data.type !== "AUTH_TOKEN" || !data.token) return;
+      if (event.source !== window.parent || !portalOrigins.includes(event.origin)) return;
+      if (!data || data.type !== "AUTH_TOKEN" || !data.token) return;
       signIn(String(data.token));
     });
-    window.parent.postMessage({ type: "REQUEST_AUTH_TOKEN" }, "*");
+    // A targeted request: a parent of another origin never even sees it.
+    for (const origin of portalOrigins) {
+      window.parent.postMessage({ type: "REQUEST_AUTH_TOKEN" }, origin);
+    }
   }
 })();
