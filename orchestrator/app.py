@@ -114,6 +114,7 @@ def make_app(
             ),
             finish_headers=framing_headers(config.frame_ancestors),
             on_finished=lambda request, status: record_request(app, request, status),
+            require_server_token=True,  # marimo runs with --no-skew-protection (see there)
         ),
     ]
     app = tornado.web.Application(

@@ -120,8 +120,10 @@ class HttpForwarder(RequestHandler):
         pool: ConnectionPool,
         response_timeout: float,
         guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
+        require_server_token: bool = False,
     ) -> None:
         self._guard = guard
+        self._require_server_token = require_server_token
         self._lookup = lookup
         self._loading_page = loading_page
         self._pool = pool
@@ -156,6 +158,9 @@ class HttpForwarder(RequestHandler):
         request = self.request
         if isinstance(request.connection, HTTP1Connection):
             request.connection.set_max_body_size(MAX_BODY_SIZE)
+        if self._require_server_token and gate.lacks_server_token(request):
+            gate.answer_missing_server_token(self)
+            return
         upstream = self._lookup()
         if upstream is None:
             gate.answer_not_ready(self, self._loading_page)

@@ -35,6 +35,7 @@ def proxy_rules(
     admits_at_once: Callable[[HTTPServerRequest], bool] | None = None,
     finish_headers: Callable[[HTTPHeaders], None] | None = None,
     on_finished: Callable[[HTTPServerRequest, int], None] | None = None,
+    require_server_token: bool = False,
 ) -> list[Rule]:
     """Rules matching every path, to be placed after the orchestrator's own routes.
 
@@ -53,6 +54,10 @@ def proxy_rules(
     path bypasses ``RequestHandler``, so what the application does to every response is passed
     here too: ``finish_headers`` edits the headers about to be sent (the application's output
     transforms do it for the rest), ``on_finished`` is told each request and its status.
+
+    ``require_server_token`` refuses, as marimo's skew protection would, a POST without the
+    ``Marimo-Server-Token`` header (for a marimo started without that check:
+    :func:`proxy.gate.lacks_server_token`).
     """
     pool = pool if pool is not None else ConnectionPool(connect_timeout=connect_timeout)
     if guard is None:
@@ -84,6 +89,7 @@ def proxy_rules(
                 "pool": pool,
                 "response_timeout": response_timeout,
                 "guard": guard,
+                "require_server_token": require_server_token,
             },
         ),
     ]

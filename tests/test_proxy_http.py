@@ -457,3 +457,33 @@ async def test_dead_reused_connection_is_retried_only_when_replayable() -> None:
         )
         assert response.code == 503
         assert backend.connections == 2
+
+
+@async_test()
+async def test_a_post_without_marimos_server_token_header_is_refused_as_marimo_would() -> None:
+    """marimo runs without its skew check (so open tabs survive its restarts); the proxy keeps
+    the header's presence required, which a cross-site form cannot satisfy."""
+    switch = Switch()
+    async with (
+        serve(counting.make_app(), server_class=counting.CountingServer) as backend,
+        run_proxy(switch, require_server_token=True) as proxy,
+    ):
+        switch.point(backend.port)
+        refused = await fetch(f"{proxy.base}/api/kernel/run", method="POST", body=b"{}")
+        assert refused.code == 401
+        assert json.loads(refused.body) == {"error": "Missing server token"}
+        assert backend.connections == 0, "nothing reached marimo"
+
+        # Any value passes (an open tab keeps the one an earlier marimo gave it)...
+        old = await fetch(
+            f"{proxy.base}/api/kernel/run",
+            method="POST",
+            body=b"{}",
+            headers={"Marimo-Server-Token": "from-an-earlier-marimo"},
+        )
+        assert (old.code, old.body) == (200, b"posted 2")
+        # ... and marimo's own exemptions stay exempt; other methods are not concerned.
+        for path in ("/api/kernel/execute", "/auth/login"):
+            exempt = await fetch(f"{proxy.base}{path}", method="POST", body=b"{}")
+            assert exempt.code == 200, path
+        assert (await fetch(f"{proxy.base}/api/status")).code == 200
