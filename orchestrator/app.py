@@ -42,6 +42,7 @@ from orchestrator.web.handlers import (
 )
 from orchestrator.web.login import LoginHandler, LogoutHandler
 from orchestrator.web.metrics_route import MetricsHandler
+from orchestrator.web.panel import panel_transform
 from orchestrator.web.restart import RestartHandler
 from proxy.routes import proxy_rules
 
@@ -115,6 +116,9 @@ def make_app(
             finish_headers=framing_headers(config.frame_ancestors),
             on_finished=lambda request, status: record_request(app, request, status),
             require_server_token=True,  # marimo runs with --no-skew-protection (see there)
+            html_transform=(
+                panel_transform(config.marimo_mode) if config.environment_panel else None
+            ),
         ),
     ]
     app = tornado.web.Application(

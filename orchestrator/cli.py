@@ -199,6 +199,12 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         help="serve /-/metrics without sign-in (for a scraper inside the cluster)",
     )
     options.add(
+        "--environment-panel",
+        default=True,
+        convert=_boolean,
+        help="add the Environment button, panel and notices to marimo's pages",
+    )
+    options.add(
         "--log-format",
         default="text",
         choices=("text", "json"),
@@ -253,6 +259,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         token=args.token,
         frame_ancestors=args.frame_ancestors,
         metrics_public=args.metrics_public,
+        environment_panel=args.environment_panel,
         log_format=args.log_format,
         sync_to_quix=args.sync_to_quix,
         sync_debounce=args.sync_debounce,

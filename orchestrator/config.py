@@ -51,6 +51,7 @@ class Config(NamedTuple):
     token_generated: bool
     frame_ancestors: str
     metrics_public: bool
+    environment_panel: bool
     log_format: Literal["text", "json"]
     sync_to_quix: bool
     sync_debounce: float
@@ -154,6 +155,7 @@ def resolve(
     token: str | None = None,
     frame_ancestors: str | None = None,
     metrics_public: bool = False,
+    environment_panel: bool = True,
     log_format: str = "text",
     sync_to_quix: bool | None = None,
     sync_debounce: float = 5.0,
@@ -220,6 +222,7 @@ def resolve(
         token_generated=generated,
         frame_ancestors=frame_ancestors or ("*" if mode == "quix" else "'self'"),
         metrics_public=metrics_public,
+        environment_panel=environment_panel,
         sync_to_quix=_sync_wanted(sync_to_quix, quix),
         sync_debounce=_positive("--sync-debounce", sync_debounce),
         log_format=cast(

@@ -10,6 +10,7 @@ from tornado.routing import AnyMatches, Matcher, Rule
 from tornado.web import RequestHandler
 
 from proxy.direct import DirectRouter, DirectSettings
+from proxy.html import HtmlTransform
 from proxy.http import HttpForwarder
 from proxy.pool import ConnectionPool
 from proxy.upstream import UpstreamLookup
@@ -36,6 +37,7 @@ def proxy_rules(
     finish_headers: Callable[[HTTPHeaders], None] | None = None,
     on_finished: Callable[[HTTPServerRequest, int], None] | None = None,
     require_server_token: bool = False,
+    html_transform: HtmlTransform | None = None,
 ) -> list[Rule]:
     """Rules matching every path, to be placed after the orchestrator's own routes.
 
@@ -58,6 +60,8 @@ def proxy_rules(
     ``require_server_token`` refuses, as marimo's skew protection would, a POST without the
     ``Marimo-Server-Token`` header (for a marimo started without that check:
     :func:`proxy.gate.lacks_server_token`).
+
+    ``html_transform`` rewrites marimo's HTML documents, and only those (:mod:`proxy.html`).
     """
     pool = pool if pool is not None else ConnectionPool(connect_timeout=connect_timeout)
     if guard is None:
@@ -65,7 +69,14 @@ def proxy_rules(
     elif admits_at_once is None:
         admits_at_once = _never
     direct = DirectSettings(
-        lookup, loading_page, pool, response_timeout, admits_at_once, finish_headers, on_finished
+        lookup,
+        loading_page,
+        pool,
+        response_timeout,
+        admits_at_once,
+        finish_headers,
+        on_finished,
+        html_transform,
     )
     return [
         Rule(
@@ -90,6 +101,7 @@ def proxy_rules(
                 "response_timeout": response_timeout,
                 "guard": guard,
                 "require_server_token": require_server_token,
+                "html_transform": html_transform,
             },
         ),
     ]
