@@ -143,3 +143,23 @@ def test_the_page_survives_the_orchestrator_restarting_under_it(
     expect_editor(page, second)
     assert second.status()["boot_id"] != first_boot
     assert page.url == second.base + EDITOR_PATH
+
+
+def test_the_status_page_is_useful_while_marimo_is_healthy(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    """``/-/loading`` does not bounce to marimo once it is ready: it shows the steps and the
+    actions, and goes to marimo only when asked."""
+    run = orchestrator(write_notebook(tmp_path / "notebooks", CELL, requirements="orch-alpha\n"))
+    run.wait_ready()
+    sign_in(page, run, "/-/loading")
+    expect(page.get_by_role("heading", name="Your marimo environment")).to_be_visible()
+    expect(page.locator("#log")).to_contain_text("marimo")  # the events stream has been read
+    expect(page.locator("#phase")).to_have_text("marimo is running.")
+    expect(loading_step(page, "marimo")).to_have_attribute("data-status", "done")
+    expect(page.get_by_role("button", name="Restart marimo")).to_be_visible()
+    expect(page).to_have_url(run.base + "/-/loading")
+    shots("status-page")
+
+    page.get_by_role("button", name="Open marimo").click()
+    expect(page).to_have_url(run.base + "/")

@@ -156,3 +156,27 @@ def test_outside_an_iframe_the_pat_form_refuses_a_wrong_token_and_admits_a_right
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
     expect(page).to_have_url(run.base + EDITOR_PATH)
+
+
+def test_the_environment_panel_works_in_the_portal_iframe_and_restarts_the_deployment(
+    page: Any, shots: Shots, quix_run: Orchestrator, portal: FakeQuixPortal
+) -> None:
+    run = quix_run
+    parent = ParentSite("localhost", run)  # cross-site, as the portal is
+    try:
+        page.goto(parent.url)
+        frame = page.frame_locator("#deployment")
+        expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
+        frame.get_by_role("button", name=re.compile("^Environment")).click()
+        panel = frame.get_by_role("region", name="Environment", exact=True)
+        expect(panel).to_be_visible()
+        panel.get_by_role("button", name="Restart deployment", exact=True).click()
+        expect(panel).to_contain_text("Ask Quix to restart this deployment?")
+        panel.get_by_role("button", name="Yes, restart deployment").click()
+        notices = frame.get_by_role("region", name="Environment notices")
+        expect(notices).to_contain_text("Quix accepted", timeout=30_000)
+        shots("deployment-restart-asked")
+        calls = [c for c in portal.state.calls if "deployments" in str(c["path"])]
+        assert len(calls) == 1 and calls[0]["token"] == USER_TOKEN, calls
+    finally:
+        parent.close()

@@ -65,6 +65,13 @@ def _runs_on_a_new_kernel(page: Any, before: int, within: float = 60.0) -> float
     return time.monotonic() - started
 
 
+def _told_the_kernel_restarted(page: Any) -> None:
+    """The Environment notices say so: the variables are gone."""
+    expect(page.get_by_role("region", name="Environment notices")).to_contain_text(
+        re.compile(r"marimo restarted in \d+\.\d s: .*variables are gone")
+    )
+
+
 def test_the_same_tab_runs_a_cell_on_a_new_kernel_after_an_api_restart(
     page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
 ) -> None:
@@ -76,6 +83,7 @@ def test_the_same_tab_runs_a_cell_on_a_new_kernel_after_an_api_restart(
     assert code == 202, body
     run.wait_for(lambda s: s["ready"] and s["marimo"]["pid"] not in (None, pid), 60, "restart")
     seconds = _runs_on_a_new_kernel(page, before)
+    _told_the_kernel_restarted(page)
     shots("after-api-restart")
     print(f"api restart: a cell ran on the new kernel {seconds:.1f} s after marimo was ready")
 
@@ -90,6 +98,7 @@ def test_the_same_tab_runs_a_cell_on_a_new_kernel_after_marimo_is_killed(
     os.kill(pid, signal.SIGKILL)  # a crash: nobody asked for it
     run.wait_for(lambda s: s["ready"] and s["marimo"]["pid"] not in (None, pid), 90, "respawn")
     seconds = _runs_on_a_new_kernel(page, before)
+    _told_the_kernel_restarted(page)
     shots("after-sigkill")
     print(f"SIGKILL: a cell ran on the new kernel {seconds:.1f} s after marimo was ready")
 
@@ -108,5 +117,6 @@ def test_the_same_tab_runs_a_cell_on_a_new_kernel_after_an_orchestrator_restart(
     second.token = first.token
     second.wait_ready()
     seconds = _runs_on_a_new_kernel(page, before)
+    _told_the_kernel_restarted(page)
     shots("after-orchestrator-restart")
     print(f"orchestrator restart: a cell ran on the new kernel {seconds:.1f} s after it was ready")

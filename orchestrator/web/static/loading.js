@@ -14,6 +14,9 @@
     marimo: "marimo could not be started. Its last output is in the log below.",
   };
   const $ = (id) => document.getElementById(id);
+  // Served at /-/loading itself (a direct link, the panel's "Status page"): a status page that
+  // stays, whatever marimo's state, with a button into marimo instead of a bounce.
+  const STANDALONE = window.location.pathname.startsWith("/-/");
   const logEl = $("log");
   let bootId = document.body.dataset.bootId;
   let leaving = false;
@@ -42,7 +45,7 @@
   }
 
   function describe(status) {
-    if (status.phase === "ready") return "Ready: opening marimo…";
+    if (status.phase === "ready") return STANDALONE ? "marimo is running." : "Ready: opening marimo…";
     if (status.phase === "degraded") return "marimo is running, but something needs your attention.";
     if (status.phase === "failed") return "marimo could not be started.";
     if (status.phase === "stopping") return "The server is stopping; this page reconnects when it is back.";
@@ -106,7 +109,7 @@
     $("problem").hidden = failed.length === 0;
     $("problem-text").textContent = failed.map((s) => EXPLAIN[s.name]).join(" ");
     const requirementsFailed = failed.some((s) => s.name === "requirements");
-    $("open-anyway").hidden = !(status.ready && failed.length > 0);
+    $("open-anyway").hidden = !(status.ready && (failed.length > 0 || STANDALONE));
     $("retry").hidden = !requirementsFailed;
     $("restart-marimo").hidden = !(status.marimo && status.marimo.pid) && status.phase !== "failed";
     $("restart-deployment").hidden = !(status.capabilities && status.capabilities.restart_deployment);
@@ -124,10 +127,13 @@
   function leave() {
     if (leaving) return;
     leaving = true;
-    // The page was served in place of the URL the user asked for: load it again. Served at
-    // /-/loading itself (a direct link), go to marimo's front page instead of reloading forever.
-    if (window.location.pathname.startsWith("/-/")) window.location.assign("/");
-    else window.location.reload();
+    // The page was served in place of the URL the user asked for: load it again.
+    window.location.reload();
+  }
+
+  function openMarimo() {
+    if (STANDALONE) window.location.assign("/");
+    else leave();
   }
 
   function onStatus(status) {
@@ -141,7 +147,7 @@
     if (status.phase === "starting") watchedStart = true;
     render(status);
     settle(status);
-    if (!status.ready || pending) return;
+    if (!status.ready || pending || STANDALONE) return;
     // A start this page watched that ended degraded stays here so the user reads what failed.
     if (status.phase === "degraded" && watchedStart && status.steps.some((s) => s.status === "failed")) return;
     leave();
@@ -201,7 +207,12 @@
     }
   }
 
-  $("open-anyway").addEventListener("click", leave);
+  $("open-anyway").addEventListener("click", openMarimo);
+  if (STANDALONE) {
+    $("open-anyway").textContent = "Open marimo";
+    $("title").textContent = "Your marimo environment";
+    document.title = "marimo environment";
+  }
   $("retry").addEventListener("click", (e) => act(e.target, { scope: "install" }, "Installing the requirements again…"));
   $("restart-marimo").addEventListener("click", (e) => act(e.target, { scope: "marimo" }, "Restarting marimo…"));
   $("restart-deployment").addEventListener("click", (e) => act(e.target, { scope: "deployment" }, "Asking Quix to restart the deployment…"));

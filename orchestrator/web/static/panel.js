@@ -166,6 +166,7 @@
   let known = null; // the marimo this page talks to: {boot, pid}
   let outageSince = null;
   let requirementsFinished;
+  let lastNoticeAt = null;
 
   function handle(status) {
     if (!status || !Array.isArray(status.steps)) return;
@@ -210,8 +211,17 @@
       if (over) {
         pending = null;
         result.textContent = p.action.body.scope === "install" && requirements && requirements.status === "failed"
-          ? "The install failed: see Requirements above." : p.action.label + ": done.";
+          ? "The install failed: see Requirements above."
+          : p.action.body.scope === "deployment" ? "Quix was asked to restart the deployment; this page reconnects when it is back."
+          : p.action.label + ": done.";
       }
+    }
+    // What the orchestrator itself announces (Quix's answer to a deployment restart, say).
+    const announced = status.notice;
+    if (announced && typeof announced.message === "string" && typeof announced.at === "number"
+        && Date.now() / 1000 - announced.at < 600 && announced.at !== lastNoticeAt) {
+      lastNoticeAt = announced.at;
+      notice("orchestrator", announced.message, true);
     }
     renderBanners(status, requirements);
     renderPanel(status);
@@ -273,7 +283,10 @@
 
   // -- one events stream per browser -------------------------------------------------------
   const CHANNEL = "marimo-orchestrator-status";
-  const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL) : null;
+  let channel = null;
+  try {
+    channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL) : null;
+  } catch (e) { /* no sharing here: this page has its own stream */ }
   let source = null;
 
   function publish(status) {
@@ -318,8 +331,14 @@
   }
 
   function leadWithLock() {
-    // Granted to one tab at a time; held until that tab goes away.
-    navigator.locks.request(CHANNEL, () => new Promise(() => openStream()));
+    // Granted to one tab at a time; held until that tab goes away. Refused where storage is
+    // (a third-party frame whose browser blocks its storage): then the heartbeat decides, and
+    // without storage each such frame has its own stream.
+    try {
+      navigator.locks.request(CHANNEL, () => new Promise(() => openStream())).catch(leadWithHeartbeat);
+    } catch (e) {
+      leadWithHeartbeat();
+    }
   }
 
   function leadWithHeartbeat() {
