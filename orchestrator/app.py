@@ -57,8 +57,12 @@ SHUTDOWN_GRACE = 5.0
 
 
 def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
+    """The sign-in cookie is a cross-site one (Secure, SameSite=None, Partitioned) wherever
+    another site may frame our pages: in quix mode, and whenever ``--frame-ancestors`` names
+    more than this origin (a Lax cookie would never reach us inside such a frame)."""
     verifier = Verifier(config.auth, config.token, portal)
-    return Guard(config.auth, verifier, secure_cookies=config.auth == "quix")
+    framed = config.frame_ancestors.strip().lower() not in ("'self'", "'none'")
+    return Guard(config.auth, verifier, secure_cookies=config.auth == "quix" or framed)
 
 
 def make_app(

@@ -340,6 +340,8 @@ def test_a_generated_token_is_printed_once_with_a_login_url(
     lines = [line for line in run.log_text().splitlines() if "Sign in with:" in line]
     assert len(lines) == 1
     url = lines[0].split("Sign in with: ", 1)[1]
+    # The address it listens on (the cookie it sets is for that host), not "localhost".
+    assert url.startswith(f"http://127.0.0.1:{run.port}/-/login?token="), url
     code, headers, _ = request(run, "GET", url.split(str(run.port), 1)[1])
     assert code == 302 and headers["location"] == "/"
     assert request(run, "GET", "/-/status", {"Cookie": cookie_of(headers)})[0] == 200
@@ -388,3 +390,15 @@ def test_quix_mode_validates_with_the_portal_and_caches(
     assert request(run, "GET", "/-/status", {"Cookie": cookie_of(headers)})[0] == 200
     assert request(run, "GET", "/-/status", {"Authorization": "Bearer brand-new-token"})[0] == 503
     assert run.token not in run.log_text()
+
+
+def test_a_token_mode_page_other_sites_may_frame_gets_a_cross_site_cookie(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    """Inside another site's frame a Lax cookie is never sent back: sign-in would loop."""
+    framed = orchestrator(notebook_dir, None, "--frame-ancestors", "https://portal.example")
+    framed.wait_listening()
+    code, headers, _ = request(framed, "GET", f"/-/login?token={framed.token}")
+    assert code == 302
+    attributes = {part.strip().lower() for part in headers["set-cookie"].split(";")}
+    assert {"secure", "samesite=none", "partitioned", "httponly"} <= attributes, headers
