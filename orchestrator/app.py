@@ -31,6 +31,7 @@ from orchestrator.quix import QuixPortal
 from orchestrator.secret_adoption import adopt_or_persist
 from orchestrator.status import StatusBoard
 from orchestrator.web.framing import framing_headers, framing_transform
+from orchestrator.web.front_page import FrontPageVisit, OpenNotebookHandler
 from orchestrator.web.handlers import (
     STATIC_DIR,
     EventsHandler,
@@ -109,6 +110,9 @@ def make_app(
         # are not tried against each of our routes. A /-/ path none of them takes falls
         # through to marimo, as before.
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/.*"), own_rules),
+        tornado.routing.Rule(
+            FrontPageVisit(config.notebook_dir, config.open_notebook), OpenNotebookHandler
+        ),
         *proxy_rules(
             board.upstream,
             page,

@@ -199,6 +199,12 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         help="serve /-/metrics without sign-in (for a scraper inside the cluster)",
     )
     options.add(
+        "--open",
+        default=None,
+        help="the notebook a visit to / opens, relative to NOTEBOOK_DIR (default: the only "
+        "notebook there, else main.py when present, else marimo's file list)",
+    )
+    options.add(
         "--environment-panel",
         default=True,
         convert=_boolean,
@@ -260,6 +266,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         frame_ancestors=args.frame_ancestors,
         metrics_public=args.metrics_public,
         environment_panel=args.environment_panel,
+        open_notebook=args.open,
         log_format=args.log_format,
         sync_to_quix=args.sync_to_quix,
         sync_debounce=args.sync_debounce,

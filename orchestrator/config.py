@@ -52,6 +52,7 @@ class Config(NamedTuple):
     frame_ancestors: str
     metrics_public: bool
     environment_panel: bool
+    open_notebook: str | None
     log_format: Literal["text", "json"]
     sync_to_quix: bool
     sync_debounce: float
@@ -88,6 +89,16 @@ def _positive(name: str, value: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
     return value
+
+
+def _notebook_inside(name: str, value: str | None) -> str | None:
+    """A path relative to NOTEBOOK_DIR that stays inside it (it may not exist yet)."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ConfigError(f"{name} {value!r} must be a path inside NOTEBOOK_DIR, relative to it")
+    return path.as_posix()
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -156,6 +167,7 @@ def resolve(
     frame_ancestors: str | None = None,
     metrics_public: bool = False,
     environment_panel: bool = True,
+    open_notebook: str | None = None,
     log_format: str = "text",
     sync_to_quix: bool | None = None,
     sync_debounce: float = 5.0,
@@ -223,6 +235,7 @@ def resolve(
         frame_ancestors=frame_ancestors or ("*" if mode == "quix" else "'self'"),
         metrics_public=metrics_public,
         environment_panel=environment_panel,
+        open_notebook=_notebook_inside("--open", open_notebook),
         sync_to_quix=_sync_wanted(sync_to_quix, quix),
         sync_debounce=_positive("--sync-debounce", sync_debounce),
         log_format=cast(

@@ -138,7 +138,9 @@ def test_bearer_and_login_form(served: Orchestrator) -> None:
     assert served.token not in cookie
     code, _, body = request(served, "GET", "/-/status", {"Cookie": cookie_of(headers)})
     assert code == 200 and json.loads(body)["ready"] is True
-    code, _, body = request(served, "GET", "/", {"Cookie": cookie_of(headers), **HTML})
+    code, _, body = request(
+        served, "GET", "/?file=notebook.py", {"Cookie": cookie_of(headers), **HTML}
+    )
     assert code == 200 and b"<marimo-" in body
 
 
@@ -295,7 +297,7 @@ def test_framing_defaults_to_same_origin(served: Orchestrator) -> None:
     # A browser with a session: marimo's pages and API through the proxy's fast path.
     _, headers, _ = login(served, served.token)
     cookie = cookie_of(headers)
-    for path, accept in (("/", HTML), ("/health", {})):
+    for path, accept in (("/?file=notebook.py", HTML), ("/health", {})):
         code, headers, _ = request(served, "GET", path, {"Cookie": cookie, **accept})
         assert code == 200, path
         assert "frame-ancestors 'self'" in headers.get("content-security-policy", ""), path
@@ -402,3 +404,34 @@ def test_a_token_mode_page_other_sites_may_frame_gets_a_cross_site_cookie(
     assert code == 302
     attributes = {part.strip().lower() for part in headers["set-cookie"].split(";")}
     assert {"secure", "samesite=none", "partitioned", "httponly"} <= attributes, headers
+
+
+def test_a_visit_to_the_front_page_opens_the_notebook(
+    orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    """One notebook: it opens; several: main.py; --open names it; marimo's own URLs and API
+    calls to / pass as they were; a visitor not signed in learns nothing about the folder."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook = 'import marimo\n\napp = marimo.App()\n\nif __name__ == "__main__":\n    app.run()\n'
+    (folder / "only.py").write_text(notebook)
+    (folder / "helpers.py").write_text("def helper():\n    return 1\n")  # not a notebook
+    run = orchestrator(folder)
+    run.wait_listening()
+    code, headers, _ = request(run, "GET", "/", {**HTML, **run.auth})
+    assert (code, headers["location"]) == (302, "/?file=only.py")
+    assert request(run, "GET", "/", HTML)[0] == 302  # not signed in: the sign-in page
+    assert "only.py" not in request(run, "GET", "/", HTML)[1]["location"]
+
+    (folder / "main.py").write_text(notebook)
+    (folder / "other.py").write_text(notebook)
+    code, headers, _ = request(run, "GET", "/", {**HTML, **run.auth})
+    assert (code, headers["location"]) == (302, "/?file=main.py")
+    code, headers, _ = request(run, "GET", "/?file=other.py", {**HTML, **run.auth})
+    assert "location" not in headers  # marimo's own URL: not ours to change
+    assert request(run, "GET", "/", {"Accept": "application/json", **run.auth})[0] != 302
+
+    chosen = orchestrator(folder, tmp_path / "state2", "--open", "other.py")
+    chosen.wait_listening()
+    code, headers, _ = request(chosen, "GET", "/", {**HTML, **chosen.auth})
+    assert (code, headers["location"]) == (302, "/?file=other.py")

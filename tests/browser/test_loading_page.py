@@ -193,8 +193,9 @@ def test_the_status_page_is_useful_while_marimo_is_healthy(
     expect(page).to_have_url(run.base + "/-/loading")
     shots("status-page")
 
+    # Into marimo, and (the folder holding one notebook) straight into that notebook.
     page.get_by_role("button", name="Open marimo").click()
-    expect(page).to_have_url(run.base + "/")
+    expect_editor(page, run)
 
 
 def test_without_javascript_the_page_shows_the_steps_and_refreshes_itself(
