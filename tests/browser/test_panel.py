@@ -23,6 +23,28 @@ from tests.browser.ui import (
 )
 from tests.conftest import OrchestratorFactory
 
+COVERED = """() => {
+  const covered = [];
+  for (const node of document.querySelectorAll("button, [role=button], [role=combobox], a, input")) {
+    if (node.closest(".mo-orch")) continue;
+    const r = node.getBoundingClientRect();
+    if (r.width < 4 || r.height < 4) continue;
+    const x = r.left + r.width / 2, y = r.top + r.height / 2;
+    if (x < 0 || y < 0 || x > innerWidth || y > innerHeight) continue;
+    const top = document.elementFromPoint(x, y);
+    if (top && top.closest(".mo-orch")) {
+      const name = node.getAttribute("aria-label") || node.dataset.testid || node.textContent.trim();
+      covered.push(`${node.tagName} "${name.slice(0, 40)}" at ${Math.round(x)},${Math.round(y)}`);
+    }
+  }
+  return covered;
+}"""
+
+
+def _covered_marimo_controls(page: Any) -> list[str]:
+    """marimo's controls whose centre our button, panel or banners cover."""
+    return list(page.evaluate(COVERED))
+
 
 def _open_panel(page: Any) -> Any:
     button = page.get_by_role("button", name=re.compile("^Environment"))
@@ -109,6 +131,7 @@ def test_a_failed_requirement_shows_a_banner_on_a_fresh_visit(
     expect(problem).to_contain_text("no-such-package-xyz")
     expect(page.get_by_role("button", name="Environment: needs attention")).to_be_visible()
     shots("failed-requirement-banner")
+    assert _covered_marimo_controls(page) == []
 
     panel = _open_panel(page)
     expect(panel.locator("li[data-step=requirements]")).to_contain_text("failed")
@@ -186,3 +209,27 @@ def test_the_panel_can_be_turned_off(
     sign_in(page, run, EDITOR_PATH)
     expect_editor(page, run)
     expect(page.get_by_role("button", name=re.compile("^Environment"))).to_have_count(0)
+
+
+def test_the_panel_is_reachable_and_closable_from_the_keyboard(
+    page: Any, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    run = orchestrator(write_notebook(tmp_path / "notebooks", KERNEL_CELL))
+    run.wait_ready()
+    sign_in(page, run, EDITOR_PATH)
+    expect_editor(page, run)
+    button = page.get_by_role("button", name=re.compile("^Environment"))
+    button.focus()
+    expect(button).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(button).to_have_attribute("aria-expanded", "true")
+    panel = page.get_by_role("region", name="Environment", exact=True)
+    expect(panel.get_by_role("button", name="Close the Environment panel")).to_be_focused()
+    page.keyboard.press("Tab")  # on through the panel's own controls
+    expect(panel.locator(":focus")).to_have_count(1)
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(button).to_be_focused()
+    assert _covered_marimo_controls(page) == []  # the button sits clear of marimo's controls
+    page.set_viewport_size({"width": 800, "height": 700})
+    assert _covered_marimo_controls(page) == []

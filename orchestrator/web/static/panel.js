@@ -166,7 +166,6 @@
   let known = null; // the marimo this page talks to: {boot, pid}
   let outageSince = null;
   let requirementsFinished;
-  let lastNoticeAt = null;
 
   function handle(status) {
     if (!status || !Array.isArray(status.steps)) return;
@@ -216,13 +215,14 @@
           : p.action.label + ": done.";
       }
     }
-    // What the orchestrator itself announces (Quix's answer to a deployment restart, say).
+    // What the orchestrator itself announces ("Restarting marimo (requested)", Quix's answer to
+    // a deployment restart): shown while it stands, in place of this page's own words.
     const announced = status.notice;
     if (announced && typeof announced.message === "string" && typeof announced.at === "number"
-        && Date.now() / 1000 - announced.at < 600 && announced.at !== lastNoticeAt) {
-      lastNoticeAt = announced.at;
-      notice("orchestrator", announced.message, true);
-    }
+        && Date.now() / 1000 - announced.at < 600) {
+      clearNotice("work");
+      notice("orchestrator", announced.message, false);
+    } else clearNotice("orchestrator");
     renderBanners(status, requirements);
     renderPanel(status);
   }
