@@ -120,3 +120,24 @@ def test_the_same_tab_runs_a_cell_on_a_new_kernel_after_an_orchestrator_restart(
     _told_the_kernel_restarted(page)
     shots("after-orchestrator-restart")
     print(f"orchestrator restart: a cell ran on the new kernel {seconds:.1f} s after it was ready")
+
+
+def test_an_edit_not_yet_saved_is_still_in_the_tab_after_a_restart(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    notebooks = write_notebook(tmp_path / "notebooks", KERNEL_CELL)
+    run = orchestrator(notebooks)
+    before = _first_run(page, run)
+    pid = run.status()["marimo"]["pid"]
+    editor = page.get_by_test_id("cell-editor").first.locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("\n# typed just before the restart")
+    code, body = post_restart(run, {"scope": "marimo"})  # at once: autosave may not have run
+    assert code == 202, body
+    run.wait_for(lambda s: s["ready"] and s["marimo"]["pid"] not in (None, pid), 60, "restart")
+    _runs_on_a_new_kernel(page, before)
+    expect(page.get_by_test_id("cell-editor").first).to_contain_text(
+        "# typed just before the restart"
+    )
+    shots("edit-kept")
