@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -50,9 +51,9 @@ class ParentSite:
     ``host="localhost"`` makes it cross-site, so the orchestrator's cookie is a third-party one.
     """
 
-    def __init__(self, host: str, run: Orchestrator) -> None:
+    def __init__(self, host: str, run: Orchestrator, path: str = EDITOR_PATH) -> None:
         body = PARENT_PAGE.format(
-            src=run.base + EDITOR_PATH, origin=json.dumps(run.base), token=json.dumps(USER_TOKEN)
+            src=run.base + path, origin=json.dumps(run.base), token=json.dumps(USER_TOKEN)
         ).encode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -180,3 +181,32 @@ def test_the_environment_panel_works_in_the_portal_iframe_and_restarts_the_deplo
         assert len(calls) == 1 and calls[0]["token"] == USER_TOKEN, calls
     finally:
         parent.close()
+
+
+def test_token_mode_sign_in_works_inside_another_sites_frame(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    """``--frame-ancestors`` lets another site frame us: the ready-to-click sign-in link works
+    inside its frame (the cookie is a partitioned cross-site one), and a wrong link says so."""
+    notebooks = write_notebook(tmp_path / "notebooks", CELL, requirements="orch-alpha\n")
+    run = orchestrator(notebooks, None, "--frame-ancestors", "*")
+    run.wait_listening(timeout=30)
+    wrong = ParentSite("localhost", run, "/-/login?token=not-the-token-at-all")
+    try:
+        page.goto(wrong.url)
+        frame = page.frame_locator("#deployment")
+        expect(frame.get_by_role("alert")).to_have_text(
+            "That token was not accepted. Check it and try again."
+        )
+    finally:
+        wrong.close()
+    right = ParentSite(
+        "localhost", run, f"/-/login?token={quote(run.token)}&next={quote(EDITOR_PATH, safe='')}"
+    )
+    try:
+        page.goto(right.url)
+        frame = page.frame_locator("#deployment")
+        expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
+        shots("token-mode-in-a-frame")
+    finally:
+        right.close()
