@@ -22,6 +22,7 @@ from tests.browser.ui import (
     write_notebook,
 )
 from tests.conftest import OrchestratorFactory
+from tests.support.wheels import build_wheel
 
 COVERED = """() => {
   const covered = [];
@@ -103,11 +104,12 @@ def test_reinstall_and_rebuild_from_the_panel(
     expect(result).to_have_text("Reinstall requirements: done.", timeout=START_TIMEOUT)
     step = run.step(run.status(), "requirements")
     assert step["finished_at"] != finished and step["status"] == "done", step
+    notices = page.get_by_role("region", name="Environment notices")
+    expect(notices).to_contain_text("Requirements installed: nothing changed.")
 
     _confirm(page, panel, "Rebuild environment")
     expect(result).to_have_text("Rebuild environment: done.", timeout=START_TIMEOUT)
-    notices = page.get_by_role("region", name="Environment notices")
-    expect(notices).to_contain_text("Requirements installed")
+    expect(notices).to_contain_text("Installed orch-alpha 1.0: run the cells that import them")
     shots("rebuilt")
     # Neither action restarts marimo (issue 17's concern): the same tab simply carries on.
     run_all(page)
@@ -233,3 +235,46 @@ def test_the_panel_is_reachable_and_closable_from_the_keyboard(
     assert _covered_marimo_controls(page) == []  # the button sits clear of marimo's controls
     page.set_viewport_size({"width": 800, "height": 700})
     assert _covered_marimo_controls(page) == []
+
+
+BETA_CELL = """
+import orch_beta
+"beta " + orch_beta.VERSION
+"""
+
+
+def test_a_requirement_that_changed_version_offers_a_marimo_restart(
+    page: Any,
+    shots: Shots,
+    orchestrator: OrchestratorFactory,
+    wheelhouse: Path,
+    tmp_path: Path,
+) -> None:
+    """An imported module is not reloaded: after an install that changed its version the page
+    says so and offers the restart that brings the new one in."""
+    for version in ("1.0", "2.0"):
+        build_wheel(wheelhouse, "orch-beta", version)
+    notebooks = write_notebook(tmp_path / "notebooks", BETA_CELL, requirements="orch-beta==1.0\n")
+    run = orchestrator(notebooks)
+    sign_in(page, run, EDITOR_PATH)
+    expect_editor(page, run)
+    run_all(page)
+    expect(outputs(page).filter(has_text="beta 1.0")).to_be_visible(timeout=START_TIMEOUT)
+
+    (notebooks / "requirements.txt").write_text("orch-beta==2.0\n", encoding="utf-8")
+    panel = _open_panel(page)
+    _confirm(page, panel, "Reinstall requirements")
+    notices = page.get_by_role("region", name="Environment notices")
+    changed = notices.get_by_role("status").filter(has_text="Changed orch-beta 1.0 → 2.0")
+    expect(changed).to_be_visible(timeout=START_TIMEOUT)
+    expect(changed).to_contain_text("keeps the versions it already imported")
+    shots("version-changed")
+
+    changed.get_by_role("button", name="Restart marimo").click()
+    panel.get_by_role("button", name="Yes, restart marimo").click()
+    expect(notices).to_contain_text("marimo restarted", timeout=START_TIMEOUT)
+    deadline = time.monotonic() + 60
+    while outputs(page).filter(has_text="beta 2.0").count() == 0:
+        assert time.monotonic() < deadline, "the new version never ran"
+        run_all(page)
+        page.wait_for_timeout(500)

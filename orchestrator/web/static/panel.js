@@ -162,6 +162,64 @@
     shown.delete(kind);
   }
 
+  // -- what an install changed, from the installer's own lines -----------------------------
+  // uv and pip name what they add and remove (" + pandas==2.1", " - pandas==2.0"); those of the
+  // requirements run under way are kept, so its end can say what changed.
+  const CHANGE = /^\s*([+-]) ([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)/;
+  const installLines = new Map(); // "t|line" -> record, the requirements step's recent lines
+
+  function handleLog(record) {
+    if (!record || record.step !== "requirements" || typeof record.t !== "number") return;
+    installLines.set(record.t + "|" + record.line, record);
+    if (installLines.size > 1000) installLines.delete(installLines.keys().next().value);
+  }
+
+  function changesSince(started) {
+    const changes = { added: new Map(), removed: new Map() };
+    for (const record of installLines.values()) {
+      if (record.t < started) continue;
+      const found = CHANGE.exec(record.line || "");
+      if (found) (found[1] === "+" ? changes.added : changes.removed).set(found[2].toLowerCase(), found[3]);
+    }
+    return changes;
+  }
+
+  function describeChanges(changes) {
+    const changed = [], added = [];
+    for (const [name, version] of changes.added) {
+      if (changes.removed.has(name)) changed.push(name + " " + changes.removed.get(name) + " → " + version);
+      else added.push(name + " " + version);
+    }
+    return { changed, added };
+  }
+
+  // ``since``: the end of the install announced before (runs can follow each other quickly, and
+  // the stream may only show the last one finishing).
+  function announceInstall(requirements, since) {
+    if (requirements.status !== "done") return;
+    const start = typeof since === "number" ? since : requirements.started_at || 0;
+    const { changed, added } = describeChanges(changesSince(start));
+    if (changed.length) {
+      changeNotice("Changed " + changed.join(", ") + ". The kernel keeps the versions it already imported until marimo restarts.");
+    } else if (added.length) {
+      notice("installed", "Installed " + added.join(", ") + ": run the cells that import them again.", true);
+    } else if (!shown.has("installed")) { // what an earlier run changed stays in view
+      notice("installed", "Requirements installed: nothing changed.", true);
+    }
+  }
+
+  function changeNotice(text) {
+    notice("installed", text, true);
+    const node = shown.get("installed");
+    if (!node || !EDIT) return;
+    const restart = el("button", { type: "button", class: "mo-orch-yes" }, "Restart marimo");
+    restart.addEventListener("click", () => {
+      setOpen(true);
+      askConfirm(ACTIONS[0]);
+    });
+    node.insertBefore(restart, node.lastChild);
+  }
+
   // -- following the status ---------------------------------------------------------------
   let known = null; // the marimo this page talks to: {boot, pid}
   let outageSince = null;
@@ -197,10 +255,9 @@
       }
     }
     if (requirements && requirements.finished_at && requirements.finished_at !== requirementsFinished) {
+      const since = requirementsFinished;
       requirementsFinished = requirements.finished_at;
-      if (requirements.status === "done") {
-        notice("installed", "Requirements installed: run the cells that import them again.", true);
-      }
+      announceInstall(requirements, since);
     }
     if (pending && status.ready && !running) {
       const p = pending;
@@ -301,6 +358,13 @@
     source.addEventListener("status", (event) => {
       try { publish(JSON.parse(event.data)); } catch (e) { /* a malformed event: the next corrects it */ }
     });
+    source.addEventListener("log", (event) => {
+      let record = null;
+      try { record = JSON.parse(event.data); } catch (e) { return; }
+      if (!record || record.step !== "requirements") return; // the only lines the panel reads
+      handleLog(record);
+      if (channel) channel.postMessage({ type: "log", record });
+    });
     source.onerror = () => {
       // The browser retries a dropped stream by itself; one it gave up on (an answer that was
       // not a stream, such as a sign-in that expired) is tried again later.
@@ -320,6 +384,7 @@
   if (channel) {
     channel.onmessage = (event) => {
       if (event.data && event.data.type === "status") handle(event.data.status);
+      else if (event.data && event.data.type === "log") handleLog(event.data.record);
     };
   }
 
