@@ -429,6 +429,12 @@ def test_a_visit_to_the_front_page_opens_the_notebook(
     assert (code, headers["location"]) == (302, "/?file=main.py")
     code, headers, _ = request(run, "GET", "/?file=other.py", {**HTML, **run.auth})
     assert "location" not in headers  # marimo's own URL: not ours to change
+    # From inside marimo (its home link, the app's "Back"): the file list that was asked for.
+    inside = {**HTML, **run.auth, "Referer": f"{run.base}/?file=main.py"}
+    assert "location" not in request(run, "GET", "/", inside)[1]
+    # From the sign-in or status page: the notebook.
+    ours = {**HTML, **run.auth, "Referer": f"{run.base}/-/loading"}
+    assert request(run, "GET", "/", ours)[1]["location"] == "/?file=main.py"
     assert request(run, "GET", "/", {"Accept": "application/json", **run.auth})[0] != 302
 
     chosen = orchestrator(folder, tmp_path / "state2", "--open", "other.py")

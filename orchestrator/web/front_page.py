@@ -3,7 +3,9 @@
 marimo answers ``/`` with its file list, even for a folder holding a single notebook. A browser
 navigation to exactly ``/`` (no query) is redirected to ``/?file=<name>`` when a notebook is
 chosen: ``--open FILE``, else the folder's only marimo notebook, else ``main.py`` (the name
-Quix's examples use). Every other request, ``/`` with a query included, goes to marimo as before.
+Quix's examples use). A visit that comes from one of marimo's own pages (its home link, the
+app's "Back") is left alone: that user asked for the file list. Every other request, ``/`` with
+a query included, goes to marimo as before.
 
 Invariants: the choice is made again at each visit (files come and go); the name is always a
 file inside the notebook folder; the guard answers first, so a visitor who is not signed in
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import tornado.web
 from tornado.httputil import HTTPServerRequest
@@ -60,6 +62,11 @@ class FrontPageVisit(Matcher):
     def match(self, request: HTTPServerRequest) -> dict[str, Any] | None:
         if request.path != "/" or request.query or not is_navigation(request):
             return None
+        referer = request.headers.get("Referer")
+        if referer:
+            parts = urlsplit(referer)
+            if parts.netloc == request.host and not parts.path.startswith("/-/"):
+                return None  # a link inside marimo (its home link, "Back"): its file list
         name = notebook_to_open(self.folder, self.chosen)
         return None if name is None else {"path_kwargs": {"name": name}}
 
