@@ -98,7 +98,6 @@
       action, since: Date.now(),
       pid: latest && latest.marimo ? latest.marimo.pid : null,
       finished: requirements ? requirements.finished_at : null,
-      sawWork: false,
     };
     notice("work", action.doing, false);
     try {
@@ -235,7 +234,6 @@
 
     if (!status.ready || running) {
       if (outageSince === null && (known || pending)) outageSince = Date.now();
-      if (pending) pending.sawWork = true;
       if (known || pending) {
         const what = running ? (LABELS[running.name] || running.name) + ": " + (running.message || "working…")
           : status.phase === "stopping" ? "The server is restarting…" : "Restarting marimo…";
@@ -359,6 +357,7 @@
       try { publish(JSON.parse(event.data)); } catch (e) { /* a malformed event: the next corrects it */ }
     });
     source.addEventListener("log", (event) => {
+      if (event.data.indexOf('"step":"requirements"') < 0) return; // the only lines read here
       let record = null;
       try { record = JSON.parse(event.data); } catch (e) { return; }
       if (!record || record.step !== "requirements") return; // the only lines the panel reads
