@@ -193,6 +193,16 @@ def test_the_status_page_is_useful_while_marimo_is_healthy(
     expect(page).to_have_url(run.base + "/-/loading")
     shots("status-page")
 
+    # The primary button reads at AA contrast (4.5:1) in both themes.
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        colours = page.get_by_role("button", name="Open marimo").evaluate(
+            "b => [getComputedStyle(b).color, getComputedStyle(b).backgroundColor]"
+        )
+        assert _contrast(*colours) >= 4.5, (scheme, colours)
+    shots("status-page-dark")
+    page.emulate_media(color_scheme="light")
+
     # Into marimo, and (the folder holding one notebook) straight into that notebook.
     page.get_by_role("button", name="Open marimo").click()
     expect_editor(page, run)
@@ -222,3 +232,17 @@ def test_without_javascript_the_page_shows_the_steps_and_refreshes_itself(
     finally:
         context.close()
         release.set()
+
+
+def _contrast(foreground: str, background: str) -> float:
+    """WCAG contrast ratio of two CSS ``rgb(…)`` colours."""
+
+    def luminance(colour: str) -> float:
+        red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", colour)[:3])
+        linear = [
+            c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)
+        ]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
