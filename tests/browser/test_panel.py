@@ -278,3 +278,30 @@ def test_a_requirement_that_changed_version_offers_a_marimo_restart(
         assert time.monotonic() < deadline, "the new version never ran"
         run_all(page)
         page.wait_for_timeout(500)
+
+
+def test_a_state_that_will_not_persist_is_a_banner_until_dismissed(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    run = orchestrator(
+        write_notebook(tmp_path / "notebooks", KERNEL_CELL),
+        tmp_path / "never",  # a volume that never appears: a temporary folder instead
+        "--wait-for-state",
+        "true",
+        "--state-timeout",
+        "2",
+    )
+    run.wait_for(lambda s: s["ready"] and s["state"]["persistent"] is False, what="fallback")
+    sign_in(page, run, EDITOR_PATH)
+    expect_editor(page, run)
+    notices = page.get_by_role("region", name="Environment notices")
+    warning = notices.get_by_role("status").filter(has_text="will not persist")
+    expect(warning).to_be_visible()
+    shots("state-banner")
+    panel = _open_panel(page)
+    expect(panel).to_contain_text("State: not persistent")
+    warning.get_by_role("button", name=re.compile("^Dismiss")).click()
+    expect(warning).to_have_count(0)
+    page.reload()  # dismissed for this boot
+    expect(page.get_by_role("button", name="Environment: needs attention")).to_be_visible()
+    expect(notices.get_by_role("status").filter(has_text="will not persist")).to_have_count(0)
