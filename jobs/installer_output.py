@@ -48,11 +48,12 @@ class ProgressParser:
             self.downloaded += 1
             name = match.group(1).rsplit("/", 1)[-1]
             size = f" ({match.group(2)})" if match.group(2) else ""
-            done = self.downloaded / max(self.collected, 1)
-            return (
-                f"Downloading {name}{size} ({self.downloaded} of {self.collected})",
-                self._advance(0.4 + 0.3 * done),
-            )
+            # pip announces each package ("Collecting") before downloading it; uv does not, and
+            # its resolved count includes what is already installed: no total to count against.
+            counted = self.collected >= self.downloaded
+            done = self.downloaded / self.collected if counted else 1.0
+            counter = f" ({self.downloaded} of {self.collected})" if counted else ""
+            return f"Downloading {name}{size}{counter}", self._advance(0.4 + 0.3 * done)
         if match := self._PIP_INSTALLING.match(line):
             count = len(match.group(1).split(","))
             return f"Installing {count} packages", self._advance(0.75)
@@ -162,6 +163,8 @@ def _explanation(output: list[str], limit: int = 6) -> str:
     errors = [
         line.strip()
         for line in output
+        # uv's "cause:" lines (uv 0.9 on) carry the plain reason: "Because x was not found in
+        # the package registry".
         if line.strip()
         .lower()
         .startswith(("error", "×", "├─▶", "╰─▶", "caused by", "cause:", "because", "hint"))

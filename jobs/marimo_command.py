@@ -119,9 +119,16 @@ def marimo_argv(
     python: Path, mode: MarimoMode, notebook_dir: Path, port: int, token_file: Path
 ) -> list[str]:
     """``<venv>/bin/python -m marimo``, never the ``marimo`` script: that is what makes
-    ``sys.prefix != sys.base_prefix`` hold in marimo, so it offers its Install button."""
+    ``sys.prefix != sys.base_prefix`` hold in marimo, so it offers its Install button.
+
+    ``--no-skew-protection``: marimo's skew token is random per process and its frontend keeps
+    the one its page was served with, so after any restart every POST of an open tab (the
+    re-instantiation first) would get 401 "Invalid server token" and the tab would be lost
+    until reloaded. The proxy still demands the header's presence on the same requests marimo
+    did (``proxy.gate.lacks_server_token``), which is what kept cross-site forms out."""
     argv = [str(python), "-m", "marimo", mode, str(notebook_dir)]
     argv += ["--headless", "--no-sandbox", "--host", "127.0.0.1", "-p", str(port)]
+    argv.append("--no-skew-protection")
     argv += ["--token-password-file", str(token_file)]
     if mode == "edit":
         argv.append("--skip-update-check")

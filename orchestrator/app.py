@@ -34,6 +34,7 @@ from orchestrator.quix import QuixPortal
 from orchestrator.secret_adoption import adopt_or_persist
 from orchestrator.status import StatusBoard
 from orchestrator.web.framing import framing_headers, framing_transform
+from orchestrator.web.front_page import FrontPageVisit, OpenNotebookHandler
 from orchestrator.web.handlers import (
     STATIC_DIR,
     EventsHandler,
@@ -45,6 +46,7 @@ from orchestrator.web.handlers import (
 )
 from orchestrator.web.login import LoginHandler, LogoutHandler
 from orchestrator.web.metrics_route import MetricsHandler
+from orchestrator.web.panel import panel_transform
 from orchestrator.web.restart import RestartHandler
 from proxy.routes import proxy_rules
 
@@ -59,6 +61,9 @@ SHUTDOWN_GRACE = 5.0
 
 
 def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
+    """The sign-in cookie is a cross-site one (Secure, SameSite=None, Partitioned) wherever
+    another site may frame our pages: in quix mode, and whenever ``--frame-ancestors`` names
+    more than this origin (a Lax cookie would never reach us inside such a frame)."""
     verifier = Verifier(config.auth, config.token, portal)
     return Guard(
         config.auth,
@@ -66,6 +71,7 @@ def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
         trust_proxy=config.trust_proxy,
         quix_recheck=config.quix_recheck,
         quix_grace=config.quix_grace,
+        framed=config.frame_ancestors.strip().lower() not in ("'self'", "'none'"),
     )
 
 
@@ -115,6 +121,9 @@ def make_app(
         # are not tried against each of our routes. A /-/ path none of them takes falls
         # through to marimo, as before.
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/.*"), own_rules),
+        tornado.routing.Rule(
+            FrontPageVisit(config.notebook_dir, config.open_notebook), OpenNotebookHandler
+        ),
         *proxy_rules(
             board.upstream,
             page,
@@ -125,6 +134,10 @@ def make_app(
             ),
             finish_headers=framing_headers(config.frame_ancestors),
             on_finished=lambda request, status: record_request(app, request, status),
+            require_server_token=True,  # marimo runs with --no-skew-protection (see there)
+            html_transform=(
+                panel_transform(config.marimo_mode) if config.environment_panel else None
+            ),
         ),
     ]
     app = tornado.web.Application(

@@ -190,8 +190,12 @@ class Guard:
         quix_recheck: float = QUIX_RECHECK,
         quix_grace: float = QUIX_GRACE,
         throttle: SignInThrottle | None = None,
+        framed: bool = False,
     ) -> None:
         self.mode = mode
+        self.cross_site_cookie = mode == "quix" or framed
+        """The sign-in cookie is Secure, SameSite=None and Partitioned: in quix mode, and when
+        other sites may frame our pages (a Lax cookie never reaches us inside such a frame)."""
         self.verifier = verifier
         self.trust_proxy = trust_proxy
         self.session_seconds = session_seconds
@@ -284,7 +288,7 @@ class Guard:
                 "a Quix token is too long to keep in the session cookie; that session is kept "
                 "in memory and ends when the orchestrator restarts"
             )
-        if self.mode == "quix":
+        if self.cross_site_cookie:
             # Inside the portal's cross-site iframe a cookie must be Secure, SameSite=None and
             # Partitioned (CHIPS: browsers that block third-party cookies keep partitioned
             # ones). Python 3.11's cookie module cannot write Partitioned: built by hand.
@@ -313,7 +317,7 @@ class Guard:
 
     def _clear_cookie(self, handler: tornado.web.RequestHandler) -> None:
         handler.clear_cookie(COOKIE, path="/")
-        if self.mode == "quix":
+        if self.cross_site_cookie:
             handler.add_header(
                 "Set-Cookie",
                 f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=None; Partitioned",

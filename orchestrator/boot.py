@@ -32,7 +32,11 @@ def serve(config: Config, sockets: list[socket], head_start: HeadStart | None) -
 
 def announce(config: Config) -> None:
     """Where to go, once the port answers."""
-    shown = "localhost" if config.host in ("127.0.0.1", "0.0.0.0", "::") else config.host
+    # The address as given (a cookie set for 127.0.0.1 is not sent to localhost); only the
+    # wildcard addresses, which no browser can open, become localhost.
+    shown = "localhost" if config.host in ("0.0.0.0", "::") else config.host
+    if ":" in shown:
+        shown = f"[{shown}]"  # an IPv6 address in a URL
     log.info(
         "listening on http://%s:%s/ (notebooks in %s)", shown, config.port, config.notebook_dir
     )

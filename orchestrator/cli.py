@@ -222,6 +222,18 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         "(default: off) [env: ORCHESTRATOR_METRICS_PUBLIC]",
     )
     options.add(
+        "--open",
+        default=None,
+        help="the notebook a visit to / opens, relative to NOTEBOOK_DIR (default: the only "
+        "notebook there, else main.py when present, else marimo's file list)",
+    )
+    options.add(
+        "--environment-panel",
+        default=True,
+        convert=_boolean,
+        help="add the Environment button, panel and notices to marimo's pages",
+    )
+    options.add(
         "--log-format",
         default="text",
         choices=("text", "json"),
@@ -328,6 +340,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         token=args.token,
         frame_ancestors=args.frame_ancestors,
         metrics_public=args.metrics_public,
+        environment_panel=args.environment_panel,
+        open_notebook=args.open,
         log_format=args.log_format,
         sync_to_quix=args.sync_to_quix,
         sync_debounce=args.sync_debounce,

@@ -54,6 +54,8 @@ class Config(NamedTuple):
     token_generated: bool
     frame_ancestors: str
     metrics_public: bool
+    environment_panel: bool
+    open_notebook: str | None
     log_format: Literal["text", "json"]
     sync_to_quix: bool
     sync_debounce: float
@@ -165,6 +167,16 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
+def _notebook_inside(name: str, value: str | None) -> str | None:
+    """A path relative to NOTEBOOK_DIR that stays inside it (it may not exist yet)."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ConfigError(f"{name} {value!r} must be a path inside NOTEBOOK_DIR, relative to it")
+    return path.as_posix()
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
@@ -258,6 +270,8 @@ def resolve(
     token: str | None = None,
     frame_ancestors: str | None = None,
     metrics_public: bool = False,
+    environment_panel: bool = True,
+    open_notebook: str | None = None,
     log_format: str = "text",
     sync_to_quix: bool | None = None,
     sync_debounce: float = 5.0,
@@ -335,6 +349,8 @@ def resolve(
         token_generated=generated,
         frame_ancestors=frame_ancestors or ("*" if mode == "quix" else "'self'"),
         metrics_public=metrics_public,
+        environment_panel=environment_panel,
+        open_notebook=_notebook_inside("--open", open_notebook),
         sync_to_quix=_sync_wanted(sync_to_quix, quix, marimo_mode),
         sync_debounce=_positive("--sync-debounce", sync_debounce),
         log_format=cast(

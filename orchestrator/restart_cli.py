@@ -92,6 +92,13 @@ def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     )
     if response.status_code != 202:
         message = body.get("error") or response.reason
+        if response.status_code == 401:
+            message = (
+                f"{message}: pass the access token with --token (or ORCHESTRATOR_TOKEN)"
+                if not args.token
+                else f"{message}: the token given with --token (or ORCHESTRATOR_TOKEN) "
+                "was not accepted"
+            )
         print(
             f"marimo-orchestrator restart: refused ({response.status_code}): {message}",
             file=sys.stderr,

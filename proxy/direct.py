@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from http.client import responses
 
@@ -40,7 +40,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.routing import Router
 
-from proxy import compression, gate, wire
+from proxy import compression, gate, html, wire
 from proxy.headers import learn_session, toward_client, toward_marimo
 from proxy.http import Exchange, valid_target
 from proxy.pool import ConnectionPool
@@ -78,6 +78,8 @@ class DirectSettings:
     """Applied to every response's headers just before they are sent."""
     on_finished: Callable[[httputil.HTTPServerRequest, int], None] | None = None
     """Told each request and the status it got (access log, metrics)."""
+    html_transform: html.HtmlTransform | None = None
+    """Applied to marimo's HTML documents (:mod:`proxy.html`)."""
 
 
 class DirectRouter(Router):
@@ -205,6 +207,17 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         code = response.start_line.code
         learn_session(self._upstream, response.headers)
         headers = toward_client(response.headers)
+        body: AsyncIterator[bytes] = wire.read_body(stream, response)
+        transform = self._settings.html_transform
+        if transform is not None and html.applies(self._method, code, headers):
+            try:
+                document = b"".join([piece async for piece in body])
+            except (StreamClosedError, wire.Malformed):
+                self._drop_stream()
+                if not self._client_gone:  # nothing reached the client: as if unanswered
+                    self._fail(gate.not_ready(self._request, self._settings.loading_page), "cut")
+                return
+            body = _once(html.transformed(transform, document, headers))
         gzip = compression.negotiate(self._request, code, headers)
         if self._settings.finish_headers is not None:
             self._settings.finish_headers(headers)
@@ -223,7 +236,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
 
         self._pending_head = asyncio.get_running_loop().call_soon(send_head)
         try:
-            async for piece in wire.read_body(stream, response):
+            async for piece in body:
                 data = piece if gzip is None else gzip.compress(piece)
                 try:
                     if self._pending_head is not None:
@@ -315,3 +328,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

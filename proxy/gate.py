@@ -63,6 +63,35 @@ TOO_SLOW = Answer(
 """What a request gets when marimo accepted it but did not start answering in time."""
 
 
+SERVER_TOKEN_HEADER = "Marimo-Server-Token"
+
+MISSING_SERVER_TOKEN = Answer(
+    401,
+    (("Cache-Control", "no-store"), ("Content-Type", "application/json")),
+    json.dumps({"error": "Missing server token"}).encode(),
+)
+"""marimo's own answer to a POST without its skew-protection header."""
+
+
+def lacks_server_token(request: HTTPServerRequest) -> bool:
+    """A POST that marimo's skew protection would refuse for want of ``Marimo-Server-Token``.
+
+    marimo runs without its own check (its token changes with every process, which would break
+    every open tab at each restart: ``jobs.marimo_command.marimo_argv``); the proxy keeps the
+    part of it that matters for safety: a cross-site form cannot set a custom header, so a
+    POST without it is refused before reaching marimo. The exemptions are marimo's own
+    (``SkewProtectionMiddleware``, marimo 0.25.2): its login form, the agent endpoint
+    ``/api/kernel/execute`` and WebSocket paths. Any value passes: which process issued it does
+    not matter to a kernel that the frontend re-instantiates anyway.
+    """
+    if request.method != "POST" or request.headers.get(SERVER_TOKEN_HEADER):
+        return False
+    path = request.path.rstrip("/")
+    if path.endswith(("/auth/login", "/api/kernel/execute")):
+        return False
+    return not (request.path.startswith("/ws") or request.path.endswith("/ws"))
+
+
 def _finish_with(handler: RequestHandler, answer: Answer) -> None:
     handler.clear()
     handler.set_status(answer.status)
@@ -74,6 +103,11 @@ def _finish_with(handler: RequestHandler, answer: Answer) -> None:
 def answer_not_ready(handler: RequestHandler, loading_page: Callable[[], bytes]) -> None:
     """marimo cannot take this request now; finishes the response."""
     _finish_with(handler, not_ready(handler.request, loading_page))
+
+
+def answer_missing_server_token(handler: RequestHandler) -> None:
+    """The POST lacks marimo's skew-protection header: refused as marimo would."""
+    _finish_with(handler, MISSING_SERVER_TOKEN)
 
 
 def answer_too_slow(handler: RequestHandler) -> None:

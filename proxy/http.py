@@ -27,14 +27,14 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 
-from proxy import compression, gate, wire
+from proxy import compression, gate, html, wire
 from proxy.headers import learn_session, tokens, toward_client, toward_marimo
 from proxy.pool import ConnectionPool
 from proxy.upstream import Upstream, UpstreamLookup
@@ -120,8 +120,12 @@ class HttpForwarder(RequestHandler):
         pool: ConnectionPool,
         response_timeout: float,
         guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
+        require_server_token: bool = False,
+        html_transform: html.HtmlTransform | None = None,
     ) -> None:
         self._guard = guard
+        self._html_transform = html_transform
+        self._require_server_token = require_server_token
         self._lookup = lookup
         self._loading_page = loading_page
         self._pool = pool
@@ -156,6 +160,9 @@ class HttpForwarder(RequestHandler):
         request = self.request
         if isinstance(request.connection, HTTP1Connection):
             request.connection.set_max_body_size(MAX_BODY_SIZE)
+        if self._require_server_token and gate.lacks_server_token(request):
+            gate.answer_missing_server_token(self)
+            return
         upstream = self._lookup()
         if upstream is None:
             gate.answer_not_ready(self, self._loading_page)
@@ -327,11 +334,19 @@ class HttpForwarder(RequestHandler):
         stream = exchange.stream
         response = await wire.read_response_head(stream, self._method)
         exchange.stop_timer()
+        body: AsyncIterator[bytes] = wire.read_body(stream, response)
+        transform = self._html_transform
+        if transform is not None and html.applies(
+            self._method, response.start_line.code, response.headers
+        ):
+            # Read whole before anything reaches the client: a cut here is "no answer".
+            document = b"".join([piece async for piece in body])
+            body = _once(html.transformed(transform, document, response.headers))
         exchange.started = True
         exchange.reusable = response.reusable
         self.start_response(response.start_line, response.headers)
         self._pending_head = asyncio.get_running_loop().call_soon(self._send_head)
-        async for chunk in wire.read_body(stream, response):
+        async for chunk in body:
             self._cancel_pending_head()
             self.write(chunk if self._gzip is None else self._gzip.compress(chunk))
             try:
@@ -395,3 +410,7 @@ class HttpForwarder(RequestHandler):
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -10,6 +10,7 @@ from tornado.routing import AnyMatches, Matcher, Rule
 from tornado.web import RequestHandler
 
 from proxy.direct import DirectRouter, DirectSettings
+from proxy.html import HtmlTransform
 from proxy.http import HttpForwarder
 from proxy.pool import ConnectionPool
 from proxy.upstream import UpstreamLookup
@@ -35,6 +36,8 @@ def proxy_rules(
     admits_at_once: Callable[[HTTPServerRequest], bool] | None = None,
     finish_headers: Callable[[HTTPHeaders], None] | None = None,
     on_finished: Callable[[HTTPServerRequest, int], None] | None = None,
+    require_server_token: bool = False,
+    html_transform: HtmlTransform | None = None,
 ) -> list[Rule]:
     """Rules matching every path, to be placed after the orchestrator's own routes.
 
@@ -53,6 +56,12 @@ def proxy_rules(
     path bypasses ``RequestHandler``, so what the application does to every response is passed
     here too: ``finish_headers`` edits the headers about to be sent (the application's output
     transforms do it for the rest), ``on_finished`` is told each request and its status.
+
+    ``require_server_token`` refuses, as marimo's skew protection would, a POST without the
+    ``Marimo-Server-Token`` header (for a marimo started without that check:
+    :func:`proxy.gate.lacks_server_token`).
+
+    ``html_transform`` rewrites marimo's HTML documents, and only those (:mod:`proxy.html`).
     """
     pool = pool if pool is not None else ConnectionPool(connect_timeout=connect_timeout)
     if guard is None:
@@ -60,7 +69,14 @@ def proxy_rules(
     elif admits_at_once is None:
         admits_at_once = _never
     direct = DirectSettings(
-        lookup, loading_page, pool, response_timeout, admits_at_once, finish_headers, on_finished
+        lookup,
+        loading_page,
+        pool,
+        response_timeout,
+        admits_at_once,
+        finish_headers,
+        on_finished,
+        html_transform,
     )
     return [
         Rule(
@@ -84,6 +100,8 @@ def proxy_rules(
                 "pool": pool,
                 "response_timeout": response_timeout,
                 "guard": guard,
+                "require_server_token": require_server_token,
+                "html_transform": html_transform,
             },
         ),
     ]

@@ -139,7 +139,9 @@ def test_bearer_and_login_form(served: Orchestrator) -> None:
     assert served.token not in cookie
     code, _, body = request(served, "GET", "/-/status", {"Cookie": cookie_of(headers)})
     assert code == 200 and json.loads(body)["ready"] is True
-    code, _, body = request(served, "GET", "/", {"Cookie": cookie_of(headers), **HTML})
+    code, _, body = request(
+        served, "GET", "/?file=notebook.py", {"Cookie": cookie_of(headers), **HTML}
+    )
     assert code == 200 and b"<marimo-" in body
 
 
@@ -314,7 +316,7 @@ def test_framing_defaults_to_same_origin(served: Orchestrator) -> None:
     # A browser with a session: marimo's pages and API through the proxy's fast path.
     _, headers, _ = login(served, served.token)
     cookie = cookie_of(headers)
-    for path, accept in (("/", HTML), ("/health", {})):
+    for path, accept in (("/?file=notebook.py", HTML), ("/health", {})):
         code, headers, _ = request(served, "GET", path, {"Cookie": cookie, **accept})
         assert code == 200, path
         assert "frame-ancestors 'self'" in headers.get("content-security-policy", ""), path
@@ -359,6 +361,8 @@ def test_a_generated_token_is_printed_once_with_a_login_url(
     lines = [line for line in run.log_text().splitlines() if "Sign in with:" in line]
     assert len(lines) == 1
     url = lines[0].split("Sign in with: ", 1)[1]
+    # The address it listens on (the cookie it sets is for that host), not "localhost".
+    assert url.startswith(f"http://127.0.0.1:{run.port}/-/login?token="), url
     code, headers, _ = request(run, "GET", url.split(str(run.port), 1)[1])
     assert code == 302 and headers["location"] == "/"
     assert request(run, "GET", "/-/status", {"Cookie": cookie_of(headers)})[0] == 200
@@ -407,3 +411,52 @@ def test_quix_mode_validates_with_the_portal_and_caches(
     assert request(run, "GET", "/-/status", {"Cookie": cookie_of(headers)})[0] == 200
     assert request(run, "GET", "/-/status", {"Authorization": "Bearer brand-new-token"})[0] == 503
     assert run.token not in run.log_text()
+
+
+def test_a_token_mode_page_other_sites_may_frame_gets_a_cross_site_cookie(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    """Inside another site's frame a Lax cookie is never sent back: sign-in would loop."""
+    framed = orchestrator(notebook_dir, None, "--frame-ancestors", "https://portal.example")
+    framed.wait_listening()
+    code, headers, _ = request(framed, "GET", f"/-/login?token={framed.token}")
+    assert code == 302
+    attributes = {part.strip().lower() for part in headers["set-cookie"].split(";")}
+    assert {"secure", "samesite=none", "partitioned", "httponly"} <= attributes, headers
+
+
+def test_a_visit_to_the_front_page_opens_the_notebook(
+    orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    """One notebook: it opens; several: main.py; --open names it; marimo's own URLs and API
+    calls to / pass as they were; a visitor not signed in learns nothing about the folder."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook = 'import marimo\n\napp = marimo.App()\n\nif __name__ == "__main__":\n    app.run()\n'
+    (folder / "only.py").write_text(notebook)
+    (folder / "helpers.py").write_text("def helper():\n    return 1\n")  # not a notebook
+    run = orchestrator(folder)
+    run.wait_listening()
+    code, headers, _ = request(run, "GET", "/", {**HTML, **run.auth})
+    assert (code, headers["location"]) == (302, "/?file=only.py")
+    assert request(run, "GET", "/", HTML)[0] == 302  # not signed in: the sign-in page
+    assert "only.py" not in request(run, "GET", "/", HTML)[1]["location"]
+
+    (folder / "main.py").write_text(notebook)
+    (folder / "other.py").write_text(notebook)
+    code, headers, _ = request(run, "GET", "/", {**HTML, **run.auth})
+    assert (code, headers["location"]) == (302, "/?file=main.py")
+    code, headers, _ = request(run, "GET", "/?file=other.py", {**HTML, **run.auth})
+    assert "location" not in headers  # marimo's own URL: not ours to change
+    # From inside marimo (its home link, the app's "Back"): the file list that was asked for.
+    inside = {**HTML, **run.auth, "Referer": f"{run.base}/?file=main.py"}
+    assert "location" not in request(run, "GET", "/", inside)[1]
+    # From the sign-in or status page: the notebook.
+    ours = {**HTML, **run.auth, "Referer": f"{run.base}/-/loading"}
+    assert request(run, "GET", "/", ours)[1]["location"] == "/?file=main.py"
+    assert request(run, "GET", "/", {"Accept": "application/json", **run.auth})[0] != 302
+
+    chosen = orchestrator(folder, tmp_path / "state2", "--open", "other.py")
+    chosen.wait_listening()
+    code, headers, _ = request(chosen, "GET", "/", {**HTML, **chosen.auth})
+    assert (code, headers["location"]) == (302, "/?file=other.py")

@@ -12,6 +12,12 @@ UV_MISSING = [
     "  ╰─▶ Because no-such-package-xyz was not found in the package registry and you require",
     "      no-such-package-xyz, we can conclude that your requirements are unsatisfiable.",
 ]
+UV_MISSING_WITH_CAUSE = [  # uv 0.9's wording
+    "Using Python 3.11.7 environment at: state/venv",
+    "error: No solution found when resolving dependencies",
+    "  cause: Because no-such-package-xyz was not found in the package registry and you require"
+    " no-such-package-xyz, we can conclude that your requirements are unsatisfiable.",
+]
 UV_503 = [
     "error: Failed to fetch: `http://127.0.0.1:1234/simple/orch-alpha/`",
     "  Caused by: HTTP status server error (503 Service Unavailable) for url (http://127.0.0.1:1234/simple/orch-alpha/)",
@@ -75,3 +81,21 @@ def test_credentials_are_redacted() -> None:
         == "URL: http://localhost:1?access_token=***"
     )
     assert "tok-9" not in redact("value tok-9 here", ("tok-9",))
+
+
+def test_uvs_cause_line_is_in_the_message() -> None:
+    error = classify_failure("uv", 1, UV_MISSING_WITH_CAUSE)
+    assert isinstance(error, PermanentError)
+    assert "no-such-package-xyz was not found in the package registry" in str(error)
+
+
+def test_uvs_downloads_are_not_counted_against_a_total_it_never_gave() -> None:
+    parser = ProgressParser()
+    parser.feed("Resolved 12 packages in 1.2s")
+    update = parser.feed("Downloading numpy (16.1MiB)")
+    assert update is not None and update[0] == "Downloading numpy (16.1MiB)"  # not "(1 of 0)"
+    pip = ProgressParser()
+    pip.feed("Collecting numpy")
+    pip.feed("Collecting pandas")
+    update = pip.feed("  Downloading numpy-2.0-cp311.whl (16.1 MB)")
+    assert update is not None and update[0].endswith("(1 of 2)")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
+from tornado.web import Application, RequestHandler
 
 from tests.backends import counting, echo, headers
 from tests.backends.one_shot import one_shot_server
@@ -457,3 +458,87 @@ async def test_dead_reused_connection_is_retried_only_when_replayable() -> None:
         )
         assert response.code == 503
         assert backend.connections == 2
+
+
+@async_test()
+async def test_a_post_without_marimos_server_token_header_is_refused_as_marimo_would() -> None:
+    """marimo runs without its skew check (so open tabs survive its restarts); the proxy keeps
+    the header's presence required, which a cross-site form cannot satisfy."""
+    switch = Switch()
+    async with (
+        serve(counting.make_app(), server_class=counting.CountingServer) as backend,
+        run_proxy(switch, require_server_token=True) as proxy,
+    ):
+        switch.point(backend.port)
+        refused = await fetch(f"{proxy.base}/api/kernel/run", method="POST", body=b"{}")
+        assert refused.code == 401
+        assert json.loads(refused.body) == {"error": "Missing server token"}
+        assert backend.connections == 0, "nothing reached marimo"
+
+        # Any value passes (an open tab keeps the one an earlier marimo gave it)...
+        old = await fetch(
+            f"{proxy.base}/api/kernel/run",
+            method="POST",
+            body=b"{}",
+            headers={"Marimo-Server-Token": "from-an-earlier-marimo"},
+        )
+        assert (old.code, old.body) == (200, b"posted 2")
+        # ... and marimo's own exemptions stay exempt; other methods are not concerned.
+        for path in ("/api/kernel/execute", "/auth/login"):
+            exempt = await fetch(f"{proxy.base}{path}", method="POST", body=b"{}")
+            assert exempt.code == 200, path
+        assert (await fetch(f"{proxy.base}/api/status")).code == 200
+
+
+class _Pages(RequestHandler):
+    """marimo's kinds of answers: an HTML document (with validators), a script, a 304."""
+
+    def compute_etag(self) -> str | None:
+        return None
+
+    def get(self, name: str) -> None:
+        if name == "page":
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.set_header("ETag", '"marimo-page"')
+            self.finish(b"<!doctype html><html><head><title>m</title></head><body>x</body></html>")
+        elif name == "script":
+            self.set_header("Content-Type", "text/javascript")
+            self.finish(b"console.log('</head>')")
+        else:
+            self.set_status(304)
+            self.set_header("Content-Type", "text/html")
+            self.finish()
+
+    head = get
+
+
+@async_test()
+async def test_the_html_transform_applies_to_marimos_html_documents_only() -> None:
+    switch = Switch()
+    seen: list[bytes] = []
+
+    def transform(document: bytes) -> bytes:
+        seen.append(document)
+        return document.replace(b"</head>", b"<script src=/-/static/p.js></script></head>")
+
+    async with (
+        serve(Application([(r"/(\w+)", _Pages)])) as backend,
+        run_proxy(switch, html_transform=transform) as proxy,
+    ):
+        switch.point(backend.port)
+        page = await fetch(f"{proxy.base}/page", headers={"Accept-Encoding": "identity"})
+        assert page.code == 200
+        assert b"<script src=/-/static/p.js></script></head>" in page.body
+        assert page.headers["Content-Length"] == str(len(page.body))
+        assert "Etag" not in page.headers, "marimo's validator does not describe our bytes"
+        gzipped = await fetch(
+            f"{proxy.base}/page", headers={"Accept-Encoding": "gzip"}, decompress_response=True
+        )
+        assert b"/-/static/p.js" in gzipped.body
+
+        script = await fetch(f"{proxy.base}/script")
+        assert script.body == b"console.log('</head>')"
+        head = await fetch(f"{proxy.base}/page", method="HEAD")
+        assert head.code == 200 and head.body == b""
+        assert (await fetch(f"{proxy.base}/unchanged")).code == 304
+        assert len(seen) == 2, "only the two GETs of the HTML document went through it"

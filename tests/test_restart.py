@@ -166,3 +166,26 @@ def test_the_cli_names_a_refusal(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 1 and "cannot reach http://127.0.0.1:9" in result.stderr
+
+
+def test_the_cli_says_which_option_carries_the_token(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    run = orchestrator(notebook_dir)
+    run.wait_listening()
+    command = [sys.executable, "-m", "orchestrator", "restart", "--scope", "marimo"]
+    command += ["--url", run.base, "--no-wait"]
+    for extra, expected in (
+        ([], "pass the access token with --token"),
+        (["--token", "not-the-right-token"], "the token given with --token"),
+    ):
+        result = subprocess.run(
+            command + extra,
+            cwd=ROOT,
+            env=hermetic_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1 and "refused (401)" in result.stderr, result.stderr
+        assert expected in result.stderr, result.stderr

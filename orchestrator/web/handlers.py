@@ -142,7 +142,50 @@ class LoadingPage:
         snapshot = self.board.snapshot_json().replace("<", "\\u003c")
         page = self.template.replace("{{STATUS_JSON}}", snapshot)
         page = page.replace("{{BOOT_ID}}", html.escape(self.board.boot_id))
+        # Without JavaScript the page still shows the steps (and refreshes itself).
+        page = page.replace("{{STEPS_HTML}}", steps_html(self.board.snapshot()["steps"]))
+        page = page.replace("{{PHASE_TEXT}}", html.escape(_PHASES.get(self.board.phase, "")))
         return page.encode("utf-8")
+
+
+_ICONS = {"pending": "○", "running": "◐", "done": "✓", "skipped": "✓", "failed": "✗"}
+_STATES = {
+    "pending": "Waiting",
+    "running": "In progress",
+    "done": "Done",
+    "skipped": "Skipped",
+    "failed": "Failed",
+}
+_LABELS = {
+    "state": "State volume",
+    "venv": "Environment",
+    "requirements": "Requirements",
+    "marimo": "marimo",
+}
+_PHASES = {
+    "starting": "Starting…",
+    "ready": "marimo is running.",
+    "degraded": "marimo is running, but something needs your attention.",
+    "failed": "marimo could not be started.",
+    "stopping": "The server is stopping.",
+}
+
+
+def steps_html(steps: list[dict[str, Any]]) -> str:
+    """The steps as the page's script draws them (icon, name, state in words, message)."""
+    items = []
+    for step in steps:
+        status = str(step["status"])
+        name = str(step["name"])
+        items.append(
+            f'<li class="{html.escape(status)}" data-step="{html.escape(name)}" '
+            f'data-status="{html.escape(status)}">'
+            f'<span class="icon" aria-hidden="true">{_ICONS.get(status, "?")}</span>'
+            f'<span class="name">{html.escape(_LABELS.get(name, name))}</span>'
+            f'<span class="state">{html.escape(_STATES.get(status, status))}</span>'
+            f'<span class="msg">{html.escape(str(step.get("message") or ""))}</span></li>'
+        )
+    return "".join(items)
 
 
 class LoadingPageHandler(BoardHandler):

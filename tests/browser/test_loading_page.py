@@ -49,6 +49,26 @@ def test_cold_start_shows_progress_then_opens_the_editor_by_itself(
     expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^[1-9][0-9]?$"))  # 1..99
     expect(page.locator("#percent")).to_have_text(re.compile(r"^[1-9][0-9]?%"))
     assert index.control.arrived["orch-alpha"].is_set(), "the download really is pending"
+    # One percentage (the bar's), the step's state in words, a moving indicator, and a promise.
+    expect(requirements.locator(".state")).to_have_text("In progress")
+    expect(requirements.locator(".msg")).not_to_contain_text("%")
+    expect(bar).to_have_class(re.compile(r"\bactive\b"))
+    expect(page.get_by_text("You'll be taken to your notebook automatically")).to_be_visible()
+    # The status live region is written only when its words change: not once in 3 s here.
+    page.evaluate(
+        """() => { window.phaseWrites = 0;
+        new MutationObserver(() => window.phaseWrites++).observe(
+            document.getElementById('phase'), {childList: true, characterData: true, subtree: true});
+        }"""
+    )
+    etas = []
+    for _ in range(12):  # watched for 3 s: the ETA, when shown, never rises
+        found = re.search(r"about (\d+) s left", page.locator("#percent").inner_text())
+        if found:
+            etas.append(int(found.group(1)))
+        page.wait_for_timeout(250)
+    assert etas == sorted(etas, reverse=True), etas
+    assert page.evaluate("window.phaseWrites") == 0
     shots("requirements-running")
 
     release.set()
@@ -73,6 +93,12 @@ def _degraded_start(page: Any, orchestrator: OrchestratorFactory, tmp_path: Path
         "Some requirements could not be installed"
     )
     expect(loading_step(page, "requirements")).to_contain_text("no-such-package-xyz")
+    # The installer's plain cause is in the problem box, the state in words, the bar amber.
+    expect(page.locator("#problem-text")).to_contain_text("not found in the package registry")
+    expect(loading_step(page, "requirements").locator(".state")).to_have_text("Failed")
+    expect(page.get_by_role("progressbar", name="Overall progress")).to_have_class(
+        re.compile(r"\bfailed\b")
+    )
     return run
 
 
@@ -83,6 +109,12 @@ def test_a_requirement_that_cannot_be_installed_is_named_and_marimo_opens_anyway
     open_anyway = page.get_by_role("button", name="Open marimo anyway")
     expect(open_anyway).to_be_visible(timeout=START_TIMEOUT)  # once marimo itself is up
     expect(page.locator("body")).to_have_attribute("data-phase", "degraded")
+    expect(page.get_by_role("heading", name="marimo is running, with a problem")).to_be_visible()
+    # The log keeps our lines and the installer's; marimo's own chatter stays out.
+    log = page.locator("#log")
+    expect(log).to_contain_text("no-such-package-xyz")
+    for noise in ("Activate with", "nvidia-smi", "Create or edit notebooks"):
+        expect(log).not_to_contain_text(noise)
     expect(page).to_have_url(run.base + EDITOR_PATH)  # the page waits for the user to read
     shots("degraded")
 
@@ -143,3 +175,74 @@ def test_the_page_survives_the_orchestrator_restarting_under_it(
     expect_editor(page, second)
     assert second.status()["boot_id"] != first_boot
     assert page.url == second.base + EDITOR_PATH
+
+
+def test_the_status_page_is_useful_while_marimo_is_healthy(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    """``/-/loading`` does not bounce to marimo once it is ready: it shows the steps and the
+    actions, and goes to marimo only when asked."""
+    run = orchestrator(write_notebook(tmp_path / "notebooks", CELL, requirements="orch-alpha\n"))
+    run.wait_ready()
+    sign_in(page, run, "/-/loading")
+    expect(page.get_by_role("heading", name="Your marimo environment")).to_be_visible()
+    expect(page.locator("#log")).to_contain_text("orch-alpha")  # the events stream was read
+    expect(page.locator("#phase")).to_have_text("marimo is running.")
+    expect(loading_step(page, "marimo")).to_have_attribute("data-status", "done")
+    expect(page.get_by_role("button", name="Restart marimo")).to_be_visible()
+    expect(page).to_have_url(run.base + "/-/loading")
+    shots("status-page")
+
+    # The primary button reads at AA contrast (4.5:1) in both themes.
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        colours = page.get_by_role("button", name="Open marimo").evaluate(
+            "b => [getComputedStyle(b).color, getComputedStyle(b).backgroundColor]"
+        )
+        assert _contrast(*colours) >= 4.5, (scheme, colours)
+    shots("status-page-dark")
+    page.emulate_media(color_scheme="light")
+
+    # Into marimo, and (the folder holding one notebook) straight into that notebook.
+    page.get_by_role("button", name="Open marimo").click()
+    expect_editor(page, run)
+
+
+def test_without_javascript_the_page_shows_the_steps_and_refreshes_itself(
+    browser: Any, orchestrator: OrchestratorFactory, index: LocalIndex, tmp_path: Path
+) -> None:
+    notebooks = write_notebook(tmp_path / "notebooks", CELL, requirements="orch-alpha\n")
+    release = index.control.hold("orch-alpha")
+    run = orchestrator(notebooks)
+    run.wait_for(lambda s: run.step(s, "requirements")["status"] == "running", what="requirements")
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        # The sign-in link sets the cookie server-side, then redirects: no script needed.
+        sign_in(page, run, EDITOR_PATH)
+        requirements = loading_step(page, "requirements")
+        expect(requirements).to_have_attribute("data-status", "running")
+        expect(requirements.locator(".state")).to_have_text("In progress")
+        expect(loading_step(page, "state").locator(".state")).to_have_text(
+            re.compile("Done|Skipped")
+        )
+        expect(page.locator("#phase")).to_have_text("Starting…")
+        expect(page.locator("noscript").first).to_be_attached()
+        assert 'http-equiv="refresh"' in page.content()
+    finally:
+        context.close()
+        release.set()
+
+
+def _contrast(foreground: str, background: str) -> float:
+    """WCAG contrast ratio of two CSS ``rgb(…)`` colours."""
+
+    def luminance(colour: str) -> float:
+        red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", colour)[:3])
+        linear = [
+            c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)
+        ]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)

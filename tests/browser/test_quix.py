@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -81,9 +82,9 @@ class ParentSite:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def frame(self, run: Orchestrator, push: bool = False) -> ParentSite:
+    def frame(self, run: Orchestrator, push: bool = False, path: str = EDITOR_PATH) -> ParentSite:
         self.body = PARENT_PAGE.format(
-            src=run.base + EDITOR_PATH,
+            src=run.base + path,
             origin=json.dumps(run.base),
             token=json.dumps(USER_TOKEN),
             push=json.dumps(push),
@@ -215,3 +216,57 @@ def test_outside_an_iframe_the_pat_form_refuses_a_wrong_token_and_admits_a_right
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
     expect(page).to_have_url(run.base + EDITOR_PATH)
+
+
+def test_the_environment_panel_works_in_the_portal_iframe_and_restarts_the_deployment(
+    page: Any,
+    shots: Shots,
+    quix_run: Orchestrator,
+    portal: FakeQuixPortal,
+    portal_pages: dict[str, ParentSite],
+) -> None:
+    run = quix_run
+    parent = portal_pages["cross-site"].frame(run)  # cross-site, as the portal is
+    page.goto(parent.url)
+    frame = page.frame_locator("#deployment")
+    expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
+    frame.get_by_role("button", name=re.compile("^Environment")).click()
+    panel = frame.get_by_role("region", name="Environment", exact=True)
+    expect(panel).to_be_visible()
+    panel.get_by_role("button", name="Restart deployment", exact=True).click()
+    expect(panel).to_contain_text("Ask Quix to restart this deployment?")
+    panel.get_by_role("button", name="Yes, restart deployment").click()
+    notices = frame.get_by_role("region", name="Environment notices")
+    expect(notices).to_contain_text("Quix accepted", timeout=30_000)
+    shots("deployment-restart-asked")
+    calls = [c for c in portal.state.calls if "deployments" in str(c["path"])]
+    assert len(calls) == 1 and calls[0]["token"] == USER_TOKEN, calls
+
+
+def test_token_mode_sign_in_works_inside_another_sites_frame(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    """``--frame-ancestors`` lets another site frame us: the ready-to-click sign-in link works
+    inside its frame (the cookie is a partitioned cross-site one), and a wrong link says so."""
+    notebooks = write_notebook(tmp_path / "notebooks", CELL, requirements="orch-alpha\n")
+    run = orchestrator(notebooks, None, "--frame-ancestors", "*")
+    run.wait_listening(timeout=30)
+    wrong = ParentSite("localhost").frame(run, path="/-/login?token=not-the-token-at-all")
+    try:
+        page.goto(wrong.url)
+        frame = page.frame_locator("#deployment")
+        expect(frame.get_by_role("alert")).to_have_text(
+            "That token was not accepted. Check it and try again."
+        )
+    finally:
+        wrong.close()
+    right = ParentSite("localhost").frame(
+        run, path=f"/-/login?token={quote(run.token)}&next={quote(EDITOR_PATH, safe='')}"
+    )
+    try:
+        page.goto(right.url)
+        frame = page.frame_locator("#deployment")
+        expect(frame.get_by_test_id("cell-editor").first).to_be_visible(timeout=START_TIMEOUT)
+        shots("token-mode-in-a-frame")
+    finally:
+        right.close()

@@ -86,4 +86,7 @@ class Shots:
         path = ARTIFACTS / f"{self.stem}--{label}.png"
         self.page.screenshot(path=str(path), full_page=True)
         self.paths.append(path)
+        print(
+            f"screenshot: {path}"
+        )  # in the test's output (pytest -rP or -s) for people to look at
         return path

@@ -6,6 +6,7 @@
 (function () {
   const WEIGHTS = { state: 0.05, venv: 0.15, requirements: 0.6, marimo: 0.2 };
   const ICONS = { pending: "○", running: "◐", done: "✓", skipped: "✓", failed: "✗" };
+  const STATES = { pending: "Waiting", running: "In progress", done: "Done", skipped: "Skipped", failed: "Failed" };
   const LABELS = { state: "State volume", venv: "Environment", requirements: "Requirements", marimo: "marimo" };
   const EXPLAIN = {
     state: "The persistent state volume could not be used, so a temporary folder is used: packages installed now will not persist across restarts.",
@@ -14,6 +15,9 @@
     marimo: "marimo could not be started. Its last output is in the log below.",
   };
   const $ = (id) => document.getElementById(id);
+  // Served at /-/loading itself (a direct link, the panel's "Status page"): a status page that
+  // stays, whatever marimo's state, with a button into marimo instead of a bounce.
+  const STANDALONE = window.location.pathname.startsWith("/-/");
   const logEl = $("log");
   let bootId = document.body.dataset.bootId;
   let leaving = false;
@@ -21,14 +25,29 @@
   let latest = null;
   let pending = null; // a restart the user asked for here, until the status shows it done
 
+  // Per running step (name and start), the earliest moment it was estimated to end: a new
+  // estimate can bring it closer, never push it back, so the ETA shown never rises.
+  const deadlines = new Map();
+
   function remaining(step) {
     if (!step.started_at) return null;
-    const elapsed = Date.now() / 1000 - step.started_at;
-    if (step.expected_seconds) return Math.max(1, Math.round(step.expected_seconds - elapsed));
+    const now = Date.now() / 1000;
+    const elapsed = now - step.started_at;
+    let estimate = null;
     if (step.progress && step.progress > 0.05 && step.progress < 1) {
-      return Math.max(1, Math.round((elapsed * (1 - step.progress)) / step.progress));
+      estimate = (elapsed * (1 - step.progress)) / step.progress;
+    } else if (step.expected_seconds) {
+      estimate = step.expected_seconds - elapsed; // from past runs
     }
-    return null;
+    const key = step.name + "@" + step.started_at;
+    let deadline = deadlines.get(key);
+    if (estimate != null) {
+      deadline = deadline == null ? now + estimate : Math.min(deadline, now + estimate);
+      deadlines.set(key, deadline);
+    }
+    if (deadline == null) return null;
+    const left = Math.round(deadline - now);
+    return left >= 1 ? left : null; // past the estimate: no number rather than a wrong one
   }
 
   function overall(status) {
@@ -41,8 +60,21 @@
     return Math.round(Math.min(1, total) * 100);
   }
 
+  // A live region is rewritten only when its words change (screen readers announce every write).
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function heading(status, failedSteps) {
+    if (status.phase === "failed") return "marimo could not be started";
+    if (failedSteps.length && status.ready) return "marimo is running, with a problem";
+    if (failedSteps.length) return "Starting your marimo environment: a step failed";
+    if (STANDALONE) return "Your marimo environment";
+    return "Starting your marimo environment";
+  }
+
   function describe(status) {
-    if (status.phase === "ready") return "Ready: opening marimo…";
+    if (status.phase === "ready") return STANDALONE ? "marimo is running." : "Ready: opening marimo…";
     if (status.phase === "degraded") return "marimo is running, but something needs your attention.";
     if (status.phase === "failed") return "marimo could not be started.";
     if (status.phase === "stopping") return "The server is stopping; this page reconnects when it is back.";
@@ -53,9 +85,6 @@
   function stepText(step) {
     let text = step.message || step.status;
     if (step.status !== "running") return text;
-    if (step.progress != null) text += " (" + Math.round(step.progress * 100) + "%)";
-    const eta = remaining(step);
-    if (eta != null) text += ", about " + eta + " s left";
     if (step.next_attempt_at) {
       const wait = Math.max(0, Math.round(step.next_attempt_at - Date.now() / 1000));
       text += " · attempt " + step.attempt + (step.max_attempts ? " of " + step.max_attempts : "") + ", next in " + wait + " s";
@@ -75,14 +104,17 @@
       const icon = document.createElement("span");
       icon.className = "icon";
       icon.textContent = ICONS[step.status] || "?";
-      icon.setAttribute("aria-label", step.status);
+      icon.setAttribute("aria-hidden", "true");
+      const state = document.createElement("span");
+      state.className = "state";
+      state.textContent = STATES[step.status] || step.status;
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = LABELS[step.name] || step.name;
       const msg = document.createElement("span");
       msg.className = "msg";
       msg.textContent = stepText(step);
-      li.append(icon, name, msg);
+      li.append(icon, name, state, msg);
       list.append(li);
     }
     const percent = status.phase === "ready" ? 100 : overall(status);
@@ -91,22 +123,38 @@
     const bar = $("bar");
     bar.setAttribute("aria-valuenow", String(percent));
     bar.setAttribute("aria-valuetext", percent + "%" + (eta != null ? ", about " + eta + " seconds left" : ""));
-    bar.classList.toggle("failed", status.phase === "failed");
+    const failedSteps = status.steps.filter((s) => s.status === "failed");
+    bar.classList.toggle("failed", status.phase === "failed" || failedSteps.length > 0);
+    bar.classList.toggle("active", !!running && status.phase === "starting");
+    setText($("title"), heading(status, failedSteps));
+    $("auto").hidden = STANDALONE || status.phase !== "starting";
     $("bar-fill").style.width = percent + "%";
-    $("percent").textContent = percent + "%" + (eta != null ? " · about " + eta + " s left" : "");
-    $("phase").textContent = describe(status);
+    setText($("percent"), percent + "%" + (eta != null ? " · about " + eta + " s left" : ""));
+    setText($("phase"), describe(status));
     const warning = status.state && status.state.warning;
     $("state-warning").hidden = !warning;
     $("state-warning").textContent = warning || "";
     const notice = status.notice && Date.now() / 1000 - status.notice.at < 600 ? status.notice.message : "";
     $("notice").hidden = !notice;
-    $("notice").textContent = notice;
+    setText($("notice"), notice);
 
     const failed = status.steps.filter((s) => s.status === "failed");
     $("problem").hidden = failed.length === 0;
-    $("problem-text").textContent = failed.map((s) => EXPLAIN[s.name]).join(" ");
+    $("problem-text").replaceChildren(...failed.map((s) => {
+      const part = document.createElement("span");
+      part.className = "problem-step";
+      const cause = s.name === "marimo" && status.marimo && status.marimo.last_output && status.marimo.last_output.length
+        ? status.marimo.last_output.slice(-3).join(" ") : s.message;
+      part.append(EXPLAIN[s.name] + " ");
+      if (cause) {
+        const strong = document.createElement("strong");
+        strong.textContent = cause;
+        part.append(strong);
+      }
+      return part;
+    }));
     const requirementsFailed = failed.some((s) => s.name === "requirements");
-    $("open-anyway").hidden = !(status.ready && failed.length > 0);
+    $("open-anyway").hidden = !(status.ready && (failed.length > 0 || STANDALONE));
     $("retry").hidden = !requirementsFailed;
     $("restart-marimo").hidden = !(status.marimo && status.marimo.pid) && status.phase !== "failed";
     $("restart-deployment").hidden = !(status.capabilities && status.capabilities.restart_deployment);
@@ -114,7 +162,19 @@
     document.body.dataset.phase = status.phase;
   }
 
+  // marimo's own chatter (its banner, GPU probes, warnings meant for its developers) and the
+  // installer's "Activate with" hint are kept out of the page's log; /-/status keeps everything.
+  const NOISE = /Activate with:|nvidia-smi|rocm-smi|skew protection|Create or edit notebooks|^\s*(➜\s*)?URL:|^\s*$/i;
+
+  function wanted(record) {
+    if (NOISE.test(record.line || "")) return false;
+    if (record.source !== "marimo") return true;
+    const step = latest && latest.steps.find((s) => s.name === "marimo");
+    return !!step && step.status === "failed"; // then its last words are the cause
+  }
+
   function appendLog(record) {
+    if (!wanted(record)) return;
     const prefix = record.source ? "[" + record.source + "] " : "";
     logEl.append(prefix + record.line + "\n");
     while (logEl.childNodes.length > 400) logEl.removeChild(logEl.firstChild);
@@ -124,10 +184,13 @@
   function leave() {
     if (leaving) return;
     leaving = true;
-    // The page was served in place of the URL the user asked for: load it again. Served at
-    // /-/loading itself (a direct link), go to marimo's front page instead of reloading forever.
-    if (window.location.pathname.startsWith("/-/")) window.location.assign("/");
-    else window.location.reload();
+    // The page was served in place of the URL the user asked for: load it again.
+    window.location.reload();
+  }
+
+  function openMarimo() {
+    if (STANDALONE) window.location.assign("/");
+    else leave();
   }
 
   function onStatus(status) {
@@ -141,7 +204,7 @@
     if (status.phase === "starting") watchedStart = true;
     render(status);
     settle(status);
-    if (!status.ready || pending) return;
+    if (!status.ready || pending || STANDALONE) return;
     // A start this page watched that ended degraded stays here so the user reads what failed.
     if (status.phase === "degraded" && watchedStart && status.steps.some((s) => s.status === "failed")) return;
     leave();
@@ -201,7 +264,11 @@
     }
   }
 
-  $("open-anyway").addEventListener("click", leave);
+  $("open-anyway").addEventListener("click", openMarimo);
+  if (STANDALONE) {
+    $("open-anyway").textContent = "Open marimo";
+    document.title = "marimo environment";
+  }
   $("retry").addEventListener("click", (e) => act(e.target, { scope: "install" }, "Installing the requirements again…"));
   $("restart-marimo").addEventListener("click", (e) => act(e.target, { scope: "marimo" }, "Restarting marimo…"));
   $("restart-deployment").addEventListener("click", (e) => act(e.target, { scope: "deployment" }, "Asking Quix to restart the deployment…"));

@@ -40,8 +40,9 @@
     const probe = await fetch("/-/status", { credentials: "same-origin" }).catch(() => null);
     if (probe && probe.status === 401) {
       error.textContent = inIframe
-        ? "Your browser blocked this site's sign-in cookie inside the Quix portal (third-party "
-          + "cookies are off). Open marimo in its own tab, or allow cookies for this site."
+        ? "Your browser blocked this site's sign-in cookie inside "
+          + (mode === "quix" ? "the Quix portal" : "this frame")
+          + " (third-party cookies are off). Open marimo in its own tab, or allow cookies for this site."
         : "Your browser did not keep the sign-in cookie. Allow cookies for this site and try again.";
       const link = document.getElementById("new-tab");
       link.href = target;

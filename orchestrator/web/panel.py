@@ -1,0 +1,34 @@
+"""The Environment panel's tags, added to marimo's HTML documents by the proxy.
+
+The panel itself is static files (``static/panel.js``, ``static/panel.css``) served under
+``/-/static``; this module only says where they go into marimo's page. Nothing inline: marimo's
+pages keep working under a Content-Security-Policy that allows only same-origin scripts.
+
+Invariants: the document is otherwise unchanged; a document without ``</head>`` gets the tags
+in front (a browser still runs them); the tags name only our static files and the marimo mode
+(run mode: the panel shows status, no actions).
+"""
+
+from __future__ import annotations
+
+import re
+
+from jobs.settings import MarimoMode
+from proxy.html import HtmlTransform
+
+_HEAD_END = re.compile(rb"</head\s*>", re.IGNORECASE)
+
+
+def panel_transform(mode: MarimoMode) -> HtmlTransform:
+    tags = (
+        b'<link rel="stylesheet" href="/-/static/panel.css">'
+        b'<script src="/-/static/panel.js" defer data-mode="%s"></script>' % mode.encode("ascii")
+    )
+
+    def transform(document: bytes) -> bytes:
+        found = _HEAD_END.search(document)
+        if found is None:
+            return tags + document
+        return document[: found.start()] + tags + document[found.start() :]
+
+    return transform

@@ -1,0 +1,436 @@
+// The Environment panel and notices inside marimo's pages (added by the proxy's HTML transform).
+// Invariants: it only reads /-/status and /-/events and posts to /-/restart, like the loading
+// page; it never reloads the page (an open tab survives restarts by itself, see README); one
+// events stream per browser: one tab leads (a Web Lock, else a heartbeat in localStorage) and
+// shares every status over a BroadcastChannel; in run mode it shows status only, no actions.
+"use strict";
+(function () {
+  if (window.__marimoOrchestratorPanel) return;
+  window.__marimoOrchestratorPanel = true;
+  const script = document.currentScript;
+  const EDIT = !script || script.dataset.mode !== "run";
+  const LABELS = { state: "State volume", venv: "Environment", requirements: "Requirements", marimo: "marimo" };
+  const STATES = { pending: "waiting", running: "in progress", done: "done", skipped: "done, nothing to do", failed: "failed" };
+  const ACTIONS = [
+    { id: "marimo", label: "Restart marimo", body: { scope: "marimo" },
+      confirm: "Restart marimo? The kernel starts afresh: its variables are lost. Your notebook's code is kept.",
+      doing: "Restarting marimo…" },
+    { id: "install", label: "Reinstall requirements", body: { scope: "install" },
+      confirm: "Install requirements.txt again? marimo restarts afterwards if needed.",
+      doing: "Installing the requirements…" },
+    { id: "rebuild", label: "Rebuild environment", body: { scope: "install", rebuild: true },
+      confirm: "Rebuild the environment from scratch? This takes a while; packages you installed are reinstalled.",
+      doing: "Rebuilding the environment…" },
+    { id: "deployment", label: "Restart deployment", body: { scope: "deployment" },
+      confirm: "Ask Quix to restart this deployment? The page reconnects when it is back.",
+      doing: "Asking Quix to restart the deployment…", needs: "restart_deployment" },
+  ];
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === false || value == null) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    node.append(...children.filter((c) => c != null));
+    return node;
+  }
+
+  // -- the elements -----------------------------------------------------------------------
+  const label = el("span", { text: "Environment" });
+  const toggle = el("button", { type: "button", class: "mo-orch-toggle", "aria-expanded": "false", "aria-controls": "mo-orch-panel" },
+    el("span", { class: "mo-orch-dot", "aria-hidden": "true" }), label);
+  const stepsList = el("ul", { class: "mo-orch-steps", "aria-label": "Startup steps" });
+  const details = el("div", { class: "mo-orch-details" });
+  const actionsBox = el("div", { class: "mo-orch-actions" });
+  const confirmBox = el("div", { class: "mo-orch-confirm", hidden: true });
+  const result = el("p", { class: "mo-orch-result", role: "status", "aria-live": "polite" });
+  const close = el("button", { type: "button", class: "mo-orch-close", "aria-label": "Close the Environment panel" }, "×");
+  const panel = el("section", { id: "mo-orch-panel", class: "mo-orch-panel", role: "region", "aria-labelledby": "mo-orch-title", hidden: true },
+    el("div", { class: "mo-orch-head" }, el("h2", { id: "mo-orch-title", text: "Environment" }), close),
+    stepsList, details, EDIT ? actionsBox : null, EDIT ? confirmBox : null, result,
+    el("p", { class: "mo-orch-more" }, el("a", { href: "/-/loading", target: "_blank", rel: "noopener" }, "Status page and full log")));
+  const banners = el("div", { class: "mo-orch-banners", role: "region", "aria-label": "Environment notices" });
+  const root = el("div", { class: "mo-orch", "data-orchestrator": "panel" }, toggle, panel, banners);
+
+  function mount() {
+    if (!document.body) return setTimeout(mount, 50);
+    document.body.append(root);
+  }
+  mount();
+
+  function setOpen(open) {
+    panel.hidden = !open;
+    toggle.setAttribute("aria-expanded", String(open));
+    if (open) close.focus();
+  }
+  toggle.addEventListener("click", () => setOpen(panel.hidden));
+  close.addEventListener("click", () => { setOpen(false); toggle.focus(); });
+  panel.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") { event.stopPropagation(); setOpen(false); toggle.focus(); }
+  });
+
+  // -- actions, confirmed inside the page -------------------------------------------------
+  let latest = null;
+  let pending = null; // the action asked for here, until the status shows it over
+  for (const action of ACTIONS) {
+    const button = el("button", { type: "button", "data-action": action.id }, action.label);
+    button.addEventListener("click", () => askConfirm(action));
+    actionsBox.append(button);
+  }
+
+  function askConfirm(action) {
+    const yes = el("button", { type: "button", class: "mo-orch-yes" }, "Yes, " + action.label.charAt(0).toLowerCase() + action.label.slice(1));
+    const no = el("button", { type: "button" }, "Cancel");
+    confirmBox.replaceChildren(el("p", { text: action.confirm }), yes, no);
+    confirmBox.hidden = false;
+    yes.addEventListener("click", () => { confirmBox.hidden = true; run(action); });
+    no.addEventListener("click", () => { confirmBox.hidden = true; result.textContent = ""; });
+    yes.focus();
+  }
+
+  async function run(action) {
+    result.textContent = action.doing;
+    const requirements = latest && latest.steps.find((s) => s.name === "requirements");
+    pending = {
+      action, since: Date.now(),
+      pid: latest && latest.marimo ? latest.marimo.pid : null,
+      finished: requirements ? requirements.finished_at : null,
+    };
+    notice("work", action.doing, false);
+    try {
+      const response = await fetch("/-/restart", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify(action.body),
+      });
+      if (response.status !== 202) {
+        const answer = await response.json().catch(() => ({}));
+        pending = null;
+        clearNotice("work");
+        result.textContent = answer.error || "The request was refused (" + response.status + ").";
+      }
+    } catch (e) {
+      pending = null;
+      clearNotice("work");
+      result.textContent = "The server could not be reached; try again in a moment.";
+    }
+  }
+
+  // -- banners and notices ----------------------------------------------------------------
+  const shown = new Map(); // kind -> element
+  function dismissedKey(kind, version) { return "marimo-orchestrator:dismissed:" + (latest ? latest.boot_id : "") + ":" + kind + ":" + version; }
+  function isDismissed(kind, version) { try { return localStorage.getItem(dismissedKey(kind, version)) === "1"; } catch (e) { return false; } }
+
+  function banner(kind, text, version, tone) {
+    if (isDismissed(kind, version)) return clearNotice(kind);
+    let node = shown.get(kind);
+    if (node && node.dataset.text === text) return;
+    if (node) node.remove();
+    const dismiss = el("button", { type: "button", class: "mo-orch-dismiss", "aria-label": "Dismiss: " + text }, "Dismiss");
+    node = el("div", { class: "mo-orch-banner " + tone, "data-kind": kind, role: tone === "problem" ? "alert" : "status" },
+      el("span", { text }), dismiss);
+    node.dataset.text = text;
+    dismiss.addEventListener("click", () => {
+      try { localStorage.setItem(dismissedKey(kind, version), "1"); } catch (e) { /* this page only */ }
+      clearNotice(kind);
+    });
+    shown.set(kind, node);
+    banners.append(node);
+  }
+
+  function notice(kind, text, dismissable) {
+    let node = shown.get(kind);
+    if (node && node.dataset.text === text) return;
+    if (node) node.remove();
+    node = el("div", { class: "mo-orch-banner info", "data-kind": kind, role: "status" }, el("span", { text }));
+    node.dataset.text = text;
+    if (dismissable) {
+      const dismiss = el("button", { type: "button", class: "mo-orch-dismiss", "aria-label": "Dismiss: " + text }, "Dismiss");
+      dismiss.addEventListener("click", () => clearNotice(kind));
+      node.append(dismiss);
+    }
+    shown.set(kind, node);
+    banners.append(node);
+  }
+
+  function clearNotice(kind) {
+    const node = shown.get(kind);
+    if (node) node.remove();
+    shown.delete(kind);
+  }
+
+  // -- what an install changed, from the installer's own lines -----------------------------
+  // uv and pip name what they add and remove (" + pandas==2.1", " - pandas==2.0"); those of the
+  // requirements run under way are kept, so its end can say what changed.
+  const CHANGE = /^\s*([+-]) ([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)/;
+  const installLines = new Map(); // "t|line" -> record, the requirements step's recent lines
+
+  function handleLog(record) {
+    if (!record || record.step !== "requirements" || typeof record.t !== "number") return;
+    installLines.set(record.t + "|" + record.line, record);
+    if (installLines.size > 1000) installLines.delete(installLines.keys().next().value);
+  }
+
+  function changesSince(started) {
+    const changes = { added: new Map(), removed: new Map() };
+    for (const record of installLines.values()) {
+      if (record.t < started) continue;
+      const found = CHANGE.exec(record.line || "");
+      if (found) (found[1] === "+" ? changes.added : changes.removed).set(found[2].toLowerCase(), found[3]);
+    }
+    return changes;
+  }
+
+  function describeChanges(changes) {
+    const changed = [], added = [];
+    for (const [name, version] of changes.added) {
+      if (changes.removed.has(name)) changed.push(name + " " + changes.removed.get(name) + " → " + version);
+      else added.push(name + " " + version);
+    }
+    return { changed, added };
+  }
+
+  // ``since``: the end of the install announced before (runs can follow each other quickly, and
+  // the stream may only show the last one finishing).
+  function announceInstall(requirements, since) {
+    if (requirements.status !== "done") return;
+    const start = typeof since === "number" ? since : requirements.started_at || 0;
+    const { changed, added } = describeChanges(changesSince(start));
+    if (changed.length) {
+      changeNotice("Changed " + changed.join(", ") + ". The kernel keeps the versions it already imported until marimo restarts.");
+    } else if (added.length) {
+      notice("installed", "Installed " + added.join(", ") + ": run the cells that import them again.", true);
+    } else if (!shown.has("installed")) { // what an earlier run changed stays in view
+      notice("installed", "Requirements installed: nothing changed.", true);
+    }
+  }
+
+  function changeNotice(text) {
+    notice("installed", text, true);
+    const node = shown.get("installed");
+    if (!node || !EDIT) return;
+    const restart = el("button", { type: "button", class: "mo-orch-yes" }, "Restart marimo");
+    restart.addEventListener("click", () => {
+      setOpen(true);
+      askConfirm(ACTIONS[0]);
+    });
+    node.insertBefore(restart, node.lastChild);
+  }
+
+  // -- following the status ---------------------------------------------------------------
+  let known = null; // the marimo this page talks to: {boot, pid}
+  let outageSince = null;
+  let requirementsFinished;
+
+  function handle(status) {
+    if (!status || !Array.isArray(status.steps)) return;
+    latest = status;
+    const pid = status.marimo ? status.marimo.pid : null;
+    const running = status.steps.find((s) => s.status === "running");
+    const requirements = status.steps.find((s) => s.name === "requirements");
+    if (requirementsFinished === undefined) requirementsFinished = requirements ? requirements.finished_at : null;
+
+    if (!status.ready || running) {
+      if (outageSince === null && (known || pending)) outageSince = Date.now();
+      if (known || pending) {
+        const what = running ? (LABELS[running.name] || running.name) + ": " + (running.message || "working…")
+          : status.phase === "stopping" ? "The server is restarting…" : "Restarting marimo…";
+        notice("work", what, false);
+      }
+    }
+    if (status.ready && pid) {
+      if (known && (pid !== known.pid || status.boot_id !== known.boot)) {
+        const since = outageSince !== null ? outageSince : (pending ? pending.since : null);
+        const took = since !== null ? " in " + ((Date.now() - since) / 1000).toFixed(1) + " s" : "";
+        notice("kernel", "marimo restarted" + took + ": this notebook runs on a new kernel, so its variables are gone. Run your cells again.", true);
+      }
+      known = { boot: status.boot_id, pid };
+      if (!running) {
+        outageSince = null;
+        clearNotice("work");
+      }
+    }
+    if (requirements && requirements.finished_at && requirements.finished_at !== requirementsFinished) {
+      const since = requirementsFinished;
+      requirementsFinished = requirements.finished_at;
+      announceInstall(requirements, since);
+    }
+    if (pending && status.ready && !running) {
+      const p = pending;
+      const over = p.action.body.scope === "marimo" ? pid && pid !== p.pid
+        : p.action.body.scope === "install" ? requirements && requirements.finished_at && requirements.finished_at !== p.finished
+        : true;
+      if (over) {
+        pending = null;
+        result.textContent = p.action.body.scope === "install" && requirements && requirements.status === "failed"
+          ? "The install failed: see Requirements above."
+          : p.action.body.scope === "deployment" ? "Quix was asked to restart the deployment; this page reconnects when it is back."
+          : p.action.label + ": done.";
+      }
+    }
+    // What the orchestrator itself announces ("Restarting marimo (requested)", Quix's answer to
+    // a deployment restart): shown while it stands, in place of this page's own words.
+    const announced = status.notice;
+    if (announced && typeof announced.message === "string" && typeof announced.at === "number"
+        && Date.now() / 1000 - announced.at < 600) {
+      clearNotice("work");
+      notice("orchestrator", announced.message, false);
+    } else clearNotice("orchestrator");
+    renderBanners(status, requirements);
+    renderPanel(status);
+  }
+
+  function renderBanners(status, requirements) {
+    if (requirements && requirements.status === "failed") {
+      banner("requirements", "Some requirements could not be installed. " + (requirements.message || ""), String(requirements.finished_at), "problem");
+    } else clearNotice("requirements");
+    const state = status.state || {};
+    if (state.persistent === false) {
+      banner("state", state.warning || "The state is not persistent: packages installed now are lost at the next restart.", "1", "warning");
+    } else clearNotice("state");
+    const problem = syncProblem(status.sync);
+    if (problem) banner("sync", "Saving notebooks to Quix: " + problem, problem, "warning");
+    else clearNotice("sync");
+    const troubled = (requirements && requirements.status === "failed") || state.persistent === false || !!problem || status.phase === "failed";
+    label.textContent = "Environment" + (troubled ? ": needs attention" : status.ready ? "" : ": working");
+    toggle.classList.toggle("mo-orch-troubled", !!troubled);
+  }
+
+  function syncProblem(sync) {
+    if (!sync || typeof sync !== "object") return "";
+    const text = sync.error || sync.last_error || sync.problem || "";
+    return typeof text === "string" ? text : "";
+  }
+
+  function syncSummary(sync) {
+    if (!sync || typeof sync !== "object") return "not in use";
+    const problem = syncProblem(sync);
+    if (problem) return "problem: " + problem;
+    const waiting = Array.isArray(sync.pending) ? sync.pending.length : typeof sync.pending === "number" ? sync.pending : 0;
+    if (waiting) return waiting + " file(s) waiting to be saved";
+    return sync.last_sync_at || sync.last_synced_at ? "up to date" : "on";
+  }
+
+  function renderPanel(status) {
+    const items = status.steps.map((step) =>
+      el("li", { "data-step": step.name, "data-status": step.status, class: "mo-orch-" + step.status },
+        el("span", { class: "mo-orch-name", text: LABELS[step.name] || step.name }),
+        el("span", { class: "mo-orch-state", text: STATES[step.status] || step.status }),
+        el("span", { class: "mo-orch-msg", text: step.message || "" })));
+    stepsList.replaceChildren(...items);
+    const state = status.state || {};
+    const requirements = status.steps.find((s) => s.name === "requirements");
+    details.replaceChildren(...[
+      requirements && requirements.status === "failed"
+        ? el("p", { class: "mo-orch-problem" }, el("strong", { text: "Requirements failed: " }), requirements.message || "see the log")
+        : null,
+      el("p", {}, el("strong", { text: "State: " }),
+        state.persistent === false ? "not persistent. " + (state.warning || "") : state.persistent ? "persistent" : "not known yet"),
+      el("p", {}, el("strong", { text: "Notebook sync: " }), syncSummary(status.sync)),
+    ].filter((node) => node !== null));
+    for (const button of actionsBox.querySelectorAll("button")) {
+      const action = ACTIONS.find((a) => a.id === button.dataset.action);
+      button.hidden = !!action.needs && !(status.capabilities && status.capabilities[action.needs]);
+    }
+  }
+
+  // -- one events stream per browser -------------------------------------------------------
+  const CHANNEL = "marimo-orchestrator-status";
+  let channel = null;
+  try {
+    channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL) : null;
+  } catch (e) { /* no sharing here: this page has its own stream */ }
+  let source = null;
+
+  function publish(status) {
+    handle(status);
+    if (channel) channel.postMessage({ type: "status", status });
+  }
+
+  function openStream() {
+    root.dataset.events = "leader";
+    if (source) return;
+    source = new EventSource("/-/events");
+    source.addEventListener("status", (event) => {
+      try { publish(JSON.parse(event.data)); } catch (e) { /* a malformed event: the next corrects it */ }
+    });
+    source.addEventListener("log", (event) => {
+      if (event.data.indexOf('"step":"requirements"') < 0) return; // the only lines read here
+      let record = null;
+      try { record = JSON.parse(event.data); } catch (e) { return; }
+      if (!record || record.step !== "requirements") return; // the only lines the panel reads
+      handleLog(record);
+      if (channel) channel.postMessage({ type: "log", record });
+    });
+    source.onerror = () => {
+      // The browser retries a dropped stream by itself; one it gave up on (an answer that was
+      // not a stream, such as a sign-in that expired) is tried again later.
+      if (source && source.readyState === EventSource.CLOSED) {
+        source = null;
+        setTimeout(openStream, 5000);
+      }
+    };
+  }
+
+  function closeStream() {
+    root.dataset.events = "follower";
+    if (source) source.close();
+    source = null;
+  }
+
+  if (channel) {
+    channel.onmessage = (event) => {
+      if (event.data && event.data.type === "status") handle(event.data.status);
+      else if (event.data && event.data.type === "log") handleLog(event.data.record);
+    };
+  }
+
+  async function fetchOnce() {
+    try {
+      const response = await fetch("/-/status", { credentials: "same-origin" });
+      if (response.ok) handle(await response.json());
+    } catch (e) { /* the stream brings it */ }
+  }
+
+  function leadWithLock() {
+    // Granted to one tab at a time; held until that tab goes away. Refused where storage is
+    // (a third-party frame whose browser blocks its storage): then the heartbeat decides, and
+    // without storage each such frame has its own stream.
+    try {
+      navigator.locks.request(CHANNEL, () => new Promise(() => openStream())).catch(leadWithHeartbeat);
+    } catch (e) {
+      leadWithHeartbeat();
+    }
+  }
+
+  function leadWithHeartbeat() {
+    const KEY = CHANNEL + ":leader";
+    const me = Math.random().toString(36).slice(2);
+    const STALE = 75000; // hidden tabs' timers may run once a minute
+    function beat() {
+      let leader = null;
+      try { leader = JSON.parse(localStorage.getItem(KEY) || "null"); } catch (e) { /* unreadable: take over */ }
+      if (!leader || leader.id === me || Date.now() - leader.at > STALE) {
+        try { localStorage.setItem(KEY, JSON.stringify({ id: me, at: Date.now() })); } catch (e) { return openStream(); }
+        openStream();
+      } else closeStream();
+    }
+    window.addEventListener("pagehide", () => {
+      try {
+        const leader = JSON.parse(localStorage.getItem(KEY) || "null");
+        if (leader && leader.id === me) localStorage.removeItem(KEY);
+      } catch (e) { /* nothing to release */ }
+    });
+    window.addEventListener("storage", (event) => { if (event.key === KEY && !event.newValue) beat(); });
+    beat();
+    setInterval(beat, 20000);
+  }
+
+  root.dataset.events = "follower";
+  fetchOnce();
+  if (!channel) openStream();
+  else if (navigator.locks && typeof navigator.locks.request === "function") leadWithLock();
+  else leadWithHeartbeat();
+})();
