@@ -19,6 +19,11 @@ class StateLayout(NamedTuple):
         return self.root / ".orchestrator.lock"
 
     @property
+    def build_lease(self) -> Path:
+        """Run mode: the lease (jobs/lease.py) of the one replica building the environment."""
+        return self.root / "build.lease"
+
+    @property
     def venv(self) -> Path:
         return self.root / "venv"
 
@@ -73,6 +78,7 @@ class StateLayout(NamedTuple):
         """Name → path of everything above, for documentation checks."""
         return {
             "lock": self.lock,
+            "build_lease": self.build_lease,
             "venv": self.venv,
             "manifest": self.manifest,
             "ledger": self.ledger,

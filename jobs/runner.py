@@ -8,6 +8,11 @@ for the steps after it is decided here, in one place:
 - ``venv`` failing runs marimo from the image's interpreter (no Install button);
 - ``requirements`` failing still starts marimo (the user can get in and fix things);
 - ``marimo`` failing is the only failure that leaves nothing to serve.
+
+Edit mode holds the state lock (``flock``) for its whole run: one replica edits a state folder.
+Run mode on a persistent state folder shares it between replicas: the build lease
+(jobs/lease.py, no ``flock``) guards building the environment, never using it, so every
+replica serves as soon as a finished environment for its requirements exists.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -39,6 +44,7 @@ from jobs.head_start import HeadStart
 from jobs.installers import Installer, resolve_installer
 from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
+from jobs.lease import Lease, LeaseWaiter
 from jobs.manifest import Manifest
 from jobs.marimo import MarimoSupervisor
 from jobs.reporting import STEP_NAMES, Reporter, StepName, StepTracker
@@ -124,6 +130,7 @@ class Pipeline:
         self._watching = False
         self._venv_watch: asyncio.Task[None] | None = None
         self._marimo_version: str | None = None
+        self._persistent = False
 
     async def run(self) -> None:
         """The startup sequence, then marimo until it is given up or replaced.
@@ -138,16 +145,104 @@ class Pipeline:
                 self.reporter.log(None, "orchestrator", f"Removed {path}: its orchestrator died")
             layout = await self._state()
             installer = await self._installer()
-            python, rebuilt = await self._venv(layout, installer)
-            if python is not None:
-                await self._requirements(layout, installer, restore=rebuilt)
+            if self._shared:
+                python = await self._shared_environment(layout, installer)
             else:
+                python = await self._build_environment(layout, installer)
+            if python is None:
                 await self._drop_head_start("the venv cannot be used")
             task = self._start_marimo(python or Path(sys.executable))
         except Exception as error:
             await self._crashed(error)
             return
         await asyncio.wait({task})
+
+    @property
+    def _shared(self) -> bool:
+        """Run mode on a persistent state folder: replicas share it (module docstring)."""
+        return self.settings.marimo_mode == "run" and self._persistent
+
+    async def _build_environment(self, layout: StateLayout, installer: Installer) -> Path | None:
+        """The venv checked (rebuilt if needed) and the requirements installed into it."""
+        python, rebuilt = await self._venv(layout, installer)
+        if python is not None:
+            await self._requirements(layout, installer, restore=rebuilt)
+        return python
+
+    def _environment_ready(self, layout: StateLayout, installer: Installer) -> bool:
+        """A finished environment for this Python and these requirements is on the volume."""
+        manifest = Manifest.load(layout.manifest)
+        return (
+            Interpreter.current().matches(manifest.venv)
+            and layout.venv_python.exists()
+            and requirements_job.is_installed(
+                self.settings.requirements, layout, installer, self._env
+            )
+        )
+
+    async def _shared_environment(self, layout: StateLayout, installer: Installer) -> Path | None:
+        """Run mode on a shared volume: use the finished environment when there is one (no
+        lease, no installer), else build it under the build lease, else wait for the replica
+        that builds it. A dead builder's lease expires and this replica takes over."""
+        loop = asyncio.get_running_loop()
+        waiter = LeaseWaiter(layout.build_lease, self.settings.lease_seconds)
+        self.reporter.step_running("venv", f"Checking the venv at {layout.venv}")
+        delay = 0.2
+        while True:
+            if await loop.run_in_executor(None, self._environment_ready, layout, installer):
+                reason = await venv_job.why_unusable(layout, Interpreter.current(), self._env)
+                if not reason:
+                    self.reporter.step_finished("venv", "done", f"Using the venv at {layout.venv}")
+                    self.reporter.step_finished(
+                        "requirements",
+                        "skipped",
+                        f"{self.settings.requirements.name} is installed in the shared venv",
+                    )
+                    return layout.venv_python
+            lease = await loop.run_in_executor(None, waiter.try_take)
+            if lease is not None:
+                async with self._holding(lease):
+                    return await self._build_environment(layout, installer)
+            await self._drop_head_start("another replica is building the environment")
+            holder = await loop.run_in_executor(None, waiter.holder)
+            self.reporter.step_progress(
+                "venv",
+                f"Another replica{f' ({holder})' if holder else ''} is building the environment "
+                f"in {layout.root}; this one serves as soon as it is finished",
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, lease: Lease) -> AsyncIterator[None]:
+        """Keep ``lease`` alive with its heartbeat for the block, then give it up."""
+        loop = asyncio.get_running_loop()
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(lease.ttl / 4)
+                if not await loop.run_in_executor(None, lease.beat):
+                    self.reporter.log(
+                        None, "orchestrator", f"Lost the build lease {lease.path} (expired)"
+                    )
+                    return
+
+        task = asyncio.create_task(heartbeat(), name="lease-heartbeat")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await loop.run_in_executor(None, lease.release)
+
+    async def _building(self, layout: StateLayout) -> Lease:
+        """Run mode: wait for the build lease (a change to the shared venv)."""
+        waiter = LeaseWaiter(layout.build_lease, self.settings.lease_seconds)
+        loop = asyncio.get_running_loop()
+        while (lease := await loop.run_in_executor(None, waiter.try_take)) is None:
+            await asyncio.sleep(0.5)
+        return lease
 
     async def _crashed(self, error: BaseException) -> None:
         self._gave_up = True
@@ -222,6 +317,9 @@ class Pipeline:
         reason = await venv_job.why_unusable(layout, Interpreter.current(), self._env)
         if not reason:
             return layout.venv_python
+        if self._shared:  # another replica may be repairing it already
+            await self._end_marimo()
+            return await self._shared_environment(layout, installer) or Path(sys.executable)
         self.reporter.step_running("venv", f"Repairing the venv: {reason}")
         await self._end_marimo()  # nothing runs from a venv while it is replaced
         try:
@@ -259,28 +357,37 @@ class Pipeline:
             return
         layout, installer = self.layout, self.installer
         async with self._venv_lock:
-            if not rebuild:
-                await self._requirements(layout, installer, restore=False, force=force)
-                await self._follow_marimo_version(layout)
-                return
-            started = self.can_restart_marimo  # else the start-up sequence starts marimo itself
-            await self._end_marimo()
-            python = Path(sys.executable)
-            self.reporter.step_running("venv", "Rebuilding the venv")
-            try:
-                await venv_job.create(
-                    layout, installer, self._env, self.reporter, self.settings.requirements
-                )
-            except JobError as error:
-                self.reporter.step_finished(
-                    "venv", "failed", f"{error}; marimo runs from the image's Python"
-                )
+            if self._shared:
+                async with self._holding(await self._building(layout)):
+                    await self._reinstall(layout, installer, rebuild, force)
             else:
-                self.reporter.step_finished("venv", "done", f"Rebuilt the venv at {layout.venv}")
-                await self._requirements(layout, installer, restore=True, force=force)
-                python = layout.venv_python
-            if started:
-                self._start_marimo(python)
+                await self._reinstall(layout, installer, rebuild, force)
+
+    async def _reinstall(
+        self, layout: StateLayout, installer: Installer, rebuild: bool, force: bool
+    ) -> None:
+        if not rebuild:
+            await self._requirements(layout, installer, restore=False, force=force)
+            await self._follow_marimo_version(layout)
+            return
+        started = self.can_restart_marimo  # else the start-up sequence starts marimo itself
+        await self._end_marimo()
+        python = Path(sys.executable)
+        self.reporter.step_running("venv", "Rebuilding the venv")
+        try:
+            await venv_job.create(
+                layout, installer, self._env, self.reporter, self.settings.requirements
+            )
+        except JobError as error:
+            self.reporter.step_finished(
+                "venv", "failed", f"{error}; marimo runs from the image's Python"
+            )
+        else:
+            self.reporter.step_finished("venv", "done", f"Rebuilt the venv at {layout.venv}")
+            await self._requirements(layout, installer, restore=True, force=force)
+            python = layout.venv_python
+        if started:
+            self._start_marimo(python)
 
     async def _follow_marimo_version(self, layout: StateLayout) -> None:
         """After an install under a running marimo: if the marimo the venv now provides is
@@ -377,20 +484,24 @@ class Pipeline:
 
         try:
             await run_step("state", attempt, self.reporter, policy)
-            if self._head_start is not None:
+            if self.settings.marimo_mode == "run":
+                pass  # replicas share the folder: the build lease guards building (module doc)
+            elif self._head_start is not None and self._head_start.lock is not None:
                 self.lock = self._head_start.lock  # taken before marimo was started early
             else:
                 self.lock = await self._acquire_lock(wanted)
         except JobError as error:
             if (head := self._head_start) is not None:
                 await self._drop_head_start(str(error))
-                head.lock.release()
+                if head.lock is not None:
+                    head.lock.release()
             self.layout = ephemeral_layout()
             warning = f"{error}; using {self.layout.root}: installed packages will not persist"
             self.reporter.step_finished("state", "failed", warning)
             self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
             return self.layout
         self.layout = wanted
+        self._persistent = True
         self.reporter.state_resolved(wanted.root, persistent=True, warning=None)
         self.reporter.step_finished("state", "done", f"State in {wanted.root}")
         return wanted
@@ -402,8 +513,9 @@ class Pipeline:
             holder = lock_holder(layout)
             self.reporter.step_progress(
                 "state",
-                f"Another orchestrator{f' (pid {holder})' if holder else ''} is using "
-                f"{layout.root}; waiting for it to finish",
+                f"Another orchestrator{f' (pid {holder})' if holder else ''} is editing from "
+                f"{layout.root}: edit mode serves from one replica per state folder, so this "
+                "one stands by and takes over when that one stops",
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -542,7 +654,7 @@ class Pipeline:
         self.reporter.step_finished("marimo", "done", f"marimo is running (pid {supervisor.pid})")
         if not self._watching:
             self._watching = True
-            if self.lock is not None:  # only a persistent state is worth watching
+            if self.lock is not None:  # edit mode on a persistent state: the Install button
                 self._spawn(self.watch_ledger())
             self._spawn(self.watch_requirements())
         if self._venv_watch is not None:

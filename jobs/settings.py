@@ -30,6 +30,8 @@ class JobSettings(NamedTuple):
     """marimo exits within this many seconds of its start count towards a crash loop."""
     base_python: str
     env: Mapping[str, str]
+    lease_seconds: float = 30.0
+    """Run mode: a build lease whose heartbeat stopped this long ago is taken over."""
 
     def __repr__(self) -> str:  # the environment may hold secrets
         return (

@@ -43,6 +43,7 @@ class Config(NamedTuple):
     marimo_mode: MarimoMode
     marimo_ready_timeout: float
     marimo_crash_window: float
+    lease_seconds: float
     log_level: Literal["debug", "info", "warning", "error"]
     sse_keepalive: float
     quix: QuixSettings | None
@@ -80,6 +81,7 @@ class Config(NamedTuple):
             marimo_crash_window=self.marimo_crash_window,
             base_python=sys.executable,
             env=self.env,
+            lease_seconds=self.lease_seconds,
         )
 
 
@@ -148,6 +150,7 @@ def resolve(
     marimo_ready_timeout: float,
     log_level: str,
     marimo_crash_window: float = 30.0,
+    lease_seconds: float = 30.0,
     sse_keepalive: float,
     quix_restart_call: str | None = None,
     auth: str | None = None,
@@ -209,6 +212,7 @@ def resolve(
         marimo_mode=cast(MarimoMode, _choice("--marimo-mode", marimo_mode, MODES)),
         marimo_ready_timeout=_positive("--marimo-ready-timeout", marimo_ready_timeout),
         marimo_crash_window=_positive("--marimo-crash-window", marimo_crash_window),
+        lease_seconds=_positive("--lease-seconds", lease_seconds),
         log_level=cast(
             Literal["debug", "info", "warning", "error"],
             _choice("--log-level", log_level, LOG_LEVELS),
