@@ -122,7 +122,7 @@ def begin(settings: JobSettings) -> HeadStart | None:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=marimo_environment(settings.env, python, layout, installer),
+            env=marimo_environment(settings.env, python, layout, installer, settings.marimo_mode),
             cwd=settings.notebook_dir,
             start_new_session=True,
             preexec_fn=die_with_parent,  # only calls prctl: see jobs/parent_death.py

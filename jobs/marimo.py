@@ -167,7 +167,7 @@ class MarimoSupervisor:
         port = free_port()
         token = TokenFile.create()
         self._token = token.token
-        env = marimo_environment(self.base_env, self.python, self.layout, self.installer)
+        env = marimo_environment(self.base_env, self.python, self.layout, self.installer, self.mode)
         argv = marimo_argv(self.python, self.mode, self.notebook_dir, port, token.path)
         try:
             process = await spawn(argv, env=env, cwd=self.notebook_dir)

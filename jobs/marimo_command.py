@@ -30,8 +30,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def shared_hash_seed(layout: StateLayout) -> str:
+    """``PYTHONHASHSEED`` for a run-mode marimo: the same on every replica of one build.
+
+    marimo derives its run-mode server token (skew protection) from ``hash("skew:" + code)``,
+    which Python seeds per interpreter; every replica behind one load balancer must answer the
+    same token, or a request that lands on another replica is a 401. The seed is derived from
+    the manifest's record of the venv and its install, which all replicas on one state folder
+    share and no client sees."""
+    import hashlib  # not on edit mode's start-up path
+
+    from jobs.manifest import Manifest
+
+    manifest = Manifest.load(layout.manifest)
+    material = repr((manifest.venv, manifest.install and manifest.install.fingerprint))
+    return str(int.from_bytes(hashlib.sha256(material.encode()).digest()[:4], "big"))
+
+
 def marimo_environment(
-    base: Mapping[str, str], python: Path, layout: StateLayout, installer: Installer
+    base: Mapping[str, str],
+    python: Path,
+    layout: StateLayout,
+    installer: Installer,
+    mode: MarimoMode = "edit",
 ) -> dict[str, str]:
     """What marimo runs with: the venv first on PATH, our installer and its cache (with the
     image's packages excluded from uv's resolution, when that list was written), the state
@@ -51,6 +72,8 @@ def marimo_environment(
         env["UV_EXCLUDE"] = str(layout.image_excludes)
     env["XDG_CONFIG_HOME"] = str(layout.xdg_config)
     env["MARIMO_SKIP_UPDATE_CHECK"] = "1"
+    if mode == "run":
+        env["PYTHONHASHSEED"] = shared_hash_seed(layout)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from websockets.sync.client import connect
@@ -36,6 +39,34 @@ def app_output(run: Orchestrator, timeout: float = 60) -> str:
             if "orch-alpha" in message and json.loads(message)["op"] == "cell-op":
                 return message
     raise AssertionError(f"the app never rendered on {run.base}: {seen[-5:]}")
+
+
+def server_token(run: Orchestrator) -> str:
+    """The skew-protection token marimo's page gives the browser (sent back on API calls)."""
+    _, _, page = run.get("/?file=notebook.py", {"Accept": "text/html"})
+    found = re.search(rb'<marimo-server-token data-token="([^"]+)"', page)
+    assert found, page[:500]
+    return found.group(1).decode()
+
+
+def post_with_token(run: Orchestrator, token: str) -> tuple[int, bytes]:
+    """A run-mode API call as marimo's frontend makes it, carrying ``token``."""
+    request = urllib.request.Request(
+        run.base + "/api/kernel/function_call",
+        data=json.dumps({"functionCallId": "f", "namespace": "n", "functionName": "g"}).encode(),
+        headers={
+            "Marimo-Server-Token": token,
+            "Marimo-Session-Id": f"s_{os.urandom(4).hex()}",
+            "Content-Type": "application/json",
+            **run.auth,
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def installing(run: Orchestrator) -> bool:
@@ -70,6 +101,14 @@ def test_three_run_mode_replicas_on_one_state_all_serve_after_one_install(
     assert runs == [first], "exactly one installer run, by the replica that built"
     for replica in replicas:
         assert "orch-alpha" in app_output(replica)
+    # One build, one server token: a viewer's request that lands on another replica is served.
+    tokens = {server_token(replica) for replica in replicas}
+    assert len(tokens) == 1, tokens
+    token = tokens.pop()
+    code, body = post_with_token(others[1], "not-" + token)
+    assert (code, b"Invalid server token" in body) == (401, True), "marimo checks the token"
+    code, body = post_with_token(others[1], token)
+    assert code != 401 and b"server token" not in body, body
     assert not StateLayout(state).lock.exists(), "run mode takes no flock"
     assert not StateLayout(state).build_lease.exists(), "the build lease was given up"
 
