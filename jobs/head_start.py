@@ -10,7 +10,8 @@ Invariants:
 - edit mode: the state lock is taken before marimo starts and handed to the pipeline, never
   released in between, so a second orchestrator can never race this one on the venv;
 - run mode: using an environment needs no exclusivity, so no lock is taken (as for the
-  pipeline, jobs/lease.py); no head start while another replica holds the build lease;
+  pipeline, jobs/lease.py); marimo starts from the generation published for this image
+  (jobs/generations.py); no head start while another replica holds the build lease;
 - nothing here writes to the state directory (the lock file aside) or raises: any surprise
   means no head start, and the ordinary path runs;
 - the process is not routed to until the pipeline adopted it (the board learns of marimo only
@@ -101,6 +102,15 @@ def begin(settings: JobSettings) -> HeadStart | None:
     if settings.marimo_mode == "run":
         if layout.build_lease.exists():
             return None
+        from jobs import generations
+
+        try:
+            generation = generations.current(layout, generations.image_key())
+        except Exception:  # an optimisation only: the ordinary path says what is wrong
+            return None
+        if generation is None:
+            return None
+        layout = generation
     else:
         try:
             lock = try_lock(layout)

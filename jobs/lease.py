@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 
-def _holder_id() -> str:
+def holder_id() -> str:
+    """host:pid:random, unique to one process."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(6).hex()}"
 
 
@@ -131,7 +132,7 @@ class LeaseWaiter:
 
     def try_take(self) -> Lease | None:
         """The lease when it was free (or its holder's heartbeat stopped), else ``None``."""
-        lease = Lease(self.path, _holder_id(), self.ttl)
+        lease = Lease(self.path, holder_id(), self.ttl)
         private = _write_private(self.path, lease.record())
         try:
             if _link(private, self.path):

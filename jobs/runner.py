@@ -36,7 +36,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from jobs import ledger, scratch
+from jobs import generations, ledger, scratch
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
 from jobs.errors import JobError, PermanentError, TransientError
@@ -44,7 +44,7 @@ from jobs.head_start import HeadStart
 from jobs.installers import Installer, resolve_installer
 from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
-from jobs.lease import Lease, LeaseWaiter
+from jobs.lease import Lease, LeaseWaiter, holder_id
 from jobs.manifest import Manifest
 from jobs.marimo import MarimoSupervisor
 from jobs.reporting import STEP_NAMES, Reporter, StepName, StepTracker
@@ -131,6 +131,10 @@ class Pipeline:
         self._venv_watch: asyncio.Task[None] | None = None
         self._marimo_version: str | None = None
         self._persistent = False
+        self._root: StateLayout | None = None
+        self._image_key = ""
+        self._holder = holder_id()
+        self._failed_build: bytes | None = None
 
     async def run(self) -> None:
         """The startup sequence, then marimo until it is given up or replaced.
@@ -162,11 +166,13 @@ class Pipeline:
         """Run mode on a persistent state folder: replicas share it (module docstring)."""
         return self.settings.marimo_mode == "run" and self._persistent
 
-    async def _build_environment(self, layout: StateLayout, installer: Installer) -> Path | None:
+    async def _build_environment(
+        self, layout: StateLayout, installer: Installer, force: bool = False
+    ) -> Path | None:
         """The venv checked (rebuilt if needed) and the requirements installed into it."""
         python, rebuilt = await self._venv(layout, installer)
         if python is not None:
-            await self._requirements(layout, installer, restore=rebuilt)
+            await self._requirements(layout, installer, restore=rebuilt, force=force)
         return python
 
     def _environment_ready(self, layout: StateLayout, installer: Installer) -> bool:
@@ -180,38 +186,162 @@ class Pipeline:
             )
         )
 
-    async def _shared_environment(self, layout: StateLayout, installer: Installer) -> Path | None:
-        """Run mode on a shared volume: use the finished environment when there is one (no
-        lease, no installer), else build it under the build lease, else wait for the replica
+    async def _ready_generation(
+        self, root: StateLayout, installer: Installer
+    ) -> StateLayout | None:
+        """The published generation for this image when it is finished for these requirements
+        and its interpreter answers, else ``None``."""
+        loop = asyncio.get_running_loop()
+        generation = await loop.run_in_executor(None, generations.current, root, self._image_key)
+        if generation is None:
+            return None
+        if not await loop.run_in_executor(None, self._environment_ready, generation, installer):
+            return None
+        if await venv_job.why_unusable(generation, Interpreter.current(), self._env):
+            return None
+        return generation
+
+    def _use(self, generation: StateLayout) -> None:
+        """Serve from ``generation`` from now on, recording it as in use (and the previous one
+        as no longer used by this replica)."""
+        previous, self.layout = self.layout, generation
+        generations.register(generation, self._holder)
+        if previous is not None and previous.env is not None and previous.env != generation.env:
+            generations.unregister(previous, self._holder)
+
+    async def _shared_environment(self, root: StateLayout, installer: Installer) -> Path | None:
+        """Run mode on a shared volume: use the published generation when it is finished (no
+        lease, no installer), else build one under the build lease, else wait for the replica
         that builds it. A dead builder's lease expires and this replica takes over."""
         loop = asyncio.get_running_loop()
-        waiter = LeaseWaiter(layout.build_lease, self.settings.lease_seconds)
-        self.reporter.step_running("venv", f"Checking the venv at {layout.venv}")
+        if not self._image_key:
+            self._image_key = await loop.run_in_executor(None, generations.image_key)
+        waiter = LeaseWaiter(root.build_lease, self.settings.lease_seconds)
+        self.reporter.step_running("venv", f"Looking for a finished environment in {root.envs}")
         delay = 0.2
         while True:
-            if await loop.run_in_executor(None, self._environment_ready, layout, installer):
-                reason = await venv_job.why_unusable(layout, Interpreter.current(), self._env)
-                if not reason:
-                    self.reporter.step_finished("venv", "done", f"Using the venv at {layout.venv}")
-                    self.reporter.step_finished(
-                        "requirements",
-                        "skipped",
-                        f"{self.settings.requirements.name} is installed in the shared venv",
-                    )
-                    return layout.venv_python
-            lease = await loop.run_in_executor(None, waiter.try_take)
-            if lease is not None:
+            generation = await self._ready_generation(root, installer)
+            if generation is None and (lease := await loop.run_in_executor(None, waiter.try_take)):
                 async with self._holding(lease):
-                    return await self._build_environment(layout, installer)
+                    generation = await self._ready_generation(root, installer)
+                    if generation is None:
+                        await self._drop_head_start("a new environment is being built")
+                        built, python = await self._build_generation(root, installer)
+                        self._use(built)
+                        return python
+            if generation is not None:
+                head = self._head_start
+                if head is not None and head.python != generation.venv_python:
+                    await self._drop_head_start("another environment was published")
+                self._use(generation)
+                self.reporter.step_finished("venv", "done", f"Using the venv at {generation.venv}")
+                self.reporter.step_finished(
+                    "requirements",
+                    "skipped",
+                    f"{self.settings.requirements.name} is installed in the shared environment",
+                )
+                return generation.venv_python
             await self._drop_head_start("another replica is building the environment")
             holder = await loop.run_in_executor(None, waiter.holder)
             self.reporter.step_progress(
                 "venv",
                 f"Another replica{f' ({holder})' if holder else ''} is building the environment "
-                f"in {layout.root}; this one serves as soon as it is finished",
+                f"in {root.envs}; this one serves as soon as it is finished",
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    async def _build_generation(
+        self, root: StateLayout, installer: Installer, force: bool = False
+    ) -> tuple[StateLayout, Path | None]:
+        """A new generation built beside the current one (call with the build lease held),
+        published when its requirements installed."""
+        loop = asyncio.get_running_loop()
+        generation = await loop.run_in_executor(
+            None, generations.create, root, self._image_key, self._holder
+        )
+        python = await self._build_environment(generation, installer, force=force)
+        if python is not None and self.reporter.status("requirements") != "failed":
+            await loop.run_in_executor(None, generations.publish, root, self._image_key, generation)
+            self._failed_build = None
+            assert generation.env is not None
+            self.reporter.log(
+                None, "orchestrator", f"Published the environment {generation.env.name}"
+            )
+        else:
+            self._failed_build = requirements_job.read_requirements_quietly(
+                self.settings.requirements
+            )
+        return generation, python
+
+    async def watch_generations(self, interval: float = 2.0) -> None:
+        """Run mode on a shared volume: keep this replica's use record fresh; build a new
+        generation when the requirements changed (one replica, under the build lease); move
+        marimo to a newly published generation (one replica at a time)."""
+        root, installer = self._root, self.installer
+        assert root is not None and installer is not None
+        loop = asyncio.get_running_loop()
+        refreshed = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - refreshed > self.settings.lease_seconds / 2 and self.layout:
+                await loop.run_in_executor(None, generations.register, self.layout, self._holder)
+                refreshed = time.monotonic()
+            if self._venv_lock.locked():
+                continue
+            async with self._venv_lock:
+                await self._follow_generation(root, installer)
+
+    async def _follow_generation(self, root: StateLayout, installer: Installer) -> None:
+        generation = await self._ready_generation(root, installer)
+        if generation is not None:
+            if self.layout is None or generation.env != self.layout.env:
+                await self._move_to(root, generation)
+            return
+        loop = asyncio.get_running_loop()
+        wanted = requirements_job.read_requirements_quietly(self.settings.requirements)
+        if self._failed_build is not None and wanted == self._failed_build:
+            return  # this replica's build of these requirements failed: wait for a change
+        waiter = LeaseWaiter(root.build_lease, self.settings.lease_seconds)
+        lease = await loop.run_in_executor(None, waiter.try_take)
+        if lease is None:
+            return  # another replica builds it; it is followed once published
+        async with self._holding(lease):
+            if await self._ready_generation(root, installer) is not None:
+                return
+            self.reporter.log(
+                "requirements",
+                "orchestrator",
+                f"{self.settings.requirements.name} changed: building a new environment "
+                "beside the one marimo runs from",
+            )
+            await self._build_generation(root, installer)
+
+    async def _move_to(self, root: StateLayout, generation: StateLayout) -> None:
+        """Restart marimo on ``generation``, holding the move lease so that replicas move one
+        at a time (the others keep serving); then remove generations nobody uses."""
+        loop = asyncio.get_running_loop()
+        waiter = LeaseWaiter(root.move_lease, self.settings.lease_seconds)
+        while (lease := await loop.run_in_executor(None, waiter.try_take)) is None:
+            await asyncio.sleep(0.2)
+        async with self._holding(lease):
+            assert generation.env is not None
+            self.reporter.log(
+                "marimo",
+                "orchestrator",
+                f"Moving marimo to the environment {generation.env.name}",
+            )
+            await self._end_marimo()
+            self._use(generation)
+            self._start_marimo(generation.venv_python)
+            deadline = time.monotonic() + self.settings.marimo_ready_timeout + 30
+            while self.reporter.status("marimo") in ("pending", "running"):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            stale_after = 10 * self.settings.lease_seconds
+            for path in await loop.run_in_executor(None, generations.collect, root, stale_after):
+                self.reporter.log(None, "orchestrator", f"Removed {path}: no replica uses it")
 
     @contextlib.asynccontextmanager
     async def _holding(self, lease: Lease) -> AsyncIterator[None]:
@@ -223,7 +353,7 @@ class Pipeline:
                 await asyncio.sleep(lease.ttl / 4)
                 if not await loop.run_in_executor(None, lease.beat):
                     self.reporter.log(
-                        None, "orchestrator", f"Lost the build lease {lease.path} (expired)"
+                        None, "orchestrator", f"Lost the lease {lease.path} (expired)"
                     )
                     return
 
@@ -317,9 +447,9 @@ class Pipeline:
         reason = await venv_job.why_unusable(layout, Interpreter.current(), self._env)
         if not reason:
             return layout.venv_python
-        if self._shared:  # another replica may be repairing it already
+        if self._shared and self._root is not None:  # its generation is gone: use the current
             await self._end_marimo()
-            return await self._shared_environment(layout, installer) or Path(sys.executable)
+            return await self._shared_environment(self._root, installer) or Path(sys.executable)
         self.reporter.step_running("venv", f"Repairing the venv: {reason}")
         await self._end_marimo()  # nothing runs from a venv while it is replaced
         try:
@@ -357,9 +487,12 @@ class Pipeline:
             return
         layout, installer = self.layout, self.installer
         async with self._venv_lock:
-            if self._shared:
-                async with self._holding(await self._building(layout)):
-                    await self._reinstall(layout, installer, rebuild, force)
+            if self._shared and self._root is not None:
+                root = self._root
+                async with self._holding(await self._building(root)):
+                    generation, python = await self._build_generation(root, installer, force)
+                if python is not None and self.can_restart_marimo:
+                    await self._move_to(root, generation)
             else:
                 await self._reinstall(layout, installer, rebuild, force)
 
@@ -500,7 +633,7 @@ class Pipeline:
             self.reporter.step_finished("state", "failed", warning)
             self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
             return self.layout
-        self.layout = wanted
+        self.layout = self._root = wanted
         self._persistent = True
         self.reporter.state_resolved(wanted.root, persistent=True, warning=None)
         self.reporter.step_finished("state", "done", f"State in {wanted.root}")
@@ -656,7 +789,10 @@ class Pipeline:
             self._watching = True
             if self.lock is not None:  # edit mode on a persistent state: the Install button
                 self._spawn(self.watch_ledger())
-            self._spawn(self.watch_requirements())
+            if self._shared:
+                self._spawn(self.watch_generations())
+            else:
+                self._spawn(self.watch_requirements())
         if self._venv_watch is not None:
             self._venv_watch.cancel()
         if python == layout.venv_python:
@@ -691,3 +827,5 @@ class Pipeline:
             self._marimo_task.cancel()
         if self.lock is not None:
             self.lock.release()
+        if self._shared and self.layout is not None and self.layout.env is not None:
+            generations.unregister(self.layout, self._holder)

@@ -291,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jobs.layout import StateLayout
 
     head_start = None
-    if StateLayout(config.state_dir).manifest.is_file():  # else there is nothing warm
+    warm = StateLayout(config.state_dir)
+    if warm.manifest.is_file() or warm.envs.is_dir():  # else there is nothing warm
         from jobs.head_start import begin
 
         head_start = begin(config.job_settings())

@@ -7,15 +7,20 @@ builds does not wedge the others, which take over its build lease (jobs/lease.py
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
 import signal
+import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 from websockets.sync.client import connect
 
 from jobs.layout import StateLayout
@@ -133,10 +138,136 @@ def test_a_replica_killed_while_building_is_taken_over(
     killed_at = time.monotonic()
     status = heir.wait_ready(timeout=120)
     assert Orchestrator.step(status, "requirements")["status"] == "done"
-    assert "The last install was interrupted: redoing it" in heir.log_text()
+    assert "Published the environment" in heir.log_text(), "the heir built it anew"
     assert time.monotonic() - killed_at < 60
     assert "orch-alpha" in app_output(heir)
     assert not StateLayout(state).lock.exists(), "the takeover came from the lease, not flock"
 
     late = orchestrator(notebook_dir, state, *RUN, *lease)
     assert Orchestrator.step(late.wait_ready(), "requirements")["status"] == "skipped"
+
+
+def generation_python(run: Orchestrator) -> Path | None:
+    """The interpreter the replica's marimo server runs from (kernels are not counted); None
+    while it has none (between two marimo processes)."""
+    for child in psutil.Process(run.process.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.cmdline()[1:3] == ["-m", "marimo"]:
+                return Path(child.cmdline()[0])
+    return None
+
+
+class Viewers:
+    """A viewer per replica loading the app page in a loop; records what each one got."""
+
+    def __init__(self, replicas: list[Orchestrator]) -> None:
+        self.replicas = replicas
+        self.samples: list[list[tuple[float, int | str, bool]]] = [[] for _ in replicas]
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._load, args=(number,), daemon=True)
+            for number in range(len(replicas))
+        ]
+
+    def __enter__(self) -> Viewers:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def _load(self, number: int) -> None:
+        run = self.replicas[number]
+        while not self.stop.is_set():
+            try:
+                code, _, body = run.get("/?file=notebook.py", {"Accept": "text/html"}, timeout=10)
+                app = code == 200 and b"<marimo-server-token" in body
+                self.samples[number].append((time.monotonic(), code, app))
+            except OSError as error:
+                self.samples[number].append((time.monotonic(), type(error).__name__, False))
+            time.sleep(0.01)
+
+    def outages(self, number: int) -> list[tuple[float, float]]:
+        """Spans during which replica ``number`` answered something else than the app."""
+        spans: list[tuple[float, float]] = []
+        start: float | None = None
+        last = 0.0
+        for moment, _, app in self.samples[number]:
+            if not app and start is None:
+                start = moment
+            if app and start is not None:
+                spans.append((start, last))
+                start = None
+            last = moment
+        if start is not None:
+            spans.append((start, last))
+        return spans
+
+
+def test_a_requirements_change_reaches_every_replica_one_at_a_time_without_a_502(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "shared"
+    requirements = notebook_dir / "requirements.txt"
+    requirements.write_text("orch-alpha\n", encoding="utf-8")
+    replicas = [orchestrator(notebook_dir, state, *RUN) for _ in range(3)]
+    for replica in replicas:
+        replica.wait_ready(timeout=120)
+    (first,) = {generation_python(replica) for replica in replicas}
+    assert first is not None
+    layout = StateLayout(state)
+
+    with Viewers(replicas) as viewers:
+        requirements.write_text("orch-alpha\norch-gamma\n", encoding="utf-8")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            pythons = {generation_python(replica) for replica in replicas}
+            if (
+                first not in pythons
+                and None not in pythons
+                and all(replica.status()["ready"] for replica in replicas)
+            ):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError([replica.log_text() for replica in replicas])
+        settle = time.monotonic() + 2
+        while time.monotonic() < settle:
+            time.sleep(0.1)
+
+    (second,) = pythons
+    assert second is not None
+    assert subprocess.run([second, "-c", "import orch_gamma"], check=False).returncode == 0
+    for number, samples in enumerate(viewers.samples):
+        codes = {code for _, code, _ in samples}
+        assert codes <= {200, 503}, f"replica {number + 1} answered {codes}"
+        assert samples[-1][2], f"replica {number + 1} serves the app again"
+    outages = sorted(span for number in range(3) for span in viewers.outages(number))
+    assert len(outages) >= 3, "each replica restarted its marimo once"
+    for earlier, later in itertools.pairwise(outages):
+        assert earlier[1] < later[0], f"two replicas were out at once: {outages}"
+    published = sum(r.log_text().count("Published the environment") for r in replicas)
+    assert published == 2, "one build for the first start, one for the change"
+    assert not first.parent.parent.parent.exists(), "the unused generation was removed"
+    assert second.is_relative_to(layout.envs)
+    for replica in replicas:
+        assert "orch-alpha" in app_output(replica)
+
+
+def test_a_warm_run_mode_replica_starts_marimo_from_the_published_generation_early(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "shared"
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n", encoding="utf-8")
+    first = orchestrator(notebook_dir, state, *RUN)
+    first.wait_ready()
+    warm = orchestrator(notebook_dir, state, *RUN)
+    status = warm.wait_ready()
+    served = status["marimo"]["pid"]
+    assert f"Serving the marimo started early (pid {served}): nothing changed" in warm.log_text()
+    assert generation_python(warm) == generation_python(first)
+    assert server_token(warm) == server_token(first)
+    assert not StateLayout(state).lock.exists()
