@@ -1,6 +1,6 @@
 """Run mode replicas: time to ready on one shared state folder vs a state folder each.
 
-    .venv/bin/python bench/replicas.py [--runs 3] [--replicas 3]
+    .venv/bin/python bench/replicas.py [--runs 3] [--replicas 3] [--packages 6] [--package-mb 2]
 
 Each run starts ``--replicas`` orchestrators in run mode at the same moment, twice, alternating
 which scenario goes first: all on one empty state folder (one builds, the others use what it
@@ -25,23 +25,27 @@ from tests.support.index import LocalIndex  # noqa: E402
 from tests.support.orchestrator import Orchestrator, hermetic_env  # noqa: E402
 from tests.support.wheels import build_wheel  # noqa: E402
 
-PACKAGES = 6
 NOTEBOOK = (
     "import marimo\napp = marimo.App()\n\n@app.cell\ndef _():\n    import bench_pkg_0\n    return\n"
 )
 
 
 def scenario(
-    base: Path, index: LocalIndex, notebooks: Path, replicas: int, shared: bool
+    base: Path,
+    index: LocalIndex,
+    notebooks: Path,
+    replicas: int,
+    shared: bool,
+    first: list[Orchestrator] | None = None,
 ) -> list[tuple[float, bool]]:
     """(seconds to ready, ran an installer) per replica, in start order."""
-    base.mkdir()
+    base.mkdir(exist_ok=True)
     env = hermetic_env(index.env())
     runs = [
         Orchestrator(
             notebooks,
             base / ("shared" if shared else f"own-{number}"),
-            base / f"replica-{number}.log",
+            base / f"replica-{len(first or ())}-{number}.log",
             env,
             ("--marimo-mode", "run"),
         )
@@ -68,27 +72,53 @@ def scenario(
             for number, run in enumerate(runs)
         ]
     finally:
-        for run in runs:
+        for run in [*runs, *(first or ())]:
             run.terminate()
+
+
+def scale_out(
+    base: Path, index: LocalIndex, notebooks: Path, replicas: int
+) -> tuple[float, list[tuple[float, bool]]]:
+    """Replica 1 alone on an empty shared folder until ready, then the others together."""
+    base.mkdir()
+    env = hermetic_env(index.env())
+    one = Orchestrator(
+        notebooks, base / "shared", base / "replica-1.log", env, ("--marimo-mode", "run")
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if one.get("/-/ready", timeout=2)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.02)
+    first = time.monotonic() - one.started_at
+    return first, scenario(base, index, notebooks, replicas - 1, True, [one])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--packages", type=int, default=6)
+    parser.add_argument("--package-mb", type=float, default=2.0)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as scratch:
         root = Path(scratch)
         wheels = root / "wheels"
-        for number in range(PACKAGES):
-            build_wheel(wheels, f"bench-pkg-{number}", "1.0", padding=2_000_000)
+        for number in range(options.packages):
+            padding = int(options.package_mb * 1_000_000)
+            build_wheel(wheels, f"bench-pkg-{number}", "1.0", padding=padding)
         notebooks = root / "notebooks"
         notebooks.mkdir()
         (notebooks / "notebook.py").write_text(NOTEBOOK, encoding="utf-8")
         (notebooks / "requirements.txt").write_text(
-            "".join(f"bench-pkg-{number}\n" for number in range(PACKAGES)), encoding="utf-8"
+            "".join(f"bench-pkg-{number}\n" for number in range(options.packages)),
+            encoding="utf-8",
         )
         results: dict[bool, list[list[tuple[float, bool]]]] = {True: [], False: []}
+        later: list[tuple[float, list[tuple[float, bool]]]] = []
         with LocalIndex(wheels) as index:
             for run in range(options.runs):
                 order = (True, False) if run % 2 == 0 else (False, True)
@@ -97,17 +127,28 @@ def main() -> None:
                     results[shared].append(
                         scenario(where, index, notebooks, options.replicas, shared)
                     )
+                where = root / f"run-{run}-later"
+                later.append(scale_out(where, index, notebooks, options.replicas))
     shared_runs, own_runs = results[True], results[False]
     builder = [t for outcome in shared_runs for t, installed in outcome if installed]
     users = [t for outcome in shared_runs for t, installed in outcome if not installed]
     own = [t for outcome in own_runs for t, _ in outcome]
     installs = sum(installed for outcome in shared_runs for _, installed in outcome)
-    print(f"{options.replicas} replicas in run mode started together, {options.runs} runs")
+    print(
+        f"{options.replicas} replicas in run mode, {options.runs} runs, requirements: "
+        f"{options.packages} wheels of {options.package_mb} MB from a local index"
+    )
+    print("  started together:")
     print(f"  one shared state folder: {installs} installer runs in {options.runs} runs")
     describe("the replica that built (replica 1)", builder)
     describe("the replicas that used its build (2, 3)", users)
     print("  a state folder each: every replica installs")
     describe("each replica", own)
+    print("  one shared state folder, replicas 2, 3 started once replica 1 is ready")
+    describe("replica 1 (installs)", [one for one, _ in later])
+    describe("replicas 2, 3", [t for _, outcome in later for t, _ in outcome])
+    reused = sum(installed for _, outcome in later for _, installed in outcome)
+    print(f"    installer runs by replicas 2, 3: {reused}")
     print(
         f"  replicas 2, 3 vs replica 1: {statistics.median(users) / statistics.median(builder):.2f}x;"
         f" vs a replica with its own volume: {statistics.median(users) / statistics.median(own):.2f}x"

@@ -249,7 +249,7 @@ class Pipeline:
                 f"in {root.envs}; this one serves as soon as it is finished",
             )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 0.5)  # reading the pointer is cheap; readiness is not
 
     async def _build_generation(
         self, root: StateLayout, installer: Installer, force: bool = False
