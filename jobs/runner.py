@@ -135,6 +135,7 @@ class Pipeline:
         self._image_key = ""
         self._holder = holder_id()
         self._failed_build: bytes | None = None
+        self._settled: tuple[StateLayout | None, bytes | None] | None = None
 
     async def run(self) -> None:
         """The startup sequence, then marimo until it is given up or replaced.
@@ -287,28 +288,37 @@ class Pipeline:
             if time.monotonic() - refreshed > self.settings.lease_seconds / 2 and self.layout:
                 await loop.run_in_executor(None, generations.register, self.layout, self._holder)
                 refreshed = time.monotonic()
-            if self._venv_lock.locked():
+            # Cheap first: the full checks (fingerprint, interpreter probe) only run when the
+            # published pointer or the requirements changed since things last settled.
+            seen = (
+                await loop.run_in_executor(None, generations.current, root, self._image_key),
+                requirements_job.read_requirements_quietly(self.settings.requirements),
+            )
+            if seen == self._settled or self._venv_lock.locked():
                 continue
             async with self._venv_lock:
-                await self._follow_generation(root, installer)
+                if await self._follow_generation(root, installer):
+                    self._settled = seen
 
-    async def _follow_generation(self, root: StateLayout, installer: Installer) -> None:
+    async def _follow_generation(self, root: StateLayout, installer: Installer) -> bool:
+        """One step towards serving the current generation; True when nothing is left to do
+        until the pointer or the requirements change."""
         generation = await self._ready_generation(root, installer)
         if generation is not None:
             if self.layout is None or generation.env != self.layout.env:
                 await self._move_to(root, generation)
-            return
+            return True
         loop = asyncio.get_running_loop()
         wanted = requirements_job.read_requirements_quietly(self.settings.requirements)
         if self._failed_build is not None and wanted == self._failed_build:
-            return  # this replica's build of these requirements failed: wait for a change
+            return True  # this replica's build of these requirements failed: wait for a change
         waiter = LeaseWaiter(root.build_lease, self.settings.lease_seconds)
         lease = await loop.run_in_executor(None, waiter.try_take)
         if lease is None:
-            return  # another replica builds it; it is followed once published
+            return False  # another replica builds it; it is followed once published
         async with self._holding(lease):
             if await self._ready_generation(root, installer) is not None:
-                return
+                return False
             self.reporter.log(
                 "requirements",
                 "orchestrator",
@@ -316,6 +326,7 @@ class Pipeline:
                 "beside the one marimo runs from",
             )
             await self._build_generation(root, installer)
+        return False
 
     async def _move_to(self, root: StateLayout, generation: StateLayout) -> None:
         """Restart marimo on ``generation``, holding the move lease so that replicas move one
