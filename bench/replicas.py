@@ -1,6 +1,7 @@
 """Run mode replicas: time to ready on one shared state folder vs a state folder each.
 
     .venv/bin/python bench/replicas.py [--runs 3] [--replicas 3] [--packages 6] [--package-mb 2]
+        [--index-delay 0]
 
 Each run starts ``--replicas`` orchestrators in run mode at the same moment, twice, alternating
 which scenario goes first: all on one empty state folder (one builds, the others use what it
@@ -103,6 +104,12 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--packages", type=int, default=6)
     parser.add_argument("--package-mb", type=float, default=2.0)
+    parser.add_argument(
+        "--index-delay",
+        type=float,
+        default=0.0,
+        help="seconds every index request waits first (a remote index's latency)",
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as scratch:
         root = Path(scratch)
@@ -120,6 +127,9 @@ def main() -> None:
         results: dict[bool, list[list[tuple[float, bool]]]] = {True: [], False: []}
         later: list[tuple[float, list[tuple[float, bool]]]] = []
         with LocalIndex(wheels) as index:
+            if options.index_delay:
+                index.control.fault_rate = 1.0
+                index.control.random_faults = (f"stall:{options.index_delay}",)
             for run in range(options.runs):
                 order = (True, False) if run % 2 == 0 else (False, True)
                 for shared in order:
@@ -136,7 +146,8 @@ def main() -> None:
     installs = sum(installed for outcome in shared_runs for _, installed in outcome)
     print(
         f"{options.replicas} replicas in run mode, {options.runs} runs, requirements: "
-        f"{options.packages} wheels of {options.package_mb} MB from a local index"
+        f"{options.packages} wheels of {options.package_mb} MB from a local index answering "
+        f"each request after {options.index_delay} s"
     )
     print("  started together:")
     print(f"  one shared state folder: {installs} installer runs in {options.runs} runs")

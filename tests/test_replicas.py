@@ -271,3 +271,34 @@ def test_a_warm_run_mode_replica_starts_marimo_from_the_published_generation_ear
     assert generation_python(warm) == generation_python(first)
     assert server_token(warm) == server_token(first)
     assert not StateLayout(state).lock.exists()
+
+
+def test_replicas_of_another_image_build_their_own_generation_and_the_old_ones_stay(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    """A rolling image update: the new image's replicas never take over the old image's
+    environment, and the old image's replicas never move to the new image's."""
+    state = tmp_path / "shared"
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n", encoding="utf-8")
+    old = orchestrator(notebook_dir, state, *RUN)
+    old.wait_ready()
+    old_python = generation_python(old)
+    # The new image differs by one installed distribution (what the image key hashes).
+    image = tmp_path / "new-image"
+    dist = image / "orch_image_marker-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: orch-image-marker\nVersion: 1.0\n", encoding="utf-8"
+    )
+    new = orchestrator(notebook_dir, state, *RUN, env={"PYTHONPATH": str(image)})
+    status = new.wait_ready()
+    assert Orchestrator.step(status, "requirements")["status"] == "done", "built its own"
+    new_python = generation_python(new)
+    assert new_python is not None and new_python != old_python
+    watch_until = time.monotonic() + 6  # three of the old replica's watch intervals
+    while time.monotonic() < watch_until:
+        assert generation_python(old) == old_python, "the old image's replica stays"
+        time.sleep(0.2)
+    assert "Published the environment" not in old.log_text().split("marimo is running")[-1]
+    assert "orch-alpha" in app_output(old) and "orch-alpha" in app_output(new)
+    assert len(list(StateLayout(state).envs.glob("current-*"))) == 2
