@@ -234,9 +234,7 @@ def test_a_requirements_change_reaches_every_replica_one_at_a_time_without_a_502
             time.sleep(0.2)
         else:
             raise AssertionError([replica.log_text() for replica in replicas])
-        settle = time.monotonic() + 2
-        while time.monotonic() < settle:
-            time.sleep(0.1)
+        assert gone(first.parent.parent.parent), "the unused generation was removed"
 
     (second,) = pythons
     assert second is not None
@@ -251,7 +249,6 @@ def test_a_requirements_change_reaches_every_replica_one_at_a_time_without_a_502
         assert earlier[1] < later[0], f"two replicas were out at once: {outages}"
     published = sum(r.log_text().count("Published the environment") for r in replicas)
     assert published == 2, "one build for the first start, one for the change"
-    assert not first.parent.parent.parent.exists(), "the unused generation was removed"
     assert second.is_relative_to(layout.envs)
     for replica in replicas:
         assert "orch-alpha" in app_output(replica)
@@ -302,3 +299,38 @@ def test_replicas_of_another_image_build_their_own_generation_and_the_old_ones_s
     assert "Published the environment" not in old.log_text().split("marimo is running")[-1]
     assert "orch-alpha" in app_output(old) and "orch-alpha" in app_output(new)
     assert len(list(StateLayout(state).envs.glob("current-*"))) == 2
+
+
+def test_a_rebuild_asked_of_one_replica_is_a_new_generation_that_every_replica_follows(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    from tests.test_restart import post_restart
+
+    state = tmp_path / "shared"
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n", encoding="utf-8")
+    replicas = [orchestrator(notebook_dir, state, *RUN) for _ in range(2)]
+    for replica in replicas:
+        replica.wait_ready()
+    (first,) = {generation_python(replica) for replica in replicas}
+    assert first is not None
+    assert post_restart(replicas[0], {"scope": "install", "rebuild": True})[0] == 202
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pythons = {generation_python(replica) for replica in replicas}
+        moved = first not in pythons and None not in pythons and len(pythons) == 1
+        if moved and all(replica.status()["ready"] for replica in replicas):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError([replica.log_text() for replica in replicas])
+    assert gone(first.parent.parent.parent), "the unused generation was removed"
+    for replica in replicas:
+        assert "orch-alpha" in app_output(replica)
+
+
+def gone(path: Path, timeout: float = 30) -> bool:
+    """``path`` disappears within ``timeout`` (the last replica to move removes it)."""
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not path.exists()
