@@ -7,8 +7,11 @@ while marimo boots beside it, and adopts the process only when they find nothing
 Otherwise the process tree is ended before the venv is touched.
 
 Invariants:
-- the state lock is taken before marimo starts and handed to the pipeline, never released in
-  between, so a second orchestrator can never race this one on the venv;
+- edit mode: the state lock is taken before marimo starts and handed to the pipeline, never
+  released in between, so a second orchestrator can never race this one on the venv;
+- run mode: using an environment needs no exclusivity, so no lock is taken (as for the
+  pipeline, jobs/lease.py); marimo starts from the generation published for this image
+  (jobs/generations.py); no head start while another replica holds the build lease;
 - nothing here writes to the state directory (the lock file aside) or raises: any surprise
   means no head start, and the ordinary path runs;
 - the process is not routed to until the pipeline adopted it (the board learns of marimo only
@@ -40,7 +43,7 @@ class HeadStart:
 
     def __init__(
         self,
-        lock: StateLock,
+        lock: StateLock | None,
         popen: subprocess.Popen[bytes],
         port: int,
         token: TokenFile,
@@ -95,16 +98,31 @@ def begin(settings: JobSettings) -> HeadStart | None:
         installer = resolve_installer(settings.installer)
     except JobError:
         return None
-    try:
-        lock = try_lock(layout)
-    except OSError:
-        return None
-    if lock is None:
-        return None
+    lock: StateLock | None = None
+    if settings.marimo_mode == "run":
+        if layout.build_lease.exists():
+            return None
+        from jobs import generations
+
+        try:
+            generation = generations.current(layout, generations.image_key())
+        except Exception:  # an optimisation only: the ordinary path says what is wrong
+            return None
+        if generation is None:
+            return None
+        layout = generation
+    else:
+        try:
+            lock = try_lock(layout)
+        except OSError:
+            return None
+        if lock is None:
+            return None
     token: TokenFile | None = None
     try:
         if why_not(settings, layout, installer):
-            lock.release()
+            if lock is not None:
+                lock.release()
             return None
         python = layout.venv_python
         port = free_port()
@@ -125,6 +143,7 @@ def begin(settings: JobSettings) -> HeadStart | None:
     except Exception:  # a head start is an optimisation: the ordinary path will say what failed
         if token is not None:
             token.remove()
-        lock.release()
+        if lock is not None:
+            lock.release()
         return None
     return HeadStart(lock, popen, port, token, python, installer)

@@ -11,7 +11,25 @@ from typing import NamedTuple
 
 
 class StateLayout(NamedTuple):
+    """``env`` is where the environment (venv, manifest, ledger) lives: the root itself, or
+    in run mode on a shared folder one generation under ``envs/`` (jobs/generations.py)."""
+
     root: Path
+    env: Path | None = None
+
+    @property
+    def env_root(self) -> Path:
+        return self.env or self.root
+
+    @property
+    def envs(self) -> Path:
+        """Run mode on a shared folder: immutable environment generations, one folder each."""
+        return self.root / "envs"
+
+    @property
+    def move_lease(self) -> Path:
+        """Run mode: the lease of the one replica moving its marimo to a new generation."""
+        return self.root / "move.lease"
 
     @property
     def lock(self) -> Path:
@@ -19,13 +37,18 @@ class StateLayout(NamedTuple):
         return self.root / ".orchestrator.lock"
 
     @property
+    def build_lease(self) -> Path:
+        """Run mode: the lease (jobs/lease.py) of the one replica building the environment."""
+        return self.root / "build.lease"
+
+    @property
     def venv(self) -> Path:
-        return self.root / "venv"
+        return self.env_root / "venv"
 
     @property
     def manifest(self) -> Path:
         """What the venv is and what was last installed successfully (written atomically)."""
-        return self.root / "manifest.json"
+        return self.env_root / "manifest.json"
 
     @property
     def session_secret(self) -> Path:
@@ -51,7 +74,7 @@ class StateLayout(NamedTuple):
     @property
     def ledger(self) -> Path:
         """Packages the user installed into the venv, restored after a rebuild."""
-        return self.root / "ledger.json"
+        return self.env_root / "ledger.json"
 
     @property
     def uv_cache(self) -> Path:
@@ -84,6 +107,9 @@ class StateLayout(NamedTuple):
         """Name → path of everything above, for documentation checks."""
         return {
             "lock": self.lock,
+            "build_lease": self.build_lease,
+            "move_lease": self.move_lease,
+            "envs": self.envs,
             "venv": self.venv,
             "manifest": self.manifest,
             "ledger": self.ledger,

@@ -83,6 +83,21 @@ def read_requirements_quietly(path: Path) -> bytes | None:
         return None
 
 
+def is_installed(
+    requirements: Path, layout: StateLayout, installer: Installer, env: Mapping[str, str]
+) -> bool:
+    """True when the manifest records a finished install of exactly this requirements file
+    (same fingerprint) and no install is under way: what a replica may use without building."""
+    manifest = Manifest.load(layout.manifest)
+    if manifest.pending_install is not None:
+        return False
+    raw = read_requirements_quietly(requirements)
+    if raw is None:
+        return not requirements.exists()
+    wanted = fingerprint(raw, installer, env, image_job.image_distributions())
+    return manifest.install is not None and manifest.install.fingerprint == wanted
+
+
 class InstallerRun:
     """Runs installer commands for one step, streaming their output as log and progress."""
 

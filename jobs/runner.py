@@ -8,6 +8,11 @@ for the steps after it is decided here, in one place:
 - ``venv`` failing runs marimo from the image's interpreter (no Install button);
 - ``requirements`` failing still starts marimo (the user can get in and fix things);
 - ``marimo`` failing is the only failure that leaves nothing to serve.
+
+Edit mode holds the state lock (``flock``) for its whole run: one replica edits a state folder.
+Run mode on a persistent state folder shares it between replicas: the build lease
+(jobs/lease.py, no ``flock``) guards building the environment, never using it, so every
+replica serves as soon as a finished environment for its requirements exists.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -31,7 +36,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from jobs import ledger, scratch
+from jobs import generations, ledger, scratch
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
 from jobs.errors import JobError, PermanentError, TransientError
@@ -39,6 +44,7 @@ from jobs.head_start import HeadStart
 from jobs.installers import Installer, resolve_installer
 from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
+from jobs.lease import Lease, LeaseWaiter, holder_id
 from jobs.manifest import Manifest
 from jobs.marimo import MarimoSupervisor
 from jobs.reporting import STEP_NAMES, Reporter, StepName, StepTracker
@@ -124,6 +130,12 @@ class Pipeline:
         self._watching = False
         self._venv_watch: asyncio.Task[None] | None = None
         self._marimo_version: str | None = None
+        self._persistent = False
+        self._root: StateLayout | None = None
+        self._image_key = ""
+        self._holder = holder_id()
+        self._failed_build: bytes | None = None
+        self._settled: tuple[StateLayout | None, bytes | None] | None = None
 
     async def run(self) -> None:
         """The startup sequence, then marimo until it is given up or replaced.
@@ -138,16 +150,240 @@ class Pipeline:
                 self.reporter.log(None, "orchestrator", f"Removed {path}: its orchestrator died")
             layout = await self._state()
             installer = await self._installer()
-            python, rebuilt = await self._venv(layout, installer)
-            if python is not None:
-                await self._requirements(layout, installer, restore=rebuilt)
+            if self._shared:
+                python = await self._shared_environment(layout, installer)
             else:
+                python = await self._build_environment(layout, installer)
+            if python is None:
                 await self._drop_head_start("the venv cannot be used")
             task = self._start_marimo(python or Path(sys.executable))
         except Exception as error:
             await self._crashed(error)
             return
         await asyncio.wait({task})
+
+    @property
+    def _shared(self) -> bool:
+        """Run mode on a persistent state folder: replicas share it (module docstring)."""
+        return self.settings.marimo_mode == "run" and self._persistent
+
+    async def _build_environment(
+        self, layout: StateLayout, installer: Installer, force: bool = False
+    ) -> Path | None:
+        """The venv checked (rebuilt if needed) and the requirements installed into it."""
+        python, rebuilt = await self._venv(layout, installer)
+        if python is not None:
+            await self._requirements(layout, installer, restore=rebuilt, force=force)
+        return python
+
+    def _environment_ready(self, layout: StateLayout, installer: Installer) -> bool:
+        """A finished environment for this Python and these requirements is on the volume."""
+        manifest = Manifest.load(layout.manifest)
+        return (
+            Interpreter.current().matches(manifest.venv)
+            and layout.venv_python.exists()
+            and requirements_job.is_installed(
+                self.settings.requirements, layout, installer, self._env
+            )
+        )
+
+    async def _ready_generation(
+        self, root: StateLayout, installer: Installer
+    ) -> StateLayout | None:
+        """The published generation for this image when it is finished for these requirements
+        and its interpreter answers, else ``None``."""
+        loop = asyncio.get_running_loop()
+        generation = await loop.run_in_executor(None, generations.current, root, self._image_key)
+        if generation is None:
+            return None
+        if not await loop.run_in_executor(None, self._environment_ready, generation, installer):
+            return None
+        if await venv_job.why_unusable(generation, Interpreter.current(), self._env):
+            return None
+        return generation
+
+    def _use(self, generation: StateLayout) -> None:
+        """Serve from ``generation`` from now on, recording it as in use (and the previous one
+        as no longer used by this replica)."""
+        previous, self.layout = self.layout, generation
+        generations.register(generation, self._holder)
+        if previous is not None and previous.env is not None and previous.env != generation.env:
+            generations.unregister(previous, self._holder)
+
+    async def _shared_environment(self, root: StateLayout, installer: Installer) -> Path | None:
+        """Run mode on a shared volume: use the published generation when it is finished (no
+        lease, no installer), else build one under the build lease, else wait for the replica
+        that builds it. A dead builder's lease expires and this replica takes over."""
+        loop = asyncio.get_running_loop()
+        if not self._image_key:
+            self._image_key = await loop.run_in_executor(None, generations.image_key)
+        waiter = LeaseWaiter(root.build_lease, self.settings.lease_seconds)
+        self.reporter.step_running("venv", f"Looking for a finished environment in {root.envs}")
+        delay = 0.2
+        while True:
+            generation = await self._ready_generation(root, installer)
+            if generation is None and (lease := await loop.run_in_executor(None, waiter.try_take)):
+                async with self._holding(lease):
+                    generation = await self._ready_generation(root, installer)
+                    if generation is None:
+                        await self._drop_head_start("a new environment is being built")
+                        built, python = await self._build_generation(root, installer)
+                        self._use(built)
+                        return python
+            if generation is not None:
+                head = self._head_start
+                if head is not None and head.python != generation.venv_python:
+                    await self._drop_head_start("another environment was published")
+                self._use(generation)
+                self.reporter.step_finished("venv", "done", f"Using the venv at {generation.venv}")
+                self.reporter.step_finished(
+                    "requirements",
+                    "skipped",
+                    f"{self.settings.requirements.name} is installed in the shared environment",
+                )
+                return generation.venv_python
+            await self._drop_head_start("another replica is building the environment")
+            holder = await loop.run_in_executor(None, waiter.holder)
+            self.reporter.step_progress(
+                "venv",
+                f"Another replica{f' ({holder})' if holder else ''} is building the environment "
+                f"in {root.envs}; this one serves as soon as it is finished",
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)  # reading the pointer is cheap; readiness is not
+
+    async def _build_generation(
+        self, root: StateLayout, installer: Installer, force: bool = False
+    ) -> tuple[StateLayout, Path | None]:
+        """A new generation built beside the current one (call with the build lease held),
+        published when its requirements installed."""
+        loop = asyncio.get_running_loop()
+        generation = await loop.run_in_executor(
+            None, generations.create, root, self._image_key, self._holder
+        )
+        python = await self._build_environment(generation, installer, force=force)
+        if python is not None and self.reporter.status("requirements") != "failed":
+            await loop.run_in_executor(None, generations.publish, root, self._image_key, generation)
+            self._failed_build = None
+            assert generation.env is not None
+            self.reporter.log(
+                None, "orchestrator", f"Published the environment {generation.env.name}"
+            )
+        else:
+            self._failed_build = requirements_job.read_requirements_quietly(
+                self.settings.requirements
+            )
+        return generation, python
+
+    async def watch_generations(self, interval: float = 2.0) -> None:
+        """Run mode on a shared volume: keep this replica's use record fresh; build a new
+        generation when the requirements changed (one replica, under the build lease); move
+        marimo to a newly published generation (one replica at a time)."""
+        root, installer = self._root, self.installer
+        assert root is not None and installer is not None
+        loop = asyncio.get_running_loop()
+        refreshed = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - refreshed > self.settings.lease_seconds / 2 and self.layout:
+                await loop.run_in_executor(None, generations.register, self.layout, self._holder)
+                refreshed = time.monotonic()
+            # Cheap first: the full checks (fingerprint, interpreter probe) only run when the
+            # published pointer or the requirements changed since things last settled.
+            seen = (
+                await loop.run_in_executor(None, generations.current, root, self._image_key),
+                requirements_job.read_requirements_quietly(self.settings.requirements),
+            )
+            if seen == self._settled or self._venv_lock.locked():
+                continue
+            async with self._venv_lock:
+                if await self._follow_generation(root, installer):
+                    self._settled = seen
+
+    async def _follow_generation(self, root: StateLayout, installer: Installer) -> bool:
+        """One step towards serving the current generation; True when nothing is left to do
+        until the pointer or the requirements change."""
+        generation = await self._ready_generation(root, installer)
+        if generation is not None:
+            if self.layout is None or generation.env != self.layout.env:
+                await self._move_to(root, generation)
+            return True
+        loop = asyncio.get_running_loop()
+        wanted = requirements_job.read_requirements_quietly(self.settings.requirements)
+        if self._failed_build is not None and wanted == self._failed_build:
+            return True  # this replica's build of these requirements failed: wait for a change
+        waiter = LeaseWaiter(root.build_lease, self.settings.lease_seconds)
+        lease = await loop.run_in_executor(None, waiter.try_take)
+        if lease is None:
+            return False  # another replica builds it; it is followed once published
+        async with self._holding(lease):
+            if await self._ready_generation(root, installer) is not None:
+                return False
+            self.reporter.log(
+                "requirements",
+                "orchestrator",
+                f"{self.settings.requirements.name} changed: building a new environment "
+                "beside the one marimo runs from",
+            )
+            await self._build_generation(root, installer)
+        return False
+
+    async def _move_to(self, root: StateLayout, generation: StateLayout) -> None:
+        """Restart marimo on ``generation``, holding the move lease so that replicas move one
+        at a time (the others keep serving); then remove generations nobody uses."""
+        loop = asyncio.get_running_loop()
+        waiter = LeaseWaiter(root.move_lease, self.settings.lease_seconds)
+        while (lease := await loop.run_in_executor(None, waiter.try_take)) is None:
+            await asyncio.sleep(0.2)
+        async with self._holding(lease):
+            assert generation.env is not None
+            self.reporter.log(
+                "marimo",
+                "orchestrator",
+                f"Moving marimo to the environment {generation.env.name}",
+            )
+            await self._end_marimo()
+            self._use(generation)
+            self._start_marimo(generation.venv_python)
+            deadline = time.monotonic() + self.settings.marimo_ready_timeout + 30
+            while self.reporter.status("marimo") in ("pending", "running"):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            stale_after = 10 * self.settings.lease_seconds
+            for path in await loop.run_in_executor(None, generations.collect, root, stale_after):
+                self.reporter.log(None, "orchestrator", f"Removed {path}: no replica uses it")
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, lease: Lease) -> AsyncIterator[None]:
+        """Keep ``lease`` alive with its heartbeat for the block, then give it up."""
+        loop = asyncio.get_running_loop()
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(lease.ttl / 4)
+                if not await loop.run_in_executor(None, lease.beat):
+                    self.reporter.log(
+                        None, "orchestrator", f"Lost the lease {lease.path} (expired)"
+                    )
+                    return
+
+        task = asyncio.create_task(heartbeat(), name="lease-heartbeat")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await loop.run_in_executor(None, lease.release)
+
+    async def _building(self, layout: StateLayout) -> Lease:
+        """Run mode: wait for the build lease (a change to the shared venv)."""
+        waiter = LeaseWaiter(layout.build_lease, self.settings.lease_seconds)
+        loop = asyncio.get_running_loop()
+        while (lease := await loop.run_in_executor(None, waiter.try_take)) is None:
+            await asyncio.sleep(0.5)
+        return lease
 
     async def _crashed(self, error: BaseException) -> None:
         self._gave_up = True
@@ -222,6 +458,9 @@ class Pipeline:
         reason = await venv_job.why_unusable(layout, Interpreter.current(), self._env)
         if not reason:
             return layout.venv_python
+        if self._shared and self._root is not None:  # its generation is gone: use the current
+            await self._end_marimo()
+            return await self._shared_environment(self._root, installer) or Path(sys.executable)
         self.reporter.step_running("venv", f"Repairing the venv: {reason}")
         await self._end_marimo()  # nothing runs from a venv while it is replaced
         try:
@@ -259,28 +498,40 @@ class Pipeline:
             return
         layout, installer = self.layout, self.installer
         async with self._venv_lock:
-            if not rebuild:
-                await self._requirements(layout, installer, restore=False, force=force)
-                await self._follow_marimo_version(layout)
-                return
-            started = self.can_restart_marimo  # else the start-up sequence starts marimo itself
-            await self._end_marimo()
-            python = Path(sys.executable)
-            self.reporter.step_running("venv", "Rebuilding the venv")
-            try:
-                await venv_job.create(
-                    layout, installer, self._env, self.reporter, self.settings.requirements
-                )
-            except JobError as error:
-                self.reporter.step_finished(
-                    "venv", "failed", f"{error}; marimo runs from the image's Python"
-                )
+            if self._shared and self._root is not None:
+                root = self._root
+                async with self._holding(await self._building(root)):
+                    generation, python = await self._build_generation(root, installer, force)
+                if python is not None and self.can_restart_marimo:
+                    await self._move_to(root, generation)
             else:
-                self.reporter.step_finished("venv", "done", f"Rebuilt the venv at {layout.venv}")
-                await self._requirements(layout, installer, restore=True, force=force)
-                python = layout.venv_python
-            if started:
-                self._start_marimo(python)
+                await self._reinstall(layout, installer, rebuild, force)
+
+    async def _reinstall(
+        self, layout: StateLayout, installer: Installer, rebuild: bool, force: bool
+    ) -> None:
+        if not rebuild:
+            await self._requirements(layout, installer, restore=False, force=force)
+            await self._follow_marimo_version(layout)
+            return
+        started = self.can_restart_marimo  # else the start-up sequence starts marimo itself
+        await self._end_marimo()
+        python = Path(sys.executable)
+        self.reporter.step_running("venv", "Rebuilding the venv")
+        try:
+            await venv_job.create(
+                layout, installer, self._env, self.reporter, self.settings.requirements
+            )
+        except JobError as error:
+            self.reporter.step_finished(
+                "venv", "failed", f"{error}; marimo runs from the image's Python"
+            )
+        else:
+            self.reporter.step_finished("venv", "done", f"Rebuilt the venv at {layout.venv}")
+            await self._requirements(layout, installer, restore=True, force=force)
+            python = layout.venv_python
+        if started:
+            self._start_marimo(python)
 
     async def _follow_marimo_version(self, layout: StateLayout) -> None:
         """After an install under a running marimo: if the marimo the venv now provides is
@@ -377,20 +628,24 @@ class Pipeline:
 
         try:
             await run_step("state", attempt, self.reporter, policy)
-            if self._head_start is not None:
+            if self.settings.marimo_mode == "run":
+                pass  # replicas share the folder: the build lease guards building (module doc)
+            elif self._head_start is not None and self._head_start.lock is not None:
                 self.lock = self._head_start.lock  # taken before marimo was started early
             else:
                 self.lock = await self._acquire_lock(wanted)
         except JobError as error:
             if (head := self._head_start) is not None:
                 await self._drop_head_start(str(error))
-                head.lock.release()
+                if head.lock is not None:
+                    head.lock.release()
             self.layout = ephemeral_layout()
             warning = f"{error}; using {self.layout.root}: installed packages will not persist"
             self.reporter.step_finished("state", "failed", warning)
             self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
             return self.layout
-        self.layout = wanted
+        self.layout = self._root = wanted
+        self._persistent = True  # the folder asked for, not the temporary fallback
         lost = self.settings.not_persistent
         self.reporter.state_resolved(wanted.root, persistent=lost is None, warning=lost)
         kept = "" if lost is None else " (not persistent: see the warning)"
@@ -404,8 +659,9 @@ class Pipeline:
             holder = lock_holder(layout)
             self.reporter.step_progress(
                 "state",
-                f"Another orchestrator{f' (pid {holder})' if holder else ''} is using "
-                f"{layout.root}; waiting for it to finish",
+                f"Another orchestrator{f' (pid {holder})' if holder else ''} is editing from "
+                f"{layout.root}: edit mode serves from one replica per state folder, so this "
+                "one stands by and takes over when that one stops",
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -545,9 +801,12 @@ class Pipeline:
         self.reporter.step_finished("marimo", "done", f"marimo is running (pid {supervisor.pid})")
         if not self._watching:
             self._watching = True
-            if self.lock is not None:  # only a persistent state is worth watching
+            if self.lock is not None:  # edit mode on a persistent state: the Install button
                 self._spawn(self.watch_ledger())
-            self._spawn(self.watch_requirements())
+            if self._shared:
+                self._spawn(self.watch_generations())
+            else:
+                self._spawn(self.watch_requirements())
         if self._venv_watch is not None:
             self._venv_watch.cancel()
         if python == layout.venv_python:
@@ -582,3 +841,5 @@ class Pipeline:
             self._marimo_task.cancel()
         if self.lock is not None:
             self.lock.release()
+        if self._shared and self.layout is not None and self.layout.env is not None:
+            generations.unregister(self.layout, self._holder)

@@ -60,6 +60,8 @@ class JobSettings(NamedTuple):
     warning with ``persistent: false``); ``None`` when it does."""
     marimo_user: RunAs | None = None
     """Run marimo as this user instead of the orchestrator's (needs CAP_SETUID, CAP_SETGID)."""
+    lease_seconds: float = 30.0
+    """Run mode: a build lease whose heartbeat stopped this long ago is taken over."""
 
     def __repr__(self) -> str:  # the environment may hold secrets
         return (

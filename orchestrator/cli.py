@@ -161,6 +161,13 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
         help="marimo exiting within this many seconds of its start counts towards a crash "
         "loop (5 in a row stop the restarts)",
     )
+    options.add(
+        "--lease-seconds",
+        default=30.0,
+        convert=float,
+        help="run mode on a shared state folder: a replica building the environment that "
+        "sent no heartbeat for this long is taken over by another",
+    )
     options.add("--log-level", default="info", choices=LOG_LEVELS, help="log verbosity")
     options.add(
         "--sse-keepalive",
@@ -331,6 +338,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         marimo_mode=args.marimo_mode,
         marimo_ready_timeout=args.marimo_ready_timeout,
         marimo_crash_window=args.marimo_crash_window,
+        lease_seconds=args.lease_seconds,
         log_level=args.log_level,
         sse_keepalive=args.sse_keepalive,
         quix_restart_call=args.quix_restart_call,
@@ -378,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jobs.layout import StateLayout
 
     head_start = None
-    if StateLayout(config.state_dir).manifest.is_file():  # else there is nothing warm
+    warm = StateLayout(config.state_dir)
+    if warm.manifest.is_file() or warm.envs.is_dir():  # else there is nothing warm
         from jobs.head_start import begin
 
         head_start = begin(config.job_settings())

@@ -46,6 +46,7 @@ class Config(NamedTuple):
     marimo_mode: MarimoMode
     marimo_ready_timeout: float
     marimo_crash_window: float
+    lease_seconds: float
     log_level: Literal["debug", "info", "warning", "error"]
     sse_keepalive: float
     quix: QuixSettings | None
@@ -95,6 +96,7 @@ class Config(NamedTuple):
             env=notebook_environment(self.env),
             not_persistent=self.not_persistent,
             marimo_user=self.marimo_user,
+            lease_seconds=self.lease_seconds,
         )
 
 
@@ -262,6 +264,7 @@ def resolve(
     marimo_ready_timeout: float,
     log_level: str,
     marimo_crash_window: float = 30.0,
+    lease_seconds: float = 30.0,
     sse_keepalive: float,
     quix_restart_call: str | None = None,
     quix_delete_call: str | None = None,
@@ -338,6 +341,7 @@ def resolve(
         marimo_mode=cast(MarimoMode, _choice("--marimo-mode", marimo_mode, MODES)),
         marimo_ready_timeout=_positive("--marimo-ready-timeout", marimo_ready_timeout),
         marimo_crash_window=_positive("--marimo-crash-window", marimo_crash_window),
+        lease_seconds=_positive("--lease-seconds", lease_seconds),
         log_level=cast(
             Literal["debug", "info", "warning", "error"],
             _choice("--log-level", log_level, LOG_LEVELS),

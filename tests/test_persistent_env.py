@@ -168,6 +168,7 @@ def test_two_orchestrators_on_one_state_take_turns(
         lambda s: "Another orchestrator" in s["steps"][0]["message"], timeout=30, what="lock wait"
     )
     assert str(first.process.pid) in waiting["steps"][0]["message"]
+    assert "edit mode serves from one replica per state folder" in waiting["steps"][0]["message"]
     assert waiting["steps"][1]["status"] == "pending", "the venv is not touched while waiting"
     assert not any(
         child.cmdline()[1:3] == ["-m", "marimo"]

@@ -78,6 +78,27 @@ def test_kubernetes_probes_and_state() -> None:
     assert service["selector"] == deployment["selector"]["matchLabels"]
 
 
+def test_kubernetes_run_mode_variant() -> None:
+    path = REPO / "deploy/kubernetes-run.yaml"
+    result = _run(_tool("kubernetes-validate"), "--strict", "--quiet", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    documents = yaml.safe_load_all(path.read_text(encoding="utf-8"))
+    manifest = {document["kind"]: document for document in documents if document}
+    assert set(manifest) == {"Deployment", "PersistentVolumeClaim", "Service"}
+    deployment = manifest["Deployment"]["spec"]
+    assert deployment["replicas"] > 1
+    assert deployment["strategy"]["type"] == "RollingUpdate"
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (container,) = deployment["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["ORCHESTRATOR_MARIMO_MODE"] == "run"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert manifest["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    service = manifest["Service"]["spec"]
+    assert service["sessionAffinity"] == "ClientIP", "a viewer's kernel lives in one replica"
+    assert service["selector"] == deployment["selector"]["matchLabels"]
+
+
 def test_quix_library_json() -> None:
     library = json.loads((REPO / "examples/quix/library.json").read_text(encoding="utf-8"))
     settings = library["DeploySettings"]
