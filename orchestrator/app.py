@@ -72,6 +72,7 @@ def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
         quix_recheck=config.quix_recheck,
         quix_grace=config.quix_grace,
         framed=config.frame_ancestors.strip().lower() not in ("'self'", "'none'"),
+        token_generated=config.token_generated,
     )
 
 

@@ -191,8 +191,14 @@ class Guard:
         quix_grace: float = QUIX_GRACE,
         throttle: SignInThrottle | None = None,
         framed: bool = False,
+        token_generated: bool = False,
     ) -> None:
         self.mode = mode
+        self.binds_token = not token_generated
+        """Token-mode sessions carry a digest of the access token, so a new ``--token`` ends the
+        sessions made with the old one. A token generated at start is new at every start without
+        anyone choosing to rotate it: its sessions rest on the persistent signing secret alone,
+        and survive restarts as open tabs must."""
         self.cross_site_cookie = mode == "quix" or framed
         """The sign-in cookie is Secure, SameSite=None and Partitioned: in quix mode, and when
         other sites may frame our pages (a Lax cookie never reaches us inside such a frame)."""
@@ -228,7 +234,8 @@ class Guard:
         from orchestrator.session_crypto import binding
 
         if self._binding is None or self._binding[0] is not secret:
-            self._binding = (secret, binding(secret, self.verifier.token or ""))
+            credential = (self.verifier.token or "") if self.binds_token else ""
+            self._binding = (secret, binding(secret, credential))
         return self._binding[1]
 
     def _session_from(self, raw: bytes | None) -> Session | None:

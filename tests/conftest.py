@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -109,6 +110,8 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
     """
     started: list[Orchestrator] = []
     portals: list[FakeQuixPortal] = []
+    # One deployment, one ORCHESTRATOR_TOKEN: a restart within a test keeps it, as a real one does.
+    deployment_token = "test-token-" + secrets.token_hex(8)
 
     def start(
         notebook_dir: Path,
@@ -137,6 +140,7 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
             hermetic_env({**index.env(), **env}),
             args,
             port,
+            token=deployment_token,
         )
         started.append(process)
         return process

@@ -368,6 +368,26 @@ def test_a_generated_token_is_printed_once_with_a_login_url(
     assert request(run, "GET", "/-/status", {"Cookie": cookie_of(headers)})[0] == 200
 
 
+def test_a_session_made_with_a_generated_token_survives_a_restart(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    """A generated token is new at every start without anyone rotating it: the open tab's
+    session outlives the restart (a token given with --token binds its sessions instead)."""
+    first = orchestrator(notebook_dir, None, "--auth", "token")
+    first.wait_listening()
+    url = next(line for line in first.log_text().splitlines() if "Sign in with:" in line)
+    first.token = url.split("token=", 1)[1].strip()  # what first.status() sends
+    code, headers, _ = request(first, "GET", url.split(str(first.port), 1)[1])
+    assert code == 302
+    cookie = cookie_of(headers)
+    # Signed with the secret kept on the state volume once the state step has adopted it.
+    first.wait_for(lambda s: s["state"]["path"] is not None, what="state resolved")
+    assert first.terminate() == 0
+    second = orchestrator(notebook_dir, None, "--auth", "token", port=first.port)
+    second.wait_listening()
+    assert request(second, "GET", "/-/status", {"Cookie": cookie})[0] == 200
+
+
 def test_none_mode_is_open_and_warns_beyond_loopback(
     orchestrator: OrchestratorFactory, notebook_dir: Path
 ) -> None:

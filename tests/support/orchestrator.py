@@ -73,11 +73,13 @@ class Orchestrator:
         args: tuple[str, ...] = (),
         port: int | None = None,
         prefix: tuple[str, ...] = (),
+        token: str | None = None,
     ) -> None:
-        """``prefix``: a command the orchestrator runs under (e.g. ``setpriv`` options)."""
+        """``prefix``: a command the orchestrator runs under (e.g. ``setpriv`` options).
+        ``token``: the access token (``--token``) unless ``args`` choose; a fresh one if None."""
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.token = "test-token-" + secrets.token_hex(8)
+        self.token = token or "test-token-" + secrets.token_hex(8)
         if not any(arg.startswith("--auth") or arg == "--token" for arg in args):
             args = ("--token", self.token, *args)
         self.log_path = log_path
