@@ -22,6 +22,8 @@ import json
 import socket
 from typing import Any, Protocol
 
+from orchestrator import probes
+
 _MAX_HEAD = 8192
 _BODY_HEADERS = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:", b"\r\nexpect:")
 
@@ -55,12 +57,12 @@ class EarlyResponder:
         self._listeners = sockets
         self._waiting: dict[socket.socket, Any] = {}
         self._held: list[tuple[socket.socket, Any]] = []
-        policy = f"frame-ancestors {frame_ancestors}"
-        healthy = _response("200 OK", {"status": "alive", "boot_id": boot_id}, [], policy)
+        policy = probes.frame_policy(frame_ancestors)
+        healthy = _response("200 OK", probes.healthy(boot_id), [], policy)
         ready = _response(
             "503 Service Unavailable",
-            {"ready": False, "phase": "starting"},
-            ["Retry-After: 2"],
+            probes.readiness(False, "starting"),
+            [f"Retry-After: {probes.NOT_READY_RETRY_AFTER}"],
             policy,
         )
         self._answers = {b"/-/healthy": healthy, b"/-/ready": ready}
