@@ -241,7 +241,7 @@ class MarimoSupervisor:
                     quick_crashes + 1 if time.monotonic() - started < self.stable_after else 1
                 )
                 reason = f"marimo exited unexpectedly with code {code}"
-                self.reporter.marimo_down(reason, self.restarts, list(self.output)[-20:])
+                self.reporter.marimo_down(reason, self.restarts, list(self.output)[-20:], "crash")
                 # Whatever it left behind (kernels keep its process group, and its listening
                 # socket, alive) goes with it before a new one starts.
                 await terminate_tree_async(process.pid, timeout=2.0)
@@ -275,7 +275,7 @@ class MarimoSupervisor:
         if self._process is None:
             return
         self._deliberate_restart = True
-        self.reporter.marimo_down(reason, self.restarts, [])
+        self.reporter.marimo_down(reason, self.restarts, [], "requested")
         await terminate_tree_async(self._process.pid)
 
     async def stop(self) -> None:
@@ -284,5 +284,5 @@ class MarimoSupervisor:
             self._head_start = None
             await head.discard(self.reporter, "stopping")
         if self._process is not None and self._process.returncode is None:
-            self.reporter.marimo_down("stopping", self.restarts, [])
+            self.reporter.marimo_down("stopping", self.restarts, [], "stopping")
             await terminate_tree_async(self._process.pid)

@@ -55,6 +55,12 @@ class Upstream:
     authorization: str | None = field(default=None, repr=False)
     session: MarimoSession | None = field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def for_marimo(cls, host: str, port: int, generation: int, token: str) -> Upstream:
+        """The marimo process at ``host:port`` started with ``token``: the token sent as a bearer
+        credential, and a :class:`MarimoSession` of its own."""
+        return cls(host, port, generation, f"Bearer {token}", MarimoSession(port))
+
     @property
     def netloc(self) -> str:
         return f"{self.host}:{self.port}"
