@@ -1,7 +1,7 @@
 """Probes answered while the server's own modules load; every other request waits for Tornado.
 
-The port is bound first thing (orchestrator/listen.py); Tornado and the web modules then take
-about a tenth of a second to import. Meanwhile this responder, built on the standard library's
+The port is bound first thing (orchestrator/listen.py), before Tornado and the web modules are
+imported. Meanwhile this responder, built on the standard library's
 event loop, accepts connections and answers the two probes a platform sends: ``GET``/``HEAD
 /-/healthy`` (200) and ``/-/ready`` (503 with ``Retry-After``), with the bodies and headers of
 orchestrator/web/handlers.py. Any other request is left unread in its socket and handed to

@@ -11,9 +11,9 @@ class MarimoSession:
 
     marimo answers every request it authenticates by the token (``Authorization``) by signing a
     fresh ``session_<port>`` cookie into the response; a request carrying a valid cookie costs
-    it one signature check and no new cookie (``bench/marimo_auth.py``: 0.88x of marimo's
-    throughput with the token, 0.93x with the cookie). The proxy therefore keeps the newest
-    cookie marimo handed out and adds it to requests whose client sent none of that name.
+    it one signature check and no new cookie (what each costs marimo: bench/RESULTS.md). The
+    proxy therefore keeps the newest cookie marimo handed out and adds it to requests whose
+    client sent none of that name.
 
     Invariants:
 
