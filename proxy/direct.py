@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.client import responses
 
@@ -186,13 +186,17 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         self._head_sent = self._connection.write_headers(self._start_line, self._headers)
         return self._head_sent
 
-    async def send(self, chunk: bytes, *, head: bool) -> None:
+    def send(self, chunk: bytes, *, head: bool) -> Awaitable[None]:
         data = chunk if self._gzip is None else self._gzip.compress(chunk)
         if head:
-            await self._connection.write_headers(self._start_line, self._headers, data)
-            return
+            return self._connection.write_headers(self._start_line, self._headers, data)
         if self._head_sent is not None:
-            head_sent, self._head_sent = self._head_sent, None
+            return self._after_head(data)
+        return self._connection.write(data)
+
+    async def _after_head(self, data: bytes) -> None:
+        head_sent, self._head_sent = self._head_sent, None
+        if head_sent is not None:
             await head_sent
         await self._connection.write(data)
 

@@ -305,11 +305,16 @@ class Forwarding:
         front = self._front
         front.start(response)
         self._pending_head = asyncio.get_running_loop().call_soon(self._send_head)
+        # A StreamClosedError from the body's iterator is marimo's; from the front, the client's.
         async for chunk in body:
-            if not await _delivered(front.send(chunk, head=self._take_pending_head())):
+            try:
+                await front.send(chunk, head=self._take_pending_head())
+            except StreamClosedError:
                 stream.close()  # the client is gone: stop reading, the stream is not reusable
                 return
-        if not await _delivered(front.end(response, head=self._take_pending_head())):
+        try:
+            await front.end(response, head=self._take_pending_head())
+        except StreamClosedError:
             stream.close()
             return
         exchange.complete = True
@@ -334,15 +339,6 @@ class Forwarding:
         if self._pending_head is not None:
             self._pending_head.cancel()
             self._pending_head = None
-
-
-async def _delivered(write: Awaitable[None]) -> bool:
-    """Whether a write to the client went through (False: the client is gone)."""
-    try:
-        await write
-    except StreamClosedError:
-        return False
-    return True
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
