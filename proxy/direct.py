@@ -97,6 +97,10 @@ class DirectRouter(Router):
         return DirectExchange(self.settings, request, request.connection, upstream)
 
 
+_NO_START_LINE = httputil.ResponseStartLine("HTTP/1.1", 0, "")
+_NO_HEADERS = httputil.HTTPHeaders()
+
+
 class DirectExchange(httputil.HTTPMessageDelegate):
     """One body-less request relayed to marimo and its answer streamed back."""
 
@@ -114,8 +118,8 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         method = request.method or "GET"
         self._method = method
         self._status = 0
-        self._start_line = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
-        self._headers = httputil.HTTPHeaders()
+        self._start_line = _NO_START_LINE  # both set by start() before anything is sent
+        self._headers = _NO_HEADERS
         self._gzip: compression.Gzip | None = None
         self._head_sent: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
