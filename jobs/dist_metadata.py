@@ -1,9 +1,9 @@
 """Installed distributions read from their metadata headers alone.
 
 ``importlib.metadata`` parses each METADATA file whole as an e-mail message (descriptions
-included): about 0.5 ms per distribution, so ~50 ms for an image's site-packages on every
-install. The core metadata fields needed here (``Name``, ``Version``, ``Requires-Dist``) are
-single-line headers that come before the first blank line, so only that block is read.
+included), on every install. The core metadata fields needed here (``Name``, ``Version``,
+``Requires-Dist``) are single-line headers that come before the first blank line, so only that
+block is read: the cost follows the headers, never the length of a description.
 
 Invariant: the same distributions, in the same order, as ``importlib.metadata.distributions``
 over the same paths (``*.dist-info`` and ``*.egg-info``, folder or file, per path in order).

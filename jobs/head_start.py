@@ -24,6 +24,7 @@ import contextlib
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.errors import JobError
 from jobs.installers import Installer, resolve_installer
@@ -34,6 +35,9 @@ from jobs.marimo_command import TokenFile, free_port, marimo_argv, marimo_enviro
 from jobs.parent_death import die_with_parent
 from jobs.settings import JobSettings, as_user
 from jobs.state import StateLock, try_lock
+
+if TYPE_CHECKING:
+    from jobs.reporting import Reporter
 
 
 class HeadStart:
@@ -71,6 +75,18 @@ class HeadStart:
         if self.popen.stdout is not None:
             self.popen.stdout.close()
         self.token.remove()
+
+    async def discard(self, reporter: Reporter, reason: str) -> None:
+        """Says why on the log, then ends the process tree (in a worker thread): the one way a
+        head start that will not be adopted goes."""
+        import asyncio
+
+        reporter.log(
+            None,
+            "orchestrator",
+            f"Stopping the marimo started early (pid {self.popen.pid}): {reason}",
+        )
+        await asyncio.get_running_loop().run_in_executor(None, self.end)
 
 
 def why_not(settings: JobSettings, layout: StateLayout, installer: Installer) -> str:

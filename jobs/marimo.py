@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
+from tenacity import wait_exponential_jitter
+
+from jobs.backoff import pause
 from jobs.errors import PermanentError, TransientError
 from jobs.head_start import HeadStart
 from jobs.installers import Installer
@@ -35,6 +37,9 @@ from jobs.processes import AdoptedProcess, ChildProcess, lines, spawn, terminate
 from jobs.redact import redact
 from jobs.reporting import Reporter
 from jobs.settings import MarimoMode, RunAs
+
+_RELAUNCH_WAIT = wait_exponential_jitter(initial=1.0, max=30.0, jitter=1.0)
+"""Before the next relaunch after quick crash number n: 2**(n-1) s plus up to 1 s, at most 30 s."""
 
 
 def configure_package_manager(layout: StateLayout, installer: Installer) -> None:
@@ -152,13 +157,7 @@ class MarimoSupervisor:
                 await self._adopt(head)
                 return
             # It read a config whose Install button would use another installer.
-            self.reporter.log(
-                None,
-                "orchestrator",
-                f"Stopping the marimo started early (pid {head.popen.pid}): "
-                "marimo's package manager setting needs writing",
-            )
-            await asyncio.get_running_loop().run_in_executor(None, head.end)
+            await head.discard(self.reporter, "marimo's package manager setting needs writing")
         if not self.python.exists():
             raise PermanentError(f"the interpreter {self.python} for marimo does not exist")
         configure_package_manager(self.layout, self.installer)
@@ -242,7 +241,7 @@ class MarimoSupervisor:
                     quick_crashes + 1 if time.monotonic() - started < self.stable_after else 1
                 )
                 reason = f"marimo exited unexpectedly with code {code}"
-                self.reporter.marimo_down(reason, self.restarts, list(self.output)[-20:])
+                self.reporter.marimo_down(reason, self.restarts, list(self.output)[-20:], "crash")
                 # Whatever it left behind (kernels keep its process group, and its listening
                 # socket, alive) goes with it before a new one starts.
                 await terminate_tree_async(process.pid, timeout=2.0)
@@ -255,7 +254,7 @@ class MarimoSupervisor:
 
     async def _relaunch(self, attempt: int) -> None:
         if attempt:
-            delay = min(30.0, 2.0 ** (attempt - 1)) + random.uniform(0, 1)
+            delay = pause(_RELAUNCH_WAIT, attempt)
             self.reporter.step_retrying(
                 "marimo", attempt + 1, self.max_quick_crashes, delay, "marimo exited"
             )
@@ -276,14 +275,14 @@ class MarimoSupervisor:
         if self._process is None:
             return
         self._deliberate_restart = True
-        self.reporter.marimo_down(reason, self.restarts, [])
+        self.reporter.marimo_down(reason, self.restarts, [], "requested")
         await terminate_tree_async(self._process.pid)
 
     async def stop(self) -> None:
         self._stopping = True
         if (head := self._head_start) is not None:  # stopped before it was adopted
             self._head_start = None
-            await asyncio.get_running_loop().run_in_executor(None, head.end)
+            await head.discard(self.reporter, "stopping")
         if self._process is not None and self._process.returncode is None:
-            self.reporter.marimo_down("stopping", self.restarts, [])
+            self.reporter.marimo_down("stopping", self.restarts, [], "stopping")
             await terminate_tree_async(self._process.pid)

@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tenacity import wait_exponential
+
+from jobs.backoff import pause
 from jobs.notebook_scan import Scanner, read_notebook
 
 SEEN_PER_FILE = 50
@@ -184,6 +187,7 @@ class NotebookSync:
         self.poll = poll
         self.debounce = debounce
         self.max_backoff = max_backoff
+        self._backoff = wait_exponential(multiplier=2.0, max=max_backoff)  # 2, 4, 8 … s
         self.scanner = Scanner(self.root, excluded)
         self.state = SyncState.load(state_file)
         self.errors: dict[str, str] = {}
@@ -380,7 +384,7 @@ class NotebookSync:
                 continue
             except Exception as error:  # an outage: everything stays pending, retried later
                 self._failures += 1
-                delay = min(self.max_backoff, 2.0**self._failures)
+                delay = pause(self._backoff, self._failures)
                 self._retry_at = time.monotonic() + delay
                 state.last_error = f"could not push {name}: {error} (retrying in {delay:.0f} s)"
                 self._save()

@@ -8,6 +8,9 @@ from typing import Literal, Protocol
 StepName = Literal["state", "venv", "requirements", "marimo"]
 STEP_NAMES: tuple[StepName, ...] = ("state", "venv", "requirements", "marimo")
 Outcome = Literal["done", "skipped", "failed"]
+MarimoExit = Literal["requested", "stopping", "crash"]
+"""Why marimo went down: a restart someone asked for, the orchestrator stopping, or marimo
+ending on its own (crash or exit)."""
 
 
 class Reporter(Protocol):
@@ -39,8 +42,10 @@ class Reporter(Protocol):
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         """marimo answers ``/health`` at host:port and accepts ``Authorization: Bearer token``."""
 
-    def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
-        """marimo stopped being reachable (exit, crash, deliberate stop)."""
+    def marimo_down(
+        self, reason: str, restarts: int, last_output: list[str], kind: MarimoExit
+    ) -> None:
+        """marimo stopped being reachable; ``kind`` says why (``reason`` says it to people)."""
 
 
 class StepTracker:
@@ -91,7 +96,9 @@ class StepTracker:
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self.inner.marimo_up(pid, host, port, token)
 
-    def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
+    def marimo_down(
+        self, reason: str, restarts: int, last_output: list[str], kind: MarimoExit
+    ) -> None:
         if self._status["marimo"] == "done":  # as the board does: marimo is being brought back
             self._status["marimo"] = "running"
-        self.inner.marimo_down(reason, restarts, last_output)
+        self.inner.marimo_down(reason, restarts, last_output, kind)

@@ -53,7 +53,6 @@ class JobSettings(NamedTuple):
     marimo_ready_timeout: float
     marimo_crash_window: float
     """marimo exits within this many seconds of its start count towards a crash loop."""
-    base_python: str
     env: Mapping[str, str]
     not_persistent: str | None = None
     """Why the state directory, though usable, does not survive a restart (reported as a

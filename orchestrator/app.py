@@ -236,8 +236,9 @@ async def run(
     from jobs.processes import live_children, terminate_tree_async
     from jobs.runner import Pipeline
     from orchestrator.metrics import Metrics
+    from proxy.websocket import WebSocketRelay
 
-    app.settings["metrics"] = Metrics(board)
+    app.settings["metrics"] = Metrics(board, lambda: WebSocketRelay.open_relays)
 
     pipeline = Pipeline(config.job_settings(), board, head_start)
     actions.pipeline = pipeline

@@ -7,7 +7,6 @@ then a Quix variable where one applies, then the default.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple, cast
@@ -38,7 +37,6 @@ class Config(NamedTuple):
     host: str
     port: int
     state_dir: Path
-    state_from_quix: bool
     wait_for_state: bool
     state_timeout: float
     requirements: Path
@@ -92,7 +90,6 @@ class Config(NamedTuple):
             marimo_mode=self.marimo_mode,
             marimo_ready_timeout=self.marimo_ready_timeout,
             marimo_crash_window=self.marimo_crash_window,
-            base_python=sys.executable,
             env=notebook_environment(self.env),
             not_persistent=self.not_persistent,
             marimo_user=self.marimo_user,
@@ -333,7 +330,6 @@ def resolve(
         host=host,
         port=port,
         state_dir=state,
-        state_from_quix=from_quix,
         wait_for_state=wait_for_state,
         state_timeout=_positive("--state-timeout", state_timeout),
         requirements=reqs,

@@ -1,7 +1,7 @@
 """Probes answered while the server's own modules load; every other request waits for Tornado.
 
-The port is bound first thing (orchestrator/listen.py); Tornado and the web modules then take
-about a tenth of a second to import. Meanwhile this responder, built on the standard library's
+The port is bound first thing (orchestrator/listen.py), before Tornado and the web modules are
+imported. Meanwhile this responder, built on the standard library's
 event loop, accepts connections and answers the two probes a platform sends: ``GET``/``HEAD
 /-/healthy`` (200) and ``/-/ready`` (503 with ``Retry-After``), with the bodies and headers of
 orchestrator/web/handlers.py. Any other request is left unread in its socket and handed to
@@ -21,6 +21,8 @@ import contextlib
 import json
 import socket
 from typing import Any, Protocol
+
+from orchestrator import probes
 
 _MAX_HEAD = 8192
 _BODY_HEADERS = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:", b"\r\nexpect:")
@@ -55,12 +57,12 @@ class EarlyResponder:
         self._listeners = sockets
         self._waiting: dict[socket.socket, Any] = {}
         self._held: list[tuple[socket.socket, Any]] = []
-        policy = f"frame-ancestors {frame_ancestors}"
-        healthy = _response("200 OK", {"status": "alive", "boot_id": boot_id}, [], policy)
+        policy = probes.frame_policy(frame_ancestors)
+        healthy = _response("200 OK", probes.healthy(boot_id), [], policy)
         ready = _response(
             "503 Service Unavailable",
-            {"ready": False, "phase": "starting"},
-            ["Retry-After: 2"],
+            probes.readiness(False, "starting"),
+            [f"Retry-After: {probes.NOT_READY_RETRY_AFTER}"],
             policy,
         )
         self._answers = {b"/-/healthy": healthy, b"/-/ready": ready}

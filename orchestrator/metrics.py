@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tornado.httputil
@@ -24,7 +24,6 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from orchestrator.status import StatusBoard
-from proxy.websocket import WebSocketRelay
 
 
 class RequestDurations:
@@ -69,7 +68,10 @@ class RequestDurations:
 
 
 class Metrics:
-    def __init__(self, board: StatusBoard) -> None:
+    """The Prometheus registry: the board's events and gauges, and ``open_websockets`` (how
+    many WebSockets the proxy relays now, asked at each scrape)."""
+
+    def __init__(self, board: StatusBoard, open_websockets: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
         self.step_seconds = Histogram(
             "orchestrator_step_duration_seconds",
@@ -102,7 +104,7 @@ class Metrics:
             "orchestrator_websockets_open",
             "WebSockets relayed to marimo now.",
             registry=self.registry,
-        ).set_function(lambda: WebSocketRelay.open_relays)
+        ).set_function(open_websockets)
         Gauge(
             "orchestrator_sse_watchers", "Clients watching /-/events now.", registry=self.registry
         ).set_function(lambda: len(board.subscribers))

@@ -316,7 +316,7 @@ class QuixPortal:
         )
 
     async def push_file(self, token: str, path: str, text: str) -> None:
-        """Commit one file's text to the application's Git files (what the old file watcher did)."""
+        """Commit one file's text to the application's Git files."""
         settings = self.settings
         if not settings.application_id:
             raise PortalUnavailable("Quix__Application__Id is not set: nowhere to save notebooks")

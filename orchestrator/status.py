@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jobs.redact import redact
-from jobs.reporting import STEP_NAMES, Outcome, StepName
+from jobs.reporting import STEP_NAMES, MarimoExit, Outcome, StepName
 from orchestrator.editors import Editors
-from proxy.upstream import MarimoSession, Upstream
+from proxy.upstream import Upstream
 
 log = logging.getLogger("orchestrator")
 
@@ -234,14 +234,14 @@ class StatusBoard:
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self._secrets = (*self._secrets[-4:], token)
         self._generation += 1
-        self._upstream = Upstream(
-            host, port, self._generation, f"Bearer {token}", MarimoSession(port)
-        )
+        self._upstream = Upstream.for_marimo(host, port, self._generation, token)
         self.marimo.pid = pid
         log.info("marimo is ready (pid %s)", pid, extra={"step": "marimo"})
         self._publish()
 
-    def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
+    def marimo_down(
+        self, reason: str, restarts: int, last_output: list[str], kind: MarimoExit
+    ) -> None:
         self._upstream = None
         self.marimo.pid = None  # never a dead pid: set again by marimo_up
         self.marimo.restarts = restarts
@@ -254,13 +254,6 @@ class StatusBoard:
             entry.message = self.marimo.last_exit
             entry.finished_at = None
         log.warning("marimo is down: %s", self.marimo.last_exit, extra={"step": "marimo"})
-        kind = (
-            "requested"
-            if "requested" in reason
-            else "stopping"
-            if reason == "stopping"
-            else "crash"
-        )
         self._tell("marimo_down", "marimo", kind=kind)
         self._publish()
 

@@ -38,8 +38,8 @@ MIN_LENGTH = 1024
 most of the gain."""
 
 LEVEL = 5
-"""zlib level. On marimo's 1 MB ``cells`` bundle: level 1 gives 35 % of the size for about half
-the CPU of level 5 (30 %); level 6 and above buy under 1 % more for 50 % more CPU."""
+"""zlib level: the size/CPU trade-off chosen on marimo's largest editor bundle (the figures are
+in bench/RESULTS.md, "Compression"); a level above buys little size for much more CPU."""
 
 _TEXT_TYPES = frozenset(
     {

@@ -17,13 +17,9 @@ Invariants (the same as :mod:`proxy.http`'s for what the two ends see):
   target byte for byte, no body. What reaches the client: marimo's status and
   :func:`proxy.headers.toward_client` headers, :func:`proxy.compression.negotiate`'s decision,
   then ``finish_headers`` (the application's own response headers).
-* Until marimo's status line arrives, every failure is answered by :mod:`proxy.gate` (never
-  502). A pooled connection that fails first is retried once on a fresh one: a request without
-  a body can always be replayed.
-* After the status line, a failure can only cut the client's connection; the upstream stream
-  returns to the pool only after a complete exchange both sides allow to continue.
-* The status line and headers leave with the first body piece when it is already there, else
-  alone on the next loop turn (a stream whose first event comes late still opens at once).
+* The sequence (retry, deferred head, cut body, pool, log events) is
+  :class:`proxy.forward.Forwarding`'s; :class:`DirectExchange` is its front end on the
+  connection.
 """
 
 from __future__ import annotations
@@ -31,18 +27,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.client import responses
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
-from tornado.iostream import IOStream, StreamClosedError
 from tornado.routing import Router
 
 from proxy import compression, gate, html, wire
+from proxy.forward import Failure, Forwarding, valid_target
 from proxy.headers import learn_session, toward_client, toward_marimo
-from proxy.http import Exchange, valid_target
 from proxy.pool import ConnectionPool
 from proxy.upstream import Upstream, UpstreamLookup
 
@@ -102,6 +97,10 @@ class DirectRouter(Router):
         return DirectExchange(self.settings, request, request.connection, upstream)
 
 
+_NO_START_LINE = httputil.ResponseStartLine("HTTP/1.1", 0, "")
+_NO_HEADERS = httputil.HTTPHeaders()
+
+
 class DirectExchange(httputil.HTTPMessageDelegate):
     """One body-less request relayed to marimo and its answer streamed back."""
 
@@ -116,12 +115,29 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         self._request = request
         self._connection = connection
         self._upstream = upstream
-        self._method = request.method or "GET"
-        self._stream: IOStream | None = None
-        self._client_gone = False
+        method = request.method or "GET"
+        self._method = method
         self._status = 0
-        self._pending_head: asyncio.Handle | None = None
+        self._start_line = _NO_START_LINE  # both set by start() before anything is sent
+        self._headers = _NO_HEADERS
+        self._gzip: compression.Gzip | None = None
+        self._head_sent: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        head = wire.request_head(
+            method,
+            request.uri or "/",
+            toward_marimo(request, upstream, drop=("Expect",)).get_all(),
+        )
+        self._forwarding = Forwarding(
+            self,
+            settings.pool,
+            upstream,
+            method,
+            request.path,
+            head,
+            settings.response_timeout,
+            settings.html_transform,
+        )
 
     # -- HTTPMessageDelegate ------------------------------------------------------------------
 
@@ -136,174 +152,79 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         return None  # eligible requests have no body
 
     def finish(self) -> None:
-        self._connection.set_close_callback(self._on_client_gone)
+        self._connection.set_close_callback(self._forwarding.on_client_gone)
         self._task = asyncio.ensure_future(self._run())
 
     def on_connection_close(self) -> None:
-        self._on_client_gone()
-
-    # -- the exchange ------------------------------------------------------------------------
-
-    def _on_client_gone(self) -> None:
-        self._client_gone = True
-        self._drop_stream()
+        self._forwarding.on_client_gone()
 
     async def _run(self) -> None:
         try:
-            await self._forward()
+            if await self._forwarding.open():
+                await self._forwarding.run()
         except Exception:
             log.exception("proxy.direct.error path=%s", self._request.path)
-            self._drop_stream()
+            self._forwarding.drop_stream()
             self._connection.close()
         finally:
             self._connection.set_close_callback(None)
             if self._settings.on_finished is not None and self._status:
                 self._settings.on_finished(self._request, self._status)
 
-    async def _forward(self) -> None:
-        settings, upstream = self._settings, self._upstream
-        head = wire.request_head(
-            self._method,
-            self._request.uri or "/",
-            toward_marimo(self._request, upstream, drop=("Expect",)).get_all(),
-        )
-        for attempt in range(2):
-            try:
-                stream, reused = await settings.pool.acquire(upstream, fresh=attempt > 0)
-            except TimeoutError:
-                self._fail(gate.TOO_SLOW, "connect-timeout")
-                return
-            except (OSError, StreamClosedError):
-                self._fail(gate.not_ready(self._request, settings.loading_page), "connect-refused")
-                return
-            if self._client_gone:
-                stream.close()
-                return
-            self._stream = stream
-            exchange = Exchange(stream, settings.response_timeout)
-            try:
-                await stream.write(head)
-                response = await wire.read_response_head(stream, self._method)
-            except (StreamClosedError, wire.Malformed) as error:
-                if isinstance(error, wire.Malformed):
-                    log.info("proxy.http.malformed path=%s error=%s", self._request.path, error)
-                self._drop_stream()
-                if self._client_gone:
-                    return
-                if exchange.timed_out:
-                    self._fail(gate.TOO_SLOW, "no-answer")
-                    return
-                if reused and attempt == 0:
-                    log.debug("proxy.http.retry method=%s path=%s", self._method, self._path)
-                    continue
-                self._fail(gate.not_ready(self._request, settings.loading_page), "no-answer")
-                return
-            finally:
-                exchange.stop_timer()
-            await self._relay(stream, response)
-            return
+    # -- proxy.forward.Front -----------------------------------------------------------------
 
-    async def _relay(self, stream: IOStream, response: wire.Response) -> None:
+    def start(self, response: wire.Response) -> None:
         code = response.start_line.code
         learn_session(self._upstream, response.headers)
         headers = toward_client(response.headers)
-        body: AsyncIterator[bytes] = wire.read_body(stream, response)
-        transform = self._settings.html_transform
-        if transform is not None and html.applies(self._method, code, headers):
-            try:
-                document = b"".join([piece async for piece in body])
-            except (StreamClosedError, wire.Malformed):
-                self._drop_stream()
-                if not self._client_gone:  # nothing reached the client: as if unanswered
-                    self._fail(gate.not_ready(self._request, self._settings.loading_page), "cut")
-                return
-            body = _once(html.transformed(transform, document, headers))
-        gzip = compression.negotiate(self._request, code, headers)
+        self._gzip = compression.negotiate(self._request, code, headers)
         if self._settings.finish_headers is not None:
             self._settings.finish_headers(headers)
-        start_line = httputil.ResponseStartLine(
+        self._start_line = httputil.ResponseStartLine(
             "HTTP/1.1", code, response.start_line.reason or responses.get(code, "Unknown")
         )
+        self._headers = headers
         self._status = code
-        connection = self._connection
-        head_sent: asyncio.Future[None] | None = None
 
-        def send_head() -> None:
-            nonlocal head_sent
-            self._pending_head = None
-            head_sent = connection.write_headers(start_line, headers)
-            head_sent.add_done_callback(self._head_written)
+    def send_head(self) -> asyncio.Future[None]:
+        self._head_sent = self._connection.write_headers(self._start_line, self._headers)
+        return self._head_sent
 
-        self._pending_head = asyncio.get_running_loop().call_soon(send_head)
-        try:
-            async for piece in body:
-                data = piece if gzip is None else gzip.compress(piece)
-                try:
-                    if self._pending_head is not None:
-                        self._pending_head.cancel()
-                        self._pending_head = None
-                        await connection.write_headers(start_line, headers, data)
-                    else:
-                        if head_sent is not None:
-                            await head_sent
-                            head_sent = None
-                        await connection.write(data)
-                except StreamClosedError:
-                    self._drop_stream()  # the client is gone: marimo's connection is not reusable
-                    return
-        except (StreamClosedError, wire.Malformed) as error:
-            if isinstance(error, wire.Malformed):
-                log.info("proxy.http.malformed path=%s error=%s", self._request.path, error)
-            self._drop_stream()
-            if self._client_gone:
-                return  # the client left first (which closed marimo's connection)
-            if self._pending_head is None:
-                # marimo cut the body short after the head left: end the client's connection
-                # so it cannot be taken for a complete response.
-                log.info("proxy.http.cut method=%s path=%s", self._method, self._path)
-                connection.close()
-                return
-            # Nothing reached the client yet: as if marimo had not answered.
-            self._pending_head.cancel()
-            self._pending_head = None
-            self._fail(gate.not_ready(self._request, self._settings.loading_page), "no-answer")
-            return
-        tail = gzip.finish() if gzip is not None else None
-        if self._pending_head is not None:
-            self._pending_head.cancel()
-            self._pending_head = None
-            last: asyncio.Future[None] | None = connection.write_headers(start_line, headers, tail)
+    def send(self, chunk: bytes, *, head: bool) -> Awaitable[None]:
+        data = chunk if self._gzip is None else self._gzip.compress(chunk)
+        if head:
+            return self._connection.write_headers(self._start_line, self._headers, data)
+        if self._head_sent is not None:
+            return self._after_head(data)
+        return self._connection.write(data)
+
+    async def _after_head(self, data: bytes) -> None:
+        head_sent, self._head_sent = self._head_sent, None
+        if head_sent is not None:
+            await head_sent
+        await self._connection.write(data)
+
+    async def end(self, response: wire.Response, *, head: bool) -> None:
+        tail = self._gzip.finish() if self._gzip is not None else None
+        last: asyncio.Future[None] | None
+        if head:
+            last = self._connection.write_headers(self._start_line, self._headers, tail)
         elif tail is not None:
-            last = connection.write(tail)
+            last = self._connection.write(tail)
         else:
-            last = head_sent
-        try:
-            if last is not None:
-                await last
-        except StreamClosedError:
-            self._drop_stream()  # the client is gone
-            return
-        connection.finish()
-        if response.reusable and not stream.closed():
-            self._stream = None
-            self._settings.pool.release(self._upstream, stream)
+            last = self._head_sent
+        if last is not None:
+            await last
+        self._connection.finish()
+
+    def retract(self) -> None:
+        self._gzip = None
+
+    def answer(self, failure: Failure) -> None:
+        if failure is Failure.TOO_SLOW:
+            answer = gate.TOO_SLOW
         else:
-            self._drop_stream()
-
-    def _head_written(self, sent: asyncio.Future[None]) -> None:
-        if sent.cancelled() or sent.exception() is not None:
-            self._drop_stream()  # the client is gone
-
-    def _fail(self, answer: gate.Answer, reason: str) -> None:
-        log.info(
-            "proxy.http.%s reason=%s method=%s path=%s",
-            "too-slow" if answer.status == 504 else "unavailable",
-            reason,
-            self._method,
-            self._path,
-        )
-        if self._client_gone:
-            return
+            answer = gate.not_ready(self._request, self._settings.loading_page)
         self._status = answer.status
         headers = httputil.HTTPHeaders()
         for name, value in answer.headers:
@@ -319,16 +240,5 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         self._connection.write_headers(start_line, headers, body)
         self._connection.finish()
 
-    @property
-    def _path(self) -> str:
-        # Logged instead of the URI: a query string may carry a token.
-        return self._request.path
-
-    def _drop_stream(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+    def cut(self) -> None:
+        self._connection.close()

@@ -11,9 +11,9 @@ class MarimoSession:
 
     marimo answers every request it authenticates by the token (``Authorization``) by signing a
     fresh ``session_<port>`` cookie into the response; a request carrying a valid cookie costs
-    it one signature check and no new cookie (``bench/marimo_auth.py``: 0.88x of marimo's
-    throughput with the token, 0.93x with the cookie). The proxy therefore keeps the newest
-    cookie marimo handed out and adds it to requests whose client sent none of that name.
+    it one signature check and no new cookie (what each costs marimo: bench/RESULTS.md). The
+    proxy therefore keeps the newest cookie marimo handed out and adds it to requests whose
+    client sent none of that name.
 
     Invariants:
 
@@ -54,6 +54,12 @@ class Upstream:
     generation: int
     authorization: str | None = field(default=None, repr=False)
     session: MarimoSession | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def for_marimo(cls, host: str, port: int, generation: int, token: str) -> Upstream:
+        """The marimo process at ``host:port`` started with ``token``: the token sent as a bearer
+        credential, and a :class:`MarimoSession` of its own."""
+        return cls(host, port, generation, f"Bearer {token}", MarimoSession(port))
 
     @property
     def netloc(self) -> str:

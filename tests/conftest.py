@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.reporting import MarimoExit
 from tests.support.index import LocalIndex
 from tests.support.orchestrator import Orchestrator, hermetic_env, quix_layout_env
 from tests.support.quix_portal import FakeQuixPortal
@@ -94,7 +95,9 @@ class RecordingReporter:
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self.events.append(("up", str(pid)))
 
-    def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
+    def marimo_down(
+        self, reason: str, restarts: int, last_output: list[str], kind: MarimoExit
+    ) -> None:
         self.events.append(("down", reason))
 
 

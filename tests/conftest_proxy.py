@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pytest
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
@@ -85,9 +86,11 @@ async def serve(
 
 
 FORWARDING_PATHS = ("fast path", "handler")
-"""How the proxy forwards a body-less request: proxy/direct.py beneath RequestHandler, or
-proxy/http.py's handler (which every request with a body, and every request a guard must look
-at closely, takes). HTTP behaviour is tested through both."""
+"""The proxy's two front ends for a body-less request: proxy/direct.py beneath RequestHandler,
+or proxy/http.py's handler (which every request with a body, and every request a guard must look
+at closely, takes). Both drive proxy/forward.py's one sequence, so a case runs once, by the fast
+path; the tests of what each front end does itself (head, body, end, answers, cut) run by both,
+marked :data:`each_front_end`."""
 
 _forwarding = {"path": "fast path"}
 
@@ -95,13 +98,24 @@ _forwarding = {"path": "fast path"}
 @contextmanager
 def forwarding(path: str) -> Iterator[None]:
     """Proxies started inside forward body-less requests by ``path`` (one of
-    :data:`FORWARDING_PATHS`); test modules wrap every test in it, once per path."""
+    :data:`FORWARDING_PATHS`)."""
     assert path in FORWARDING_PATHS
     _forwarding["path"] = path
     try:
         yield
     finally:
         _forwarding["path"] = "fast path"
+
+
+@pytest.fixture(params=FORWARDING_PATHS)
+def front_end(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs the test once per front end (import it into the module with :data:`each_front_end`)."""
+    with forwarding(request.param):
+        yield request.param
+
+
+each_front_end = pytest.mark.usefixtures("front_end")
+"""Marks a test of a front end's own behaviour, run through both."""
 
 
 async def _admit_everything(handler: object) -> bool:

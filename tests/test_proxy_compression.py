@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zlib
-from collections.abc import Iterator
 
 import pytest
 from tornado.httputil import HTTPHeaders
@@ -14,12 +13,12 @@ from tornado.httputil import HTTPHeaders
 from proxy import compression
 from tests.backends import assets, sse
 from tests.conftest_proxy import (
-    FORWARDING_PATHS,
     RawClient,
     RawResponse,
     Switch,
     async_test,
-    forwarding,
+    each_front_end,
+    front_end,  # noqa: F401 (the fixture each_front_end asks for)
     raw_exchange,
     run_proxy,
     serve,
@@ -29,17 +28,12 @@ from tests.test_proxy_streaming import MiB, python_heap_peak, rss
 GZIP = "Accept-Encoding: gzip, deflate, br\n"
 
 
-@pytest.fixture(autouse=True, params=FORWARDING_PATHS)
-def forwarding_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    with forwarding(request.param):
-        yield request.param
-
-
 def vary(response: RawResponse) -> list[str]:
     values = response.get_list("Vary")
     return [t.strip().lower() for v in values for t in v.split(",")]
 
 
+@each_front_end
 @async_test()
 async def test_text_is_compressed_for_clients_that_accept_gzip() -> None:
     switch = Switch()
@@ -141,6 +135,7 @@ async def test_head_and_range_requests_are_not_compressed() -> None:
             client.close()
 
 
+@each_front_end
 @async_test()
 async def test_compressed_stream_is_flushed_chunk_by_chunk() -> None:
     """What marimo sent so far can be decoded by the client before marimo sends more."""

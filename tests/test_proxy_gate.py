@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -15,25 +15,19 @@ from tornado.websocket import websocket_connect
 
 from tests.backends import slow
 from tests.conftest_proxy import (
-    FORWARDING_PATHS,
     LOADING_PAGE,
     Proxy,
     Switch,
     async_test,
     closed_port,
-    forwarding,
+    each_front_end,
+    front_end,  # noqa: F401 (the fixture each_front_end asks for)
     run_proxy,
     serve,
 )
 
 NAVIGATION = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 API = {"Accept": "application/json"}
-
-
-@pytest.fixture(autouse=True, params=FORWARDING_PATHS)
-def forwarding_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    with forwarding(request.param):
-        yield request.param
 
 
 async def fetch(url: str, **kwargs: object) -> HTTPResponse:
@@ -75,6 +69,7 @@ async def test_not_ready_gets_loading_page_or_503() -> None:
         await assert_not_ready_answers(proxy)
 
 
+@each_front_end
 @async_test()
 async def test_connection_refused_is_the_same_as_not_ready() -> None:
     switch = Switch()
@@ -105,6 +100,7 @@ async def hang_up_server(says: bytes) -> AsyncIterator[int]:
     [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"],
     ids=["nothing", "status-line-only"],
 )
+@each_front_end
 @async_test()
 async def test_marimo_hanging_up_without_answer_is_not_ready_not_502(says: bytes) -> None:
     switch = Switch()
@@ -113,6 +109,7 @@ async def test_marimo_hanging_up_without_answer_is_not_ready_not_502(says: bytes
         await assert_not_ready_answers(proxy)
 
 
+@each_front_end
 @async_test()
 async def test_slow_marimo_gets_504_for_requests_and_upgrades() -> None:
     release = asyncio.Event()

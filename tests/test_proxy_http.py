@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,22 +16,16 @@ from tornado.web import Application, RequestHandler
 from tests.backends import counting, echo, headers
 from tests.backends.one_shot import one_shot_server
 from tests.conftest_proxy import (
-    FORWARDING_PATHS,
     RawClient,
     Switch,
     async_test,
-    forwarding,
+    each_front_end,
+    front_end,  # noqa: F401 (the fixture each_front_end asks for)
     raw_exchange,
     run_proxy,
     serve,
     wait_for,
 )
-
-
-@pytest.fixture(autouse=True, params=FORWARDING_PATHS)
-def forwarding_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    with forwarding(request.param):
-        yield request.param
 
 
 async def fetch(url: str, **kwargs: Any) -> HTTPResponse:
@@ -290,6 +283,7 @@ async def test_marimo_session_cookie_is_kept_and_sent_for_clients_without_one(
     assert "s3cr3t" not in caplog.text
 
 
+@each_front_end
 @async_test()
 async def test_multiple_set_cookie_headers_survive() -> None:
     switch = Switch()
@@ -315,6 +309,7 @@ async def test_etag_and_conditional_get_pass_through() -> None:
         assert again.get("ETag") == headers.ETAG
 
 
+@each_front_end
 @async_test()
 async def test_response_headers_are_marimos_not_tornados() -> None:
     """No Content-Type, Server or Etag invented by the proxy's own framework."""
@@ -329,6 +324,7 @@ async def test_response_headers_are_marimos_not_tornados() -> None:
         assert raw.get("Content-Encoding") is None
 
 
+@each_front_end
 @async_test()
 async def test_marimo_statuses_pass_untouched() -> None:
     """marimo's own redirects and errors are not followed, rewritten or turned into 502s."""
@@ -349,6 +345,7 @@ async def test_marimo_statuses_pass_untouched() -> None:
         assert proxy.pool.connections_opened == 1
 
 
+@each_front_end
 @async_test()
 async def test_head_gets_headers_without_body() -> None:
     switch = Switch()
@@ -442,6 +439,7 @@ async def test_pooled_connection_closed_by_marimo_is_not_an_error() -> None:
             await second.close_all_connections()
 
 
+@each_front_end
 @async_test()
 async def test_dead_reused_connection_is_retried_only_when_replayable() -> None:
     switch = Switch()
@@ -512,6 +510,7 @@ class _Pages(RequestHandler):
     head = get
 
 
+@each_front_end
 @async_test()
 async def test_the_html_transform_applies_to_marimos_html_documents_only() -> None:
     switch = Switch()

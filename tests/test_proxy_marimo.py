@@ -521,7 +521,7 @@ async def test_marimo_killed_mid_session_then_replaced(tmp_path: Path) -> None:
             assert await asyncio.wait_for(drain_close(conn), 30) == (1012, "marimo is restarting")
             await _outage_answers(proxy.base)  # marimo's port refuses: not ready, not 502
 
-            board.marimo_down("marimo exited unexpectedly with code -9", 1, [])
+            board.marimo_down("marimo exited unexpectedly with code -9", 1, [], "crash")
             await _outage_answers(proxy.base)
             with pytest.raises(HTTPClientError) as refused:
                 await websocket_connect(f"{proxy.ws_base}/ws?session_id={session}&file=hello.py")

@@ -15,22 +15,16 @@ from tornado.iostream import StreamClosedError
 
 from tests.backends import echo, sse
 from tests.conftest_proxy import (
-    FORWARDING_PATHS,
     RawClient,
     Switch,
     async_test,
-    forwarding,
+    each_front_end,
+    front_end,  # noqa: F401 (the fixture each_front_end asks for)
     run_proxy,
     serve,
 )
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(autouse=True, params=FORWARDING_PATHS)
-def forwarding_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    with forwarding(request.param):
-        yield request.param
 
 
 def rss() -> int:
@@ -72,6 +66,7 @@ async def test_sse_events_arrive_one_by_one() -> None:
             client.close()
 
 
+@each_front_end
 @async_test()
 async def test_stream_opens_before_its_first_event() -> None:
     """The status line and headers are not held back waiting for body bytes."""
@@ -90,6 +85,7 @@ async def test_stream_opens_before_its_first_event() -> None:
             client.close()
 
 
+@each_front_end
 @async_test()
 async def test_client_leaving_mid_stream_closes_the_upstream_connection() -> None:
     feed = sse.Feed()
@@ -105,6 +101,7 @@ async def test_client_leaving_mid_stream_closes_the_upstream_connection() -> Non
         assert proxy.pool.idle_count() == 0
 
 
+@each_front_end
 @async_test()
 async def test_body_cut_short_by_marimo_is_not_passed_off_as_complete() -> None:
     switch = Switch()

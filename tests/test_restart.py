@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import OrchestratorFactory
 from tests.support.orchestrator import ROOT, Orchestrator, hermetic_env
 from tests.support.quix_portal import FakeQuixPortal
+from tests.test_operators import metric
 
 
 def post_restart(
@@ -56,6 +57,9 @@ def test_restart_marimo_brings_a_new_marimo(
     )
     assert after["phase"] == "ready"
     assert run.get("/", {"Accept": "text/html"})[0] == 200
+    text = run.get("/-/metrics")[2].decode()
+    assert metric(text, "orchestrator_marimo_restarts_total", reason="requested") == 1
+    assert 'orchestrator_marimo_restarts_total{reason="crash"}' not in text
 
 
 def test_restart_install_reruns_and_rebuild_restores(

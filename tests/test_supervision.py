@@ -20,6 +20,7 @@ from jobs.errors import PermanentError
 from jobs.installers import Installer
 from jobs.layout import StateLayout
 from jobs.marimo import MarimoSupervisor, health_ok
+from jobs.reporting import MarimoExit
 from tests.conftest import RecordingReporter
 from tests.conftest_proxy import async_test, wait_for
 from tests.support.orchestrator import hermetic_env
@@ -43,8 +44,10 @@ class TimedReporter(RecordingReporter):
         super().marimo_up(pid, host, port, token)
         self.ups.append((time.monotonic(), pid, port, token))
 
-    def marimo_down(self, reason: str, restarts: int, last_output: list[str]) -> None:
-        super().marimo_down(reason, restarts, last_output)
+    def marimo_down(
+        self, reason: str, restarts: int, last_output: list[str], kind: MarimoExit
+    ) -> None:
+        super().marimo_down(reason, restarts, last_output, kind)
         self.downs.append((time.monotonic(), reason, restarts, list(last_output)))
 
     def step_retrying(

@@ -13,10 +13,12 @@ from collections.abc import Callable
 import tornado.httputil
 import tornado.web
 
+from orchestrator.probes import frame_policy
+
 
 def framing_headers(frame_ancestors: str) -> Callable[[tornado.httputil.HTTPHeaders], None]:
     """Edits a response's headers in place to carry the framing policy."""
-    policy = f"frame-ancestors {frame_ancestors}"
+    policy = frame_policy(frame_ancestors)
 
     def apply(headers: tornado.httputil.HTTPHeaders) -> None:
         existing = headers.get("Content-Security-Policy")

@@ -11,6 +11,7 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
+from orchestrator import probes
 from orchestrator.auth import Guard
 from orchestrator.status import StatusBoard
 
@@ -44,7 +45,7 @@ class HealthyHandler(BoardHandler):
     protected = False
 
     def get(self) -> None:
-        self.write({"status": "alive", "boot_id": self.board.boot_id})
+        self.write(probes.healthy(self.board.boot_id))
 
     head = get
 
@@ -57,8 +58,8 @@ class ReadyHandler(BoardHandler):
     def get(self) -> None:
         if not self.board.ready:
             self.set_status(503)
-            self.set_header("Retry-After", "2")
-        self.write({"ready": self.board.ready, "phase": self.board.phase})
+            self.set_header("Retry-After", probes.NOT_READY_RETRY_AFTER)
+        self.write(probes.readiness(self.board.ready, self.board.phase))
 
     head = get
 

@@ -1,0 +1,48 @@
+"""The layers: ``orchestrator/`` composes, ``jobs/`` and ``proxy/`` are leaves that never import
+``orchestrator/`` nor each other. Every import statement counts, function-local and
+``TYPE_CHECKING`` ones included."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LEAVES = {"jobs": {"orchestrator", "proxy"}, "proxy": {"orchestrator", "jobs"}}
+
+
+def imported_packages(source: Path) -> set[tuple[int, str]]:
+    """(line, top-level package) for every absolute import in ``source``."""
+    found: set[tuple[int, str]] = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"), str(source))):
+        if isinstance(node, ast.Import):
+            found.update((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+@pytest.mark.parametrize("leaf", sorted(LEAVES))
+def test_leaves_import_neither_the_orchestrator_nor_each_other(leaf: str) -> None:
+    modules = sorted((ROOT / leaf).rglob("*.py"))
+    assert modules, f"no modules under {leaf}/"
+    crossings = [
+        f"{module.relative_to(ROOT)}:{line} imports {package}"
+        for module in modules
+        for line, package in sorted(imported_packages(module))
+        if package in LEAVES[leaf]
+    ]
+    assert crossings == []
+
+
+def test_the_walk_sees_local_and_type_checking_imports(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from orchestrator.status import StatusBoard\n"
+        "def f():\n    import proxy.http\n",
+        encoding="utf-8",
+    )
+    assert {package for _, package in imported_packages(module)} >= {"orchestrator", "proxy"}
