@@ -58,7 +58,15 @@ def quix(
     *args: str,
 ) -> Orchestrator:
     portal.state.allowed_tokens.add(USER)
-    run = orchestrator(notebook_dir, state, "--auth", "quix", *args, env=portal.env())
+    env = portal.env()
+    if state is not None:  # a volume Quix mounted: what is kept there persists
+        env.update(
+            {
+                "Quix__Deployment__State__Path": str(state),
+                "Quix__Deployment__State__Enabled": "true",
+            }
+        )
+    run = orchestrator(notebook_dir, state, "--auth", "quix", *args, env=env)
     run.token = USER
     run.wait_listening()
     return run
@@ -277,7 +285,7 @@ def wrong_login(run: Orchestrator, headers: dict[str, str] | None = None) -> tup
 def test_sign_in_is_throttled_per_client_and_the_right_token_works_after(
     orchestrator: OrchestratorFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir)
+    run = orchestrator(notebook_dir, quix=False)  # no proxy in front is trusted
     run.wait_listening()
     codes = [wrong_login(run)[0] for _ in range(5)]
     assert codes == [401] * 5
@@ -569,7 +577,7 @@ def _drain(terminal: object) -> bytes:
 def test_origins_compare_the_scheme_and_cookies_are_secure_over_https(
     orchestrator: OrchestratorFactory, notebook_dir: Path
 ) -> None:
-    plain = orchestrator(notebook_dir)
+    plain = orchestrator(notebook_dir, quix=False)  # no proxy in front is trusted
     plain.wait_listening()
     form = urllib.parse.urlencode({"token": plain.token}).encode()
     https_origin = plain.base.replace("http://", "https://")
