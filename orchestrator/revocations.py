@@ -21,13 +21,49 @@ log = logging.getLogger("orchestrator")
 MAX_ENTRIES = 100_000
 
 
+REFRESH_SECONDS = 1.0
+"""How stale this process's view of the file may be: replicas sharing the state folder append
+their logouts to it, and each one's become effective on the others within this time."""
+
+
 class Revocations:
     def __init__(self) -> None:
         self._ended: dict[str, float] = {}
         self._path: Path | None = None
+        self._read_up_to = 0
+        self._refreshed_at = 0.0
 
     def __contains__(self, sid: str) -> bool:
+        if self._path is not None and time.monotonic() - self._refreshed_at >= REFRESH_SECONDS:
+            self._refresh(self._path)
         return sid in self._ended
+
+    def _refresh(self, path: Path) -> None:
+        """Read what other processes appended since the last look (one stat when nothing did)."""
+        self._refreshed_at = time.monotonic()
+        try:
+            size = path.stat().st_size
+            if size == self._read_up_to:
+                return
+            start = self._read_up_to if size > self._read_up_to else 0  # rewritten: read it all
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                data = handle.read(size - start)
+        except OSError:
+            return
+        complete = data.rfind(b"\n") + 1  # a line being appended right now is read next time
+        self._read_up_to = start + complete
+        self._merge(data[:complete].decode("ascii", errors="replace").splitlines())
+
+    def _merge(self, lines: list[str]) -> None:
+        for line in lines:
+            sid, _, expires = line.partition(" ")
+            try:
+                self._ended.setdefault(sid, float(expires))
+            except ValueError:
+                continue
+        if len(self._ended) >= MAX_ENTRIES:
+            self._prune()
 
     def add(self, sid: str, expires: float) -> None:
         if sid in self._ended:
@@ -57,12 +93,7 @@ class Revocations:
         except OSError as error:
             log.warning("cannot read %s: %s; logouts will not survive a restart", path, error)
             return
-        for line in lines:
-            sid, _, expires = line.partition(" ")
-            try:
-                self._ended.setdefault(sid, float(expires))
-            except ValueError:
-                continue
+        self._merge(lines)
         self._prune()
         try:
             temporary = path.with_name(path.name + ".tmp")
@@ -72,10 +103,12 @@ class Revocations:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
+            self._read_up_to = path.stat().st_size
         except OSError as error:
             log.warning("cannot keep %s: %s; logouts will not survive a restart", path, error)
             return
         self._path = path
+        self._refreshed_at = time.monotonic()
 
     def _prune(self) -> None:
         now = time.time()

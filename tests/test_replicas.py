@@ -332,3 +332,36 @@ def gone(path: Path, timeout: float = 30) -> bool:
     while path.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     return not path.exists()
+
+
+def test_a_session_works_on_every_replica_and_a_logout_on_one_ends_it_on_all(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    """Behind one load balancer a viewer's requests land on any replica: replicas started
+    together agree on one signing secret, and a logout on one is refused by the others."""
+    from tests.test_auth import cookie_of, login, request
+
+    state = tmp_path / "shared"
+    replicas = [orchestrator(notebook_dir, state, *RUN) for _ in range(3)]
+    for replica in replicas:
+        replica.wait_for(lambda s: s["state"]["path"] == str(state), what="state resolved")
+    # Signed in on the last replica to adopt the secret's file: valid on every replica.
+    code, headers, _ = login(replicas[2], replicas[2].token)
+    assert code == 303
+    cookie = cookie_of(headers)
+    for replica in replicas:
+        assert request(replica, "GET", "/-/status", {"Cookie": cookie})[0] == 200
+    code, _, _ = request(
+        replicas[0], "POST", "/-/logout", {"Cookie": cookie, "Origin": replicas[0].base}
+    )
+    assert code == 303
+    deadline = time.monotonic() + 10
+    refused: set[int] = set()
+    while time.monotonic() < deadline and len(refused) < 3:
+        refused |= {
+            number
+            for number, replica in enumerate(replicas)
+            if request(replica, "GET", "/-/status", {"Cookie": cookie})[0] == 401
+        }
+        time.sleep(0.1)  # between polls
+    assert refused == {0, 1, 2}, "a logout on one replica ends the session on every replica"
