@@ -292,7 +292,7 @@ def breakdown(path: Path, recorder: Recorder, seconds: float) -> None:
         ):
             totals[name] = totals.get(name, 0.0) + e.get("dur", 0) / 1000
     kinds: dict[str, int] = {}
-    for rid, url in recorder.urls.items():
+    for rid in recorder.urls:
         kind = f"{recorder.types.get(rid, '?')}/{recorder.initiators.get(rid, '?')}"
         kinds[kind] = kinds.get(kind, 0) + 1
     import marimo
@@ -333,7 +333,7 @@ def summary(visits: list[Visit]) -> tuple[str, str, str, int]:
     mb = statistics.median(v.bytes for v in visits) / 1e6
     return (
         f"{statistics.median(done):.2f}",
-        f"{min(done):.2f}–{max(done):.2f}",
+        f"{min(done):.2f}-{max(done):.2f}",
         f"{mb:.2f}",
         unfinished,
     )
@@ -419,7 +419,7 @@ def main() -> None:
             f"\nEditor load over {args.mbit:g} Mbit/s, {args.latency:g} ms, {args.rounds} rounds"
             f" (load: {args.load} busy processes)\n"
         )
-        print("| visit | contender | median s | min–max s | MB (median) | unfinished |")
+        print("| visit | contender | median s | min-max s | MB (median) | unfinished |")
         print("|---|---|---|---|---|---|")
         for kind in ("first", "repeat"):
             for contender in contenders:
