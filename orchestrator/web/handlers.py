@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 from pathlib import Path
@@ -69,6 +70,13 @@ class StatusHandler(BoardHandler):
         self.write(self.board.snapshot_json())
 
 
+@functools.lru_cache(maxsize=16)
+def _event(kind: str, payload: str) -> bytes:
+    """One Server-Sent Event, encoded once for every watcher it goes to (the board hands each
+    subscriber the same string, whose hash Python keeps)."""
+    return f"event: {kind}\ndata: {payload}\n\n".encode()
+
+
 class EventsHandler(BoardHandler):
     """Server-Sent Events: the current status at once, then every change and log line.
 
@@ -103,7 +111,8 @@ class EventsHandler(BoardHandler):
             await self.flush()
             while not self._closed and not subscriber.overflowed:
                 try:
-                    event, data = await asyncio.wait_for(subscriber.queue.get(), self.keepalive)
+                    async with asyncio.timeout(self.keepalive):  # no task per wait
+                        event, data = await subscriber.queue.get()
                 except TimeoutError:
                     self.write(": keep-alive\n\n")
                     await self.flush()
@@ -120,7 +129,7 @@ class EventsHandler(BoardHandler):
                 )
                 for index, (kind, payload) in enumerate(batch):
                     if kind != "status" or index == newest:
-                        self.write(f"event: {kind}\ndata: {payload}\n\n")
+                        self.write(_event(kind, payload))
                 await self.flush()
         except tornado.iostream.StreamClosedError:
             pass
