@@ -6,6 +6,7 @@ import asyncio
 import functools
 import html
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,10 @@ def _event(kind: str, payload: str) -> bytes:
 
 
 class _Push(Subscriber):
-    """Writes every event offered into its handler's output at once (no coroutine woken per
-    watcher) and flushes once per loop turn; while a flush is still under way, events wait in a
-    bounded batch, and a batch that outgrows it ends the stream (``overflowed``)."""
+    """Writes every event offered into its handler's output on the next loop turn (no coroutine
+    woken per watcher; offered from any thread, written on the loop's) and flushes once per
+    turn; while a flush is still under way, events wait in a bounded batch, and a batch that
+    outgrows it ends the stream (``overflowed``)."""
 
     def __init__(self, handler: EventsHandler, capacity: int = 4096) -> None:
         super().__init__(capacity=1)
@@ -93,6 +95,8 @@ class _Push(Subscriber):
         self._scheduled = False
         self._flushing = False
         self.ended = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
 
     def offer(self, event: str, data: str) -> None:
         if self.overflowed or self.ended.is_set():
@@ -100,11 +104,14 @@ class _Push(Subscriber):
         self._batch.append((event, data))
         if len(self._batch) > self._capacity:
             self.overflowed = True
-            self.ended.set()
+            self._loop.call_soon_threadsafe(self.ended.set)
             return
         if not self._scheduled and not self._flushing:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._send)
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_soon(self._send)
+            else:  # the board also hears from worker threads (notebook sync's scans)
+                self._loop.call_soon_threadsafe(self._send)
 
     def _send(self) -> None:
         self._scheduled = False
