@@ -15,9 +15,11 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -29,18 +31,14 @@ from tests.support.index import LocalIndex  # noqa: E402
 from tests.support.orchestrator import Orchestrator, hermetic_env  # noqa: E402
 from tests.support.wheels import build_wheel  # noqa: E402
 
+WATCHERS = """
+import asyncio, json, sys, time
 
-async def watch(
-    run: Orchestrator,
-    delays: list[float],
-    ready: asyncio.Event,
-    count: list[int],
-    stop: asyncio.Event,
-    measuring: asyncio.Event,
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", run.port)
+async def watch(port, token, lines, ready, count, measuring, stop):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        f"GET /-/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {run.token}\r\n\r\n".encode()
+        f"GET /-/events HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n"
+        f"Authorization: Bearer {token}\\r\\n\\r\\n".encode()
     )
     await writer.drain()
     count[0] += 1
@@ -48,16 +46,44 @@ async def watch(
         ready.set()
     try:
         while not stop.is_set():
-            line = await asyncio.wait_for(reader.readline(), timeout=60)
-            if line.startswith(b"data: {") and b'"phase"' in line:
-                received = time.time()
-                status = json.loads(line[6:])
-                if measuring.is_set():
-                    delays.append(received - status["at"])
-    except (TimeoutError, ConnectionError):
+            line = await reader.readline()
+            if not line:
+                return
+            if measuring[0] and line.startswith(b"data: {"):
+                lines.append((time.time(), line))  # parsed after the run, not on the clock
+    except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
         writer.close()
+
+async def main():
+    port, token, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    lines, ready, stop, count, measuring = [], asyncio.Event(), asyncio.Event(), [0, n], [False]
+    tasks = [
+        asyncio.create_task(watch(port, token, lines, ready, count, measuring, stop))
+        for _ in range(n)
+    ]
+    await ready.wait()
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    print("ready", flush=True)
+    await stdin.readline()  # "measure"
+    measuring[0] = True
+    await stdin.readline()  # "stop"
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    delays = []
+    for received, line in lines:
+        status = json.loads(line[6:])
+        if "phase" in status and "at" in status:
+            delays.append(received - status["at"])
+    print(json.dumps(delays), flush=True)
+
+asyncio.run(main())
+"""
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -69,27 +95,31 @@ async def main_async(args: argparse.Namespace) -> None:
     (notebooks / "requirements.txt").write_text("bench-pkg\n")
     with LocalIndex(work / "wheels") as index:
         run = Orchestrator(notebooks, work / "state", work / "o.log", hermetic_env(index.env()))
+        watchers: subprocess.Popen[str] | None = None
         try:
             run.wait_ready()
             process = psutil.Process(run.process.pid)
             idle = process.memory_info().rss / 2**20
-            delays: list[float] = []
-            ready, stop, measuring = asyncio.Event(), asyncio.Event(), asyncio.Event()
-            count = [0, args.watchers]
-            watchers = [
-                asyncio.create_task(watch(run, delays, ready, count, stop, measuring))
-                for _ in range(args.watchers)
-            ]
-            await asyncio.wait_for(ready.wait(), 60)
+            watchers = subprocess.Popen(
+                [sys.executable, "-c", WATCHERS, str(run.port), run.token, str(args.watchers)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert watchers.stdin is not None and watchers.stdout is not None
+            loop = asyncio.get_running_loop()
+            line = await asyncio.wait_for(loop.run_in_executor(None, watchers.stdout.readline), 60)
+            assert line.strip() == "ready", line
             await asyncio.sleep(1)
             loaded = process.memory_info().rss / 2**20
-            measuring.set()
+            watchers.stdin.write("measure\n")
+            watchers.stdin.flush()
+            await asyncio.sleep(0.5)
             for _ in range(args.changes):
-                before = len(delays)
-                await asyncio.get_running_loop().run_in_executor(
+                await loop.run_in_executor(
                     None,
-                    lambda: __import__("urllib.request").request.urlopen(
-                        __import__("urllib.request").request.Request(
+                    lambda: urllib.request.urlopen(
+                        urllib.request.Request(
                             run.base + "/-/restart",
                             data=b'{"scope": "install"}',
                             headers={"Content-Type": "application/json", **run.auth},
@@ -98,22 +128,28 @@ async def main_async(args: argparse.Namespace) -> None:
                         timeout=30,
                     ),
                 )
+                # Let the reinstall's status changes reach every watcher before the next one.
                 deadline = time.monotonic() + 30
-                while len(delays) < before + args.watchers and time.monotonic() < deadline:
+                while time.monotonic() < deadline and run.status()["phase"] != "ready":
                     await asyncio.sleep(0.05)
                 await asyncio.sleep(1)
             peak = process.memory_info().rss / 2**20
-            stop.set()
-            for task in watchers:
-                task.cancel()
-            await asyncio.gather(*watchers, return_exceptions=True)
+            watchers.stdin.write("stop\n")
+            watchers.stdin.flush()
+            delays: list[float] = json.loads(
+                await loop.run_in_executor(None, watchers.stdout.readline)
+            )
         finally:
+            if watchers is not None:
+                watchers.kill()
+                watchers.wait()
             run.kill_everything()
     delays.sort()
     p50 = statistics.median(delays) * 1000
     p99 = delays[int(len(delays) * 0.99) - 1] * 1000
     print(
-        f"/-/events fan-out: {args.watchers} watchers, {args.changes} restart requests, {len(delays)} deliveries measured"
+        f"/-/events fan-out: {args.watchers} watchers (in their own process),"
+        f" {args.changes} restart requests, {len(delays)} deliveries measured"
     )
     print("| measure | value |")
     print("|---|---|")

@@ -135,8 +135,9 @@ class StatusBoard:
     def snapshot_json(self) -> str:
         return json.dumps(self.snapshot(), separators=(",", ":"))
 
-    def subscribe(self) -> Subscriber:
-        subscriber = Subscriber()
+    def subscribe(self, subscriber: Subscriber | None = None) -> Subscriber:
+        """Adds ``subscriber`` (a queueing :class:`Subscriber` when None) to every event."""
+        subscriber = subscriber or Subscriber()
         self.subscribers.add(subscriber)
         return subscriber
 

@@ -31,6 +31,7 @@ import zlib
 
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
+from proxy import caching
 from proxy.headers import tokens
 
 MIN_LENGTH = 1024
@@ -150,9 +151,12 @@ def negotiate(
 
     Returns the encoder to pass every body chunk through, or None when the body passes as is.
     ``response_headers`` are the ones about to reach the client (hop-by-hop headers gone).
+    Both forwarding paths call this once per answer, so it also sets the answer's caching
+    headers (:mod:`proxy.caching`).
     HTTP/1.0 clients get the body as it is, with its length: they have no chunking, so a
     compressed body could only end with their connection.
     """
+    caching.apply(request, status, response_headers)
     request_headers = request.headers
     if status == 304:
         etag = response_headers.get("Etag")

@@ -81,3 +81,47 @@ def test_a_late_joiner_gets_the_current_state_at_once(
     event, data = next(sse_events(run.port, run.auth))
     assert event == "status"
     assert json.loads(data)["ready"] is True
+
+
+def test_changes_published_from_a_worker_thread_reach_every_watcher() -> None:
+    """Notebook sync reports from its scan thread: its status still reaches each watcher (and
+    in order: the last one seen is the last one published)."""
+    import asyncio
+    import threading
+
+    import tornado.httpserver
+    import tornado.web
+
+    from orchestrator.status import StatusBoard
+    from orchestrator.web.handlers import EventsHandler
+    from tests.support.orchestrator import free_port
+
+    async def main() -> None:
+        board = StatusBoard()
+        app = tornado.web.Application([(r"/-/events", EventsHandler, {"board": board})])
+        port = free_port()
+        server = tornado.httpserver.HTTPServer(app)
+        server.listen(port, "127.0.0.1")
+        watchers = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /-/events HTTP/1.1\r\nHost: t\r\n\r\n")
+            await reader.readuntil(b'"phase"')  # the first status: subscribed
+            watchers.append((reader, writer))
+
+        def publish() -> None:
+            for n in range(50):
+                board.sync_changed({"pending": [f"n{n}.py"], "last_error": None})
+
+        thread = threading.Thread(target=publish)
+        thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        for reader, writer in watchers:
+            seen = b""
+            async with asyncio.timeout(10):
+                while b'"n49.py"' not in seen:
+                    seen += await reader.read(65536)
+            writer.close()
+        server.stop()
+
+    asyncio.run(main())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import tornado.web
 
 from orchestrator import probes
 from orchestrator.auth import Guard
-from orchestrator.status import StatusBoard
+from orchestrator.status import StatusBoard, Subscriber
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -70,12 +72,78 @@ class StatusHandler(BoardHandler):
         self.write(self.board.snapshot_json())
 
 
+@functools.lru_cache(maxsize=16)
+def _event(kind: str, payload: str) -> bytes:
+    """One Server-Sent Event, encoded once for every watcher it goes to (the board hands each
+    subscriber the same string, whose hash Python keeps); kind ``comment`` is a comment line
+    (nothing when empty)."""
+    if kind == "comment":
+        return f": {payload}\n\n".encode() if payload else b""
+    return f"event: {kind}\ndata: {payload}\n\n".encode()
+
+
+class _Push(Subscriber):
+    """Writes every event offered into its handler's output on the next loop turn (no coroutine
+    woken per watcher; offered from any thread, written on the loop's) and flushes once per
+    turn; while a flush is still under way, events wait in a bounded batch, and a batch that
+    outgrows it ends the stream (``overflowed``)."""
+
+    def __init__(self, handler: EventsHandler, capacity: int = 4096) -> None:
+        super().__init__(capacity=1)
+        self._handler = handler
+        self._capacity = capacity
+        self._batch: list[tuple[str, str]] = []
+        self._scheduled = False
+        self._flushing = False
+        self.ended = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
+    def offer(self, event: str, data: str) -> None:
+        if self.overflowed or self.ended.is_set():
+            return
+        self._batch.append((event, data))
+        if len(self._batch) > self._capacity:
+            self.overflowed = True
+            self._loop.call_soon_threadsafe(self.ended.set)
+            return
+        if not self._scheduled and not self._flushing:
+            self._scheduled = True
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_soon(self._send)
+            else:  # the board also hears from worker threads (notebook sync's scans)
+                self._loop.call_soon_threadsafe(self._send)
+
+    def _send(self) -> None:
+        self._scheduled = False
+        if self.ended.is_set() or not self._batch:
+            return
+        # A status is a full snapshot, so only the newest of a batch is worth sending; log
+        # lines all go, in order.
+        batch, self._batch = self._batch, []
+        newest = max((i for i, (kind, _) in enumerate(batch) if kind == "status"), default=-1)
+        handler = self._handler
+        for index, (kind, payload) in enumerate(batch):
+            if kind != "status" or index == newest:
+                handler.write(_event(kind, payload))
+        self._flushing = True
+        handler.flush().add_done_callback(self._flushed)
+
+    def _flushed(self, done: asyncio.Future[None]) -> None:
+        self._flushing = False
+        if done.cancelled() or done.exception() is not None:
+            self.ended.set()
+        elif self._batch:
+            self._send()
+
+
 class EventsHandler(BoardHandler):
     """Server-Sent Events: the current status at once, then every change and log line.
 
-    A keep-alive comment goes out at least every ``keepalive`` seconds so that intermediaries do
-    not cut an idle stream. A client that cannot keep up is disconnected (it reconnects and is
-    brought up to date by the first event), never buffered without bound.
+    A keep-alive comment goes out every ``keepalive`` seconds so that intermediaries do not cut
+    an idle stream. A client that cannot keep up is disconnected (it reconnects and is brought up
+    to date by the first event), never buffered without bound. Each event is encoded once for
+    all watchers and written into each watcher's stream as it is published (:class:`_Push`).
     """
 
     keepalive: float
@@ -83,50 +151,31 @@ class EventsHandler(BoardHandler):
     def initialize(self, board: StatusBoard, keepalive: float = 15.0, **_: Any) -> None:
         super().initialize(board)
         self.keepalive = keepalive
-        self._closed = False
+        self._push: _Push | None = None
 
     def on_connection_close(self) -> None:
-        self._closed = True
-
-    async def _send(self, event: str, data: str) -> None:
-        self.write(f"event: {event}\ndata: {data}\n\n")
-        await self.flush()
+        if self._push is not None:
+            self._push.ended.set()
 
     async def get(self) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("X-Accel-Buffering", "no")
-        subscriber = self.board.subscribe()
+        self.write("retry: 1000\n\n")
+        self.write(_event("status", self.board.snapshot_json()))
+        for record in list(self.board.logs)[-100:]:
+            self.write(f"event: log\ndata: {json.dumps(record, separators=(',', ':'))}\n\n")
+        push = self._push = _Push(self)
+        self.board.subscribe(push)
         try:
-            self.write("retry: 1000\n\n")
-            await self._send("status", self.board.snapshot_json())
-            for record in list(self.board.logs)[-100:]:
-                self.write(f"event: log\ndata: {json.dumps(record, separators=(',', ':'))}\n\n")
-            await self.flush()
-            while not self._closed and not subscriber.overflowed:
+            push.offer("comment", "")  # flushes the above, in order with what follows
+            while not push.ended.is_set():
                 try:
-                    event, data = await asyncio.wait_for(subscriber.queue.get(), self.keepalive)
+                    async with asyncio.timeout(self.keepalive):
+                        await push.ended.wait()
                 except TimeoutError:
-                    self.write(": keep-alive\n\n")
-                    await self.flush()
-                    continue
-                # Drain what is already queued and flush once. A status is a full snapshot, so
-                # only the newest queued one is worth sending; log lines all go, in order.
-                batch = [(event, data)]
-                while not subscriber.queue.empty():
-                    batch.append(subscriber.queue.get_nowait())
-                newest = (
-                    max(i for i, (kind, _) in enumerate(batch) if kind == "status")
-                    if any(kind == "status" for kind, _ in batch)
-                    else -1
-                )
-                for index, (kind, payload) in enumerate(batch):
-                    if kind != "status" or index == newest:
-                        self.write(f"event: {kind}\ndata: {payload}\n\n")
-                await self.flush()
-        except tornado.iostream.StreamClosedError:
-            pass
+                    push.offer("comment", "keep-alive")
         finally:
-            self.board.unsubscribe(subscriber)
+            self.board.unsubscribe(push)
 
 
 class LoadingPage:

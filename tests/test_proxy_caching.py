@@ -1,0 +1,217 @@
+"""Browser caching: marimo's content-hashed assets are kept for good by the browser that was
+admitted (and by no shared cache); HTML, API answers and everything else are asked for again.
+Correct after a marimo upgrade (new HTML naming new hashes), across restarts, and never for a
+client without a session."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tornado.web import Application, RequestHandler
+
+from proxy.caching import IMMUTABLE
+from tests.conftest import OrchestratorFactory
+from tests.conftest_proxy import (
+    FORWARDING_PATHS,
+    RawResponse,
+    Switch,
+    async_test,
+    forwarding,
+    raw_exchange,
+    run_proxy,
+    serve,
+)
+from tests.test_restart import post_restart
+
+STATIC = Path(__import__("marimo").__file__).parent / "_static"
+
+
+def varies(headers: RawResponse | dict[str, str]) -> list[str]:
+    if isinstance(headers, RawResponse):
+        values = headers.get_list("Vary")
+    else:
+        values = [headers.get("vary", "")]
+    return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
+
+
+def reusable(cache_control: str | None) -> bool:
+    """Whether a browser may reuse the answer without asking (a max-age above zero)."""
+    found = re.search(r"max-age=(\d+)", cache_control or "")
+    return bool(found and int(found.group(1)) > 0) and "no-cache" not in (cache_control or "")
+
+
+class _Version:
+    """One marimo build: its HTML names its one script by the script's hash."""
+
+    def __init__(self, asset: str, script: bytes) -> None:
+        self.asset, self.script = asset, script
+
+
+class _Page(RequestHandler):
+    def initialize(self, version: _Version) -> None:
+        self.version = version
+
+    def compute_etag(self) -> None:
+        return None
+
+    def get(self) -> None:
+        # As marimo: its HTML is private, no-cache; the session middleware varies on Cookie.
+        self.set_header("Cache-Control", "private, no-cache")
+        self.set_header("Vary", "Origin, Cookie")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(f'<html><script src="./assets/{self.version.asset}"></script></html>')
+
+
+class _Asset(RequestHandler):
+    def initialize(self, version: _Version) -> None:
+        self.version = version
+
+    def compute_etag(self) -> None:
+        return None
+
+    def get(self, name: str) -> None:
+        self.set_header("Vary", "Origin, Cookie")
+        if name != self.version.asset:
+            self.set_status(404)
+            self.finish("not found")
+            return
+        self.set_header("Content-Type", "application/javascript")
+        self.set_header("ETag", '"strong-1"')
+        if self.request.headers.get("If-None-Match", "").removeprefix("W/") == '"strong-1"':
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(self.version.script)
+
+
+class _Api(RequestHandler):
+    def get(self) -> None:
+        self.set_header("Vary", "Origin, Cookie")
+        self.finish({"status": "ok"})
+
+
+def marimo_like(version: _Version) -> Application:
+    return Application(
+        [
+            (r"/", _Page, {"version": version}),
+            (r"/assets/([^/]+)", _Asset, {"version": version}),
+            (r"/api/status", _Api),
+            (r"/favicon\.ico", _Api),
+        ]
+    )
+
+
+V1 = _Version("index-Ab3_x-9Z.js", b"export const version = 1;\n" * 200)
+V2 = _Version("index-Qr7-k2Lm.js", b"export const version = 2;\n" * 200)
+
+
+@pytest.fixture(params=FORWARDING_PATHS)
+def forwarding_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    with forwarding(request.param):
+        yield request.param
+
+
+@async_test()
+async def test_hashed_assets_are_immutable_html_and_api_are_asked_again(
+    forwarding_path: str,
+) -> None:
+    switch = Switch()
+    async with serve(marimo_like(V1)) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        gz = "Accept-Encoding: gzip\n"
+        asset = await raw_exchange(proxy.port, f"GET /assets/{V1.asset} HTTP/1.1\nHost: t\n{gz}")
+        assert asset.status == 200
+        assert asset.get("Cache-Control") == IMMUTABLE
+        assert "cookie" not in varies(asset)
+        assert "origin" in varies(asset) and "accept-encoding" in varies(asset)
+        # A revalidation (a browser that kept an older copy) is confirmed as immutable too.
+        again = await raw_exchange(
+            proxy.port,
+            f"GET /assets/{V1.asset} HTTP/1.1\nHost: t\n{gz}If-None-Match: {asset.get('ETag')}\n",
+        )
+        assert again.status == 304 and again.get("Cache-Control") == IMMUTABLE
+
+        page = await raw_exchange(proxy.port, "GET / HTTP/1.1\nHost: t\nAccept: text/html\n")
+        assert page.status == 200 and page.get("Cache-Control") == "private, no-cache"
+        assert "cookie" in varies(page)
+        for path in ("/api/status", "/favicon.ico"):
+            api = await raw_exchange(proxy.port, f"GET {path} HTTP/1.1\nHost: t\n")
+            assert api.status == 200 and api.get("Cache-Control") == "private, no-cache", path
+        # Not an asset: a wrong hash (a 404) and a POST are never kept.
+        missing = await raw_exchange(
+            proxy.port, "GET /assets/index-00000000.js HTTP/1.1\nHost: t\n"
+        )
+        assert missing.status == 404 and not reusable(missing.get("Cache-Control"))
+        post = await raw_exchange(
+            proxy.port, f"POST /assets/{V1.asset} HTTP/1.1\nHost: t\nContent-Length: 0\n"
+        )
+        assert not reusable(post.get("Cache-Control"))
+
+
+@async_test()
+async def test_an_upgraded_marimo_is_seen_at_the_next_page_load(forwarding_path: str) -> None:
+    """A new marimo version (a restart onto another build) names new hashes in new HTML: the
+    HTML is never reused, so the browser asks for the new asset, and the old URL, gone, is not
+    kept as an error either."""
+    switch = Switch()
+    async with (
+        serve(marimo_like(V1)) as old,
+        serve(marimo_like(V2)) as new,
+        run_proxy(switch) as proxy,
+    ):
+        switch.point(old.port, 1)
+        first = await raw_exchange(proxy.port, "GET / HTTP/1.1\nHost: t\n")
+        assert V1.asset.encode() in first.body and not reusable(first.get("Cache-Control"))
+        switch.point(new.port, 2)
+        second = await raw_exchange(proxy.port, "GET / HTTP/1.1\nHost: t\n")
+        assert V2.asset.encode() in second.body and V1.asset.encode() not in second.body
+        fresh = await raw_exchange(proxy.port, f"GET /assets/{V2.asset} HTTP/1.1\nHost: t\n")
+        assert (fresh.status, fresh.body) == (200, V2.script)
+        assert fresh.get("Cache-Control") == IMMUTABLE
+        gone = await raw_exchange(proxy.port, f"GET /assets/{V1.asset} HTTP/1.1\nHost: t\n")
+        assert gone.status == 404 and not reusable(gone.get("Cache-Control"))
+
+
+def _editor_script() -> str:
+    index = (STATIC / "index.html").read_text(encoding="utf-8")
+    return sorted(set(re.findall(r'\./assets/(index-[^"\']+\.js)', index)))[0]
+
+
+def test_real_marimo_through_the_orchestrator_signed_in_signed_out_and_restarted(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    """With a real marimo behind the real orchestrator: the editor's script is immutable for a
+    signed-in browser only; a client without a session gets the guard's uncacheable refusal; the
+    editor's HTML and API are asked for again; after marimo restarts, the HTML names the same
+    content-hashed script with the same bytes."""
+    run = orchestrator(notebook_dir, quix=False)
+    before = run.wait_ready()
+    script = f"/assets/{_editor_script()}"
+
+    code, headers, _ = run.get(script, signed_in=False)
+    assert code == 401
+    assert headers.get("Cache-Control") == "no-store"
+
+    code, headers, body = run.get(script)
+    assert code == 200 and body == (STATIC / script.lstrip("/")).read_bytes()
+    assert headers["Cache-Control"] == IMMUTABLE
+    assert "cookie" not in varies({k.lower(): v for k, v in headers.items()})
+
+    code, headers, page = run.get("/", {"Accept": "text/html"})
+    assert code == 200 and script.encode()[1:] in page
+    assert not reusable(headers.get("Cache-Control"))
+    code, headers, _ = run.get("/api/status", {"Accept": "application/json"})
+    assert code == 200 and not reusable(headers.get("Cache-Control"))
+
+    assert post_restart(run, {"scope": "marimo"})[0] == 202
+    run.wait_for(
+        lambda s: s["ready"] and s["marimo"]["pid"] != before["marimo"]["pid"],
+        what="a new marimo",
+    )
+    code, _, page = run.get("/", {"Accept": "text/html"})
+    assert code == 200 and script.encode()[1:] in page
+    code, headers, again = run.get(script)
+    assert (code, again) == (200, body) and headers["Cache-Control"] == IMMUTABLE
