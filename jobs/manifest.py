@@ -114,15 +114,17 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` so that a crash at any moment leaves old or new content."""
+def write_atomically(path: Path, text: str | bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` (UTF-8 when a string) so that a crash at any moment leaves
+    old or new content."""
     import tempfile  # not on the warm start's path (the manifest is only read there)
 
+    data = text.encode("utf-8") if isinstance(text, str) else text
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)

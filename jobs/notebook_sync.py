@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import Any
 from tenacity import wait_exponential
 
 from jobs.backoff import pause
+from jobs.manifest import write_atomically
 from jobs.notebook_scan import Scanner, read_notebook
 
 SEEN_PER_FILE = 50
@@ -57,28 +57,6 @@ class CredentialRefused(Exception):
 
 class FileRefused(Exception):
     """The destination refused this one path (a 4xx other than 401/403)."""
-
-
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a crash at any moment leaves the old or the new bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass
@@ -128,7 +106,7 @@ class SyncState:
             "last_sync_at": self.last_sync_at,
             "last_error": self.last_error,
         }
-        write_bytes_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
     def remember(self, name: str, digest: str) -> None:
         versions = self.seen.setdefault(name, [])
@@ -235,7 +213,7 @@ class NotebookSync:
 
     def _keep(self, name: str, data: bytes, digest: str, now: float) -> None:
         """The content first (atomically), then the entry naming it (saved by the caller)."""
-        write_bytes_atomically(self._blob(digest), data)
+        write_atomically(self._blob(digest), data)
         since = self.state.pending.get(name, {}).get("since", now)
         self.state.pending[name] = {"digest": digest, "since": since}
 
@@ -262,12 +240,12 @@ class NotebookSync:
                 state.last_error = f"the pending edit of {name} was lost from the state volume"
                 continue
             if here is None or here in state.seen.get(name, ()):
-                write_bytes_atomically(self.root / name, data)
+                write_atomically(self.root / name, data)
                 current[name] = wanted
                 continue
             # Changed in Quix meanwhile: keep it, save the edit beside it, say so.
             beside = conflict_name(name, now)
-            write_bytes_atomically(self.root / beside, data)
+            write_atomically(self.root / beside, data)
             del state.pending[name]
             state.pending[beside] = {"digest": wanted, "since": entry["since"]}
             current[beside] = wanted
