@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jobs.processes import terminate_tree  # noqa: E402
 from tests.support.orchestrator import free_port, hermetic_env  # noqa: E402
 
 PYTHON = sys.executable
@@ -117,16 +116,8 @@ class Processes:
 
     def stop_all(self) -> None:
         for process in reversed(self.started):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    process.wait(timeout=15)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            terminate_tree(process.pid, timeout=15)
+            process.wait()
 
 
 def emulate(page: Any, args: argparse.Namespace, *, cache: bool) -> Any:
