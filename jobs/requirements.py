@@ -22,6 +22,7 @@ from pathlib import Path
 
 from jobs import image as image_job
 from jobs import ledger, scratch
+from jobs.blocking import off_loop
 from jobs.errors import JobError, PermanentError, TransientError
 from jobs.installer_output import ProgressParser, classify_failure
 from jobs.installers import INDEX_VARIABLES, Installer
@@ -196,35 +197,27 @@ async def install(
     ``before_change`` is awaited once it is decided that the venv will change, before anything
     is written.
     """
-    raw = read_requirements(requirements)
-    if raw is None:
+    prepared = await off_loop(_prepare, requirements, layout, installer, env, force)
+    if prepared is None:
         return "none"
-    content = raw.decode("utf-8", "replace")
-    validate(requirements, content)
-    image = image_job.image_distributions()
-    wanted = fingerprint(raw, installer, env, image)
-    manifest = Manifest.load(layout.manifest)
-    if not force and manifest.install is not None and manifest.install.fingerprint == wanted:
+    content, image, wanted, unchanged = prepared
+    if unchanged:
         return None
     if before_change is not None:
         await before_change()
-    interrupted = manifest.pending_install is not None
-    manifest.install = None
-    manifest.pending_install = wanted
-    manifest.save(layout.manifest)
-    ledger.sync(layout, requirements, image)
+    interrupted, expected = await off_loop(_mark_pending, requirements, layout, image, wanted)
 
     reinstall = []
     if interrupted:
         reporter.log("requirements", "orchestrator", "The last install was interrupted: redoing it")
         reinstall = ["--reinstall"] if installer.name == "uv" else ["--force-reinstall"]
     reporter.step_progress("requirements", f"Installing {requirements.name} with {installer.name}")
-    if (expected := manifest.history.get("last_install_seconds")) is not None:
+    if expected is not None:
         reporter.step_expected("requirements", float(expected))
     started = time.monotonic()
     run = InstallerRun(installer, layout, env, reporter)
     workdir = scratch.temp_root() / scratch.owned_name("orchestrator-install")
-    workdir.mkdir(mode=0o700)
+    await off_loop(workdir.mkdir, mode=0o700)
     try:
         if installer.name == "uv":
             try:
@@ -249,17 +242,73 @@ async def install(
             extra = ""
     except JobError:
         # The installer ran to its end and failed: not an interruption, nothing to force.
-        failed = Manifest.load(layout.manifest)
-        failed.pending_install = None
-        failed.save(layout.manifest)
+        await off_loop(_clear_pending, layout)
         raise
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        # Even after a failure half-way: what got in was asked for by us, not by the user.
-        ledger.record_baseline(layout, requirements)
+        await off_loop(_clean_up, workdir, layout, requirements)
 
     extra += await _remove_unrequested_copies(run, requirements, image)
     duration = time.monotonic() - started
+    await off_loop(_record_success, layout, installer, wanted, duration)
+    return f"Installed {requirements.name} with {installer.name} in {duration:.1f} s{extra}"
+
+
+# -- the blocking parts of install(), run off the loop (jobs/blocking.py) ----------------------
+
+
+def _prepare(
+    requirements: Path,
+    layout: StateLayout,
+    installer: Installer,
+    env: Mapping[str, str],
+    force: bool,
+) -> tuple[str, dict[str, str], str, bool] | None:
+    """Reads and checks the file; None when there is none. The last item says the install can
+    be skipped (unchanged and not forced)."""
+    raw = read_requirements(requirements)
+    if raw is None:
+        return None
+    content = raw.decode("utf-8", "replace")
+    validate(requirements, content)
+    image = image_job.image_distributions()
+    wanted = fingerprint(raw, installer, env, image)
+    manifest = Manifest.load(layout.manifest)
+    unchanged = (
+        not force and manifest.install is not None and manifest.install.fingerprint == wanted
+    )
+    return content, image, wanted, unchanged
+
+
+def _mark_pending(
+    requirements: Path, layout: StateLayout, image: Mapping[str, str], wanted: str
+) -> tuple[bool, float | None]:
+    """Records the install as under way. Returns whether the previous one was interrupted, and
+    how long the last one took (None if unknown)."""
+    manifest = Manifest.load(layout.manifest)
+    interrupted = manifest.pending_install is not None
+    manifest.install = None
+    manifest.pending_install = wanted
+    manifest.save(layout.manifest)
+    ledger.sync(layout, requirements, image)
+    expected = manifest.history.get("last_install_seconds")
+    return interrupted, None if expected is None else float(expected)
+
+
+def _clear_pending(layout: StateLayout) -> None:
+    failed = Manifest.load(layout.manifest)
+    failed.pending_install = None
+    failed.save(layout.manifest)
+
+
+def _clean_up(workdir: Path, layout: StateLayout, requirements: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
+    # Even after a failure half-way: what got in was asked for by us, not by the user.
+    ledger.record_baseline(layout, requirements)
+
+
+def _record_success(
+    layout: StateLayout, installer: Installer, wanted: str, duration: float
+) -> None:
     manifest = Manifest.load(layout.manifest)
     manifest.install = InstallRecord(
         fingerprint=wanted, installer=installer.name, finished_at=time.time(), duration=duration
@@ -267,7 +316,6 @@ async def install(
     manifest.pending_install = None
     manifest.history["last_install_seconds"] = round(duration, 3)
     manifest.save(layout.manifest)
-    return f"Installed {requirements.name} with {installer.name} in {duration:.1f} s{extra}"
 
 
 async def _remove_unrequested_copies(
@@ -275,7 +323,7 @@ async def _remove_unrequested_copies(
 ) -> str:
     """A pin removed from the requirements takes effect: the venv's copy of an image package
     that nothing asks for any more goes, so the image's version is seen again."""
-    stale = ledger.unrequested_image_copies(run.layout, requirements, image)
+    stale = await off_loop(ledger.unrequested_image_copies, run.layout, requirements, image)
     if not stale:
         return ""
     described = ", ".join(
@@ -296,9 +344,7 @@ async def install_what_ui_packages_need(
     """marimo's Install button leaves the image's packages out of uv's resolution (UV_EXCLUDE);
     when a package it installed truly needs another version of one, that version goes into the
     venv now. Returns what was replaced and why ("" when nothing was needed)."""
-    image = image_job.image_distributions()
-    own = set(ledger.scan(layout.venv))
-    wanted = image_job.needs(ledger.site_packages(layout.venv), image, set(image) - own)
+    image, wanted = await off_loop(_image_packages_needed, layout)
     if not wanted:
         return ""
     run = InstallerRun(installer, layout, env, reporter)
@@ -314,8 +360,8 @@ async def install_what_ui_packages_need(
             args = ["--excludes", str(excludes_file), *specs]
         await run(installer.install_argv(layout.venv_python, args))
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    now = ledger.scan(layout.venv)
+        await off_loop(shutil.rmtree, workdir, ignore_errors=True)
+    now = await off_loop(ledger.scan, layout.venv)
     described = "; ".join(
         f"the image's {name} {image[name]} is replaced in the venv by {name} "
         f"{now.get(name, '?')}: {by} needs {requirement}"
@@ -329,9 +375,9 @@ async def restore_user_packages(
     layout: StateLayout, installer: Installer, env: Mapping[str, str], reporter: Reporter
 ) -> str:
     """Reinstall the ledger's packages that a rebuilt venv lacks, at their recorded versions."""
-    pins = ledger.missing_user_packages(layout)
+    pins = await off_loop(ledger.missing_user_packages, layout)
     if not pins:
-        ledger.mark_restored(layout)
+        await off_loop(ledger.mark_restored, layout)
         return ""
     reporter.step_progress("requirements", f"Restoring {len(pins)} packages you installed", 0.96)
     run = InstallerRun(installer, layout, env, reporter)
@@ -340,5 +386,15 @@ async def restore_user_packages(
     except TransientError:
         run.env = {**run.env, "UV_OFFLINE": "1"}
         await run(installer.install_argv(layout.venv_python, ["--no-deps", *pins]))
-    ledger.mark_restored(layout)
+    await off_loop(ledger.mark_restored, layout)
     return f"; restored {', '.join(pins)}"
+
+
+def _image_packages_needed(
+    layout: StateLayout,
+) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """The image's packages, and those a venv package needs in another version than the
+    image's (name → (requirement, needed by))."""
+    image = image_job.image_distributions()
+    own = set(ledger.scan(layout.venv))
+    return image, image_job.needs(ledger.site_packages(layout.venv), image, set(image) - own)

@@ -39,6 +39,7 @@ from tenacity.stop import stop_base
 from jobs import generations, ledger, scratch
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
+from jobs.blocking import off_loop
 from jobs.errors import JobError, PermanentError, TransientError
 from jobs.head_start import HeadStart
 from jobs.installers import Installer, resolve_installer
@@ -541,7 +542,7 @@ class Pipeline:
             return
         if supervisor.python != layout.venv_python:
             return
-        now = visible_marimo(layout)
+        now = await off_loop(visible_marimo, layout)
         if now == self._marimo_version:
             return
         reason = f"marimo {self._marimo_version} → {now} after the install"
@@ -791,7 +792,9 @@ class Pipeline:
                 f"Serving the marimo started early (pid {head.popen.pid}): nothing changed",
             )
         self.supervisor = supervisor
-        self._marimo_version = visible_marimo(layout) if python == layout.venv_python else None
+        self._marimo_version = (
+            await off_loop(visible_marimo, layout) if python == layout.venv_python else None
+        )
         try:
             await run_step("marimo", supervisor.launch, self.reporter, POLICIES["marimo"])
         except JobError as error:

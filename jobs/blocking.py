@@ -1,0 +1,37 @@
+"""Running blocking file-system work (scans, fsynced writes) off the event loop.
+
+The jobs share the loop with the proxy and every ``/-/events`` stream, so a scan of the image's
+packages or an fsync of the manifest done in place stalls every open page for its duration.
+
+Invariant: when the awaiting task is cancelled, :func:`off_loop` still waits for the work to end
+before the cancellation goes on (a thread cannot be stopped half-way), so nothing that follows a
+cancelled job races with the files it was writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def off_loop(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``work(*args, **kwargs)`` in the loop's default executor."""
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(None, functools.partial(work, *args, **kwargs))
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
