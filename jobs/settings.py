@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 InstallerChoice = Literal["auto", "uv", "pip"]
 MarimoMode = Literal["edit", "run"]
+
+
+def repr_without(record: Any, hidden: str) -> str:
+    """``Name(field=value, ...)`` of the NamedTuple ``record``, leaving out the field ``hidden``
+    (a secret, or a mapping that may hold some): settings end up in tracebacks and logs."""
+    shown = (f"{name}={getattr(record, name)!r}" for name in record._fields if name != hidden)
+    return f"{type(record).__name__}({', '.join(shown)})"
 
 
 class RunAs(NamedTuple):
@@ -67,8 +74,4 @@ class JobSettings(NamedTuple):
     ``None``: as the orchestrator's own."""
 
     def __repr__(self) -> str:  # the environment may hold secrets
-        return (
-            "JobSettings("
-            + ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields if name != "env")
-            + ")"
-        )
+        return repr_without(self, "env")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
-from jobs.settings import InstallerChoice, JobSettings, MarimoMode, RunAs
+from jobs.settings import InstallerChoice, JobSettings, MarimoMode, RunAs, repr_without
 from orchestrator.auth_modes import AuthMode
 from orchestrator.hosts import parse_allowed
 from orchestrator.quix import QuixSettings
@@ -60,13 +60,7 @@ class Config(NamedTuple):
     quix_grace: float
 
     def __repr__(self) -> str:
-        return (
-            "Config("
-            + ", ".join(
-                f"{name}={getattr(self, name)!r}" for name in self._fields if name != "token"
-            )
-            + ")"
-        )
+        return repr_without(self, "token")
 
 
 ORCHESTRATOR_ONLY = ("ORCHESTRATOR_",)
