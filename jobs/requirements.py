@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from jobs import image as image_job
 from jobs import ledger, scratch
@@ -31,6 +32,17 @@ from jobs.manifest import InstallRecord, Manifest
 from jobs.processes import lines, spawn
 from jobs.redact import redact
 from jobs.reporting import Reporter
+
+
+class InstallOutcome(NamedTuple):
+    """What :func:`install` did, with the step's closing message.
+
+    ``installed``: the installer ran and succeeded; ``unchanged``: skipped, the fingerprint
+    matches the last successful install; ``no_file``: skipped, there is no requirements file.
+    """
+
+    kind: Literal["installed", "unchanged", "no_file"]
+    message: str
 
 
 def fingerprint(
@@ -189,8 +201,8 @@ async def install(
     reporter: Reporter,
     force: bool = False,
     before_change: Callable[[], Awaitable[None]] | None = None,
-) -> str | None:
-    """Install, returning a message; ``None`` means it was skipped as unchanged.
+) -> InstallOutcome:
+    """Install unless nothing changed since the last successful install.
 
     ``force`` (a user asked for a reinstall) runs the installer even when nothing changed.
     ``before_change`` is awaited once it is decided that the venv will change, before anything
@@ -198,14 +210,14 @@ async def install(
     """
     raw = read_requirements(requirements)
     if raw is None:
-        return "none"
+        return InstallOutcome("no_file", f"no requirements file at {requirements}")
     content = raw.decode("utf-8", "replace")
     validate(requirements, content)
     image = image_job.image_distributions()
     wanted = fingerprint(raw, installer, env, image)
     manifest = Manifest.load(layout.manifest)
     if not force and manifest.install is not None and manifest.install.fingerprint == wanted:
-        return None
+        return InstallOutcome("unchanged", f"{requirements.name} unchanged since the last install")
     if before_change is not None:
         await before_change()
     interrupted = manifest.pending_install is not None
@@ -267,7 +279,10 @@ async def install(
     manifest.pending_install = None
     manifest.history["last_install_seconds"] = round(duration, 3)
     manifest.save(layout.manifest)
-    return f"Installed {requirements.name} with {installer.name} in {duration:.1f} s{extra}"
+    return InstallOutcome(
+        "installed",
+        f"Installed {requirements.name} with {installer.name} in {duration:.1f} s{extra}",
+    )
 
 
 async def _remove_unrequested_copies(
