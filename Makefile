@@ -6,7 +6,7 @@ PORT ?= 8080
 EXAMPLE ?= examples/hello
 STATE ?= ./state
 
-.PHONY: run test test-slow test-reliability lint typecheck test-fast clean
+.PHONY: run test test-slow test-reliability lint typecheck test-fast clean readme-options
 
 $(BIN)/marimo-orchestrator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test-slow: test-reliability
 
 test-fast: $(BIN)/marimo-orchestrator
 	$(BIN)/python -m pytest -q -x --ignore=tests/test_end_to_end.py
+
+# README's options table is made from orchestrator/options.py (tests/test_options.py checks it).
+readme-options: $(BIN)/marimo-orchestrator
+	$(BIN)/python -m orchestrator.options README.md
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from jobs import image as image_job
 from jobs import ledger, scratch
@@ -32,6 +33,17 @@ from jobs.manifest import InstallRecord, Manifest
 from jobs.processes import lines, spawn
 from jobs.redact import redact
 from jobs.reporting import Reporter
+
+
+class InstallOutcome(NamedTuple):
+    """What :func:`install` did, with the step's closing message.
+
+    ``installed``: the installer ran and succeeded; ``unchanged``: skipped, the fingerprint
+    matches the last successful install; ``no_file``: skipped, there is no requirements file.
+    """
+
+    kind: Literal["installed", "unchanged", "no_file"]
+    message: str
 
 
 def fingerprint(
@@ -190,8 +202,8 @@ async def install(
     reporter: Reporter,
     force: bool = False,
     before_change: Callable[[], Awaitable[None]] | None = None,
-) -> str | None:
-    """Install, returning a message; ``None`` means it was skipped as unchanged.
+) -> InstallOutcome:
+    """Install unless nothing changed since the last successful install.
 
     ``force`` (a user asked for a reinstall) runs the installer even when nothing changed.
     ``before_change`` is awaited once it is decided that the venv will change, before anything
@@ -199,10 +211,10 @@ async def install(
     """
     prepared = await off_loop(_prepare, requirements, layout, installer, env, force)
     if prepared is None:
-        return "none"
+        return InstallOutcome("no_file", f"no requirements file at {requirements}")
     content, image, wanted, unchanged = prepared
     if unchanged:
-        return None
+        return InstallOutcome("unchanged", f"{requirements.name} unchanged since the last install")
     if before_change is not None:
         await before_change()
     interrupted, expected = await off_loop(_mark_pending, requirements, layout, image, wanted)
@@ -250,7 +262,10 @@ async def install(
     extra += await _remove_unrequested_copies(run, requirements, image)
     duration = time.monotonic() - started
     await off_loop(_record_success, layout, installer, wanted, duration)
-    return f"Installed {requirements.name} with {installer.name} in {duration:.1f} s{extra}"
+    return InstallOutcome(
+        "installed",
+        f"Installed {requirements.name} with {installer.name} in {duration:.1f} s{extra}",
+    )
 
 
 # -- the blocking parts of install(), run off the loop (jobs/blocking.py) ----------------------

@@ -32,6 +32,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
+    wait_exponential,
     wait_exponential_jitter,
 )
 from tenacity.stop import stop_base
@@ -39,6 +40,7 @@ from tenacity.stop import stop_base
 from jobs import generations, ledger, scratch
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
+from jobs.backoff import pause
 from jobs.blocking import off_loop
 from jobs.errors import JobError, PermanentError, TransientError
 from jobs.head_start import HeadStart
@@ -75,6 +77,12 @@ POLICIES: dict[StepName, RetryPolicy] = {
     "requirements": RetryPolicy(attempts=5, initial=2.0, maximum=30.0),
     "marimo": RetryPolicy(attempts=5, initial=1.0, maximum=15.0),
 }
+
+
+_PUBLISHED_POLL = wait_exponential(multiplier=0.2, max=0.5)
+"""Looking again for the environment another replica builds: reading the pointer is cheap."""
+_LOCK_POLL = wait_exponential(multiplier=0.2, max=5.0)
+"""Trying the state lock again while another orchestrator edits from the folder."""
 
 
 def visible_marimo(layout: StateLayout) -> str | None:
@@ -220,7 +228,7 @@ class Pipeline:
             self._image_key = await loop.run_in_executor(None, generations.image_key)
         waiter = LeaseWaiter(root.build_lease, self.settings.lease_seconds)
         self.reporter.step_running("venv", f"Looking for a finished environment in {root.envs}")
-        delay = 0.2
+        tries = 0
         while True:
             generation = await self._ready_generation(root, installer)
             if generation is None and (lease := await loop.run_in_executor(None, waiter.try_take)):
@@ -250,8 +258,8 @@ class Pipeline:
                 f"Another replica{f' ({holder})' if holder else ''} is building the environment "
                 f"in {root.envs}; this one serves as soon as it is finished",
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)  # reading the pointer is cheap; readiness is not
+            tries += 1
+            await asyncio.sleep(pause(_PUBLISHED_POLL, tries))
 
     async def _build_generation(
         self, root: StateLayout, installer: Installer, force: bool = False
@@ -655,7 +663,7 @@ class Pipeline:
 
     async def _acquire_lock(self, layout: StateLayout) -> StateLock:
         """Wait as long as it takes: a second orchestrator must never touch the venv."""
-        delay = 0.2
+        tries = 0
         while (lock := try_lock(layout)) is None:
             holder = lock_holder(layout)
             self.reporter.step_progress(
@@ -664,8 +672,8 @@ class Pipeline:
                 f"{layout.root}: edit mode serves from one replica per state folder, so this "
                 "one stands by and takes over when that one stops",
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            tries += 1
+            await asyncio.sleep(pause(_LOCK_POLL, tries))
         return lock
 
     async def _installer(self) -> Installer:
@@ -719,7 +727,7 @@ class Pipeline:
         path = self.settings.requirements
         self.reporter.step_running("requirements", f"Checking {path}")
 
-        async def attempt() -> str | None:
+        async def attempt() -> requirements_job.InstallOutcome:
             return await requirements_job.install(
                 path,
                 layout,
@@ -736,13 +744,14 @@ class Pipeline:
             )
 
         failure: JobError | None = None
-        message: str | None = None
+        outcome: requirements_job.InstallOutcome | None = None
         try:
-            message = await run_step(
+            outcome = await run_step(
                 "requirements", attempt, self.reporter, POLICIES["requirements"]
             )
         except JobError as error:
             failure = error
+        restored = ""
         if restore:  # even when the requirements failed: the user's own packages come back
             try:
                 restored = await run_step(
@@ -750,23 +759,18 @@ class Pipeline:
                 )
             except JobError as error:
                 failure = failure or JobError(f"could not restore your packages: {error}")
-                restored = ""
-            if restored and failure is None:
-                base = message if message not in (None, "none") else "Requirements unchanged"
-                message = f"{base}{restored}"
-        if failure is not None:
+        if failure is not None or outcome is None:
             self.reporter.step_finished("requirements", "failed", str(failure))
             return False
-        if message is None:
-            self.reporter.step_finished(
-                "requirements", "skipped", f"{path.name} unchanged since the last install"
-            )
-        elif message == "none":
-            self.reporter.step_finished(
-                "requirements", "skipped", f"no requirements file at {path}"
-            )
+        if restored:  # the installer ran, if only for the user's packages
+            base = outcome.message if outcome.kind == "installed" else "Requirements unchanged"
+            self.reporter.step_finished("requirements", "done", f"{base}{restored}")
         else:
-            self.reporter.step_finished("requirements", "done", message)
+            self.reporter.step_finished(
+                "requirements",
+                "done" if outcome.kind == "installed" else "skipped",
+                outcome.message,
+            )
         return True
 
     async def _marimo(self, layout: StateLayout, installer: Installer, python: Path) -> None:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 InstallerChoice = Literal["auto", "uv", "pip"]
 MarimoMode = Literal["edit", "run"]
+
+
+def repr_without(record: Any, hidden: str) -> str:
+    """``Name(field=value, ...)`` of the NamedTuple ``record``, leaving out the field ``hidden``
+    (a secret, or a mapping that may hold some): settings end up in tracebacks and logs."""
+    shown = (f"{name}={getattr(record, name)!r}" for name in record._fields if name != hidden)
+    return f"{type(record).__name__}({', '.join(shown)})"
 
 
 class RunAs(NamedTuple):
@@ -38,6 +45,9 @@ def as_user(user: RunAs | None) -> PopenUser:
 class JobSettings(NamedTuple):
     """Everything the jobs need to know; no job reads ``os.environ`` or the CLI itself.
 
+    Resolved once (orchestrator/config.py holds it as ``Config.jobs``); the defaults live with
+    the options' declarations (orchestrator/options.py), not here.
+
     ``env`` is the environment handed to children (installers, marimo): the orchestrator's own
     environment, so installer variables such as ``PIP_INDEX_URL`` or ``UV_INDEX_URL`` pass
     through untouched.
@@ -53,18 +63,15 @@ class JobSettings(NamedTuple):
     marimo_ready_timeout: float
     marimo_crash_window: float
     """marimo exits within this many seconds of its start count towards a crash loop."""
+    lease_seconds: float
+    """Run mode: a build lease whose heartbeat stopped this long ago is taken over."""
     env: Mapping[str, str]
-    not_persistent: str | None = None
+    not_persistent: str | None
     """Why the state directory, though usable, does not survive a restart (reported as a
     warning with ``persistent: false``); ``None`` when it does."""
-    marimo_user: RunAs | None = None
-    """Run marimo as this user instead of the orchestrator's (needs CAP_SETUID, CAP_SETGID)."""
-    lease_seconds: float = 30.0
-    """Run mode: a build lease whose heartbeat stopped this long ago is taken over."""
+    marimo_user: RunAs | None
+    """Run marimo as this user instead of the orchestrator's (needs CAP_SETUID, CAP_SETGID);
+    ``None``: as the orchestrator's own."""
 
     def __repr__(self) -> str:  # the environment may hold secrets
-        return (
-            "JobSettings("
-            + ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields if name != "env")
-            + ")"
-        )
+        return repr_without(self, "env")

@@ -123,7 +123,7 @@ def make_app(
         # through to marimo, as before.
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/.*"), own_rules),
         tornado.routing.Rule(
-            FrontPageVisit(config.notebook_dir, config.open_notebook), OpenNotebookHandler
+            FrontPageVisit(config.jobs.notebook_dir, config.open_notebook), OpenNotebookHandler
         ),
         *proxy_rules(
             board.upstream,
@@ -137,7 +137,7 @@ def make_app(
             on_finished=lambda request, status: record_request(app, request, status),
             require_server_token=True,  # marimo runs with --no-skew-protection (see there)
             html_transform=(
-                panel_transform(config.marimo_mode) if config.environment_panel else None
+                panel_transform(config.jobs.marimo_mode) if config.environment_panel else None
             ),
         ),
     ]
@@ -145,7 +145,9 @@ def make_app(
         rules,
         compress_response=False,
         cookie_secret=load_secret(
-            StateLayout(config.state_dir).session_secret if config.state_dir.is_dir() else None
+            StateLayout(config.jobs.state_dir).session_secret
+            if config.jobs.state_dir.is_dir()
+            else None
         ),
         guard=guard,
         board=board,
@@ -154,8 +156,8 @@ def make_app(
     )
     app.add_transform(framing_transform(config.frame_ancestors))
     guard.secret = lambda: app.settings["cookie_secret"]  # read at each use: it may be adopted
-    if config.state_dir.is_dir():
-        guard.revocations.attach(StateLayout(config.state_dir).revoked_sessions)
+    if config.jobs.state_dir.is_dir():
+        guard.revocations.attach(StateLayout(config.jobs.state_dir).revoked_sessions)
     return app
 
 
@@ -240,7 +242,7 @@ async def run(
 
     app.settings["metrics"] = Metrics(board, lambda: WebSocketRelay.open_relays)
 
-    pipeline = Pipeline(config.job_settings(), board, head_start)
+    pipeline = Pipeline(config.jobs, board, head_start)
     actions.pipeline = pipeline
     background: set[asyncio.Task[None]] = set()
     if config.sync_to_quix and portal is not None:

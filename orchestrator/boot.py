@@ -38,7 +38,7 @@ def announce(config: Config) -> None:
     if ":" in shown:
         shown = f"[{shown}]"  # an IPv6 address in a URL
     log.info(
-        "listening on http://%s:%s/ (notebooks in %s)", shown, config.port, config.notebook_dir
+        "listening on http://%s:%s/ (notebooks in %s)", shown, config.port, config.jobs.notebook_dir
     )
     print(f"marimo-orchestrator is serving http://{shown}:{config.port}/", flush=True)
     if config.auth == "token" and config.token_generated:

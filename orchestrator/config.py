@@ -11,14 +11,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
-from jobs.settings import InstallerChoice, JobSettings, MarimoMode, RunAs
+from jobs.settings import InstallerChoice, JobSettings, MarimoMode, RunAs, repr_without
 from orchestrator.auth_modes import AuthMode
 from orchestrator.hosts import parse_allowed
 from orchestrator.quix import QuixSettings
 
 INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
 MODES: tuple[MarimoMode, ...] = ("edit", "run")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 AUTH_MODES: tuple[AuthMode, ...] = ("quix", "token", "none")
 QUIX_STATE_PATH = "Quix__Deployment__State__Path"
 QUIX_STATE_ENABLED = "Quix__Deployment__State__Enabled"
@@ -31,21 +34,13 @@ class ConfigError(Exception):
 
 
 class Config(NamedTuple):
-    """Immutable; ``token`` and ``env`` are never shown in its repr."""
+    """Immutable; ``token`` is never shown in its repr (nor ``jobs.env`` in ``jobs``')."""
 
-    notebook_dir: Path
+    jobs: JobSettings
+    """What the startup jobs read: the folders, the installer, marimo's mode, timeouts and user."""
     host: str
     port: int
-    state_dir: Path
-    wait_for_state: bool
-    state_timeout: float
-    requirements: Path
-    installer: InstallerChoice
-    marimo_mode: MarimoMode
-    marimo_ready_timeout: float
-    marimo_crash_window: float
-    lease_seconds: float
-    log_level: Literal["debug", "info", "warning", "error"]
+    log_level: LogLevel
     sse_keepalive: float
     quix: QuixSettings | None
     auth: AuthMode
@@ -55,46 +50,17 @@ class Config(NamedTuple):
     metrics_public: bool
     environment_panel: bool
     open_notebook: str | None
-    log_format: Literal["text", "json"]
+    log_format: LogFormat
     sync_to_quix: bool
     sync_debounce: float
-    env: Mapping[str, str]
-    not_persistent: str | None = None
-    """Why the state directory does not survive a restart (inside Quix without its volume)."""
-    allowed_hosts: tuple[str, ...] = ()
-    trust_proxy: bool = False
-    quix_recheck: float = 300.0
-    portal_origins: tuple[str, ...] = ()
-    marimo_user: RunAs | None = None
-    quix_grace: float = 1800.0
+    allowed_hosts: tuple[str, ...]
+    trust_proxy: bool
+    quix_recheck: float
+    portal_origins: tuple[str, ...]
+    quix_grace: float
 
     def __repr__(self) -> str:
-        return (
-            "Config("
-            + ", ".join(
-                f"{name}={getattr(self, name)!r}"
-                for name in self._fields
-                if name not in ("token", "env")
-            )
-            + ")"
-        )
-
-    def job_settings(self) -> JobSettings:
-        return JobSettings(
-            notebook_dir=self.notebook_dir,
-            requirements=self.requirements,
-            state_dir=self.state_dir,
-            wait_for_state=self.wait_for_state,
-            state_timeout=self.state_timeout,
-            installer=self.installer,
-            marimo_mode=self.marimo_mode,
-            marimo_ready_timeout=self.marimo_ready_timeout,
-            marimo_crash_window=self.marimo_crash_window,
-            env=notebook_environment(self.env),
-            not_persistent=self.not_persistent,
-            marimo_user=self.marimo_user,
-            lease_seconds=self.lease_seconds,
-        )
+        return repr_without(self, "token")
 
 
 ORCHESTRATOR_ONLY = ("ORCHESTRATOR_",)
@@ -259,32 +225,35 @@ def resolve(
     installer: str,
     marimo_mode: str,
     marimo_ready_timeout: float,
+    lease_seconds: float,
+    marimo_crash_window: float,
+    auth: str | None,
+    token: str | None,
+    frame_ancestors: str | None,
+    allowed_hosts: str | None,
+    trust_proxy: bool | None,
+    quix_recheck: float,
+    quix_grace: float,
+    portal_origins: str | None,
+    marimo_user: str | None,
+    quix_restart_call: str | None,
+    quix_commit_message_param: str | None,
+    quix_delete_call: str | None,
+    sync_to_quix: bool | None,
+    sync_debounce: float,
+    metrics_public: bool,
+    open_notebook: str | None,
+    environment_panel: bool,
+    log_format: str,
     log_level: str,
-    marimo_crash_window: float = 30.0,
-    lease_seconds: float = 30.0,
     sse_keepalive: float,
-    quix_restart_call: str | None = None,
-    quix_delete_call: str | None = None,
-    quix_commit_message_param: str | None = None,
-    auth: str | None = None,
-    token: str | None = None,
-    frame_ancestors: str | None = None,
-    metrics_public: bool = False,
-    environment_panel: bool = True,
-    open_notebook: str | None = None,
-    log_format: str = "text",
-    sync_to_quix: bool | None = None,
-    sync_debounce: float = 5.0,
-    env: Mapping[str, str] | None = None,
-    allowed_hosts: str | None = None,
-    trust_proxy: bool | None = None,
-    quix_recheck: float = 300.0,
-    portal_origins: str | None = None,
-    marimo_user: str | None = None,
-    quix_grace: float = 1800.0,
+    env: Mapping[str, str],
 ) -> Config:
-    """Validate the already-merged values (flag or env twin or default) into a Config."""
-    env = dict(os.environ if env is None else env)
+    """Validate the already-merged values (flag or env twin or default) into a Config.
+
+    One keyword per option of orchestrator/options.py (its ``key``), with no defaults of its
+    own: those are declared there, once."""
+    env = dict(env)
     notebooks = Path(notebook_dir).expanduser().resolve()
     if not notebooks.is_dir():
         what = "does not exist" if not notebooks.exists() else "is not a directory"
@@ -326,22 +295,24 @@ def resolve(
     if mode == "token" and token is not None and len(token) < 12:
         raise ConfigError("--token must be at least 12 characters long")
     return Config(
-        notebook_dir=notebooks,
+        jobs=JobSettings(
+            notebook_dir=notebooks,
+            requirements=reqs,
+            state_dir=state,
+            wait_for_state=wait_for_state,
+            state_timeout=_positive("--state-timeout", state_timeout),
+            installer=cast(InstallerChoice, _choice("--installer", installer, INSTALLERS)),
+            marimo_mode=cast(MarimoMode, _choice("--marimo-mode", marimo_mode, MODES)),
+            marimo_ready_timeout=_positive("--marimo-ready-timeout", marimo_ready_timeout),
+            marimo_crash_window=_positive("--marimo-crash-window", marimo_crash_window),
+            env=notebook_environment(env),
+            not_persistent=_not_persistent(env, quix, state),
+            marimo_user=_marimo_user(marimo_user),
+            lease_seconds=_positive("--lease-seconds", lease_seconds),
+        ),
         host=host,
         port=port,
-        state_dir=state,
-        wait_for_state=wait_for_state,
-        state_timeout=_positive("--state-timeout", state_timeout),
-        requirements=reqs,
-        installer=cast(InstallerChoice, _choice("--installer", installer, INSTALLERS)),
-        marimo_mode=cast(MarimoMode, _choice("--marimo-mode", marimo_mode, MODES)),
-        marimo_ready_timeout=_positive("--marimo-ready-timeout", marimo_ready_timeout),
-        marimo_crash_window=_positive("--marimo-crash-window", marimo_crash_window),
-        lease_seconds=_positive("--lease-seconds", lease_seconds),
-        log_level=cast(
-            Literal["debug", "info", "warning", "error"],
-            _choice("--log-level", log_level, LOG_LEVELS),
-        ),
+        log_level=cast(LogLevel, _choice("--log-level", log_level, LOG_LEVELS)),
         sse_keepalive=_positive("--sse-keepalive", sse_keepalive),
         quix=quix,
         auth=mode,
@@ -353,16 +324,11 @@ def resolve(
         open_notebook=_notebook_inside("--open", open_notebook),
         sync_to_quix=_sync_wanted(sync_to_quix, quix, marimo_mode),
         sync_debounce=_positive("--sync-debounce", sync_debounce),
-        log_format=cast(
-            Literal["text", "json"], _choice("--log-format", log_format, ("text", "json"))
-        ),
-        env=env,
-        not_persistent=_not_persistent(env, quix, state),
+        log_format=cast(LogFormat, _choice("--log-format", log_format, LOG_FORMATS)),
         allowed_hosts=parse_allowed(allowed_hosts),
         # Inside Quix the ingress in front is the only way in: trust what it forwards.
         trust_proxy=quix is not None if trust_proxy is None else trust_proxy,
         quix_recheck=_positive("--quix-recheck", quix_recheck),
         portal_origins=_origins(portal_origins, (QUIX_PORTAL_ORIGINS,) if mode == "quix" else ()),
-        marimo_user=_marimo_user(marimo_user),
         quix_grace=_positive("--quix-grace", quix_grace),
     )

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+from jobs.settings import repr_without
+
 PORTAL_API = "Quix__Portal__Api"
 WORKSPACE_ID = "Quix__Workspace__Id"
 DEPLOYMENT_ID = "Quix__Deployment__Id"
@@ -74,13 +76,7 @@ class QuixSettings(NamedTuple):
     """For a whole call, retries and the wait for a free portal thread included."""
 
     def __repr__(self) -> str:
-        return (
-            "QuixSettings("
-            + ", ".join(
-                f"{name}={getattr(self, name)!r}" for name in self._fields if name != "sdk_token"
-            )
-            + ")"
-        )
+        return repr_without(self, "sdk_token")
 
     @classmethod
     def from_env(

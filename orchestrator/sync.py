@@ -69,13 +69,13 @@ def make_sync(
 
     layout = StateLayout(state)
     return NotebookSync(
-        config.notebook_dir,
+        config.jobs.notebook_dir,
         layout.sync_state,
         layout.sync_blobs,
         push,
         board.sync_changed,
         delete=delete if portal.settings.delete_call else None,
-        excluded=(config.state_dir, state),
+        excluded=(config.jobs.state_dir, state),
         credential=lambda: identity(token()),
         durable=persistent,
         debounce=config.sync_debounce,

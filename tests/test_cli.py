@@ -98,9 +98,7 @@ def test_no_setting_object_shows_a_secret_in_its_repr(tmp_path: Path) -> None:
     config = parse([str(tmp_path), "--auth", "token", "--token", "access-token-value"], env)
     token_file = TokenFile.create()
     try:
-        shown = " ".join(
-            repr(item) for item in (config, config.quix, config.job_settings(), token_file)
-        )
+        shown = " ".join(repr(item) for item in (config, config.quix, config.jobs, token_file))
         assert config.token == "access-token-value" and config.quix is not None
         for secret in (
             "access-token-value",

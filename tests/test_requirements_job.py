@@ -20,6 +20,7 @@ from jobs.installers import resolve_installer
 from jobs.layout import StateLayout
 from jobs.ledger import scan
 from jobs.manifest import Manifest
+from jobs.requirements import InstallOutcome
 from tests.conftest import RecordingReporter
 from tests.support.index import LocalIndex
 from tests.support.orchestrator import hermetic_env
@@ -35,11 +36,11 @@ def make_venv(tmp_path: Path, installer_name: str, env: dict[str, str]) -> State
 
 def install(
     layout: StateLayout, installer_name: str, requirements: Path, env: dict[str, str]
-) -> tuple[str | None, RecordingReporter]:
+) -> tuple[InstallOutcome, RecordingReporter]:
     reporter = RecordingReporter()
     installer = resolve_installer(installer_name)  # type: ignore[arg-type]
-    message = asyncio.run(requirements_job.install(requirements, layout, installer, env, reporter))
-    return message, reporter
+    outcome = asyncio.run(requirements_job.install(requirements, layout, installer, env, reporter))
+    return outcome, reporter
 
 
 @pytest.mark.parametrize("installer", ["uv", "pip"])
@@ -51,8 +52,8 @@ def test_what_the_image_provides_is_neither_downloaded_nor_copied(
     requirements = tmp_path / "requirements.txt"
     # packaging and requests come with the image (and are not on the local index at all).
     requirements.write_text("packaging\nrequests>=2\norch-needs-packaging\n")
-    message, reporter = install(layout, installer, requirements, env)
-    assert message and message.startswith("Installed")
+    outcome, reporter = install(layout, installer, requirements, env)
+    assert outcome.kind == "installed" and outcome.message.startswith("Installed")
     in_venv = scan(layout.venv)
     assert "orch-needs-packaging" in in_venv
     assert "packaging" not in in_venv and "requests" not in in_venv
@@ -70,8 +71,8 @@ def test_a_requirement_that_demands_a_newer_image_package_gets_it(
     layout = make_venv(tmp_path, "uv", env)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("orch-needs-new-packaging\n")
-    message, reporter = install(layout, "uv", requirements, env)
-    assert message
+    outcome, reporter = install(layout, "uv", requirements, env)
+    assert outcome.kind == "installed"
     assert scan(layout.venv).get("packaging") == "999.0"
     image_version = importlib.metadata.version("packaging")
     assert any(image_version not in line and "packaging" in line for line in reporter.lines)
@@ -82,16 +83,27 @@ def test_skip_when_unchanged_and_rerun_on_any_change(tmp_path: Path, index: Loca
     layout = make_venv(tmp_path, "uv", env)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("orch-alpha\n")
-    assert install(layout, "uv", requirements, env)[0]
+    assert install(layout, "uv", requirements, env)[0].kind == "installed"
     index.control.requests.clear()
-    assert install(layout, "uv", requirements, env)[0] is None
+    assert install(layout, "uv", requirements, env)[0] == InstallOutcome(
+        "unchanged", "requirements.txt unchanged since the last install"
+    )
     assert index.control.requests == []
     # Another index setting is another install (incremental: nothing new is fetched).
     changed_env = {**env, "UV_EXTRA_INDEX_URL": index.url}
-    assert install(layout, "uv", requirements, changed_env)[0] is not None
+    assert install(layout, "uv", requirements, changed_env)[0].kind == "installed"
     requirements.write_text("orch-alpha\norch-gamma\n")
-    assert install(layout, "uv", requirements, changed_env)[0] is not None
+    assert install(layout, "uv", requirements, changed_env)[0].kind == "installed"
     assert "orch-gamma" in scan(layout.venv)
+
+
+def test_no_requirements_file_is_nothing_to_install(tmp_path: Path) -> None:
+    """No installer runs, nothing is written to the state, and the step says which file."""
+    layout = StateLayout(tmp_path / "state")
+    missing = tmp_path / "requirements.txt"
+    outcome, _ = install(layout, "uv", missing, hermetic_env())
+    assert outcome == InstallOutcome("no_file", f"no requirements file at {missing}")
+    assert not layout.root.exists()
 
 
 def test_an_interrupted_install_is_redone_with_a_reinstall(
@@ -101,15 +113,15 @@ def test_an_interrupted_install_is_redone_with_a_reinstall(
     layout = make_venv(tmp_path, "uv", env)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("orch-alpha\n")
-    assert install(layout, "uv", requirements, env)[0]
+    assert install(layout, "uv", requirements, env)[0].kind == "installed"
     # Simulate a kill after the files landed but before success was recorded, with damage.
     manifest = Manifest.load(layout.manifest)
     manifest.pending_install, manifest.install = "interrupted", None
     manifest.save(layout.manifest)
     damaged = next(layout.venv.glob("lib/python*/site-packages/orch_alpha/__init__.py"))
     damaged.unlink()
-    message, reporter = install(layout, "uv", requirements, env)
-    assert message
+    outcome, reporter = install(layout, "uv", requirements, env)
+    assert outcome.kind == "installed"
     assert any("interrupted" in line for line in reporter.lines)
     assert damaged.exists()
 
@@ -136,11 +148,11 @@ def test_a_flaky_index_is_retried_with_visible_attempts(tmp_path: Path, index: L
     policy = RetryPolicy(attempts=6, initial=0.05, maximum=0.2)
     assert POLICIES["requirements"].attempts >= 5
 
-    async def attempt() -> str | None:
+    async def attempt() -> InstallOutcome:
         return await requirements_job.install(requirements, layout, installer, env, reporter)
 
-    message = asyncio.run(run_step("requirements", attempt, reporter, policy))
-    assert message and "orch-alpha" in scan(layout.venv)
+    outcome = asyncio.run(run_step("requirements", attempt, reporter, policy))
+    assert outcome.kind == "installed" and "orch-alpha" in scan(layout.venv)
     retries = [event for event in reporter.events if event[0] == "retrying"]
     assert retries, reporter.lines
     assert index.control.served_faults
@@ -151,14 +163,12 @@ def test_a_removed_pin_of_an_image_package_takes_effect(tmp_path: Path, index: L
     layout = make_venv(tmp_path, "uv", env)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("packaging==999.0\n")
-    assert install(layout, "uv", requirements, env)[0]
+    assert install(layout, "uv", requirements, env)[0].kind == "installed"
     assert scan(layout.venv).get("packaging") == "999.0"
     requirements.write_text("orch-alpha\n")
-    message, _ = install(layout, "uv", requirements, env)
+    outcome, _ = install(layout, "uv", requirements, env)
     image_version = importlib.metadata.version("packaging")
-    assert (
-        message and f"removed the venv's packaging 999.0 (the image has {image_version})" in message
-    )
+    assert f"removed the venv's packaging 999.0 (the image has {image_version})" in outcome.message
     assert "packaging" not in scan(layout.venv), "the image's packaging is seen again"
     assert "orch-alpha" in scan(layout.venv)
 

@@ -1,0 +1,312 @@
+"""Every setting declared once: its name, environment twin, default, meaning and converter.
+
+The command-line parser (orchestrator/cli.py), ``--help`` and README's options table are all
+made from :data:`OPTIONS`; ``python -m orchestrator.options README.md`` rewrites the table
+(``make readme-options``) and tests/test_options.py fails when README disagrees. What a value
+means beyond its type (ranges, choices given through the environment, how settings combine,
+Quix's variables) is checked in orchestrator/config.py's ``resolve``, whose keywords are the
+options' ``dest`` names.
+
+Only the standard library is imported here (no ``dataclasses``): this is on the start-up path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from orchestrator.config import AUTH_MODES, INSTALLERS, LOG_FORMATS, LOG_LEVELS, MODES
+
+ENV_PREFIX = "ORCHESTRATOR_"
+
+
+def boolean(text: str) -> bool:
+    """``true``/``false`` as the environment spells it (also 1/0, yes/no, on/off)."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+class Option(NamedTuple):
+    """One setting. ``name`` is ``--flag`` or, for the positional argument, its metavar.
+
+    ``help`` and ``default_text`` are written once for both ``--help`` and README: they may hold
+    Markdown code spans, whose backticks ``--help`` leaves out. ``default`` is the value when
+    neither the flag nor its environment twin is given; ``None`` leaves the choice to
+    ``resolve`` and then ``default_text`` says what it picks. A ``switch`` is ``--x/--no-x``
+    with a true/false twin.
+    """
+
+    name: str
+    help: str
+    default: object = None
+    default_text: str | None = None
+    convert: Callable[[str], object] = str
+    choices: tuple[str, ...] | None = None
+    switch: bool = False
+    dest: str | None = None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.lstrip("-").replace("-", "_").upper()
+
+    @property
+    def key(self) -> str:
+        """The keyword ``resolve`` takes this setting as."""
+        return self.dest or self.name.lstrip("-").replace("-", "_").lower()
+
+    @property
+    def shown_default(self) -> str | None:
+        if self.default_text is not None:
+            return self.default_text
+        if self.default is None:
+            return None
+        if isinstance(self.default, bool):
+            return "`true`" if self.default else "`false`"
+        if isinstance(self.default, float):
+            return f"`{self.default:g}`"
+        return f"`{self.default}`"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "NOTEBOOK_DIR",
+        "folder of notebooks marimo serves",
+        default=".",
+    ),
+    Option("--host", "address to listen on (auth is on by default)", default="0.0.0.0"),
+    Option("--port", "public port", default=8080, convert=int),
+    Option(
+        "--state-dir",
+        "persistent state folder: the venv, caches, marimo's settings (see state_layout.md)",
+        default_text="`$Quix__Deployment__State__Path` when set, else `./state`",
+    ),
+    Option(
+        "--wait-for-state",
+        "wait for the state folder to appear instead of creating it",
+        default_text="true when the folder comes from Quix",
+        convert=boolean,
+    ),
+    Option(
+        "--state-timeout",
+        "seconds to wait for a usable state folder before falling back to a temporary one "
+        "(packages then do not persist; status says so)",
+        default=300.0,
+        convert=float,
+    ),
+    Option(
+        "--requirements",
+        "requirements file to install; a missing file means nothing to install; edits while "
+        "running are installed in the background",
+        default_text="`NOTEBOOK_DIR/requirements.txt`",
+    ),
+    Option(
+        "--installer",
+        "installer for the requirements and marimo's Install button: `auto` (uv when "
+        "available; uv ships as a dependency), `uv` or `pip`",
+        default="auto",
+        choices=INSTALLERS,
+    ),
+    Option(
+        "--marimo-mode",
+        "`edit` (the notebook editor) or `run` (notebooks as read-only apps)",
+        default="edit",
+        choices=MODES,
+    ),
+    Option(
+        "--marimo-ready-timeout",
+        "seconds marimo may take to answer `/health` after it starts",
+        default=300.0,
+        convert=float,
+    ),
+    Option(
+        "--lease-seconds",
+        "run mode on a shared state folder: a replica building the environment whose lease "
+        "heartbeat stopped this long ago (killed, cut off) is taken over by another; see "
+        "state_layout.md",
+        default=30.0,
+        convert=float,
+    ),
+    Option(
+        "--marimo-crash-window",
+        "marimo exiting within this many seconds of its start counts towards a crash loop; 5 "
+        "in a row stop the restarts (restarts back off exponentially with jitter)",
+        default=30.0,
+        convert=float,
+    ),
+    Option(
+        "--auth",
+        "`quix` (Quix tokens: portal iframe, PAT form, Bearer), `token` (one access token), "
+        "`none` (no sign-in; warns beyond loopback)",
+        default_text="`quix` when `Quix__Portal__Api` is set, else `token`",
+        choices=AUTH_MODES,
+    ),
+    Option(
+        "--token",
+        "the access token in `token` mode (12+ characters)",
+        default_text="generated, printed once with a login URL",
+    ),
+    Option(
+        "--frame-ancestors",
+        "who may embed the pages in a frame (CSP `frame-ancestors`); anything beyond `'self'` "
+        "makes the sign-in cookie `Secure; SameSite=None; Partitioned`, so sign-in works "
+        "inside those frames (over https)",
+        default_text="`*` in quix mode, `'self'` elsewhere",
+    ),
+    Option(
+        "--allowed-hosts",
+        "comma-separated `Host` names served besides loopback names and IP literals "
+        "(`*.example.com` for a domain, `*` for any); enforced when listening on loopback, or "
+        'whenever given (DNS rebinding; see "Sign-in" in README)',
+        default_text="none",
+    ),
+    Option(
+        "--trust-proxy",
+        "trust `X-Forwarded-For`/`-Proto`/`-Host` from a proxy in front: the client's address "
+        "for sign-in throttling, https for `Secure` cookies and origin checks",
+        default_text="on inside Quix, off elsewhere",
+        switch=True,
+    ),
+    Option(
+        "--quix-recheck",
+        "seconds after which a Quix session's token is checked with the portal again",
+        default=300.0,
+        convert=float,
+    ),
+    Option(
+        "--quix-grace",
+        "seconds a Quix session is kept while the portal cannot be reached to re-check it",
+        default=1800.0,
+        convert=float,
+    ),
+    Option(
+        "--portal-origins",
+        "comma-separated page origins allowed to hand the sign-in page a token "
+        "(`postMessage` `AUTH_TOKEN`)",
+        default_text="`https://portal.cloud.quix.io` in quix mode, none elsewhere",
+    ),
+    Option(
+        "--marimo-user",
+        "run marimo, and so notebook code, as this user (name or uid) in the orchestrator's "
+        "group, so it cannot read the orchestrator's secrets; needs `CAP_SETUID`, "
+        "`CAP_SETGID` and `CAP_KILL` (the image's entry point sets this up when started as "
+        "root)",
+        default_text="none (the image's entry point sets `notebook`)",
+    ),
+    Option(
+        "--quix-restart-call",
+        "the portal call that restarts this deployment, as `'METHOD path'` with "
+        "`{workspace_id}` and `{deployment_id}`",
+        default_text="`POST workspaces/{workspace_id}/deployments/update`",
+    ),
+    Option(
+        "--quix-commit-message-param",
+        "a query parameter of the file call that carries `[AutoCommit] Updated <file>` "
+        "(Quix's own commit message style) with each notebook push; Quix documents no "
+        "message for that call, so none is sent unless set",
+        default_text="none",
+    ),
+    Option(
+        "--quix-delete-call",
+        "the portal call that deletes one application file, as `'METHOD path'` with "
+        "`{workspace_id}`, `{application_id}` and `{path}`; Quix documents none, so without "
+        "it deleted and renamed notebooks are listed as not propagated",
+        default_text="none",
+    ),
+    Option(
+        "--sync-to-quix",
+        "save notebook edits back to the Quix application's files (see \"Saving notebooks to "
+        'Quix" in README)',
+        default_text="on inside Quix in edit mode, off elsewhere",
+        switch=True,
+    ),
+    Option(
+        "--sync-debounce",
+        "seconds without further edits before they are saved to Quix",
+        default=5.0,
+        convert=float,
+    ),
+    Option(
+        "--metrics-public",
+        "serve `/-/metrics` without sign-in (for a scraper inside the cluster)",
+        default=False,
+        default_text="off",
+        switch=True,
+    ),
+    Option(
+        "--open",
+        "the notebook a visit to `/` opens, relative to `NOTEBOOK_DIR`; with neither default, "
+        "marimo's file list",
+        default_text="the only notebook there, else `main.py`",
+        dest="open_notebook",
+    ),
+    Option(
+        "--environment-panel",
+        "add the Environment button, panel and notices to marimo's pages (`false`: marimo's "
+        "pages pass unchanged)",
+        default=True,
+        convert=boolean,
+    ),
+    Option(
+        "--log-format",
+        "`text` for people, or `json` for one JSON object per line (tagged with step and source)",
+        default="text",
+        choices=LOG_FORMATS,
+    ),
+    Option(
+        "--log-level",
+        "log verbosity: `debug`, `info`, `warning`, `error`",
+        default="info",
+        choices=LOG_LEVELS,
+    ),
+    Option(
+        "--sse-keepalive",
+        "seconds between keep-alive comments on `/-/events`",
+        default=15.0,
+        convert=float,
+    ),
+)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def readme_table() -> str:
+    """README's options table, one row per option in :data:`OPTIONS`'s order."""
+    rows = ["| flag | env twin | default | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        flag = f"`{option.name}`"
+        if option.switch:
+            flag += f" / `--no-{option.name[2:]}`"
+        env = f"`{option.env}`"
+        if option.switch or option.convert is boolean:
+            env += " (`true`/`false`)"
+        shown = option.shown_default or "none"
+        rows.append(f"| {flag} | {env} | {_cell(shown)} | {_cell(option.help)} |")
+    return "\n".join(rows) + "\n"
+
+
+TABLE_START = "<!-- options table: made by `make readme-options` from orchestrator/options.py -->"
+TABLE_END = "<!-- end of options table -->"
+
+
+def with_table(readme: str) -> str:
+    """``readme`` with the text between the table's markers replaced by :func:`readme_table`."""
+    head, start, rest = readme.partition(TABLE_START)
+    _, end, tail = rest.partition(TABLE_END)
+    if not start or not end:
+        raise ValueError(f"README lacks the markers {TABLE_START!r} and {TABLE_END!r}")
+    return f"{head}{TABLE_START}\n{readme_table()}{TABLE_END}{tail}"
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    for name in sys.argv[1:]:
+        path = Path(name)
+        path.write_text(with_table(path.read_text(encoding="utf-8")), encoding="utf-8")

@@ -1,0 +1,56 @@
+"""Each setting is declared once (orchestrator/options.py): README's table and ``--help`` are
+made from the declarations, so neither can forget or misstate a setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.cli import build_parser, parse
+from orchestrator.options import OPTIONS, TABLE_END, TABLE_START, readme_table
+from tests.support.orchestrator import ROOT
+
+
+def test_readme_table_is_the_one_made_from_the_declarations() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert TABLE_START in readme and TABLE_END in readme
+    shown = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].lstrip("\n")
+    assert shown == readme_table(), "README's options table is stale: run make readme-options"
+
+
+def test_help_names_every_declared_option_its_env_twin_and_default() -> None:
+    parser, errors = build_parser({})
+    assert errors == []
+    text = " ".join(parser.format_help().split())  # undo the terminal's line wrapping
+    for option in OPTIONS:
+        assert option.name in text
+        assert f"[env: {option.env}]" in text
+        if option.shown_default:
+            assert f"(default: {option.shown_default.replace('`', '')})" in text
+
+
+def test_every_env_twin_reaches_the_configuration(tmp_path: Path) -> None:
+    """A twin set to a value that is not the default arrives where the flag would put it."""
+    (tmp_path / "state").mkdir()
+    twins = {
+        "ORCHESTRATOR_STATE_DIR": str(tmp_path / "state"),
+        "ORCHESTRATOR_PORT": "9123",
+        "ORCHESTRATOR_STATE_TIMEOUT": "7",
+        "ORCHESTRATOR_LEASE_SECONDS": "11",
+        "ORCHESTRATOR_MARIMO_CRASH_WINDOW": "13",
+        "ORCHESTRATOR_MARIMO_MODE": "run",
+        "ORCHESTRATOR_INSTALLER": "pip",
+        "ORCHESTRATOR_OPEN": "sub/book.py",
+        "ORCHESTRATOR_ENVIRONMENT_PANEL": "false",
+        "ORCHESTRATOR_TRUST_PROXY": "yes",
+        "ORCHESTRATOR_LOG_FORMAT": "json",
+        "ORCHESTRATOR_SYNC_DEBOUNCE": "2.5",
+    }
+    config = parse([str(tmp_path)], twins)
+    assert config.port == 9123 and config.jobs.state_dir == tmp_path / "state"
+    assert config.jobs.state_timeout == 7 and config.jobs.lease_seconds == 11
+    assert config.jobs.marimo_crash_window == 13 and config.jobs.marimo_mode == "run"
+    assert config.jobs.installer == "pip" and config.open_notebook == "sub/book.py"
+    assert config.environment_panel is False and config.trust_proxy is True
+    assert config.log_format == "json" and config.sync_debounce == 2.5
+    # The flag wins over its twin.
+    assert parse([str(tmp_path), "--port", "9124"], twins).port == 9124
