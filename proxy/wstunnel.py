@@ -63,6 +63,7 @@ class Leg(asyncio.Protocol):
         self.tunnel: Tunnel | None = None
         self.close_sent = False
         self.close_received = False
+        self.violated = False  # broke a framing rule: what it sends is read and dropped
         self.gone = False
         self.early: list[bytes] = []  # what arrived before the tunnel started
 
@@ -169,19 +170,20 @@ class Tunnel:
             write = dst.transport.write
             for part in parts:
                 write(part)
-        if src.close_received:
+        if src.close_received or src.violated:
             return
         if scanner.closed is not None:
             src.close_received = True
             self._closed_by(src, scanner.closed)
         elif scanner.violation is not None:
-            src.close_received = True  # nothing more is read from it
+            src.violated = True
             self._violated(src, scanner.violation)
 
     def lost(self, leg: Leg) -> None:
         peer = leg.peer
         assert peer is not None
-        if not leg.close_received and not peer.close_sent:  # ended without a close frame
+        if not leg.close_received and not leg.violated and not peer.close_sent:
+            # ended without a close frame
             if leg is self.marimo:
                 self._decide_for_client(None)
             else:
