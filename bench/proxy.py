@@ -1,7 +1,7 @@
 """The proxy against nginx, a naive Tornado proxy and marimo itself, side by side in one run.
 
     .venv/bin/python bench/proxy.py [--rounds 3] [--duration 5] [--connections 16]
-                                    [--baseline REV] [--markdown FILE]
+                                    [--baseline REV] [--markdown FILE] [--ws-only]
 
 One marimo serves every HTTP contender: the one the real orchestrator starts
 (``python -m orchestrator --auth none --host 127.0.0.1`` on a fresh state). Contenders:
@@ -507,6 +507,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--ws-trips", type=int, default=1000, help="1 KB round trips per round")
     parser.add_argument("--ws-big", type=int, default=5, help="8 MB messages per round")
+    parser.add_argument(
+        "--ws-only", action="store_true", help="only the WebSocket figures (no wrk runs)"
+    )
     parser.add_argument("--baseline", help="also run proxy/ as it was at this git revision")
     parser.add_argument("--markdown", type=Path, help="write the tables to this file too")
     parser.add_argument(
@@ -528,7 +531,7 @@ def main() -> None:
             contenders = [c for c in contenders if c.name in args.only or c.name == "nginx"]
         http: dict[tuple[str, str], list[HttpRun]] = {}
         load: list[float] = []
-        for round_number in range(args.rounds):
+        for round_number in range(0 if args.ws_only else args.rounds):
             for label, (path, connections) in paths.items():
                 for contender in rotate(contenders, round_number):
                     if contender.http_port is None:
@@ -545,11 +548,13 @@ def main() -> None:
                         flush=True,
                     )
         ws: dict[str, dict[str, list[float]]] = {}
+        ws_load: list[float] = []
         for round_number in range(args.rounds):
             for contender in rotate([c for c in contenders if c.ws_port], round_number):
                 assert contender.ws_port is not None
                 trips = asyncio.run(ws_round_trips(contender.ws_port, args.ws_trips))
                 big = asyncio.run(ws_big(contender.ws_port, args.ws_big))
+                ws_load.append(os.getloadavg()[0])
                 entry = ws.setdefault(contender.name, {"p50": [], "p99": [], "big": []})
                 entry["p50"].append(1000 * statistics.median(trips))
                 entry["p99"].append(1000 * percentile(trips, 0.99))
@@ -564,13 +569,15 @@ def main() -> None:
     lines = [
         f"Command: `.venv/bin/python bench/proxy.py --rounds {args.rounds} --duration {args.duration} "
         f"--connections {args.connections}{' --baseline ' + args.baseline if args.baseline else ''}"
-        f"{' --only ' + ','.join(sorted(args.only)) if args.only else ''}`; "
+        f"{' --only ' + ','.join(sorted(args.only)) if args.only else ''}"
+        f"{' --ws-only' if args.ws_only else ''}`; "
         f"{info['nginx']}; wrk -t1 -c{args.connections}; asset `{asset}`; "
-        f"{os.cpu_count()} cores; load average during the HTTP runs "
-        f"{min(load):.1f} to {max(load):.1f}.",
+        f"{os.cpu_count()} cores; load average "
+        + (f"during the HTTP runs {min(load):.1f} to {max(load):.1f}, " if load else "")
+        + f"during the WebSocket rounds {min(ws_load):.1f} to {max(ws_load):.1f}.",
         "",
     ]
-    for label in paths:
+    for label in [] if args.ws_only else paths:
         ref = statistics.median(r.rps for r in http[(label, "nginx")])
         ref_p50 = statistics.median(r.p50_ms for r in http[(label, "nginx")])
         lines += [
