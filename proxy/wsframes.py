@@ -142,11 +142,12 @@ class FrameScanner:
             if self._remaining:
                 take = min(self._remaining, size - pos)
                 self._remaining -= take
-                if self._closing is not None:
+                if self._closing is not None:  # read here, never passed
                     self._closing += data[pos : pos + take]
                     if not self._remaining:
                         self._finish_close()
                         return out
+                    start = pos + take
                 pos += take
                 continue
             try:
@@ -160,6 +161,7 @@ class FrameScanner:
             end, opcode, length = parsed
             if opcode == CLOSE:
                 out = self._cut(out, data, start, pos)
+                start = end
                 self._closing = bytearray()
                 if not length:
                     self._finish_close()

@@ -16,6 +16,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from proxy.wsframes import Close, FrameScanner
 from tests.backends import ws_echo
 from tests.conftest_proxy import Proxy, Switch, async_test, run_proxy, serve
 
@@ -186,6 +187,22 @@ async def test_client_pings_reach_marimo() -> None:
 TEXT, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x0, 0x8, 0x9, 0xA
 
 
+def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
+    """One frame as a client sends it (masked unless told otherwise)."""
+    first = (0x80 if fin else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", first, size | (0x80 if mask else 0))
+    elif size < 65536:
+        header = struct.pack("!BBH", first, 126 | (0x80 if mask else 0), size)
+    else:
+        header = struct.pack("!BBQ", first, 127 | (0x80 if mask else 0), size)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
 class RawSocket:
     """A WebSocket client writing frames exactly as told: fragments, control frames between
     them, and frames that break the rules."""
@@ -207,19 +224,7 @@ class RawSocket:
         return cls(reader, writer)
 
     def send(self, opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True) -> None:
-        first = (0x80 if fin else 0) | opcode
-        size = len(payload)
-        if size < 126:
-            header = struct.pack("!BB", first, size | (0x80 if mask else 0))
-        elif size < 65536:
-            header = struct.pack("!BBH", first, 126 | (0x80 if mask else 0), size)
-        else:
-            header = struct.pack("!BBQ", first, 127 | (0x80 if mask else 0), size)
-        if mask:
-            key = os.urandom(4)
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-            header += key
-        self.writer.write(header + payload)
+        self.writer.write(encode_frame(opcode, payload, fin=fin, mask=mask))
 
     async def frame(self) -> tuple[int, bytes]:
         """The next frame from the proxy (opcode, payload); a server's frames are unmasked."""
@@ -329,3 +334,23 @@ async def test_a_client_that_stops_reading_holds_marimo_back() -> None:
             assert await asyncio.wait_for(conn.read_message(), 10) == b"\x01" * MiB
         assert r.record.flooded == count
         conn.close()
+
+
+def test_frames_split_anywhere_pass_unchanged_up_to_the_close() -> None:
+    """However the bytes arrive (one at a time here), what passes is exactly the frames before
+    the close frame, and the close frame's code and reason are read through its mask."""
+    frames = [
+        (TEXT, b"x" * 5, False),
+        (PING, b"p", True),
+        (CONTINUATION, b"y" * 300, False),  # 16-bit length
+        (CONTINUATION, b"z" * 70000, True),  # 64-bit length
+        (0x2, b"", True),
+    ]
+    before_close = b"".join(encode_frame(op, payload, fin=fin) for op, payload, fin in frames)
+    close = encode_frame(CLOSE, struct.pack("!H", 4005) + "ré".encode())
+    stream = before_close + close + encode_frame(TEXT, b"after the close")
+    scanner = FrameScanner(masked=True, limit=MiB)
+    passed = b"".join(b"".join(scanner.feed(stream[i : i + 1])) for i in range(len(stream)))
+    assert passed == before_close
+    assert scanner.closed == Close(4005, "ré")
+    assert scanner.violation is None
