@@ -135,6 +135,11 @@ class FrameScanner:
         if self._closing is None and self._remaining >= size:  # inside one frame's payload
             self._remaining -= size
             return [data]
+        if not self._remaining and self._closing is None and size > 2:
+            if self._one_whole_frame(data, size):
+                return [data]
+            if self.violation is not None:
+                return []
         out: list[bytes] = []
         start = 0  # the first byte of ``data`` not yet passed
         pos = 0
@@ -169,6 +174,28 @@ class FrameScanner:
             self._remaining = length
             pos = end
         return self._cut(out, data, start, size)
+
+    def _one_whole_frame(self, data: bytes, size: int) -> bool:
+        """Whether ``data`` is exactly one whole frame that is not a close (then checked and
+        counted); the common case of a small message, decided without the general loop."""
+        first, second = data[0], data[1]
+        length = second & 0x7F
+        needed = 6 if second & 0x80 else 2
+        if length == 126:
+            if size < needed + 2:
+                return False
+            needed += 2
+            length = (data[2] << 8) | data[3]
+        elif length == 127:
+            return False
+        if needed + length != size or first & 0x0F == CLOSE:
+            return False
+        try:
+            self._check(first, second, length)
+        except Violation as violation:
+            self.violation = violation
+            return False
+        return True
 
     @staticmethod
     def _cut(out: list[bytes], data: bytes, start: int, end: int) -> list[bytes]:
