@@ -26,7 +26,8 @@ request is read from ``/proc`` for the contender's process(es) and for marimo.
 WebSockets: marimo's sockets do not echo, so every contender relays to a small echo backend
 instead (the orchestrator cannot be pointed at it: ``proxy`` stands for it there). Round trips
 of 1 KB text messages one at a time, and the time for an 8 MB binary message to pass (sent
-until the backend's short acknowledgement arrives).
+until the backend's short acknowledgement arrives), each with the CPU the contender's
+process(es) spent on it.
 
 Medians over the rounds; ratios against nginx.
 """
@@ -552,17 +553,25 @@ def main() -> None:
         for round_number in range(args.rounds):
             for contender in rotate([c for c in contenders if c.ws_port], round_number):
                 assert contender.ws_port is not None
+                cpu0 = cpu_seconds(contender.pids)
                 trips = asyncio.run(ws_round_trips(contender.ws_port, args.ws_trips))
+                cpu1 = cpu_seconds(contender.pids)
                 big = asyncio.run(ws_big(contender.ws_port, args.ws_big))
+                cpu2 = cpu_seconds(contender.pids)
                 ws_load.append(os.getloadavg()[0])
-                entry = ws.setdefault(contender.name, {"p50": [], "p99": [], "big": []})
+                entry = ws.setdefault(
+                    contender.name, {"p50": [], "p99": [], "big": [], "cpu": [], "cpu_big": []}
+                )
                 entry["p50"].append(1000 * statistics.median(trips))
                 entry["p99"].append(1000 * percentile(trips, 0.99))
                 entry["big"].append(1000 * statistics.median(big))
+                entry["cpu"].append(1e6 * (cpu1 - cpu0) / args.ws_trips)
+                entry["cpu_big"].append(1e3 * (cpu2 - cpu1) / args.ws_big)
                 print(
                     f"round {round_number + 1} ws       {contender.name:14} 1 KB p50 "
-                    f"{entry['p50'][-1]:.3f} ms  p99 {entry['p99'][-1]:.3f} ms  8 MB "
-                    f"{entry['big'][-1]:.1f} ms",
+                    f"{entry['p50'][-1]:.3f} ms  p99 {entry['p99'][-1]:.3f} ms  "
+                    f"cpu {entry['cpu'][-1]:.0f} us  8 MB {entry['big'][-1]:.1f} ms  "
+                    f"cpu {entry['cpu_big'][-1]:.1f} ms",
                     flush=True,
                 )
 
@@ -605,15 +614,19 @@ def main() -> None:
         f"**WebSocket, to an echo backend** (medians of {args.rounds} rounds; "
         f"{args.ws_trips} round trips of 1 KB, {args.ws_big} messages of 8 MB per round)",
         "",
-        "| contender | 1 KB RTT p50 ms | 1 KB RTT p99 ms | 8 MB pass ms | 8 MB vs nginx |",
-        "|---|---:|---:|---:|---:|",
+        "| contender | 1 KB RTT p50 ms | vs nginx | 1 KB RTT p99 ms | CPU µs per 1 KB trip "
+        "| 8 MB pass ms | 8 MB vs nginx | CPU ms per 8 MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ref_big = statistics.median(ws["nginx"]["big"])
+    ref_p50 = statistics.median(ws["nginx"]["p50"])
     for name, entry in ws.items():
         big = statistics.median(entry["big"])
+        p50 = statistics.median(entry["p50"])
         lines.append(
-            f"| {name} | {statistics.median(entry['p50']):.3f} | "
-            f"{statistics.median(entry['p99']):.3f} | {big:.1f} | {fmt_ratio(big, ref_big)} |"
+            f"| {name} | {p50:.3f} | {fmt_ratio(p50, ref_p50)} | "
+            f"{statistics.median(entry['p99']):.3f} | {statistics.median(entry['cpu']):.0f} | "
+            f"{big:.1f} | {fmt_ratio(big, ref_big)} | {statistics.median(entry['cpu_big']):.1f} |"
         )
     table = "\n".join(lines)
     print("\n" + table)
