@@ -33,8 +33,8 @@ from proxy.wsframes import NO_CODE, Close, FrameScanner, Violation, close_frame
 
 log = logging.getLogger(__name__)
 
-HIGH_WATER = 1024 * 1024
-LOW_WATER = 256 * 1024
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
 CLOSE_TIMEOUT = 5.0
 INTERNAL_ERROR = 1011
 # Codes that may not be sent in a close frame (RFC 6455 section 7.4.1).
