@@ -169,6 +169,8 @@ class WebSocketRelay(RequestHandler):
         WebSocketRelay.open_relays += 1
         try:
             tunnel.start()
+            if self._ending is not None:  # the session ended during the client's handshake
+                tunnel.close(*self._ending)
             await tunnel.done
         finally:
             WebSocketRelay.open_relays -= 1
