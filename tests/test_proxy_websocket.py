@@ -16,6 +16,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from proxy.websocket import WebSocketRelay
 from proxy.wsframes import Close, FrameScanner
 from tests.backends import ws_echo
 from tests.conftest_proxy import Proxy, Switch, async_test, run_proxy, serve
@@ -354,3 +355,19 @@ def test_frames_split_anywhere_pass_unchanged_up_to_the_close() -> None:
     assert passed == before_close
     assert scanner.closed == Close(4005, "ré")
     assert scanner.violation is None
+
+
+@async_test()
+async def test_the_open_socket_count_covers_a_socket_until_both_of_its_connections_end() -> None:
+    async with relay() as r:
+        before = WebSocketRelay.open_relays
+        conn = await r.connect()
+        await conn.write_message("counted")
+        assert await conn.read_message() == "counted"
+        assert WebSocketRelay.open_relays == before + 1
+        conn.close(1000)
+        assert await asyncio.wait_for(r.record.closes.get(), 5) == (1000, None)
+        deadline = asyncio.get_running_loop().time() + 5
+        while WebSocketRelay.open_relays != before:
+            assert asyncio.get_running_loop().time() < deadline, "the relay is still counted"
+            await asyncio.sleep(0.02)
