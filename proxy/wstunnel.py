@@ -15,8 +15,10 @@ Invariants:
   toward its receiver; a side whose incoming frame is cut short (its sender vanished or broke
   the rules mid-frame) loses its TCP connection instead (it sees 1006).
 * Nothing is passed to a side after it was sent a close frame. The client's TCP connection is
-  closed once it has both sent and been sent a close frame; so is marimo's. Everything ends
-  :data:`CLOSE_TIMEOUT` seconds after the first close frame was sent, answered or not.
+  closed once it has both sent and been sent a close frame; so is marimo's. A side that broke
+  a framing rule is sent a close frame (1002, or 1009 for a message over the limit) and the
+  other side 1011; what it sends afterwards is read and dropped until it closes. Everything
+  ends :data:`CLOSE_TIMEOUT` seconds after the first close frame was sent, answered or not.
 * Backpressure both ways: a side whose outgoing buffer holds more than :data:`HIGH_WATER`
   bytes stops the reading from the other side until it drains below :data:`LOW_WATER`. Each
   relay holds at most about those plus one read (256 KiB) per direction.
