@@ -371,3 +371,14 @@ async def test_the_open_socket_count_covers_a_socket_until_both_of_its_connectio
         while WebSocketRelay.open_relays != before:
             assert asyncio.get_running_loop().time() < deadline, "the relay is still counted"
             await asyncio.sleep(0.02)
+
+
+@async_test()
+async def test_what_marimo_sends_right_behind_its_handshake_answer_reaches_the_client() -> None:
+    async with relay() as r:
+        for _ in range(5):
+            conn = await r.connect("/greet")
+            assert await asyncio.wait_for(conn.read_message(), 5) == "hello"
+            await conn.write_message("and back")
+            assert await asyncio.wait_for(conn.read_message(), 5) == "and back"
+            conn.close()

@@ -10,7 +10,8 @@
 
 Subprotocol: picks, among those the client offered, the first of :data:`PREFERENCE` (so not
 necessarily the client's first). Records the close code/reason it got and the pings and pongs it got.
-``/forbidden`` rejects the upgrade with 403.
+``/forbidden`` rejects the upgrade with 403; on ``/greet`` the backend sends ``hello`` as soon as
+the socket opens (in the same write as its handshake answer, as far as TCP allows).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class Record:
 class EchoSocket(WebSocketHandler):
     def initialize(self, record: Record) -> None:
         self.record = record
+
+    def open(self, *args: str) -> None:
+        if self.request.path == "/greet":
+            self.write_message("hello")
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         for choice in PREFERENCE:
