@@ -187,7 +187,11 @@ class WebSocketRelay(RequestHandler):
         self._client_closed = True
 
     async def _accept(self, subprotocol: str | None) -> Leg | None:
-        """Completes the client's handshake and takes its socket over; None if it left."""
+        """Completes the client's handshake and takes its socket over; None if it left.
+
+        The socket is plain TCP (the orchestrator serves no TLS; the platform's ingress ends
+        it), so its file descriptor can be handed from Tornado's stream to asyncio's transport.
+        """
         self.clear_header("Content-Type")
         self.set_status(101)
         self.set_header("Upgrade", "websocket")
