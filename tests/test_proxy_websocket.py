@@ -382,3 +382,15 @@ async def test_what_marimo_sends_right_behind_its_handshake_answer_reaches_the_c
             await conn.write_message("and back")
             assert await asyncio.wait_for(conn.read_message(), 5) == "and back"
             conn.close()
+
+
+@async_test()
+async def test_a_close_without_a_code_is_1011_on_the_other_side() -> None:
+    async with relay() as r:
+        conn = await r.connect()
+        await conn.write_message("close")
+        assert await closed(conn) == (1011, "marimo closed the connection abnormally")
+        assert await asyncio.wait_for(r.record.closes.get(), 5) == (1011, None)
+        conn = await r.connect()
+        conn.close()  # no code
+        assert await asyncio.wait_for(r.record.closes.get(), 5) == (1011, None)

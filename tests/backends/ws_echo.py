@@ -1,6 +1,6 @@
 """WebSocket backend: echoes messages and obeys a few text commands.
 
-* ``close <code> <reason>``: closes with that code and reason.
+* ``close <code> <reason>``: closes with that code and reason; ``close`` alone, with no code.
 * ``drop``: cuts the TCP connection without a close frame.
 * ``headers``: answers with the upgrade request's headers as JSON.
 * ``ping <data>``: pings the client with ``data``.
@@ -50,6 +50,9 @@ class EchoSocket(WebSocketHandler):
 
     async def on_message(self, message: str | bytes) -> None:
         if isinstance(message, str):
+            if message == "close":  # a close frame without a code (1005 for the other end)
+                self.close()
+                return
             if message.startswith("close "):
                 _, code, reason = message.split(" ", 2)
                 self.close(int(code), reason)
