@@ -1,7 +1,7 @@
 """The proxy against nginx, a naive Tornado proxy and marimo itself, side by side in one run.
 
     .venv/bin/python bench/proxy.py [--rounds 3] [--duration 5] [--connections 16]
-                                    [--baseline REV] [--markdown FILE]
+                                    [--baseline REV] [--markdown FILE] [--ws-only]
 
 One marimo serves every HTTP contender: the one the real orchestrator starts
 (``python -m orchestrator --auth none --host 127.0.0.1`` on a fresh state). Contenders:
@@ -26,7 +26,8 @@ request is read from ``/proc`` for the contender's process(es) and for marimo.
 WebSockets: marimo's sockets do not echo, so every contender relays to a small echo backend
 instead (the orchestrator cannot be pointed at it: ``proxy`` stands for it there). Round trips
 of 1 KB text messages one at a time, and the time for an 8 MB binary message to pass (sent
-until the backend's short acknowledgement arrives).
+until the backend's short acknowledgement arrives), each with the CPU the contender's
+process(es) spent on it.
 
 Medians over the rounds; ratios against nginx.
 """
@@ -507,6 +508,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--ws-trips", type=int, default=1000, help="1 KB round trips per round")
     parser.add_argument("--ws-big", type=int, default=5, help="8 MB messages per round")
+    parser.add_argument(
+        "--ws-only", action="store_true", help="only the WebSocket figures (no wrk runs)"
+    )
     parser.add_argument("--baseline", help="also run proxy/ as it was at this git revision")
     parser.add_argument("--markdown", type=Path, help="write the tables to this file too")
     parser.add_argument(
@@ -528,7 +532,7 @@ def main() -> None:
             contenders = [c for c in contenders if c.name in args.only or c.name == "nginx"]
         http: dict[tuple[str, str], list[HttpRun]] = {}
         load: list[float] = []
-        for round_number in range(args.rounds):
+        for round_number in range(0 if args.ws_only else args.rounds):
             for label, (path, connections) in paths.items():
                 for contender in rotate(contenders, round_number):
                     if contender.http_port is None:
@@ -545,32 +549,44 @@ def main() -> None:
                         flush=True,
                     )
         ws: dict[str, dict[str, list[float]]] = {}
+        ws_load: list[float] = []
         for round_number in range(args.rounds):
             for contender in rotate([c for c in contenders if c.ws_port], round_number):
                 assert contender.ws_port is not None
+                cpu0 = cpu_seconds(contender.pids)
                 trips = asyncio.run(ws_round_trips(contender.ws_port, args.ws_trips))
+                cpu1 = cpu_seconds(contender.pids)
                 big = asyncio.run(ws_big(contender.ws_port, args.ws_big))
-                entry = ws.setdefault(contender.name, {"p50": [], "p99": [], "big": []})
+                cpu2 = cpu_seconds(contender.pids)
+                ws_load.append(os.getloadavg()[0])
+                entry = ws.setdefault(
+                    contender.name, {"p50": [], "p99": [], "big": [], "cpu": [], "cpu_big": []}
+                )
                 entry["p50"].append(1000 * statistics.median(trips))
                 entry["p99"].append(1000 * percentile(trips, 0.99))
                 entry["big"].append(1000 * statistics.median(big))
+                entry["cpu"].append(1e6 * (cpu1 - cpu0) / args.ws_trips)
+                entry["cpu_big"].append(1e3 * (cpu2 - cpu1) / args.ws_big)
                 print(
                     f"round {round_number + 1} ws       {contender.name:14} 1 KB p50 "
-                    f"{entry['p50'][-1]:.3f} ms  p99 {entry['p99'][-1]:.3f} ms  8 MB "
-                    f"{entry['big'][-1]:.1f} ms",
+                    f"{entry['p50'][-1]:.3f} ms  p99 {entry['p99'][-1]:.3f} ms  "
+                    f"cpu {entry['cpu'][-1]:.0f} us  8 MB {entry['big'][-1]:.1f} ms  "
+                    f"cpu {entry['cpu_big'][-1]:.1f} ms",
                     flush=True,
                 )
 
     lines = [
         f"Command: `.venv/bin/python bench/proxy.py --rounds {args.rounds} --duration {args.duration} "
         f"--connections {args.connections}{' --baseline ' + args.baseline if args.baseline else ''}"
-        f"{' --only ' + ','.join(sorted(args.only)) if args.only else ''}`; "
+        f"{' --only ' + ','.join(sorted(args.only)) if args.only else ''}"
+        f"{' --ws-only' if args.ws_only else ''}`; "
         f"{info['nginx']}; wrk -t1 -c{args.connections}; asset `{asset}`; "
-        f"{os.cpu_count()} cores; load average during the HTTP runs "
-        f"{min(load):.1f} to {max(load):.1f}.",
+        f"{os.cpu_count()} cores; load average "
+        + (f"during the HTTP runs {min(load):.1f} to {max(load):.1f}, " if load else "")
+        + f"during the WebSocket rounds {min(ws_load):.1f} to {max(ws_load):.1f}.",
         "",
     ]
-    for label in paths:
+    for label in [] if args.ws_only else paths:
         ref = statistics.median(r.rps for r in http[(label, "nginx")])
         ref_p50 = statistics.median(r.p50_ms for r in http[(label, "nginx")])
         lines += [
@@ -598,15 +614,19 @@ def main() -> None:
         f"**WebSocket, to an echo backend** (medians of {args.rounds} rounds; "
         f"{args.ws_trips} round trips of 1 KB, {args.ws_big} messages of 8 MB per round)",
         "",
-        "| contender | 1 KB RTT p50 ms | 1 KB RTT p99 ms | 8 MB pass ms | 8 MB vs nginx |",
-        "|---|---:|---:|---:|---:|",
+        "| contender | 1 KB RTT p50 ms | vs nginx | 1 KB RTT p99 ms | CPU µs per 1 KB trip "
+        "| 8 MB pass ms | 8 MB vs nginx | CPU ms per 8 MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ref_big = statistics.median(ws["nginx"]["big"])
+    ref_p50 = statistics.median(ws["nginx"]["p50"])
     for name, entry in ws.items():
         big = statistics.median(entry["big"])
+        p50 = statistics.median(entry["p50"])
         lines.append(
-            f"| {name} | {statistics.median(entry['p50']):.3f} | "
-            f"{statistics.median(entry['p99']):.3f} | {big:.1f} | {fmt_ratio(big, ref_big)} |"
+            f"| {name} | {p50:.3f} | {fmt_ratio(p50, ref_p50)} | "
+            f"{statistics.median(entry['p99']):.3f} | {statistics.median(entry['cpu']):.0f} | "
+            f"{big:.1f} | {fmt_ratio(big, ref_big)} | {statistics.median(entry['cpu_big']):.1f} |"
         )
     table = "\n".join(lines)
     print("\n" + table)

@@ -35,8 +35,8 @@ HOP_BY_HOP = frozenset(
 
 WEBSOCKET_HANDSHAKE = frozenset(
     {
-        # Tornado's WebSocket client writes its own key, version and subprotocol list; the
-        # proxy speaks no extension (no permessage-deflate) on either leg.
+        # The proxy writes its own key, version and subprotocol list toward marimo; it
+        # speaks no extension (no permessage-deflate) on either leg.
         "sec-websocket-key",
         "sec-websocket-version",
         "sec-websocket-protocol",

@@ -6,8 +6,9 @@ Invariants:
   subprotocol marimo chose, and a marimo that is absent (503), too slow (504) or refusing (its
   own status, e.g. 403) is told to the client as a plain HTTP answer, never as a socket that
   opens and dies.
-* Messages keep their kind (text or binary) and order. Each direction reads its next message
-  only after the previous one was written out on the other side (backpressure).
+* Neither leg negotiates an extension (no permessage-deflate): marimo is offered none, and
+  the client is granted none, so frames pass between them as they are (:mod:`proxy.wstunnel`),
+  with backpressure both ways and a size limit on every message in either direction.
 * Close codes and reasons cross both ways. A side that ends without a code (1005) or without a
   close frame (1006) becomes 1011 on the other side, except when marimo vanished because it is
   restarting (the current upstream is gone, of another generation, or refuses connections):
@@ -17,38 +18,28 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import base64
 import datetime
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.httputil import HTTPServerRequest
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, parse_response_start_line
 from tornado.iostream import StreamClosedError
-from tornado.simple_httpclient import HTTPTimeoutError
 from tornado.tcpclient import TCPClient
 from tornado.web import RequestHandler
-from tornado.websocket import (
-    WebSocketClientConnection,
-    WebSocketClosedError,
-    WebSocketError,
-    WebSocketHandler,
-    websocket_connect,
-)
+from tornado.websocket import WebSocketProtocol13
 
 from proxy import gate
 from proxy.headers import WEBSOCKET_HANDSHAKE, tokens, toward_marimo
 from proxy.upstream import Upstream, UpstreamLookup
+from proxy.wstunnel import INTERNAL_ERROR, Leg, Tunnel, UpstreamLeg, sendable
 
 log = logging.getLogger(__name__)
 
 RESTART_CODE = 1012
 RESTART_REASON = "marimo is restarting"
-_INTERNAL_ERROR = 1011
-# Codes that may not be sent in a close frame (RFC 6455 section 7.4.1).
-_UNSENDABLE = frozenset({1004, 1005, 1006, 1015})
-_MAX_REASON_BYTES = 123
 _RESTART_PROBE_TIMEOUT = 1.0
 
 
@@ -57,28 +48,22 @@ def is_upgrade(request: HTTPServerRequest) -> bool:
     return request.method == "GET" and "websocket" in tokens(request.headers, "Upgrade")
 
 
-def _well_formed(request: HTTPServerRequest) -> bool:
+def _handshake_problem(request: HTTPServerRequest) -> tuple[int, str] | None:
+    """Why the client's opening handshake cannot be answered (status, message), if it can't."""
     headers = request.headers
-    return (
-        "upgrade" in tokens(headers, "Connection")
-        and bool(headers.get("Sec-WebSocket-Key"))
-        and headers.get("Sec-WebSocket-Version") == "13"
-    )
+    if "upgrade" not in tokens(headers, "Connection"):
+        return 400, '"Connection" must be "Upgrade".'
+    if headers.get("Sec-WebSocket-Version") != "13":
+        return 426, "Upgrade Required"
+    if not headers.get("Sec-WebSocket-Key"):
+        return 400, "Missing Sec-WebSocket-Key"
+    return None
 
 
 def _offered_subprotocols(request: HTTPServerRequest) -> list[str]:
     return [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
-
-
-def _sendable(code: int | None, reason: str | None) -> tuple[int, str | None]:
-    """A close code and reason that may be sent on, mapping "no code/abnormal" to 1011."""
-    if code is None or code in _UNSENDABLE or not 1000 <= code <= 4999:
-        return _INTERNAL_ERROR, None
-    if reason is not None:
-        reason = reason.encode("utf-8")[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
-    return code, reason
 
 
 async def _refuses_connections(upstream: Upstream) -> bool:
@@ -96,11 +81,28 @@ async def _refuses_connections(upstream: Upstream) -> bool:
     return False
 
 
-class WebSocketRelay(WebSocketHandler):
+class _Refused(Exception):
+    """marimo did not take the upgrade; what the client is told instead."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        reason: str,
+        location: str | None = None,
+        *,
+        retry: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.reason = status, message, reason
+        self.location, self.retry = location, retry
+
+
+class WebSocketRelay(RequestHandler):
     """Relays one WebSocket between a client and marimo."""
 
     open_relays = 0
-    """Relays between ``open`` and ``on_close``, across all handlers (for metrics)."""
+    """Relays between both handshakes and the end of both connections (for metrics)."""
 
     def initialize(
         self,
@@ -116,146 +118,199 @@ class WebSocketRelay(WebSocketHandler):
         self._handshake_timeout = handshake_timeout
         self._message_limit = max_message_size
         self._upstream: Upstream | None = None
-        self._marimo: WebSocketClientConnection | None = None
-        self._pump: asyncio.Future[None] | None = None
+        self._tunnel: Tunnel | None = None
         self._client_closed = False
-
-    @property
-    def max_message_size(self) -> int:
-        return self._message_limit
-
-    def check_origin(self, origin: str) -> bool:
-        # Deliberately open: who may open a socket is decided by the orchestrator's auth layer
-        # in front of the proxy, not here (marimo does not check Origin either).
-        return True
+        self._ending: tuple[int, str | None] | None = None
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if self._guard is not None and not await self._guard(self):
             return  # refused before any handshake, and answered
-        if not _well_formed(self.request):
-            await super().get(*args, **kwargs)  # Tornado answers the malformed handshake
+        problem = _handshake_problem(self.request)
+        if problem is not None:
+            self.set_status(problem[0])
+            if problem[0] == 426:
+                self.set_header("Sec-WebSocket-Version", "13")
+            self.finish(problem[1])
             return
         upstream = self._lookup()
         if upstream is None:
             gate.refuse_upgrade(self, 503, "marimo is not ready", retry=True)
             return
-        marimo = await self._connect(upstream)
-        if marimo is None:
-            return
-        if self._client_closed:  # the client left while marimo was being reached
-            marimo.close(*_sendable(None, None))
-            return
-        self._upstream, self._marimo = upstream, marimo
         try:
-            await super().get(*args, **kwargs)
-        finally:
-            if self.get_status() != 101:
-                marimo.close()
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        chosen = self._marimo.selected_subprotocol if self._marimo is not None else None
-        return chosen if chosen in subprotocols else None
-
-    def open(self, *args: str, **kwargs: str) -> None:
-        WebSocketRelay.open_relays += 1
-        self._counted = True
-        self.set_nodelay(True)
-        self._pump = asyncio.ensure_future(self._relay_from_marimo())
-
-    async def on_message(self, message: str | bytes) -> None:
-        if self._marimo is None:
-            return
-        # A closed marimo side is not an error here: the pump tells the client how it ended.
-        with contextlib.suppress(WebSocketClosedError):
-            await self._marimo.write_message(message, binary=isinstance(message, bytes))
-
-    def on_ping(self, data: bytes) -> None:
-        if self._marimo is None:
-            return
-        with contextlib.suppress(WebSocketClosedError):
-            self._marimo.ping(data)
-
-    def on_close(self) -> None:
-        if getattr(self, "_counted", False):
-            WebSocketRelay.open_relays -= 1
-            self._counted = False
-        self._client_closed = True
-        if self._marimo is not None:
-            code, reason = _sendable(self.close_code, self.close_reason)
-            self._marimo.close(code, reason)
-
-    async def _connect(self, upstream: Upstream) -> WebSocketClientConnection | None:
-        """Opens the socket to marimo; on failure answers the client and returns None."""
-        request = HTTPRequest(
-            f"ws://{upstream.netloc}{self.request.uri}",
-            headers=toward_marimo(self.request, upstream, drop=WEBSOCKET_HANDSHAKE),
-            connect_timeout=self._connect_timeout,
-            request_timeout=self._handshake_timeout,
-            decompress_response=False,
-            follow_redirects=False,
-        )
-        offered = _offered_subprotocols(self.request)
-        try:
-            return await websocket_connect(
-                request,
-                subprotocols=offered or None,
-                max_message_size=self._message_limit,
+            marimo, subprotocol = await self._connect(upstream)
+        except _Refused as refused:
+            log.info(
+                "proxy.ws.refuse status=%d reason=%s path=%s",
+                refused.status,
+                refused.reason,
+                self.request.path,
             )
-        except HTTPTimeoutError:
-            self._refuse(504, "marimo did not answer in time", "timeout")
-        except HTTPClientError as e:
-            if e.code == 599:
-                self._refuse(503, "marimo is not ready", "closed", retry=True)
-            else:
-                location = e.response.headers.get("Location") if e.response else None
-                self._refuse(e.code, e.message or "rejected by marimo", "rejected", location)
-        except TimeoutError:
-            self._refuse(504, "marimo did not answer in time", "timeout")
-        except (OSError, StreamClosedError):
-            self._refuse(503, "marimo is not ready", "refused", retry=True)
-        except WebSocketError:
-            self._refuse(503, "marimo did not accept the WebSocket", "not-websocket", retry=True)
-        return None
-
-    def _refuse(
-        self,
-        status: int,
-        message: str,
-        reason: str,
-        location: str | None = None,
-        *,
-        retry: bool = False,
-    ) -> None:
-        log.info("proxy.ws.refuse status=%d reason=%s path=%s", status, reason, self.request.path)
-        gate.refuse_upgrade(self, status, message, retry=retry, location=location)
-
-    async def _relay_from_marimo(self) -> None:
-        marimo = self._marimo
-        assert marimo is not None
-        while True:
-            message = await marimo.read_message()
-            if message is None:
-                break
-            try:
-                await self.write_message(message, binary=isinstance(message, bytes))
-            except WebSocketClosedError:
-                return  # the client is leaving: on_close tells marimo with the client's code
-        marimo.close()  # already closed on the wire; releases the client connection's state
-        if self._client_closed:
+            gate.refuse_upgrade(
+                self,
+                refused.status,
+                refused.message,
+                retry=refused.retry,
+                location=refused.location,
+            )
             return
-        code, reason = await self._close_for_client(marimo.close_code, marimo.close_reason)
-        self.close(code, reason)
+        if self._client_closed or self._ending is not None:
+            marimo.abort()  # the client left, or its session ended, while marimo was reached
+            if not self._client_closed:
+                self.set_status(403)
+                self.finish("the session ended")
+            return
+        self._upstream = upstream
+        client = await self._accept(subprotocol)
+        if client is None:
+            marimo.abort()
+            return
+        tunnel = Tunnel(client, marimo, self._marimo_ended)
+        self._tunnel = tunnel
+        WebSocketRelay.open_relays += 1
+        try:
+            tunnel.start()
+            if self._ending is not None:  # the session ended during the client's handshake
+                tunnel.close(*self._ending)
+            await tunnel.done
+        finally:
+            WebSocketRelay.open_relays -= 1
 
-    async def _close_for_client(
-        self, code: int | None, reason: str | None
-    ) -> tuple[int, str | None]:
-        if code is not None and code not in _UNSENDABLE:
-            return _sendable(code, reason)
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Ends the socket with ``code`` on both sides (e.g. 1008 when the session ended)."""
+        code, reason = sendable(code, reason)
+        if self._tunnel is not None:
+            self._tunnel.close(code, reason)
+        else:
+            self._ending = (code, reason)
+
+    def on_connection_close(self) -> None:
+        self._client_closed = True
+
+    async def _accept(self, subprotocol: str | None) -> Leg | None:
+        """Completes the client's handshake and takes its socket over; None if it left.
+
+        The socket is plain TCP (the orchestrator serves no TLS; the platform's ingress ends
+        it), so its file descriptor can be handed from Tornado's stream to asyncio's transport.
+        """
+        self.clear_header("Content-Type")
+        self.set_status(101)
+        self.set_header("Upgrade", "websocket")
+        self.set_header("Connection", "Upgrade")
+        self.set_header(
+            "Sec-WebSocket-Accept",
+            WebSocketProtocol13.compute_accept_value(self.request.headers["Sec-WebSocket-Key"]),
+        )
+        if subprotocol is not None:
+            self.set_header("Sec-WebSocket-Protocol", subprotocol)
+        sent = self.finish()
+        stream = self.detach()
+        try:
+            await sent
+            # Bytes the client sent after its handshake, already read by the HTTP server.
+            early = stream._consume(stream._read_buffer_size)
+            if stream.socket is None:
+                return None
+            sock = stream.socket.dup()  # the stream's own socket closes with it
+        except (StreamClosedError, OSError):
+            return None
+        finally:
+            stream.close()
+        loop = asyncio.get_running_loop()
+        limit = self._message_limit
+        try:
+            _, client = await loop.connect_accepted_socket(
+                lambda: Leg("client", masked=True, limit=limit), sock=sock
+            )
+        except OSError:
+            sock.close()
+            return None
+        if early:
+            client.early.insert(0, early)
+        return client
+
+    async def _connect(self, upstream: Upstream) -> tuple[UpstreamLeg, str | None]:
+        """marimo's leg with the handshake done, and the subprotocol marimo chose.
+
+        Raises :class:`_Refused` with what the client is to be told when that fails.
+        """
+        offered = _offered_subprotocols(self.request)
+        key = base64.b64encode(os.urandom(16)).decode()
+        headers = toward_marimo(self.request, upstream, drop=WEBSOCKET_HANDSHAKE)
+        headers["Upgrade"] = "websocket"
+        headers["Connection"] = "Upgrade"
+        headers["Sec-WebSocket-Key"] = key
+        headers["Sec-WebSocket-Version"] = "13"
+        if offered:
+            headers["Sec-WebSocket-Protocol"] = ", ".join(offered)
+        lines = [f"GET {self.request.uri} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in headers.get_all()]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+        loop = asyncio.get_running_loop()
+        limit = self._message_limit
+        try:
+            _, marimo = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamLeg(limit=limit), upstream.host, upstream.port
+                ),
+                self._connect_timeout,
+            )
+        except TimeoutError:
+            raise _Refused(504, "marimo did not answer in time", "timeout") from None
+        except OSError:
+            raise _Refused(503, "marimo is not ready", "refused", retry=True) from None
+        try:
+            assert marimo.transport is not None
+            marimo.transport.write(request)
+            head = await asyncio.wait_for(marimo.head, self._handshake_timeout)
+            return marimo, self._check_answer(head, key, offered)
+        except TimeoutError:
+            marimo.abort()
+            raise _Refused(504, "marimo did not answer in time", "timeout") from None
+        except ConnectionError:
+            marimo.abort()
+            raise _Refused(503, "marimo is not ready", "closed", retry=True) from None
+        except _Refused:
+            marimo.abort()
+            raise
+        except Exception:  # an answer that is not HTTP
+            marimo.abort()
+            raise _Refused(
+                503, "marimo did not accept the WebSocket", "not-websocket", retry=True
+            ) from None
+
+    @staticmethod
+    def _check_answer(head: bytes, key: str, offered: list[str]) -> str | None:
+        """The subprotocol of marimo's 101 answer; raises :class:`_Refused` for anything else."""
+        text = head.decode("latin-1")
+        line, _, rest = text.partition("\r\n")
+        status = parse_response_start_line(line)
+        headers = HTTPHeaders.parse(rest)
+        if status.code != 101:
+            raise _Refused(
+                status.code,
+                status.reason or "rejected by marimo",
+                "rejected",
+                headers.get("Location"),
+            )
+        chosen = headers.get("Sec-WebSocket-Protocol")
+        if (
+            "websocket" not in tokens(headers, "Upgrade")
+            or "upgrade" not in tokens(headers, "Connection")
+            or headers.get("Sec-WebSocket-Accept") != WebSocketProtocol13.compute_accept_value(key)
+            or headers.get("Sec-WebSocket-Extensions")
+            or (chosen is not None and chosen not in offered)
+        ):
+            raise _Refused(503, "marimo did not accept the WebSocket", "not-websocket", retry=True)
+        return chosen
+
+    async def _marimo_ended(self, code: int | None) -> tuple[int, str | None]:
+        """The client's close code when marimo ended without a code (1005) or vanished."""
         if await self._marimo_restarting():
             log.info("proxy.ws.restart path=%s", self.request.path)
             return RESTART_CODE, RESTART_REASON
         log.info("proxy.ws.abnormal-close code=%s path=%s", code, self.request.path)
-        return _INTERNAL_ERROR, "marimo closed the connection abnormally"
+        return INTERNAL_ERROR, "marimo closed the connection abnormally"
 
     async def _marimo_restarting(self) -> bool:
         current = self._lookup()
