@@ -123,11 +123,10 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         self._gzip: compression.Gzip | None = None
         self._head_sent: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        head = wire.request_head(
-            method,
-            request.uri or "/",
-            toward_marimo(request, upstream, drop=("Expect",)).get_all(),
-        )
+        toward = toward_marimo(request, upstream, drop=("Expect",))
+        transform = settings.html_transform
+        rewritten = html.toward_marimo(toward, transform.key) if transform else frozenset()
+        head = wire.request_head(method, request.uri or "/", toward.get_all())
         self._forwarding = Forwarding(
             self,
             settings.pool,
@@ -136,7 +135,8 @@ class DirectExchange(httputil.HTTPMessageDelegate):
             request.path,
             head,
             settings.response_timeout,
-            settings.html_transform,
+            transform,
+            rewritten=rewritten,
         )
 
     # -- HTTPMessageDelegate ------------------------------------------------------------------

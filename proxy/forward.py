@@ -132,6 +132,7 @@ class Forwarding:
         html_transform: html.HtmlTransform | None,
         *,
         chunk_body: bool = False,
+        rewritten: frozenset[str] = frozenset(),
     ) -> None:
         self._front = front
         self._pool = pool
@@ -141,6 +142,7 @@ class Forwarding:
         self._head = head
         self._response_timeout = response_timeout
         self._html_transform = html_transform
+        self._rewritten = rewritten  # marimo's tags html.toward_marimo put in If-None-Match
         self.chunk_body = chunk_body
         # The upstream stream while this request owns it: closed or given back exactly once.
         self._stream: IOStream | None = None
@@ -294,11 +296,13 @@ class Forwarding:
         exchange.stop_timer()
         body: AsyncIterator[bytes] = wire.read_body(stream, response)
         transform = self._html_transform
-        if transform is not None and html.applies(
-            self._method, response.start_line.code, response.headers
-        ):
-            document = b"".join([piece async for piece in body])
-            body = _once(html.transformed(transform, document, response.headers))
+        if transform is not None:
+            code = response.start_line.code
+            if html.applies(self._method, code, response.headers):
+                document = b"".join([piece async for piece in body])
+                body = _once(html.transformed(transform, document, response.headers))
+            else:
+                html.confirmed(code, response.headers, self._rewritten, transform.key)
         exchange.started = True
         exchange.reusable = response.reusable
         self._head_out = False

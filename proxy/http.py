@@ -113,6 +113,8 @@ class HttpForwarder(RequestHandler):
         method = request.method or "GET"
         headers = toward_marimo(request, upstream, drop=("Expect",))
         chunk_body = _frame_body(method, request.headers, headers)
+        transform = self._html_transform
+        rewritten = html.toward_marimo(headers, transform.key) if transform else frozenset()
         self._forwarding = forwarding = Forwarding(
             self,
             self._pool,
@@ -121,8 +123,9 @@ class HttpForwarder(RequestHandler):
             request.path,
             wire.request_head(method, target, headers.get_all()),
             self._response_timeout,
-            self._html_transform,
+            transform,
             chunk_body=chunk_body,
+            rewritten=rewritten,
         )
         await forwarding.open()
 
