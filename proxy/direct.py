@@ -39,6 +39,7 @@ from proxy import compression, gate, html, wire
 from proxy.forward import Failure, Forwarding, valid_target
 from proxy.headers import learn_session, toward_client, toward_marimo
 from proxy.pool import ConnectionPool
+from proxy.precompressed import AssetStore
 from proxy.upstream import Upstream, UpstreamLookup
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class DirectSettings:
     """Told each request and the status it got (access log, metrics)."""
     html_transform: html.HtmlTransform | None = None
     """Applied to marimo's HTML documents (:mod:`proxy.html`)."""
+    asset_store: AssetStore | None = None
+    """Compressed copies of marimo's hashed assets (:mod:`proxy.precompressed`)."""
 
 
 class DirectRouter(Router):
@@ -137,6 +140,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
             settings.response_timeout,
             transform,
             rewritten=rewritten,
+            assets=(settings.asset_store, request) if settings.asset_store else None,
         )
 
     # -- HTTPMessageDelegate ------------------------------------------------------------------
