@@ -21,6 +21,8 @@ Invariants:
   60 MiB for marimo's largest bundle). :attr:`AssetStore.compressions` counts the encodings kept
   (and the log says ``proxy.assets.compressed``). Each is written atomically by the writer given
   (temp file, fsync, rename) as ``<asset name>.<sha256 of the encoded bytes, 16 hex>.<gz|br>``.
+  An asset whose compressing failed is not tried again by this process (it keeps coming from
+  marimo, gzipped on the way).
 * Nothing corrupt is served: at :meth:`AssetStore.attach` every file is read and re-hashed in the
   worker, and one whose digest is not its name's is deleted; a file whose size on opening is not
   the recorded size is forgotten and the request goes to marimo.
@@ -243,6 +245,7 @@ class AssetStore:
         self._ready = False
         self._copies: dict[tuple[str, str], Copy] = {}
         self._busy: set[str] = set()
+        self._failed: set[str] = set()  # not compressed once: not tried again by this process
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._child: subprocess.Popen[bytes] | None = None
@@ -360,7 +363,9 @@ class AssetStore:
         if request.method != "GET" or "Range" in request.headers:
             return None
         name = asset_name(request)
-        if name is None or name in self._busy or len(self._busy) >= MAX_TEES:
+        if name is None or name in self._busy or name in self._failed:
+            return None
+        if len(self._busy) >= MAX_TEES:
             return None
         if all((name, e) in self._copies for e in ENCODINGS):
             return None
@@ -465,10 +470,12 @@ class AssetStore:
             for leftover in (source, *source.parent.glob(f"{source.name}.*")):
                 with contextlib.suppress(OSError):
                     leftover.unlink(missing_ok=True)
-            self._call_soon(self._published, name, made)
+            self._call_soon(self._published, name, made, len(made) == len(encodings))
 
-    def _published(self, name: str, made: list[Copy]) -> None:
+    def _published(self, name: str, made: list[Copy], whole: bool) -> None:
         self._busy.discard(name)
+        if not whole:
+            self._failed.add(name)
         for copy in made:
             self._copies[(copy.name, copy.encoding)] = copy
             self.compressions += 1
