@@ -8,9 +8,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import brotli  # type: ignore[import-untyped]
 import pytest
 from tornado.web import Application, RequestHandler
 
@@ -204,6 +206,21 @@ def test_real_marimo_through_the_orchestrator_signed_in_signed_out_and_restarted
     assert headers["Cache-Control"] == IMMUTABLE
     assert "cookie" not in varies({k.lower(): v for k, v in headers.items()})
 
+    # That answer was copied and compressed once, onto the state volume; later ones come from it.
+    copies = notebook_dir.parent / "state" / "cache" / "marimo-assets"
+    deadline = time.monotonic() + 120
+    while not list(copies.glob(f"{script.rsplit('/', 1)[1]}.*.br")):
+        assert time.monotonic() < deadline, "no compressed copy of the editor's script"
+        time.sleep(0.2)
+    br = {"Accept-Encoding": "gzip, deflate, br, zstd"}
+    code, headers, packed = run.get(script, br)
+    assert (code, headers["Content-Encoding"]) == (200, "br")
+    assert brotli.decompress(packed) == body and headers["Cache-Control"] == IMMUTABLE
+    code, _, _ = run.get(script, {**br, "If-None-Match": headers["Etag"]})
+    assert code == 304
+    code, headers, _ = run.get(script, br, signed_in=False)
+    assert code == 401 and "Content-Encoding" not in headers
+
     code, headers, page = run.get("/", {"Accept": "text/html"})
     assert code == 200 and script.encode()[1:] in page
     assert not reusable(headers.get("Cache-Control"))
@@ -227,6 +244,8 @@ def test_real_marimo_through_the_orchestrator_signed_in_signed_out_and_restarted
     assert (code, revalidated) == ((304, b"") if after == page else (200, after))
     code, headers, again = run.get(script)
     assert (code, again) == (200, body) and headers["Cache-Control"] == IMMUTABLE
+    code, headers, repacked = run.get(script, br)
+    assert (code, headers["Content-Encoding"], repacked) == (200, "br", packed)
 
 
 class _Document(RequestHandler):
