@@ -85,6 +85,12 @@ class StateLayout(NamedTuple):
         return self.root / "cache" / "pip"
 
     @property
+    def asset_cache(self) -> Path:
+        """marimo's content-hashed assets compressed once, served by the proxy
+        (proxy/precompressed.py)."""
+        return self.root / "cache" / "marimo-assets"
+
+    @property
     def xdg_config(self) -> Path:
         """``XDG_CONFIG_HOME`` for marimo, so its user settings persist."""
         return self.root / "config"
@@ -119,6 +125,7 @@ class StateLayout(NamedTuple):
             "sync_blobs": self.sync_blobs,
             "uv_cache": self.uv_cache,
             "pip_cache": self.pip_cache,
+            "asset_cache": self.asset_cache,
             "xdg_config": self.xdg_config,
             "marimo_config": self.marimo_config,
             "image_excludes": self.image_excludes,

@@ -22,6 +22,7 @@ import tornado.routing
 import tornado.web
 
 from jobs.layout import StateLayout
+from jobs.manifest import write_atomically
 from jobs.redact import redact
 from orchestrator.actions import Actions
 from orchestrator.auth import Guard, Verifier, load_secret
@@ -48,6 +49,7 @@ from orchestrator.web.login import LoginHandler, LogoutHandler
 from orchestrator.web.metrics_route import MetricsHandler
 from orchestrator.web.panel import panel_transform
 from orchestrator.web.restart import RestartHandler
+from proxy.precompressed import AssetStore
 from proxy.routes import proxy_rules
 
 if TYPE_CHECKING:
@@ -77,7 +79,11 @@ def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
 
 
 def make_app(
-    config: Config, board: StatusBoard, actions: Actions, guard: Guard
+    config: Config,
+    board: StatusBoard,
+    actions: Actions,
+    guard: Guard,
+    assets: AssetStore | None = None,
 ) -> tornado.web.Application:
     page = LoadingPage(board)
     own: dict[str, object] = {"board": board}
@@ -139,6 +145,7 @@ def make_app(
             html_transform=(
                 panel_transform(config.jobs.marimo_mode) if config.environment_panel else None
             ),
+            asset_store=assets,
         ),
     ]
     app = tornado.web.Application(
@@ -209,7 +216,10 @@ async def run(
     actions = Actions(board, portal)
     board.capabilities["restart_deployment"] = bool(portal and portal.settings.deployment_id)
     guard = make_guard(config, portal)
-    app = make_app(config, board, actions, guard)
+    assets = AssetStore(write_atomically)
+    app = make_app(config, board, actions, guard, assets)
+    # Copies live on the state volume (or this run's temporary state folder).
+    board.on_state.append(lambda path, persistent: assets.attach(StateLayout(path).asset_cache))
     board.on_state.append(
         lambda path, persistent: adopt_or_persist(app, path) if persistent else None
     )
@@ -275,6 +285,7 @@ async def run(
         task.cancel()
     board.begin_stopping()
     server.stop()
+    assets.close()
     await pipeline.stop()
     jobs.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):

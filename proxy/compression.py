@@ -1,5 +1,8 @@
 """Gzip for the text marimo sends uncompressed, one chunk at a time.
 
+(marimo's content-hashed assets are served from copies compressed once,
+:mod:`proxy.precompressed`, as soon as those exist; until then they come through here.)
+
 marimo serves its editor (about 10 MB of JavaScript, CSS and WebAssembly) without compression.
 The proxy compresses such answers on their way to a client that accepts gzip.
 

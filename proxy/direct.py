@@ -39,6 +39,7 @@ from proxy import compression, gate, html, wire
 from proxy.forward import Failure, Forwarding, valid_target
 from proxy.headers import learn_session, toward_client, toward_marimo
 from proxy.pool import ConnectionPool
+from proxy.precompressed import AssetStore
 from proxy.upstream import Upstream, UpstreamLookup
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class DirectSettings:
     """Told each request and the status it got (access log, metrics)."""
     html_transform: html.HtmlTransform | None = None
     """Applied to marimo's HTML documents (:mod:`proxy.html`)."""
+    asset_store: AssetStore | None = None
+    """Compressed copies of marimo's hashed assets (:mod:`proxy.precompressed`)."""
 
 
 class DirectRouter(Router):
@@ -123,11 +126,10 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         self._gzip: compression.Gzip | None = None
         self._head_sent: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        head = wire.request_head(
-            method,
-            request.uri or "/",
-            toward_marimo(request, upstream, drop=("Expect",)).get_all(),
-        )
+        toward = toward_marimo(request, upstream, drop=("Expect",))
+        transform = settings.html_transform
+        rewritten = html.toward_marimo(toward, transform.key) if transform else frozenset()
+        head = wire.request_head(method, request.uri or "/", toward.get_all())
         self._forwarding = Forwarding(
             self,
             settings.pool,
@@ -136,7 +138,9 @@ class DirectExchange(httputil.HTTPMessageDelegate):
             request.path,
             head,
             settings.response_timeout,
-            settings.html_transform,
+            transform,
+            rewritten=rewritten,
+            assets=(settings.asset_store, request) if settings.asset_store else None,
         )
 
     # -- HTTPMessageDelegate ------------------------------------------------------------------

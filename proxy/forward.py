@@ -21,6 +21,10 @@ Invariants:
   alone on the next loop turn, so a stream whose first event comes late still opens at once.
 * An HTML document the transform applies to (:mod:`proxy.html`) is read whole before anything
   reaches the client: a cut while reading it is "no answer".
+* A request a stored compressed copy answers (:mod:`proxy.precompressed`) never reaches marimo;
+  a copy that is not on disk as recorded is forgotten before anything is sent, and the request
+  goes to marimo as any other. marimo's answers the store wants are teed to it chunk by chunk
+  as they pass; the tee is told whether the exchange completed.
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
+from tornado.httputil import HTTPServerRequest, ResponseStartLine
 from tornado.iostream import IOStream, StreamClosedError
 
 from proxy import html, wire
 from proxy.pool import ConnectionPool
+from proxy.precompressed import CHUNK, AssetStore, Copy, Tee, not_modified
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy.http")
@@ -132,6 +139,8 @@ class Forwarding:
         html_transform: html.HtmlTransform | None,
         *,
         chunk_body: bool = False,
+        rewritten: frozenset[str] = frozenset(),
+        assets: tuple[AssetStore, HTTPServerRequest] | None = None,
     ) -> None:
         self._front = front
         self._pool = pool
@@ -141,7 +150,11 @@ class Forwarding:
         self._head = head
         self._response_timeout = response_timeout
         self._html_transform = html_transform
+        self._rewritten = rewritten  # marimo's tags html.toward_marimo put in If-None-Match
         self.chunk_body = chunk_body
+        # The store of compressed copies and the client's request, when one is configured.
+        self._assets = assets
+        self._stored: Copy | None = assets[0].find(assets[1]) if assets is not None else None
         # The upstream stream while this request owns it: closed or given back exactly once.
         self._stream: IOStream | None = None
         self._reused = False
@@ -157,7 +170,7 @@ class Forwarding:
 
     @property
     def connected(self) -> bool:
-        return self._stream is not None
+        return self._stream is not None or self._stored is not None
 
     def on_client_gone(self) -> None:
         self.client_gone = True
@@ -169,7 +182,10 @@ class Forwarding:
             self._stream = None
 
     async def open(self, *, fresh: bool = False) -> bool:
-        """Connects to marimo and sends the request head; has the client answered on failure."""
+        """Connects to marimo and sends the request head; has the client answered on failure.
+        A request a stored copy answers (:mod:`proxy.precompressed`) needs no connection."""
+        if self._stored is not None:
+            return True
         try:
             stream, reused = await self._pool.acquire(self._upstream, fresh=fresh)
         except TimeoutError:
@@ -213,6 +229,11 @@ class Forwarding:
 
     async def run(self) -> None:
         """Ends the request and relays marimo's answer, retrying once where that is allowed."""
+        if self._stored is not None:
+            served = await self._serve_stored(self._stored)
+            self._stored = None
+            if served or self.client_gone or not await self.open():
+                return
         while True:
             failure = await self._exchange()
             if failure is None:
@@ -294,19 +315,42 @@ class Forwarding:
         exchange.stop_timer()
         body: AsyncIterator[bytes] = wire.read_body(stream, response)
         transform = self._html_transform
-        if transform is not None and html.applies(
-            self._method, response.start_line.code, response.headers
-        ):
-            document = b"".join([piece async for piece in body])
-            body = _once(html.transformed(transform, document, response.headers))
+        if transform is not None:
+            code = response.start_line.code
+            if html.applies(self._method, code, response.headers):
+                document = b"".join([piece async for piece in body])
+                body = _once(html.transformed(transform, document, response.headers))
+            else:
+                html.confirmed(code, response.headers, self._rewritten, transform.key)
         exchange.started = True
         exchange.reusable = response.reusable
+        tee = None
+        if self._assets is not None:
+            store, request = self._assets
+            tee = store.tee(request, response.start_line.code, response.headers)
+        try:
+            await self._pass(exchange, response, body, tee)
+        finally:
+            if tee is not None:
+                tee.finish(exchange.complete)
+
+    async def _pass(
+        self,
+        exchange: Exchange,
+        response: wire.Response,
+        body: AsyncIterator[bytes],
+        tee: Tee | None,
+    ) -> None:
+        """Sends marimo's answer on to the client (``tee`` gets a copy of the body)."""
+        stream = exchange.stream
         self._head_out = False
         front = self._front
         front.start(response)
         self._pending_head = asyncio.get_running_loop().call_soon(self._send_head)
         # A StreamClosedError from the body's iterator is marimo's; from the front, the client's.
         async for chunk in body:
+            if tee is not None:
+                tee.write(chunk)
             try:
                 await front.send(chunk, head=self._take_pending_head())
             except StreamClosedError:
@@ -318,6 +362,44 @@ class Forwarding:
             stream.close()
             return
         exchange.complete = True
+
+    async def _serve_stored(self, copy: Copy) -> bool:
+        """Answers from a stored copy; False (nothing sent) when it is not there as recorded."""
+        assert self._assets is not None
+        store, request = self._assets
+        try:
+            handle = copy.path.open("rb")
+        except OSError:
+            store.forget(copy)
+            return False
+        with handle:
+            if os.fstat(handle.fileno()).st_size != copy.size:
+                log.warning("proxy.assets.size-mismatch path=%s", self._path)
+                store.forget(copy)
+                return False
+            headers = copy.headers()
+            unchanged = not_modified(request, copy)
+            if unchanged:
+                del headers["Content-Length"]
+            code = 304 if unchanged else 200
+            response = wire.Response(
+                ResponseStartLine("HTTP/1.1", code, "Not Modified" if unchanged else "OK"),
+                headers,
+                wire.Framing.NONE if unchanged else wire.Framing.LENGTH,
+                0 if unchanged else copy.size,
+            )
+            front = self._front
+            front.start(response)
+            self._head_out = True
+            head = True
+            try:
+                while not unchanged and (chunk := handle.read(CHUNK)):
+                    await front.send(chunk, head=head)
+                    head = False
+                await front.end(response, head=head)
+            except StreamClosedError:
+                pass
+        return True
 
     def _take_pending_head(self) -> bool:
         """True when the head has not left yet and must go with the next write."""

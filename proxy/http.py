@@ -30,6 +30,7 @@ from proxy import compression, gate, html, wire
 from proxy.forward import Failure, Forwarding, valid_target
 from proxy.headers import learn_session, tokens, toward_client, toward_marimo
 from proxy.pool import ConnectionPool
+from proxy.precompressed import AssetStore
 from proxy.upstream import UpstreamLookup
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,11 @@ class HttpForwarder(RequestHandler):
         guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
         require_server_token: bool = False,
         html_transform: html.HtmlTransform | None = None,
+        asset_store: AssetStore | None = None,
     ) -> None:
         self._guard = guard
         self._html_transform = html_transform
+        self._asset_store = asset_store
         self._require_server_token = require_server_token
         self._lookup = lookup
         self._loading_page = loading_page
@@ -113,6 +116,8 @@ class HttpForwarder(RequestHandler):
         method = request.method or "GET"
         headers = toward_marimo(request, upstream, drop=("Expect",))
         chunk_body = _frame_body(method, request.headers, headers)
+        transform = self._html_transform
+        rewritten = html.toward_marimo(headers, transform.key) if transform else frozenset()
         self._forwarding = forwarding = Forwarding(
             self,
             self._pool,
@@ -121,8 +126,10 @@ class HttpForwarder(RequestHandler):
             request.path,
             wire.request_head(method, target, headers.get_all()),
             self._response_timeout,
-            self._html_transform,
+            transform,
             chunk_body=chunk_body,
+            rewritten=rewritten,
+            assets=(self._asset_store, request) if self._asset_store else None,
         )
         await forwarding.open()
 

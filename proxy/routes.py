@@ -13,6 +13,7 @@ from proxy.direct import DirectRouter, DirectSettings
 from proxy.html import HtmlTransform
 from proxy.http import HttpForwarder
 from proxy.pool import ConnectionPool
+from proxy.precompressed import AssetStore
 from proxy.upstream import UpstreamLookup
 from proxy.websocket import WebSocketRelay, is_upgrade
 
@@ -38,6 +39,7 @@ def proxy_rules(
     on_finished: Callable[[HTTPServerRequest, int], None] | None = None,
     require_server_token: bool = False,
     html_transform: HtmlTransform | None = None,
+    asset_store: AssetStore | None = None,
 ) -> list[Rule]:
     """Rules matching every path, to be placed after the orchestrator's own routes.
 
@@ -62,6 +64,9 @@ def proxy_rules(
     :func:`proxy.gate.lacks_server_token`).
 
     ``html_transform`` rewrites marimo's HTML documents, and only those (:mod:`proxy.html`).
+
+    ``asset_store`` answers requests for marimo's content-hashed assets from copies compressed
+    once (:mod:`proxy.precompressed`), and is fed by the answers marimo gives for them.
     """
     pool = pool if pool is not None else ConnectionPool(connect_timeout=connect_timeout)
     if guard is None:
@@ -77,6 +82,7 @@ def proxy_rules(
         finish_headers,
         on_finished,
         html_transform,
+        asset_store,
     )
     return [
         Rule(
@@ -102,6 +108,7 @@ def proxy_rules(
                 "guard": guard,
                 "require_server_token": require_server_token,
                 "html_transform": html_transform,
+                "asset_store": asset_store,
             },
         ),
     ]

@@ -5,14 +5,19 @@ client without a session."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import brotli  # type: ignore[import-untyped]
 import pytest
 from tornado.web import Application, RequestHandler
 
 from proxy.caching import IMMUTABLE
+from proxy.html import HtmlTransform
 from tests.conftest import OrchestratorFactory
 from tests.conftest_proxy import (
     FORWARDING_PATHS,
@@ -185,8 +190,9 @@ def test_real_marimo_through_the_orchestrator_signed_in_signed_out_and_restarted
 ) -> None:
     """With a real marimo behind the real orchestrator: the editor's script is immutable for a
     signed-in browser only; a client without a session gets the guard's uncacheable refusal; the
-    editor's HTML and API are asked for again; after marimo restarts, the HTML names the same
-    content-hashed script with the same bytes."""
+    editor's HTML (with the panel's tags) and API are asked for again, the HTML answered 304
+    while it is the same; after marimo restarts, the HTML names the same content-hashed script
+    with the same bytes, and the old HTML validator is confirmed only for the same page."""
     run = orchestrator(notebook_dir, quix=False)
     before = run.wait_ready()
     script = f"/assets/{_editor_script()}"
@@ -200,9 +206,29 @@ def test_real_marimo_through_the_orchestrator_signed_in_signed_out_and_restarted
     assert headers["Cache-Control"] == IMMUTABLE
     assert "cookie" not in varies({k.lower(): v for k, v in headers.items()})
 
+    # That answer was copied and compressed once, onto the state volume; later ones come from it.
+    copies = notebook_dir.parent / "state" / "cache" / "marimo-assets"
+    deadline = time.monotonic() + 120
+    while not list(copies.glob(f"{script.rsplit('/', 1)[1]}.*.br")):
+        assert time.monotonic() < deadline, "no compressed copy of the editor's script"
+        time.sleep(0.2)
+    br = {"Accept-Encoding": "gzip, deflate, br, zstd"}
+    code, headers, packed = run.get(script, br)
+    assert (code, headers["Content-Encoding"]) == (200, "br")
+    assert brotli.decompress(packed) == body and headers["Cache-Control"] == IMMUTABLE
+    code, _, _ = run.get(script, {**br, "If-None-Match": headers["Etag"]})
+    assert code == 304
+    code, headers, _ = run.get(script, br, signed_in=False)
+    assert code == 401 and "Content-Encoding" not in headers
+
     code, headers, page = run.get("/", {"Accept": "text/html"})
     assert code == 200 and script.encode()[1:] in page
     assert not reusable(headers.get("Cache-Control"))
+    # The panel's transform keeps a validator: a repeat visit downloads no HTML.
+    assert b"/-/static/panel.js" in page
+    held = headers["Etag"]
+    code, headers, _ = run.get("/", {"Accept": "text/html", "If-None-Match": held})
+    assert code == 304 and headers["Etag"] == held
     code, headers, _ = run.get("/api/status", {"Accept": "application/json"})
     assert code == 200 and not reusable(headers.get("Cache-Control"))
 
@@ -211,7 +237,98 @@ def test_real_marimo_through_the_orchestrator_signed_in_signed_out_and_restarted
         lambda s: s["ready"] and s["marimo"]["pid"] != before["marimo"]["pid"],
         what="a new marimo",
     )
-    code, _, page = run.get("/", {"Accept": "text/html"})
-    assert code == 200 and script.encode()[1:] in page
+    code, _, after = run.get("/", {"Accept": "text/html"})
+    assert code == 200 and script.encode()[1:] in after
+    # The old validator is confirmed only if the new marimo renders the very same page.
+    code, _, revalidated = run.get("/", {"Accept": "text/html", "If-None-Match": held})
+    assert (code, revalidated) == ((304, b"") if after == page else (200, after))
     code, headers, again = run.get(script)
     assert (code, again) == (200, body) and headers["Cache-Control"] == IMMUTABLE
+    code, headers, repacked = run.get(script, br)
+    assert (code, headers["Content-Encoding"], repacked) == (200, "br", packed)
+
+
+class _Document(RequestHandler):
+    """marimo's HTML answer: its ETag the SHA-256 of the rendered page (which carries the
+    server's token), ``If-None-Match`` compared weakly, 304 when it matches."""
+
+    def initialize(self, rendered: dict[str, bytes]) -> None:
+        self.rendered = rendered
+
+    def compute_etag(self) -> None:
+        return None
+
+    def get(self) -> None:
+        page = self.rendered["page"]
+        etag = f'"{hashlib.sha256(page).hexdigest()}"'
+        self.set_header("Cache-Control", "private, no-cache")
+        self.set_header("ETag", etag)
+        sent = [
+            t.strip().removeprefix("W/")
+            for t in self.request.headers.get("If-None-Match", "").split(",")
+        ]
+        self.rendered["asked"] = self.request.headers.get("If-None-Match", "").encode()
+        if etag in sent:
+            self.set_status(304)
+            self.finish()
+            return
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(page)
+
+
+def _page(token: str) -> bytes:
+    return (
+        f'<html><head><server-token data-token="{token}"></server-token></head>'
+        f"<body>{'marimo ' * 300}</body></html>"
+    ).encode()
+
+
+def _tags(document: bytes) -> bytes:
+    return document.replace(b"</head>", b'<script src="/-/static/panel.js"></script></head>')
+
+
+@pytest.mark.parametrize("accept", ["", "Accept-Encoding: gzip\n"])
+@async_test()
+async def test_the_transformed_html_is_revalidated_never_stale(
+    forwarding_path: str, accept: str
+) -> None:
+    """The editor's HTML, rewritten by the panel's transform, keeps a validator: a repeat visit
+    gets a 304 while marimo's page and the transform are the same, and the new page as soon as
+    either changed (a marimo restart renders a new token; another panel)."""
+    rendered = {"page": _page("token-1")}
+    switch = Switch()
+    backend_app = Application([(r"/", _Document, {"rendered": rendered})])
+    panel = HtmlTransform(_tags, "panel-a")
+    async with serve(backend_app) as backend, run_proxy(switch, html_transform=panel) as proxy:
+        switch.point(backend.port, 1)
+        visit = f"GET / HTTP/1.1\nHost: t\nAccept: text/html\n{accept}"
+        first = await raw_exchange(proxy.port, visit)
+        assert first.status == 200 and first.get("Cache-Control") == "private, no-cache"
+        body = gzip.decompress(first.body) if accept else first.body
+        assert body == _tags(_page("token-1"))
+        held = first.get("ETag")
+        assert held is not None and held.removeprefix("W/").endswith('~panel-a"')
+
+        again = await raw_exchange(proxy.port, f"{visit}If-None-Match: {held}\n")
+        assert (again.status, again.body, again.get("ETag")) == (304, b"", held)
+        assert again.get("Cache-Control") == "private, no-cache"
+        assert b"~" not in rendered["asked"], "marimo compared its own tag"
+
+        # marimo restarted: a new token in its page. The old validator gets the new page.
+        rendered["page"] = _page("token-2")
+        switch.point(backend.port, 2)
+        fresh = await raw_exchange(proxy.port, f"{visit}If-None-Match: {held}\n")
+        assert fresh.status == 200
+        assert (gzip.decompress(fresh.body) if accept else fresh.body) == _tags(_page("token-2"))
+        assert fresh.get("ETag") not in (None, held)
+
+    # Same marimo page, another transform (a new panel version): never the old validator's 304.
+    other = HtmlTransform(lambda d: d.replace(b"</head>", b"<b></b></head>"), "panel-b")
+    async with serve(backend_app) as backend, run_proxy(switch, html_transform=other) as proxy:
+        switch.point(backend.port, 3)
+        current = f'"{hashlib.sha256(rendered["page"]).hexdigest()}~panel-a"'
+        changed = await raw_exchange(
+            proxy.port, f"GET / HTTP/1.1\nHost: t\nIf-None-Match: {current}\n"
+        )
+        assert changed.status == 200 and b"<b></b></head>" in changed.body
+        assert changed.get("ETag") == current.replace("panel-a", "panel-b")

@@ -6,17 +6,23 @@ pages keep working under a Content-Security-Policy that allows only same-origin 
 
 Invariants: the document is otherwise unchanged; a document without ``</head>`` gets the tags
 in front (a browser still runs them); the tags name only our static files and the marimo mode
-(run mode: the panel shows status, no actions).
+(run mode: the panel shows status, no actions). The transform's key is a digest of the tags
+and :data:`REWRITE_VERSION`: whatever changes the result changes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from jobs.settings import MarimoMode
 from proxy.html import HtmlTransform
 
 _HEAD_END = re.compile(rb"</head\s*>", re.IGNORECASE)
+
+REWRITE_VERSION = b"1"
+"""Changed whenever the way the tags are placed changes: part of the transform's key, so the
+documents' validators change with it (:mod:`proxy.html`)."""
 
 
 def panel_transform(mode: MarimoMode) -> HtmlTransform:
@@ -31,4 +37,5 @@ def panel_transform(mode: MarimoMode) -> HtmlTransform:
             return tags + document
         return document[: found.start()] + tags + document[found.start() :]
 
-    return transform
+    key = hashlib.sha256(REWRITE_VERSION + b"\0" + tags).hexdigest()[:16]
+    return HtmlTransform(transform, f"panel-{key}")
