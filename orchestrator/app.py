@@ -220,6 +220,7 @@ async def run(
     app = make_app(config, board, actions, guard, assets)
     # Copies live on the state volume (or this run's temporary state folder).
     board.on_state.append(lambda path, persistent: assets.attach(StateLayout(path).asset_cache))
+    board.on_marimo.append(lambda serving: assets.resume() if serving else assets.hold())
     board.on_state.append(
         lambda path, persistent: adopt_or_persist(app, path) if persistent else None
     )

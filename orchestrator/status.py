@@ -93,6 +93,8 @@ class StatusBoard:
         """What the page may offer (a deployment restart needs Quix)."""
         self.listeners: list[Callable[[str, StepName | None, dict[str, Any]], None]] = []
         """Observers of what happens (metrics): called with an event name, a step and details."""
+        self.on_marimo: list[Callable[[bool], None]] = []
+        """Called with True when marimo starts serving and False when it goes down."""
         self.on_state: list[Callable[[Path, bool], None]] = []
         """Called once the state directory is known (persistent or not)."""
 
@@ -238,6 +240,8 @@ class StatusBoard:
         self._upstream = Upstream.for_marimo(host, port, self._generation, token)
         self.marimo.pid = pid
         log.info("marimo is ready (pid %s)", pid, extra={"step": "marimo"})
+        for listener in self.on_marimo:
+            listener(True)
         self._publish()
 
     def marimo_down(
@@ -256,6 +260,8 @@ class StatusBoard:
             entry.finished_at = None
         log.warning("marimo is down: %s", self.marimo.last_exit, extra={"step": "marimo"})
         self._tell("marimo_down", "marimo", kind=kind)
+        for listener in self.on_marimo:
+            listener(False)
         self._publish()
 
     def announce(self, message: str) -> None:

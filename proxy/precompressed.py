@@ -17,7 +17,9 @@ Invariants:
   serves (never during its start), only for what browsers ask, at most once per name at a time.
 * Compressing (brotli quality 11, gzip level 9) runs in a child process at a lowered CPU priority
   (:data:`NICENESS`), one batch of queued assets at a time, started and awaited by one worker
-  thread: never on the event loop, never in the orchestrator's memory (brotli 11 holds about
+  thread, and only while marimo serves: while it (re)starts the child is stopped (``SIGSTOP``,
+  :meth:`AssetStore.hold`) and no batch begins, so compressing never competes with marimo's
+  start; never on the event loop, never in the orchestrator's memory (brotli 11 holds about
   60 MiB for marimo's largest bundle). :attr:`AssetStore.compressions` counts the encodings kept
   (and the log says ``proxy.assets.compressed``). Each is written atomically by the writer given
   (temp file, fsync, rename) as ``<asset name>.<sha256 of the encoded bytes, 16 hex>.<gz|br>``.
@@ -46,6 +48,7 @@ import logging
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -250,6 +253,8 @@ class AssetStore:
         self._worker: threading.Thread | None = None
         self._child: subprocess.Popen[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._may_work = threading.Event()
+        self._may_work.set()
         self.compressions = 0
         """Encodings made by this process (each asset is compressed once per encoding)."""
 
@@ -272,11 +277,35 @@ class AssetStore:
         """Whether the folder's copies have been checked and are offered."""
         return self._ready
 
+    def hold(self) -> None:
+        """marimo is (re)starting: no compressing competes with it. A running child is
+        stopped where it is (``SIGSTOP``) and no new batch starts until :meth:`resume`."""
+        self._may_work.clear()
+        self._signal_child(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """marimo serves again: compressing goes on where it stopped."""
+        self._may_work.set()
+        self._signal_child(signal.SIGCONT)
+
+    @property
+    def encoder_pid(self) -> int | None:
+        """The compressing child's pid while one runs (observability and tests)."""
+        child = self._child
+        return child.pid if child is not None and child.returncode is None else None
+
+    def _signal_child(self, signum: int) -> None:
+        child = self._child
+        if child is not None and child.returncode is None:
+            with contextlib.suppress(OSError):
+                child.send_signal(signum)
+
     def close(self) -> None:
         """Stops the worker and its child (queued jobs are dropped; a child cut short leaves
         only files in ``incoming/``, emptied at the next :meth:`attach`)."""
         self._loop = None
         self._jobs.put(None)
+        self._may_work.set()
         child = self._child
         if child is not None:
             with contextlib.suppress(OSError):
@@ -420,7 +449,10 @@ class AssetStore:
                 self._keep(job_name, job_source, job_encodings)
 
     def _encode(self, batch: list[tuple[str, Path, list[str]]]) -> None:
-        """Worker: runs the child over ``batch`` and waits for it."""
+        """Worker: runs the child over ``batch`` (once marimo serves) and waits for it."""
+        self._may_work.wait()
+        if self._loop is None:
+            return  # closed meanwhile
         argv = [sys.executable, "-c", _encoder(NICENESS, CHUNK)]
         argv += [f"{source}:{','.join(encodings)}" for _, source, encodings in batch]
         try:
@@ -434,6 +466,8 @@ class AssetStore:
             log.warning("proxy.assets.no-encoder error=%s", error)
             return
         self._child = child
+        if not self._may_work.is_set():  # marimo went down between the wait and the start
+            self._signal_child(signal.SIGSTOP)
         _, errors = child.communicate()
         self._child = None
         if child.returncode != 0:

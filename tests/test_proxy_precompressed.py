@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import brotli  # type: ignore[import-untyped]
+import psutil
 import pytest
 from tornado.httputil import HTTPServerRequest
 from tornado.web import Application, RequestHandler
@@ -162,6 +163,22 @@ async def test_an_asset_is_compressed_once_then_served_from_disk(
             )
         assert marimo.asked[V1] == 4
         assert sorted(p.name.rsplit(".", 2)[-1] for p in tmp_path.glob(f"{V1}.*")) == ["br", "gz"]
+
+
+@async_test(timeout=120)
+async def test_compressing_stops_while_marimo_restarts_and_goes_on_after(tmp_path: Path) -> None:
+    big = b"".join(_script(n) for n in range(25))  # several seconds of brotli at quality 11
+    async with stack(_Marimo({V1: big}), tmp_path) as (proxy, store, _):
+        assert decoded(await get(proxy, V1)) == big
+        await wait_for(lambda: store.encoder_pid is not None, timeout=30)
+        encoder = psutil.Process(store.encoder_pid)
+        store.hold()  # marimo went down: its start must not compete with the compressing
+        await wait_for(lambda: encoder.status() == psutil.STATUS_STOPPED, timeout=10)
+        assert store.compressions == 0
+        store.resume()
+        await wait_for(lambda: store.compressions == 2, timeout=90)
+        assert decoded(await get(proxy, V1)) == big
+        assert (await get(proxy, V1)).get("Content-Encoding") == "br"
 
 
 async def _refuse_without_cookie(handler: RequestHandler) -> bool:
