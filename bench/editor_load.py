@@ -1,6 +1,7 @@
 """marimo's editor loaded in Chromium over an emulated link: the orchestrator against bare marimo.
 
     .venv/bin/python bench/editor_load.py [--rounds 5] [--mbit 20] [--latency 40]
+                                          [--throttle link|devtools]
                                           [--only first|repeat] [--trace FILE] [--load N]
                                           [--settle]
 
@@ -10,8 +11,12 @@ Contenders, one notebook, alternating every round (order rotated):
   ``/?file=notebook.py``.
 * ``marimo``: a bare ``python -m marimo edit notebook.py --headless --no-token``, at ``/``.
 
-Chromium is Debian's (``/usr/bin/chromium``) driven by Playwright, with DevTools network emulation
-(``Network.emulateNetworkConditions``: ``--mbit`` Mbit/s down and up, ``--latency`` ms).
+Chromium is Debian's (``/usr/bin/chromium``) driven by Playwright. The link (``--mbit`` Mbit/s
+down and up, ``--latency`` ms round trip) is, by default (``--throttle link``), a relay on
+127.0.0.1 in front of each contender (tests/support/slow_link.py: one shared line per direction,
+a round trip per new connection). ``--throttle devtools`` uses Chromium's DevTools network
+emulation (``Network.emulateNetworkConditions``) instead: that one leaves a page load pending
+forever now and then on a busy machine, against any server (bench/RESULTS.md).
 
 * **first visit**: a fresh browser context, cache disabled (``Network.setCacheDisabled``).
 * **repeat visit**: a fresh context, cache on; one visit fills the cache (not measured), then the
@@ -52,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from jobs.processes import terminate_tree  # noqa: E402
 from tests.support.orchestrator import free_port, hermetic_env  # noqa: E402
+from tests.support.slow_link import SlowLink  # noqa: E402
 
 PYTHON = sys.executable
 CHROMIUM = "/usr/bin/chromium"
@@ -125,19 +131,20 @@ class Processes:
 
 
 def emulate(page: Any, args: argparse.Namespace, *, cache: bool) -> Any:
-    """A DevTools session on ``page`` with the link emulated; records every response."""
+    """A DevTools session on ``page`` (the link emulated in it with ``--throttle devtools``)."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    rate = args.mbit * 1_000_000 / 8
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {
-            "offline": False,
-            "latency": args.latency,
-            "downloadThroughput": rate,
-            "uploadThroughput": rate,
-        },
-    )
+    if args.throttle == "devtools":
+        rate = args.mbit * 1_000_000 / 8
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": False,
+                "latency": args.latency,
+                "downloadThroughput": rate,
+                "uploadThroughput": rate,
+            },
+        )
     cdp.send("Network.setCacheDisabled", {"cacheDisabled": not cache})
     return cdp
 
@@ -329,10 +336,12 @@ def settle(browser_visits: list[Contender], args: argparse.Namespace, state: Pat
         browser.close()
     incoming = state / "cache" / "marimo-assets" / "incoming"
     start = time.monotonic()
-    while time.monotonic() - start < 600 and (
-        any(incoming.glob(".tee-*")) or not any(incoming.parent.glob("*.br"))
-    ):
+    made, steady = -1, 0
+    while time.monotonic() - start < 600 and steady < 5:
         time.sleep(1)  # another process's work: nothing to wait on but its files
+        now = len(list(incoming.parent.glob("*.br")))
+        busy = any(incoming.glob(".tee-*")) or now == 0 or now != made
+        steady, made = (0 if busy else steady + 1), now
     copies = list(incoming.parent.glob("*.br"))
     print(
         f"settled: {len(copies)} assets compressed in {time.monotonic() - start:.0f} s after the"
@@ -367,6 +376,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--mbit", type=float, default=20.0)
     parser.add_argument("--latency", type=float, default=40.0)
+    parser.add_argument("--throttle", choices=("link", "devtools"), default="link")
     parser.add_argument("--only", choices=("first", "repeat"))
     parser.add_argument("--contenders", default="orchestrator,marimo")
     parser.add_argument("--trace", type=Path)
@@ -379,6 +389,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-editor-"))
     procs = Processes(work)
     loaders: list[subprocess.Popen[bytes]] = []
+    links: list[SlowLink] = []
+
+    def reach(port: int) -> int:
+        """The port the browser uses for a contender on ``port``: through the link, or direct."""
+        if args.throttle == "devtools":
+            return port
+        links.append(SlowLink(port, mbit=args.mbit, latency_ms=args.latency))
+        return links[-1].port
+
     try:
         (work / "notebooks").mkdir()
         (work / "notebooks" / "notebook.py").write_text(NOTEBOOK)
@@ -400,7 +419,7 @@ def main() -> None:
             )
             wait_http(f"http://127.0.0.1:{port}/-/ready")
             contenders.append(
-                Contender("orchestrator", f"http://127.0.0.1:{port}/?file=notebook.py")
+                Contender("orchestrator", f"http://127.0.0.1:{reach(port)}/?file=notebook.py")
             )
         if "marimo" in wanted:
             port = free_port()
@@ -414,7 +433,7 @@ def main() -> None:
                 {**env, "HOME": str(work / "bare")},
             )
             wait_http(f"http://127.0.0.1:{port}/health")
-            contenders.append(Contender("marimo", f"http://127.0.0.1:{port}/"))
+            contenders.append(Contender("marimo", f"http://127.0.0.1:{reach(port)}/"))
         if args.settle and "orchestrator" in wanted:
             settle(browser_visits=contenders, args=args, state=work / "state")
         loaders = busy(args.load)
@@ -442,7 +461,8 @@ def main() -> None:
                 trace_first_visit(browser, contenders[0].url, args, args.trace)
             browser.close()
         print(
-            f"\nEditor load over {args.mbit:g} Mbit/s, {args.latency:g} ms, {args.rounds} rounds"
+            f"\nEditor load over {args.mbit:g} Mbit/s, {args.latency:g} ms ({args.throttle}),"
+            f" {args.rounds} rounds"
             f" (load: {args.load} busy processes)\n"
         )
         print("| visit | contender | median s | min-max s | MB (median) | unfinished |")
@@ -470,6 +490,8 @@ def main() -> None:
                 for url in visit.pending:
                     print(f"pending in an unfinished visit ({contender.name}): {url}")
     finally:
+        for link in links:
+            link.close()
         for loader in loaders:
             loader.kill()
             loader.wait()
