@@ -340,8 +340,8 @@ def settle(browser_visits: list[Contender], args: argparse.Namespace, state: Pat
     while time.monotonic() - start < 600 and steady < 5:
         time.sleep(1)  # another process's work: nothing to wait on but its files
         now = len(list(incoming.parent.glob("*.br")))
-        busy = any(incoming.glob(".tee-*")) or now == 0 or now != made
-        steady, made = (0 if busy else steady + 1), now
+        changing = any(incoming.glob(".tee-*")) or now == 0 or now != made
+        steady, made = (0 if changing else steady + 1), now
     copies = list(incoming.parent.glob("*.br"))
     print(
         f"settled: {len(copies)} assets compressed in {time.monotonic() - start:.0f} s after the"
