@@ -2,12 +2,14 @@
 per-request log hook. Built by orchestrator/server.py once this module has loaded.
 
 Invariant: importing this module imports Tornado and the web modules, but not marimo, requests,
-prometheus_client or the jobs' modules: it is loaded while the early responder answers probes.
+prometheus_client, tenacity or the jobs' pipeline (jobs/runner.py): it is loaded while the early
+responder answers probes, and Tornado takes the port over as soon as it has.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import tornado.httputil
@@ -48,7 +50,12 @@ log = logging.getLogger("orchestrator")
 access = logging.getLogger("orchestrator.access")
 
 
-def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
+def make_guard(
+    config: Config,
+    portal: QuixPortal | None,
+    secret: Callable[[], str | bytes],
+    on_admit: Callable[[tornado.httputil.HTTPServerRequest], None],
+) -> Guard:
     """The sign-in cookie is a cross-site one (Secure, SameSite=None, Partitioned) wherever
     another site may frame our pages: in quix mode, and whenever ``--frame-ancestors`` names
     more than this origin (a Lax cookie would never reach us inside such a frame)."""
@@ -61,6 +68,8 @@ def make_guard(config: Config, portal: QuixPortal | None) -> Guard:
         quix_grace=config.quix_grace,
         framed=config.frame_ancestors.strip().lower() not in ("'self'", "'none'"),
         token_generated=config.token_generated,
+        secret=secret,
+        on_admit=on_admit,
     )
 
 
@@ -148,7 +157,6 @@ def make_app(
         log_function=log_request,
     )
     app.add_transform(framing_transform(config.frame_ancestors))
-    guard.secret = lambda: app.settings["cookie_secret"]  # read at each use: it may be adopted
     if config.state_dir.is_dir():
         guard.revocations.attach(StateLayout(config.state_dir).revoked_sessions)
     return app

@@ -160,7 +160,16 @@ class Server:
         portal = QuixPortal(config.quix, yes_ttl=config.quix_recheck) if config.quix else None
         board.capabilities["restart_deployment"] = bool(portal and portal.settings.deployment_id)
         actions = Actions(board, portal, pipeline, lambda: self.sync)
-        guard = make_guard(config, portal)
+        guard = make_guard(
+            config,
+            portal,
+            # Both read at each use, and only by requests, so once the app and the server
+            # below exist: the app holds the signing secret in force (adopted from the state
+            # once it is known), the server counts connections until one of their requests is
+            # admitted. The cycle (server -> app -> guard -> server) is closed here, not patched.
+            secret=lambda: app.settings["cookie_secret"],
+            on_admit=lambda request: server.trust(request),
+        )
         app = make_app(config, board, actions, guard, metrics)
         board.on_state.append(
             lambda path, persistent: adopt_or_persist(app, path) if persistent else None
@@ -176,7 +185,6 @@ class Server:
             max_buffer_size=64 * 1024 * 1024,
             hosts=HostRule(config.host, config.allowed_hosts),
         )
-        guard.on_admit = server.trust  # the server needs the app, which needs the guard
         early.hand_over(server)
         if config.sync_to_quix and portal is not None:
             board.on_state.append(self._sync_starter(portal, guard, board))
