@@ -189,7 +189,7 @@ class Server:
         if config.sync_to_quix and portal is not None:
             board.on_state.append(self._sync_starter(portal, guard, board))
         if config.auth != "none":
-            self._spawn(recheck_sockets(guard), "recheck-sockets")
+            self._in_background(recheck_sockets(guard), "recheck-sockets")
         return board, server
 
     async def start_jobs(
@@ -218,11 +218,11 @@ class Server:
 
         def start_sync(path: Path, persistent: bool) -> None:
             self.sync = make_sync(self.config, portal, guard, board, path, persistent)
-            self._spawn(run_sync(self.sync), "notebook-sync")
+            self._in_background(run_sync(self.sync), "notebook-sync")
 
         return start_sync
 
-    def _spawn(self, work: Coroutine[object, object, None], name: str) -> None:
+    def _in_background(self, work: Coroutine[object, object, None], name: str) -> None:
         self._background.add(asyncio.create_task(work, name=name))
 
     async def main_loop(self, jobs: asyncio.Task[None], stop: asyncio.Event) -> None:
