@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,14 +31,23 @@ class Answer:
 
 
 class Actions:
-    """Holds the pipeline once the jobs exist; every action is a background task."""
+    """Every action is a background task.
 
-    def __init__(self, board: StatusBoard, portal: QuixPortal | None) -> None:
+    ``pipeline`` resolves once the jobs' modules have loaded (a restart asked before is refused);
+    ``sync`` gives notebook sync when it is on: a deployment restart pushes its pending edits
+    first."""
+
+    def __init__(
+        self,
+        board: StatusBoard,
+        portal: QuixPortal | None,
+        pipeline: asyncio.Future[Pipeline],
+        sync: Callable[[], NotebookSync | None],
+    ) -> None:
         self.board = board
         self.portal = portal
-        self.pipeline: Pipeline | None = None
-        self.sync: NotebookSync | None = None
-        """Notebook sync, when on: a deployment restart pushes its pending edits first."""
+        self._pipeline = pipeline
+        self._sync = sync
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _enqueue(
@@ -70,7 +80,7 @@ class Actions:
             )
         if scope == "deployment":
             return self._restart_deployment(token)
-        pipeline = self.pipeline
+        pipeline = self._pipeline.result() if self._pipeline.done() else None
         if scope == "marimo":
             if pipeline is None or not pipeline.can_restart_marimo:
                 return Answer(409, {"error": "marimo has not been started yet"})
@@ -101,7 +111,7 @@ class Actions:
             return Answer(409, {"error": "Quix__Deployment__Id is not set: nothing to restart"})
 
         async def restart() -> None:
-            sync = self.sync
+            sync = self._sync()
             if sync is not None and sync.state.pending:
                 from orchestrator.sync import FLUSH_BEFORE_RESTART
 

@@ -192,6 +192,8 @@ class Guard:
         throttle: SignInThrottle | None = None,
         framed: bool = False,
         token_generated: bool = False,
+        secret: Callable[[], str | bytes],
+        on_admit: Callable[[HTTPServerRequest], None],
     ) -> None:
         self.mode = mode
         self.binds_token = not token_generated
@@ -209,10 +211,10 @@ class Guard:
         self.quix_grace = quix_grace
         self.throttle = throttle or SignInThrottle()
         self.revocations = Revocations()
-        self.on_admit: Callable[[HTTPServerRequest], None] = lambda _request: None
+        self.on_admit = on_admit
         """Told of every admitted request (orchestrator/bounds.py stops counting its connection)."""
-        self.secret: Callable[[], str | bytes] = lambda: b""
-        """The signing secret in force (set by the app: it may be adopted from the state)."""
+        self.secret = secret
+        """The signing secret in force, read at each use: it may be adopted from the state."""
         self._checked: dict[str, float] = {}
         """Quix sessions: when (monotonic) the portal last said yes."""
         self._unreachable: dict[str, float] = {}

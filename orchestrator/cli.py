@@ -115,23 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"marimo-orchestrator: error: {error}", file=sys.stderr)
         return 2
-    from orchestrator.listen import BindError, bind
+    from orchestrator.server import Server
 
-    try:
-        sockets = bind(config.host, config.port)
-    except BindError as error:
-        print(f"marimo-orchestrator: error: {error}", file=sys.stderr, flush=True)
-        return 2
-    # On a warm state marimo starts now, booting while the server's modules load and the jobs
-    # check that nothing changed (jobs/head_start.py); marimo's start is most of a warm start.
-    from jobs.layout import StateLayout
-
-    head_start = None
-    warm = StateLayout(config.jobs.state_dir)
-    if warm.manifest.is_file() or warm.envs.is_dir():  # else there is nothing warm
-        from jobs.head_start import begin
-
-        head_start = begin(config.jobs)
-    from orchestrator.boot import serve
-
-    return serve(config, sockets, head_start)
+    return Server(config).run()

@@ -67,6 +67,45 @@ def test_a_warm_start_serves_the_marimo_started_before_the_checks(
     assert run.leftovers() == []
 
 
+SPAWN_PROBE = """
+import os, sys
+
+def _on_spawn(event, args):
+    if event == "subprocess.Popen" and any("marimo" == str(arg) for arg in args[1] or ()):
+        try:
+            with open(os.environ["SPAWN_REPORT"], "x") as report:
+                report.write(" ".join(sorted(set(os.environ["SPAWN_WATCH"].split()) & set(sys.modules))))
+        except FileExistsError:
+            pass  # a later spawn (or marimo's own process, which inherits PYTHONPATH)
+
+sys.addaudithook(_on_spawn)
+"""
+"""A ``sitecustomize`` for the orchestrator's process: when marimo is spawned, it writes which of
+the watched modules are already imported."""
+
+
+def test_a_warm_start_spawns_marimo_before_the_heavy_imports(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    """marimo's start is most of a warm start; it begins before Tornado, the web modules, the
+    jobs' pipeline and ``dataclasses`` (bench/RESULTS.md, "Startup") are imported."""
+    state = tmp_path / "state"
+    warm_state(orchestrator, notebook_dir, state)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(SPAWN_PROBE, encoding="utf-8")
+    report = tmp_path / "spawn-report"
+    watched = "dataclasses tornado tornado.web orchestrator.app orchestrator.status jobs.runner"
+    run = orchestrator(
+        notebook_dir,
+        state,
+        env={"PYTHONPATH": str(probe), "SPAWN_REPORT": str(report), "SPAWN_WATCH": watched},
+    )
+    run.wait_ready()
+    assert "Serving the marimo started early" in run.log_text()
+    assert report.read_text(encoding="utf-8") == "", "imported before marimo's spawn"
+
+
 def test_changed_requirements_are_installed_before_marimo_serves(
     orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
 ) -> None:

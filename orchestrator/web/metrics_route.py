@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 
 if TYPE_CHECKING:
+    import asyncio
+
     from orchestrator.metrics import Metrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -15,8 +17,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class MetricsHandler(tornado.web.RequestHandler):
     """Registered with the other routes at start; the metrics themselves arrive just after."""
 
-    def initialize(self, public: bool, **_: Any) -> None:
+    def initialize(self, public: bool, metrics: asyncio.Future[Metrics], **_: Any) -> None:
         self.public = public
+        self.metrics = metrics
 
     async def prepare(self) -> None:
         guard = self.application.settings.get("guard")
@@ -24,12 +27,11 @@ class MetricsHandler(tornado.web.RequestHandler):
             await guard.admit(self)
 
     def get(self) -> None:
-        metrics: Metrics | None = self.application.settings.get("metrics")
         self.set_header("Cache-Control", "no-store")
-        if metrics is None:
+        if not self.metrics.done():
             self.set_status(503)
             self.set_header("Retry-After", "1")
             self.finish({"error": "metrics are not collected yet"})
             return
         self.set_header("Content-Type", CONTENT_TYPE)
-        self.finish(metrics.render())
+        self.finish(self.metrics.result().render())
