@@ -226,6 +226,11 @@ def test_real_marimo_through_the_orchestrator_signed_in_signed_out_and_restarted
     assert not reusable(headers.get("Cache-Control"))
     # The panel's transform keeps a validator: a repeat visit downloads no HTML.
     assert b"/-/static/panel.js" in page
+    # Its files are named by their content, so the browser keeps them without asking again.
+    for url in re.findall(rb'"(/-/static/panel\.(?:css|js)\?v=[0-9a-f]{16})"', page):
+        code, panel_headers, _ = run.get(url.decode())
+        kept = re.search(r"max-age=(\d+)", panel_headers.get("Cache-Control", ""))
+        assert code == 200 and kept is not None and int(kept[1]) >= 365 * 24 * 3600
     held = headers["Etag"]
     code, headers, _ = run.get("/", {"Accept": "text/html", "If-None-Match": held})
     assert code == 304 and headers["Etag"] == held

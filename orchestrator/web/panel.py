@@ -16,6 +16,7 @@ import hashlib
 import re
 
 from jobs.settings import MarimoMode
+from orchestrator.web.handlers import STATIC_DIR
 from proxy.html import HtmlTransform
 
 _HEAD_END = re.compile(rb"</head\s*>", re.IGNORECASE)
@@ -25,10 +26,20 @@ REWRITE_VERSION = b"1"
 documents' validators change with it (:mod:`proxy.html`)."""
 
 
+def versioned(name: str) -> bytes:
+    """The URL of one of the panel's static files, named by its content (``?v=``): Tornado's
+    static handler lets the browser keep such a URL for good, so a repeat visit does not ask
+    again for the panel's stylesheet (which blocks the page's first paint), and a changed file
+    is a new URL."""
+    digest = hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:16]
+    return b"/-/static/%s?v=%s" % (name.encode("ascii"), digest.encode("ascii"))
+
+
 def panel_transform(mode: MarimoMode) -> HtmlTransform:
-    tags = (
-        b'<link rel="stylesheet" href="/-/static/panel.css">'
-        b'<script src="/-/static/panel.js" defer data-mode="%s"></script>' % mode.encode("ascii")
+    tags = b'<link rel="stylesheet" href="%s"><script src="%s" defer data-mode="%s"></script>' % (
+        versioned("panel.css"),
+        versioned("panel.js"),
+        mode.encode("ascii"),
     )
 
     def transform(document: bytes) -> bytes:
