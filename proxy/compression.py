@@ -82,8 +82,8 @@ def compressible(content_type: str | None) -> bool:
     )
 
 
-def accepts_gzip(request_headers: HTTPHeaders) -> bool:
-    """Whether ``Accept-Encoding`` admits gzip (by name or ``*``) with a non-zero weight."""
+def encoding_weights(request_headers: HTTPHeaders) -> dict[str, float]:
+    """``Accept-Encoding`` as coding → weight (``q``, 1 when absent, 0 when unreadable)."""
     weights: dict[str, float] = {}
     for item in tokens(request_headers, "Accept-Encoding"):
         coding, _, params = item.partition(";")
@@ -96,6 +96,12 @@ def accepts_gzip(request_headers: HTTPHeaders) -> bool:
                 except ValueError:
                     weight = 0.0
         weights[coding.strip()] = weight
+    return weights
+
+
+def accepts_gzip(request_headers: HTTPHeaders) -> bool:
+    """Whether ``Accept-Encoding`` admits gzip (by name or ``*``) with a non-zero weight."""
+    weights = encoding_weights(request_headers)
     if "gzip" in weights:
         return weights["gzip"] > 0
     if "x-gzip" in weights:

@@ -61,8 +61,7 @@ from typing import BinaryIO
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
 from proxy import caching
-from proxy.compression import compressible, media_type
-from proxy.headers import tokens
+from proxy.compression import compressible, encoding_weights, media_type
 
 log = logging.getLogger("proxy.assets")
 
@@ -126,18 +125,7 @@ class Copy:
 
 def accepted(request_headers: HTTPHeaders) -> list[str]:
     """The encodings of :data:`ENCODINGS` the client admits with a non-zero weight, in order."""
-    weights: dict[str, float] = {}
-    for item in tokens(request_headers, "Accept-Encoding"):
-        coding, _, params = item.partition(";")
-        weight = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        weights[coding.strip()] = weight
+    weights = encoding_weights(request_headers)
     star = weights.get("*", 0.0)
     return [e for e in ENCODINGS if weights.get(e, star) > 0]
 
