@@ -3,9 +3,9 @@
 Invariants:
 
 * marimo is connected before the client's handshake completes. So the client sees the
-  subprotocol marimo chose, and a marimo that is absent (503), too slow (504) or refusing (its
-  own status, e.g. 403) is told to the client as a plain HTTP answer, never as a socket that
-  opens and dies.
+  subprotocol marimo chose, and a marimo that is absent (503), too slow (504), answering
+  without switching (a 2xx: 503) or refusing (its own status, e.g. 403) is told to the client
+  as a plain HTTP answer, never as a socket that opens and dies.
 * Neither leg negotiates an extension (no permessage-deflate): marimo is offered none, and
   the client is granted none, so frames pass between them as they are (:mod:`proxy.wstunnel`),
   with backpressure both ways and a size limit on every message in either direction.
@@ -286,6 +286,9 @@ class WebSocketRelay(RequestHandler):
         line, _, rest = text.partition("\r\n")
         status = parse_response_start_line(line)
         headers = HTTPHeaders.parse(rest)
+        if status.code != 101 and status.code < 300:
+            # A success that is not a switch is no WebSocket (and no answer to relay as one).
+            raise _Refused(503, "marimo did not accept the WebSocket", "not-websocket", retry=True)
         if status.code != 101:
             raise _Refused(
                 status.code,
