@@ -23,7 +23,8 @@ Invariants:
   reaches the client: a cut while reading it is "no answer".
 * A request a stored compressed copy answers (:mod:`proxy.precompressed`) never reaches marimo;
   a copy that is not on disk as recorded is forgotten before anything is sent, and the request
-  goes to marimo as any other. marimo's answers the store wants are teed to it chunk by chunk
+  goes to marimo as any other; a copy is opened and read in the executor, never on the loop (the
+  state volume may be a slow network disk). marimo's answers the store wants are teed to it chunk by chunk
   as they pass; the tee is told whether the exchange completed.
 """
 
@@ -367,8 +368,10 @@ class Forwarding:
         """Answers from a stored copy; False (nothing sent) when it is not there as recorded."""
         assert self._assets is not None
         store, request = self._assets
+        # The state volume may be slow (a network disk): its reads never run on the loop.
+        loop = asyncio.get_running_loop()
         try:
-            handle = copy.path.open("rb")
+            handle = await loop.run_in_executor(None, copy.path.open, "rb")
         except OSError:
             store.forget(copy)
             return False
@@ -393,7 +396,9 @@ class Forwarding:
             self._head_out = True
             head = True
             try:
-                while not unchanged and (chunk := handle.read(CHUNK)):
+                while not unchanged and (
+                    chunk := await loop.run_in_executor(None, handle.read, CHUNK)
+                ):
                     await front.send(chunk, head=head)
                     head = False
                 await front.end(response, head=head)
