@@ -23,9 +23,9 @@ Invariants:
   reaches the client: a cut while reading it is "no answer".
 * A request a stored compressed copy answers (:mod:`proxy.precompressed`) never reaches marimo;
   a copy that is not on disk as recorded is forgotten before anything is sent, and the request
-  goes to marimo as any other; a copy is opened and read in the executor, never on the loop (the
-  state volume may be a slow network disk). marimo's answers the store wants are teed to it chunk by chunk
-  as they pass; the tee is told whether the exchange completed.
+  goes to marimo as any other; a copy is opened and read in the executor, never on the loop
+  (the state volume may be a slow network disk). marimo's answers the store wants are teed to
+  it chunk by chunk as they pass; the tee is told whether the exchange completed.
 """
 
 from __future__ import annotations
