@@ -126,6 +126,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         self._gzip: compression.Gzip | None = None
         self._head_sent: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._forwarding: Forwarding | None = None  # set below; dropped when the exchange ends
         toward = toward_marimo(request, upstream, drop=("Expect",))
         transform = settings.html_transform
         rewritten = html.toward_marimo(toward, transform.key) if transform else frozenset()
@@ -156,22 +157,29 @@ class DirectExchange(httputil.HTTPMessageDelegate):
         return None  # eligible requests have no body
 
     def finish(self) -> None:
-        self._connection.set_close_callback(self._forwarding.on_client_gone)
-        self._task = asyncio.ensure_future(self._run())
+        forwarding = self._forwarding
+        assert forwarding is not None
+        self._connection.set_close_callback(forwarding.on_client_gone)
+        self._task = asyncio.ensure_future(self._run(forwarding))
 
     def on_connection_close(self) -> None:
-        self._forwarding.on_client_gone()
+        if self._forwarding is not None:
+            self._forwarding.on_client_gone()
 
-    async def _run(self) -> None:
+    async def _run(self, forwarding: Forwarding) -> None:
         try:
-            if await self._forwarding.open():
-                await self._forwarding.run()
+            if await forwarding.open():
+                await forwarding.run()
         except Exception:
             log.exception("proxy.direct.error path=%s", self._request.path)
-            self._forwarding.drop_stream()
+            forwarding.drop_stream()
             self._connection.close()
         finally:
             self._connection.set_close_callback(None)
+            # The forwarding holds this object as its front: letting go of it here leaves no
+            # cycle, so both (and the request, its headers, Tornado's connection object) are
+            # freed at once by reference counting instead of by the cyclic collector.
+            self._forwarding = None
             if self._settings.on_finished is not None and self._status:
                 self._settings.on_finished(self._request, self._status)
 

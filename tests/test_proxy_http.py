@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -13,6 +14,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.web import Application, RequestHandler
 
+from proxy.direct import DirectExchange
+from proxy.forward import Forwarding
 from proxy.html import HtmlTransform
 from tests.backends import counting, echo, headers
 from tests.backends.one_shot import one_shot_server
@@ -543,3 +546,28 @@ async def test_the_html_transform_applies_to_marimos_html_documents_only() -> No
         assert head.code == 200 and head.body == b""
         assert (await fetch(f"{proxy.base}/unchanged")).code == 304
         assert len(seen) == 2, "only the two GETs of the HTML document went through it"
+
+
+@async_test()
+async def test_a_finished_request_is_freed_at_once_not_by_the_cycle_collector() -> None:
+    """Nothing of a body-less request's forwarding outlives its answer: with Python's cyclic
+    collector off, the exchange and its forwarding are gone once the answer is out (a cycle
+    between them would keep each request's objects, Tornado's among them, for the collector)."""
+    switch = Switch()
+
+    def alive() -> int:
+        return sum(isinstance(o, (DirectExchange, Forwarding)) for o in gc.get_objects())
+
+    async with serve(echo.make_app()) as backend, run_proxy(switch) as proxy:
+        switch.point(backend.port)
+        client = await RawClient.connect(proxy.port)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                await client.send("GET /health HTTP/1.1\nHost: 127.0.0.1\n")
+                assert (await client.read_response()).status == 200
+            await wait_for(lambda: alive() == 0)
+        finally:
+            gc.enable()
+            client.close()
