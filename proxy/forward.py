@@ -199,8 +199,10 @@ class Forwarding:
             stream.close()
             return False
         self._stream, self._reused = stream, reused
-        with contextlib.suppress(StreamClosedError):
+        try:  # noqa: SIM105 (once per request: contextlib.suppress is an object and two calls)
             await stream.write(self._head)
+        except StreamClosedError:
+            pass
         if stream.closed():
             # Nothing reached marimo, so any request may go again on a fresh connection.
             self.drop_stream()
@@ -282,7 +284,9 @@ class Forwarding:
             stream.close()
         finally:
             exchange.stop_timer()
-            self._cancel_pending_head()
+            if self._pending_head is not None:
+                self._pending_head.cancel()
+                self._pending_head = None
         if not exchange.started:
             self.drop_stream()
             if self.client_gone:
@@ -310,7 +314,9 @@ class Forwarding:
 
     async def _relay(self, exchange: Exchange) -> None:
         """Copies marimo's response to the client as it arrives (``exchange.started`` once its
-        head is read; nothing reaches the client before)."""
+        head is read; nothing reaches the client before). A stored copy's tee, when the store
+        wants this answer, gets each body piece as it passes and is told how the exchange ended.
+        """
         stream = exchange.stream
         response = await wire.read_response_head(stream, self._method)
         exchange.stop_timer()
@@ -325,44 +331,34 @@ class Forwarding:
                 html.confirmed(code, response.headers, self._rewritten, transform.key)
         exchange.started = True
         exchange.reusable = response.reusable
-        tee = None
+        tee: Tee | None = None
         if self._assets is not None:
             store, request = self._assets
             tee = store.tee(request, response.start_line.code, response.headers)
-        try:
-            await self._pass(exchange, response, body, tee)
-        finally:
-            if tee is not None:
-                tee.finish(exchange.complete)
-
-    async def _pass(
-        self,
-        exchange: Exchange,
-        response: wire.Response,
-        body: AsyncIterator[bytes],
-        tee: Tee | None,
-    ) -> None:
-        """Sends marimo's answer on to the client (``tee`` gets a copy of the body)."""
-        stream = exchange.stream
         self._head_out = False
         front = self._front
         front.start(response)
         self._pending_head = asyncio.get_running_loop().call_soon(self._send_head)
-        # A StreamClosedError from the body's iterator is marimo's; from the front, the client's.
-        async for chunk in body:
-            if tee is not None:
-                tee.write(chunk)
-            try:
-                await front.send(chunk, head=self._take_pending_head())
-            except StreamClosedError:
-                stream.close()  # the client is gone: stop reading, the stream is not reusable
-                return
         try:
-            await front.end(response, head=self._take_pending_head())
-        except StreamClosedError:
-            stream.close()
-            return
-        exchange.complete = True
+            # A StreamClosedError from the body's iterator is marimo's; from the front, the
+            # client's (then marimo's stream is closed: it is not reusable).
+            async for chunk in body:
+                if tee is not None:
+                    tee.write(chunk)
+                try:
+                    await front.send(chunk, head=self._take_pending_head())
+                except StreamClosedError:
+                    stream.close()
+                    return
+            try:
+                await front.end(response, head=self._take_pending_head())
+            except StreamClosedError:
+                stream.close()
+                return
+            exchange.complete = True
+        finally:
+            if tee is not None:
+                tee.finish(exchange.complete)
 
     async def _serve_stored(self, copy: Copy) -> bool:
         """Answers from a stored copy; False (nothing sent) when it is not there as recorded."""
@@ -408,10 +404,13 @@ class Forwarding:
 
     def _take_pending_head(self) -> bool:
         """True when the head has not left yet and must go with the next write."""
-        pending = self._pending_head is not None
-        self._cancel_pending_head()
+        pending = self._pending_head
+        if pending is None:
+            return False
+        pending.cancel()
+        self._pending_head = None
         self._head_out = True
-        return pending
+        return True
 
     def _send_head(self) -> None:
         self._pending_head = None
@@ -421,11 +420,6 @@ class Forwarding:
     def _head_sent(self, sent: asyncio.Future[None]) -> None:
         if sent.cancelled() or sent.exception() is not None:
             self.drop_stream()  # the client is gone
-
-    def _cancel_pending_head(self) -> None:
-        if self._pending_head is not None:
-            self._pending_head.cancel()
-            self._pending_head = None
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
@@ -54,6 +55,13 @@ def tokens(headers: HTTPHeaders, name: str) -> list[str]:
     return found
 
 
+@functools.cache
+def _hop_by_hop_and(drop: tuple[str, ...]) -> frozenset[str]:
+    """The fixed hop-by-hop names plus ``drop``, lower-cased (a handful of call sites, so few
+    distinct ``drop`` values: cached)."""
+    return HOP_BY_HOP | {name.lower() for name in drop}
+
+
 def end_to_end(headers: HTTPHeaders, *, drop: Iterable[str] = ()) -> HTTPHeaders:
     """A copy of ``headers`` without hop-by-hop headers (nor those in ``drop``).
 
@@ -61,9 +69,9 @@ def end_to_end(headers: HTTPHeaders, *, drop: Iterable[str] = ()) -> HTTPHeaders
     are, not validated again (this runs twice per proxied request). Only a repeated name goes
     through :meth:`HTTPHeaders.add`.
     """
-    dropped = HOP_BY_HOP
-    if drop or "Connection" in headers:
-        dropped = dropped | set(tokens(headers, "Connection")) | {d.lower() for d in drop}
+    dropped = _hop_by_hop_and(tuple(drop)) if drop else HOP_BY_HOP
+    if "Connection" in headers:
+        dropped = dropped | set(tokens(headers, "Connection"))
     kept = HTTPHeaders()
     for name, value in headers.get_all():
         if name.lower() in dropped:
