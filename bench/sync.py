@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from jobs.layout import StateLayout  # noqa: E402
 from jobs.notebook_sync import NotebookSync  # noqa: E402
-from orchestrator.quix import QuixPortal, QuixSettings  # noqa: E402
+from orchestrator.quix import QuixPortal  # noqa: E402
+from orchestrator.quix_settings import QuixSettings  # noqa: E402
 from tests.support.quix_portal import FakeQuixPortal  # noqa: E402
 
 NOTEBOOK = "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    return\n"

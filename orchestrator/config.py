@@ -14,7 +14,7 @@ from typing import Literal, NamedTuple, cast
 from jobs.settings import InstallerChoice, JobSettings, MarimoMode, RunAs, repr_without
 from orchestrator.auth_modes import AuthMode
 from orchestrator.hosts import parse_allowed
-from orchestrator.quix import QuixSettings
+from orchestrator.quix_settings import QuixSettings
 
 INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
 MODES: tuple[MarimoMode, ...] = ("edit", "run")

@@ -19,18 +19,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable
+from typing import Any
 
-from jobs.settings import repr_without
+from orchestrator.quix_settings import QuixSettings
 
-PORTAL_API = "Quix__Portal__Api"
-WORKSPACE_ID = "Quix__Workspace__Id"
-DEPLOYMENT_ID = "Quix__Deployment__Id"
-APPLICATION_ID = "Quix__Application__Id"
-SDK_TOKEN = "Quix__Sdk__Token"
-DEFAULT_RESTART_CALL = "POST workspaces/{workspace_id}/deployments/update"
 PORTAL_THREADS = 4
 """Portal calls in flight at once; more wait (within their deadline) for a free one."""
 
@@ -43,63 +36,6 @@ class PortalUnavailable(Exception):
 
 class PortalRefused(Exception):
     """The portal answered a 4xx other than 401/403 for this one call (e.g. one file path)."""
-
-
-def normalise_portal_url(raw: str) -> str:
-    """No trailing slash; plain http only for a portal on this machine (tests)."""
-    parts = urlsplit(raw.strip())
-    scheme = parts.scheme or "https"
-    host = parts.hostname or ""
-    if scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
-        scheme = "https"
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
-
-
-class QuixSettings(NamedTuple):
-    """Immutable; the SDK token is never shown in its repr."""
-
-    portal_api: str
-    workspace_id: str
-    deployment_id: str | None
-    application_id: str | None
-    sdk_token: str | None
-    restart_call: str = DEFAULT_RESTART_CALL
-    timeout: float = 5.0
-    delete_call: str | None = None
-    """'METHOD path' deleting one application file ({workspace_id}, {application_id}, {path});
-    the reference documents none, so deletions are not propagated unless this is set."""
-    commit_message_param: str | None = None
-    """Query parameter carrying ``[AutoCommit] Updated <path>`` with a file push; the reference
-    does not say whether the call takes a message, so none is sent unless this is set."""
-    """Per attempt: connecting and reading each (Quix's own client uses 5 s)."""
-    deadline: float = 12.0
-    """For a whole call, retries and the wait for a free portal thread included."""
-
-    def __repr__(self) -> str:
-        return repr_without(self, "sdk_token")
-
-    @classmethod
-    def from_env(
-        cls,
-        env: Mapping[str, str],
-        restart_call: str | None = None,
-        delete_call: str | None = None,
-        commit_message_param: str | None = None,
-    ) -> QuixSettings | None:
-        portal = env.get(PORTAL_API)
-        workspace = env.get(WORKSPACE_ID)
-        if not portal or not workspace:
-            return None
-        return cls(
-            portal_api=normalise_portal_url(portal),
-            workspace_id=workspace,
-            deployment_id=env.get(DEPLOYMENT_ID) or None,
-            application_id=env.get(APPLICATION_ID) or None,
-            sdk_token=env.get(SDK_TOKEN) or None,
-            restart_call=restart_call or DEFAULT_RESTART_CALL,
-            delete_call=delete_call,
-            commit_message_param=commit_message_param,
-        )
 
 
 class _Retryable(Exception):

@@ -13,11 +13,11 @@ it happens (as uvicorn's ``Server``: startup, serve, shutdown).
    then start the jobs;
 6. serve until SIGTERM/SIGINT; 7. shut down.
 
-The imports at module level are those the path before marimo's spawn already needs (the
-configuration imports asyncio, through orchestrator/quix.py). Everything else is imported by the
-stage that first needs it, at the top of that stage's method: the early responder and logging
-after marimo's spawn, Tornado and the web modules in a worker thread, the jobs' modules once
-Tornado has the port. No import on the way to marimo's spawn brings ``dataclasses``.
+The imports at module level are those the path before marimo's spawn already needs. Everything
+else is imported by the stage that first needs it, at the top of that stage's method: asyncio,
+the early responder and logging after marimo's spawn, Tornado and the web modules in a worker
+thread, the jobs' modules once Tornado has the port. No import on the way to marimo's spawn
+brings ``asyncio`` (and its ``inspect``) or ``dataclasses`` (tests/test_warm_start.py).
 
 Invariants: the listening socket exists before the first job is scheduled; from then until the
 process stops a liveness probe is answered and no accepted connection is dropped; on exit every
@@ -26,7 +26,6 @@ child process tree we started is gone.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -40,6 +39,7 @@ from orchestrator.config import Config
 from orchestrator.listen import BindError, bind
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable, Coroutine
     from socket import socket
 
@@ -79,6 +79,8 @@ class Server:
             print(f"marimo-orchestrator: error: {error}", file=sys.stderr, flush=True)
             return 2
         head_start = self.head_start()
+        import asyncio
+
         from orchestrator import logs
 
         logs.configure(self.config.log_level, self.config.log_format)
@@ -96,6 +98,8 @@ class Server:
 
     async def serve(self, sockets: list[socket], head_start: HeadStart | None) -> int:
         """Everything on the event loop, from the first probe answered to the last child gone."""
+        import asyncio
+
         from orchestrator.early import EarlyResponder
 
         early = EarlyResponder(sockets, self.boot_id, self.config.frame_ancestors)
@@ -212,6 +216,8 @@ class Server:
     ) -> asyncio.Task[None]:
         """Resolve ``pipeline`` and ``metrics`` and run the jobs. The port is Tornado's already:
         requests are served while the jobs' modules load."""
+        import asyncio
+
         await asyncio.get_running_loop().run_in_executor(None, import_jobs)
         from jobs.runner import Pipeline
         from orchestrator.metrics import Metrics
@@ -234,10 +240,14 @@ class Server:
         return start_sync
 
     def _in_background(self, work: Coroutine[object, object, None], name: str) -> None:
+        import asyncio
+
         self._background.add(asyncio.create_task(work, name=name))
 
     async def main_loop(self, jobs: asyncio.Task[None], stop: asyncio.Event) -> None:
         """Serve while the jobs run, and after they ended, until SIGTERM/SIGINT."""
+        import asyncio
+
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({jobs, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if jobs in done and jobs.exception() is not None:
@@ -256,6 +266,8 @@ class Server:
     ) -> None:
         """Pending notebook edits first, then the jobs and every child process, then the
         connections."""
+        import asyncio
+
         from jobs.processes import live_children, terminate_tree_async
         from orchestrator.sync import FLUSH_ON_SIGTERM
 
@@ -307,6 +319,8 @@ def import_jobs() -> None:
 async def recheck_sockets(guard: Guard) -> None:
     """Sessions holding WebSockets open (the terminal) end when they expire and, in quix mode,
     when the portal stops accepting their token, like any other."""
+    import asyncio
+
     interval = min(30.0, guard.quix_recheck)
     while True:
         await asyncio.sleep(interval)

@@ -87,15 +87,19 @@ the watched modules are already imported."""
 def test_a_warm_start_spawns_marimo_before_the_heavy_imports(
     orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
 ) -> None:
-    """marimo's start is most of a warm start; it begins before Tornado, the web modules, the
-    jobs' pipeline and ``dataclasses`` (bench/RESULTS.md, "Startup") are imported."""
+    """marimo's start is most of a warm start; it begins before Tornado, ``asyncio`` (and the
+    ``inspect`` it pulls in), the web modules, the jobs' pipeline and ``dataclasses``
+    (bench/RESULTS.md, "Startup") are imported."""
     state = tmp_path / "state"
     warm_state(orchestrator, notebook_dir, state)
     probe = tmp_path / "probe"
     probe.mkdir()
     (probe / "sitecustomize.py").write_text(SPAWN_PROBE, encoding="utf-8")
     report = tmp_path / "spawn-report"
-    watched = "dataclasses tornado tornado.web orchestrator.app orchestrator.status jobs.runner"
+    watched = (
+        "asyncio inspect dataclasses tornado tornado.web orchestrator.app orchestrator.status"
+        " orchestrator.quix jobs.runner"
+    )
     run = orchestrator(
         notebook_dir,
         state,
