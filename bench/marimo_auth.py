@@ -95,6 +95,18 @@ def main() -> None:
                 f"Authorization: Bearer {TOKEN}"
             ],
             "marimo's session cookie": [f"Cookie: {cookie}"],
+            "all the orchestrator sends: both, and X-Forwarded-*": [
+                f"Authorization: Bearer {TOKEN}",
+                f"Cookie: {cookie}",
+                "X-Forwarded-For: 127.0.0.1",
+                "X-Forwarded-Proto: http",
+                f"X-Forwarded-Host: 127.0.0.1:{port}",
+            ],
+            "X-Forwarded-* alone": [
+                "X-Forwarded-For: 127.0.0.1",
+                "X-Forwarded-Proto: http",
+                f"X-Forwarded-Host: 127.0.0.1:{port}",
+            ],
         }
         results: dict[tuple[str, int], list[tuple[float, float]]] = {}
         subprocess.run([wrk, "-t1", "-c1", "-d1s", url], capture_output=True, check=True)
