@@ -27,7 +27,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from startup import orchestrator_argv  # noqa: E402
+
+from tests.support.orchestrator import free_port  # noqa: E402
 
 PROBE = """
 import os, sys, time
@@ -65,37 +70,11 @@ def export(revision: str, work: Path) -> Path:
     return target
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def argv(notebooks: Path, state: Path, port: int) -> list[str]:
-    return [
-        PYTHON,
-        "-m",
-        "orchestrator",
-        str(notebooks),
-        "--port",
-        str(port),
-        "--state-dir",
-        str(state),
-        "--host",
-        "127.0.0.1",
-        "--auth",
-        "none",
-    ]
-
-
 def warm(checkout: Path, notebooks: Path, state: Path) -> None:
     """Runs the orchestrator once until marimo is ready, then stops it: the state is warm."""
     port = free_port()
     process = subprocess.Popen(
-        argv(notebooks, state, port),
+        orchestrator_argv(notebooks, state, port),
         cwd=checkout,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -122,7 +101,7 @@ def spawn_after(checkout: Path, notebooks: Path, state: Path, probe: Path) -> tu
     env = dict(os.environ, SPAWN_AT=str(marker), PYTHONPATH=str(probe))
     started = time.time()
     process = subprocess.Popen(
-        argv(notebooks, state, free_port()),
+        orchestrator_argv(notebooks, state, free_port()),
         cwd=checkout,
         env=env,
         stdout=subprocess.DEVNULL,
