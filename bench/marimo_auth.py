@@ -7,7 +7,8 @@ proxied request, because a pod's containers share ``127.0.0.1``; nginx as the ea
 configured it (and ``bench/proxy.py``'s nginx) sends marimo no credentials. This measures that
 difference on marimo alone: one marimo with a token, ``wrk`` straight at ``/health`` (public in
 marimo) with no credentials, with ``Authorization: Bearer <token>`` (what the orchestrator
-sends), and with the session cookie marimo hands out in exchange. marimo's CPU per request
+sends), with the session cookie marimo hands out in exchange, with everything the orchestrator
+sends at once (both, and its ``X-Forwarded-*`` headers), and with ``X-Forwarded-*`` alone. marimo's CPU per request
 comes from ``/proc``; contenders alternate; medians over the rounds.
 """
 

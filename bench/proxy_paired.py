@@ -8,7 +8,7 @@ a 3 % difference between two builds of our own proxy apart on this machine, wher
 CPU per request moves by a quarter from the next. Here each revision's ``proxy/`` (``.`` is the
 working tree) runs alone in a process (``bench/proxy.py``'s ``STANDALONE_PROXY``) in front of one
 bare ``marimo edit``, and every round runs ``wrk -t1 -c1`` against each of them back to back, in
-an order that alternates, so the machine's drift touches all of them alike. Each revision is
+an order that rotates, so the machine's drift touches all of them alike. Each revision is
 then compared with the first one round by round: the median of those paired ratios, with a 95 %
 bootstrap interval. An interval that holds 1.00 is "no difference this machine can see".
 
@@ -105,7 +105,7 @@ def snapshot(revision: str, work: Path) -> Path:
     return target
 
 
-def wrk(port: int, path: str, seconds: float) -> int:
+def wrk(port: int, path: str, seconds: int) -> int:
     """Requests completed in one ``wrk -t1 -c1`` run."""
     out = subprocess.run(
         ["wrk", "-t1", "-c1", f"-d{seconds:g}s", f"http://127.0.0.1:{port}{path}"],
@@ -146,6 +146,8 @@ def count_calls(
     process.send_signal(signal.SIGUSR1)
     requests = wrk(port, path, 3)
     process.send_signal(signal.SIGUSR2)
+    if not requests:
+        raise SystemExit(f"{source}: no request completed under the profiler")
     process.wait(timeout=60)
     stats = pstats.Stats(str(out))
     return stats.total_calls / requests  # type: ignore[attr-defined,no-any-return]
@@ -155,10 +157,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("revisions", nargs="+", help="git revisions; '.' is the working tree")
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=2, help="whole seconds per wrk run")
     parser.add_argument("--path", default="/health")
     parser.add_argument("--calls", action="store_true", help="also count calls per request")
     args = parser.parse_args()
+    if args.rounds < 1 or args.duration < 1:
+        raise SystemExit("--rounds and --duration must be at least 1")
+    # A revision named twice runs twice (an A/A comparison): each is labelled by its position.
+    labels = [
+        rev if args.revisions.count(rev) == 1 else f"{rev} (#{i + 1})"
+        for i, rev in enumerate(args.revisions)
+    ]
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: bench/proxy.py installs it (apt-get install wrk)")
 
@@ -178,7 +187,8 @@ def main() -> None:
         marimo = [PYTHON, "-m", "marimo", "edit", "--headless", "--no-token"]
         start([*marimo, "-p", str(marimo_port), "--host", "127.0.0.1", str(work / "notebook.py")])
         wait_http(f"http://127.0.0.1:{marimo_port}/health")
-        sources = {revision: snapshot(revision, work) for revision in args.revisions}
+        exported = {rev: snapshot(rev, work) for rev in dict.fromkeys(args.revisions)}
+        sources = {label: exported[rev] for label, rev in zip(labels, args.revisions, strict=True)}
         ports: dict[str, tuple[int, int]] = {}
         for revision, source in sources.items():
             port = free_port()
@@ -189,15 +199,18 @@ def main() -> None:
         for port, _ in ports.values():
             wait_http(f"http://127.0.0.1:{port}{args.path}")
             wrk(port, args.path, 1)  # warm
-        rps: dict[str, list[float]] = {r: [] for r in args.revisions}
-        cpu: dict[str, list[float]] = {r: [] for r in args.revisions}
+        rps: dict[str, list[float]] = {label: [] for label in labels}
+        cpu: dict[str, list[float]] = {label: [] for label in labels}
         loads = []
         for round_ in range(args.rounds):
-            order = args.revisions if round_ % 2 == 0 else args.revisions[::-1]
+            shift = round_ % len(labels)  # every revision takes every place in turn
+            order = labels[shift:] + labels[:shift]
             for revision in order:
                 port, pid = ports[revision]
                 before = cpu_seconds([pid])
                 requests = wrk(port, args.path, args.duration)
+                if not requests:
+                    raise SystemExit(f"{revision}: no request completed in {args.duration} s")
                 spent = cpu_seconds([pid]) - before
                 rps[revision].append(requests / args.duration)
                 cpu[revision].append(spent / requests * 1e6)
@@ -224,8 +237,8 @@ def main() -> None:
         "| CPU vs first [95 % CI] |" + (" Python calls/req |" if calls else "")
     )
     print("|---|---:|---:|---:|---:|" + ("---:|" if calls else ""))
-    first = args.revisions[0]
-    for revision in args.revisions:
+    first = labels[0]
+    for revision in labels:
         row = (
             f"| {revision} | {statistics.median(rps[revision]):.0f} "
             f"| {statistics.median(cpu[revision]):.0f} |"

@@ -4,8 +4,9 @@
 
 On a warm state the orchestrator starts marimo before anything else (jobs/head_start.py), and
 marimo's own start is most of a warm start: every millisecond spent importing before that spawn
-is a millisecond on the time to a working editor. Each revision (``.`` is the working tree) is
-exported with ``git archive`` and started in turn (``python -m orchestrator`` from that copy,
+is a millisecond on the time to a working editor. Each revision is exported with ``git
+archive`` (``.``: the working tree's tracked files, as they are), byte-compiled as an image
+installs it, and started in turn (``python -m orchestrator`` from that copy,
 with this venv) on one warm state; an audit hook (a ``sitecustomize`` on ``PYTHONPATH``) notes
 the wall-clock time and the number of imported modules at the first ``subprocess.Popen`` that
 runs marimo. The orchestrator is then killed (its parent-death watch stops marimo).
@@ -28,11 +29,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # after the project: bench/proxy.py must not hide proxy/
 
 from startup import orchestrator_argv  # noqa: E402
 
 from tests.support.orchestrator import free_port  # noqa: E402
+
+PYTHON = sys.executable
 
 PROBE = """
 import os, sys, time
@@ -154,6 +157,14 @@ def main() -> None:
         (probe / "sitecustomize.py").write_text(PROBE)
         state = work / "state"
         checkouts = {revision: export(revision, work) for revision in args.revisions}
+        for checkout in checkouts.values():
+            # As in an image (and bench/startup.py): nothing is compiled while timed.
+            subprocess.run(
+                [PYTHON, "-m", "compileall", "-q", "orchestrator", "jobs", "proxy"],
+                cwd=checkout,
+                check=True,
+                env=dict(os.environ, PYTHONDONTWRITEBYTECODE=""),
+            )
         warm(checkouts[args.revisions[0]], notebooks, state)
         seconds: dict[str, list[float]] = {r: [] for r in args.revisions}
         modules: dict[str, int] = {}

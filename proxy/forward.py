@@ -335,11 +335,11 @@ class Forwarding:
         if self._assets is not None:
             store, request = self._assets
             tee = store.tee(request, response.start_line.code, response.headers)
-        self._head_out = False
-        front = self._front
-        front.start(response)
-        self._pending_head = asyncio.get_running_loop().call_soon(self._send_head)
         try:
+            self._head_out = False
+            front = self._front
+            front.start(response)
+            self._pending_head = asyncio.get_running_loop().call_soon(self._send_head)
             # A StreamClosedError from the body's iterator is marimo's; from the front, the
             # client's (then marimo's stream is closed: it is not reusable).
             async for chunk in body:

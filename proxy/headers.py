@@ -55,10 +55,11 @@ def tokens(headers: HTTPHeaders, name: str) -> list[str]:
     return found
 
 
-@functools.cache
+@functools.lru_cache(maxsize=8)
 def _hop_by_hop_and(drop: tuple[str, ...]) -> frozenset[str]:
-    """The fixed hop-by-hop names plus ``drop``, lower-cased (a handful of call sites, so few
-    distinct ``drop`` values: cached)."""
+    """The fixed hop-by-hop names plus ``drop``, lower-cased. Callers pass fixed lists (a
+    handful of call sites), so a small cache holds them all; it stays bounded whatever is
+    passed."""
     return HOP_BY_HOP | {name.lower() for name in drop}
 
 

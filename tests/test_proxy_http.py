@@ -15,7 +15,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.web import Application, RequestHandler
 
 from proxy.direct import DirectExchange
-from proxy.forward import Forwarding
+from proxy.forward import Exchange, Forwarding
 from proxy.html import HtmlTransform
 from tests.backends import counting, echo, headers
 from tests.backends.one_shot import one_shot_server
@@ -551,19 +551,27 @@ async def test_the_html_transform_applies_to_marimos_html_documents_only() -> No
 @async_test()
 async def test_a_finished_request_is_freed_at_once_not_by_the_cycle_collector() -> None:
     """Nothing of a body-less request's forwarding outlives its answer: with Python's cyclic
-    collector off, the exchange and its forwarding are gone once the answer is out (a cycle
-    between them would keep each request's objects, Tornado's among them, for the collector)."""
+    collector off, the exchange, its forwarding and its ``Exchange`` are gone once the answer is
+    out (a cycle between them would keep each request's objects, Tornado's among them, for the
+    collector)."""
     switch = Switch()
+    kinds = (DirectExchange, Forwarding, Exchange)
 
     def alive() -> int:
-        return sum(isinstance(o, (DirectExchange, Forwarding)) for o in gc.get_objects())
+        return sum(isinstance(o, kinds) for o in gc.get_objects())
 
+    size = 64 * 1024 * 1024  # more than the sockets between can hold: still in flight below
     async with serve(echo.make_app()) as backend, run_proxy(switch) as proxy:
         switch.point(backend.port)
         client = await RawClient.connect(proxy.port)
         gc.collect()
         gc.disable()
         try:
+            await client.send(f"GET /download/{size} HTTP/1.1\nHost: 127.0.0.1\n")
+            head = await client.read_head()
+            assert head.status == 200
+            assert alive() == 3, "the fast path's objects, while the body is in flight"
+            assert len(await client.stream.read_bytes(size)) == size
             for _ in range(20):
                 await client.send("GET /health HTTP/1.1\nHost: 127.0.0.1\n")
                 assert (await client.read_response()).status == 200
