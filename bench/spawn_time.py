@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))  # after the project: bench/proxy.py must not hide proxy/
 
-from startup import orchestrator_argv  # noqa: E402
+from startup import orchestrator_argv, start_quiet  # noqa: E402
 
 from tests.support.orchestrator import free_port  # noqa: E402
 
@@ -76,13 +76,7 @@ def export(revision: str, work: Path) -> Path:
 def warm(checkout: Path, notebooks: Path, state: Path) -> None:
     """Runs the orchestrator once until marimo is ready, then stops it: the state is warm."""
     port = free_port()
-    process = subprocess.Popen(
-        orchestrator_argv(notebooks, state, port),
-        cwd=checkout,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_quiet(orchestrator_argv(notebooks, state, port), cwd=checkout)
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
@@ -103,14 +97,7 @@ def spawn_after(checkout: Path, notebooks: Path, state: Path, probe: Path) -> tu
     marker.unlink(missing_ok=True)
     env = dict(os.environ, SPAWN_AT=str(marker), PYTHONPATH=str(probe))
     started = time.time()
-    process = subprocess.Popen(
-        orchestrator_argv(notebooks, state, free_port()),
-        cwd=checkout,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_quiet(orchestrator_argv(notebooks, state, free_port()), env=env, cwd=checkout)
     try:
         while not (marker.exists() and marker.read_text()):
             if process.poll() is not None:

@@ -58,6 +58,21 @@ def answered(url: str, want: int = 200, headers: dict[str, str] | None = None) -
         return False
 
 
+def start_quiet(
+    argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``argv`` started in a session of its own (so its whole group can be signalled), its
+    output discarded."""
+    return subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def time_until(
     argv: list[str],
     url: str,
@@ -67,14 +82,7 @@ def time_until(
     headers: dict[str, str] | None = None,
 ) -> float:
     started = time.monotonic()
-    process = subprocess.Popen(
-        argv,
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_quiet(argv, env=env, cwd=cwd)
     try:
         while time.monotonic() - started < timeout:
             if answered(url, headers=headers):
@@ -104,9 +112,7 @@ def time_until_ready_pushed(argv: list[str], port: int, env: dict[str, str]) -> 
     import json
 
     started = time.monotonic()
-    process = subprocess.Popen(
-        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    process = start_quiet(argv, env=env)
     try:
         while True:
             if process.poll() is not None:
