@@ -350,15 +350,9 @@ def everything(args: argparse.Namespace) -> Iterator[tuple[list[Contender], int,
         ]
         sources = {"proxy": ROOT}
         if args.baseline:
-            snapshot = work / f"proxy-{args.baseline}"
-            snapshot.mkdir()
-            archive = subprocess.run(
-                ["git", "-C", str(ROOT), "archive", args.baseline, "proxy"],
-                check=True,
-                capture_output=True,
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", str(snapshot)], input=archive, check=True)
-            sources[f"proxy@{args.baseline}"] = snapshot
+            from revisions import export
+
+            sources[f"proxy@{args.baseline}"] = export(args.baseline, work, "proxy")
         for name, source in sources.items():
             http_port, ws_port = free_port(), free_port()
             h = procs.start(

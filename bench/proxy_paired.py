@@ -5,10 +5,11 @@
 
 ``bench/proxy.py`` answers "how do we compare with nginx"; its three rounds of 5 s cannot tell
 a 3 % difference between two builds of our own proxy apart on this machine, where one round's
-CPU per request moves by a quarter from the next. Here each revision's ``proxy/`` (``.`` is the
-working tree) runs alone in a process (``bench/proxy.py``'s ``STANDALONE_PROXY``) in front of one
-bare ``marimo edit``, and every round runs ``wrk -t1 -c1`` against each of them back to back, in
-an order that rotates, so the machine's drift touches all of them alike. Each revision is
+CPU per request moves by a quarter from the next. Here each revision's ``proxy/`` (``.``: the
+working tree's tracked files) runs alone in a process (``bench/proxy.py``'s
+``STANDALONE_PROXY``) in front of one bare ``marimo edit``, and every round runs ``wrk -t1
+-c1`` against each of them back to back, in an order that rotates, so the machine's drift
+touches all of them alike. Each revision is
 then compared with the first one round by round: the median of those paired ratios, with a 95 %
 bootstrap interval. An interval that holds 1.00 is "no difference this machine can see".
 
@@ -37,6 +38,10 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "bench"))  # after the project: bench/proxy.py must not hide proxy/
+
+from revisions import export  # noqa: E402
+from startup import start_quiet  # noqa: E402
 
 
 def _load_proxy_bench() -> ModuleType:
@@ -92,19 +97,6 @@ except RuntimeError:
 """
 
 
-def snapshot(revision: str, work: Path) -> Path:
-    """A directory holding ``proxy/`` as it is at ``revision`` (``.``: the working tree)."""
-    if revision == ".":
-        return ROOT
-    target = work / revision.replace("/", "_")
-    target.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", revision, "proxy"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
-
-
 def wrk(port: int, path: str, seconds: int) -> int:
     """Requests completed in one ``wrk -t1 -c1`` run."""
     out = subprocess.run(
@@ -134,11 +126,8 @@ def count_calls(
 
     port = free_port()
     out = work / f"calls-{port}.prof"
-    process = subprocess.Popen(
-        [PYTHON, "-c", PROFILED_PROXY, str(source), str(marimo_port), str(port), str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    process = start_quiet(
+        [PYTHON, "-c", PROFILED_PROXY, str(source), str(marimo_port), str(port), str(out)]
     )
     processes.append(process)
     wait_http(f"http://127.0.0.1:{port}{path}")
@@ -175,9 +164,7 @@ def main() -> None:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(argv: list[str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        process = start_quiet(argv)
         processes.append(process)
         return process
 
@@ -187,7 +174,7 @@ def main() -> None:
         marimo = [PYTHON, "-m", "marimo", "edit", "--headless", "--no-token"]
         start([*marimo, "-p", str(marimo_port), "--host", "127.0.0.1", str(work / "notebook.py")])
         wait_http(f"http://127.0.0.1:{marimo_port}/health")
-        exported = {rev: snapshot(rev, work) for rev in dict.fromkeys(args.revisions)}
+        exported = {rev: export(rev, work, "proxy") for rev in dict.fromkeys(args.revisions)}
         sources = {label: exported[rev] for label, rev in zip(labels, args.revisions, strict=True)}
         ports: dict[str, tuple[int, int]] = {}
         for revision, source in sources.items():

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))  # after the project: bench/proxy.py must not hide proxy/
 
+from revisions import export  # noqa: E402
 from startup import orchestrator_argv, start_quiet  # noqa: E402
 
 from tests.support.orchestrator import free_port  # noqa: E402
@@ -51,26 +52,6 @@ def _on_spawn(event, args):
 if os.environ.get("SPAWN_AT"):
     sys.addaudithook(_on_spawn)
 """
-
-
-def export(revision: str, work: Path) -> Path:
-    target = work / ("tree" if revision == "." else revision.replace("/", "_"))
-    target.mkdir()
-    if revision == ".":
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "ls-files", "-z"], check=True, capture_output=True
-        ).stdout
-        for name in filter(None, archive.decode().split("\0")):
-            source = ROOT / name
-            if source.is_file():
-                (target / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target / name)
-        return target
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
 
 
 def warm(checkout: Path, notebooks: Path, state: Path) -> None:
