@@ -55,7 +55,7 @@ def current(root: StateLayout, key: str) -> StateLayout | None:
     if not name or "/" in name or name.startswith("."):
         return None
     folder = root.envs / name
-    return StateLayout(root.root, folder) if folder.is_dir() else None
+    return root._replace(env=folder) if folder.is_dir() else None
 
 
 def create(root: StateLayout, key: str, holder: str) -> StateLayout:
@@ -66,7 +66,7 @@ def create(root: StateLayout, key: str, holder: str) -> StateLayout:
     (staging / USERS).mkdir(parents=True)
     (staging / USERS / holder).touch()
     staging.rename(folder)
-    return StateLayout(root.root, folder)
+    return root._replace(env=folder)
 
 
 def publish(root: StateLayout, key: str, generation: StateLayout) -> None:

@@ -11,15 +11,44 @@ from typing import NamedTuple
 
 
 class StateLayout(NamedTuple):
-    """``env`` is where the environment (venv, manifest, ledger) lives: the root itself, or
-    in run mode on a shared folder one generation under ``envs/`` (jobs/generations.py)."""
+    """``env`` is where the environment's durable records (ledger, snapshot; and the venv and
+    manifest unless ``local`` is set) live: the root itself, or in run mode on a shared folder
+    one generation under ``envs/`` (jobs/generations.py).
+
+    ``local``: the folder on the container's own disk the venv runs from when the state volume
+    is a network filesystem (jobs/env_location.py); the venv and its manifest then live under
+    it (a generation in a subfolder of its own name) and the volume keeps a snapshot
+    (jobs/snapshot.py). ``None``: everything lives on the volume."""
 
     root: Path
     env: Path | None = None
+    local: Path | None = None
 
     @property
     def env_root(self) -> Path:
         return self.env or self.root
+
+    @property
+    def run_root(self) -> Path:
+        """Where the venv and its manifest live: local disk when ``local`` is set."""
+        if self.local is None:
+            return self.env_root
+        return self.local / self.env.name if self.env is not None else self.local
+
+    @property
+    def snapshot_record(self) -> Path:
+        """Names the environment's current snapshot and its checksum (jobs/snapshot.py)."""
+        return self.env_root / "env-snapshot.json"
+
+    @property
+    def snapshot_archives(self) -> Path:
+        """The environment's snapshot archives (one, plus one being written)."""
+        return self.env_root / "env-snapshots"
+
+    @property
+    def broken_snapshot(self) -> Path:
+        """The last snapshot that failed its checksum, kept aside for inspection."""
+        return self.env_root / "env-snapshot.broken"
 
     @property
     def envs(self) -> Path:
@@ -43,12 +72,12 @@ class StateLayout(NamedTuple):
 
     @property
     def venv(self) -> Path:
-        return self.env_root / "venv"
+        return self.run_root / "venv"
 
     @property
     def manifest(self) -> Path:
         """What the venv is and what was last installed successfully (written atomically)."""
-        return self.env_root / "manifest.json"
+        return self.run_root / "manifest.json"
 
     @property
     def session_secret(self) -> Path:
@@ -78,11 +107,13 @@ class StateLayout(NamedTuple):
 
     @property
     def uv_cache(self) -> Path:
-        return self.root / "cache" / "uv"
+        """On local disk with the venv when it runs from there: an install then writes no
+        file over the network (uv unpacks every wheel into its cache first)."""
+        return (self.local or self.root) / "cache" / "uv"
 
     @property
     def pip_cache(self) -> Path:
-        return self.root / "cache" / "pip"
+        return (self.local or self.root) / "cache" / "pip"
 
     @property
     def asset_cache(self) -> Path:
@@ -119,6 +150,9 @@ class StateLayout(NamedTuple):
             "venv": self.venv,
             "manifest": self.manifest,
             "ledger": self.ledger,
+            "snapshot_record": self.snapshot_record,
+            "snapshot_archives": self.snapshot_archives,
+            "broken_snapshot": self.broken_snapshot,
             "session_secret": self.session_secret,
             "revoked_sessions": self.revoked_sessions,
             "sync_state": self.sync_state,

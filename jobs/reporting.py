@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 StepName = Literal["state", "venv", "requirements", "marimo"]
 STEP_NAMES: tuple[StepName, ...] = ("state", "venv", "requirements", "marimo")
@@ -38,6 +38,10 @@ class Reporter(Protocol):
 
     def state_resolved(self, path: Path, persistent: bool, warning: str | None) -> None:
         """Where state lives for this run; ``persistent`` is False for the ephemeral fallback."""
+
+    def environment_changed(self, environment: dict[str, Any]) -> None:
+        """Where the Python packages live and the state of their snapshot on the volume
+        (``/-/status``'s ``environment``, shape in README); replaces what was said before."""
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         """marimo answers ``/health`` at host:port and accepts ``Authorization: Bearer token``."""
@@ -92,6 +96,9 @@ class StepTracker:
 
     def state_resolved(self, path: Path, persistent: bool, warning: str | None) -> None:
         self.inner.state_resolved(path, persistent, warning)
+
+    def environment_changed(self, environment: dict[str, Any]) -> None:
+        self.inner.environment_changed(environment)
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self.inner.marimo_up(pid, host, port, token)

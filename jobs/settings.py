@@ -59,6 +59,10 @@ class JobSettings(NamedTuple):
     wait_for_state: bool
     state_timeout: float
     installer: InstallerChoice
+    env_location: Literal["auto", "local", "volume"]
+    """Where the venv runs from: see jobs/env_location.py."""
+    env_dir: Path
+    """The local folder the venv runs from when it does not run from the state volume."""
     marimo_mode: MarimoMode
     marimo_ready_timeout: float
     marimo_crash_window: float

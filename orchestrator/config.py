@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
+from jobs.env_location import ENV_LOCATIONS, EnvLocation, default_env_dir
 from jobs.settings import InstallerChoice, JobSettings, MarimoMode, RunAs, repr_without
 from orchestrator.auth_modes import AuthMode
 from orchestrator.hosts import parse_allowed
@@ -223,6 +224,8 @@ def resolve(
     state_timeout: float,
     requirements: str | None,
     installer: str,
+    env_location: str,
+    env_dir: str | None,
     marimo_mode: str,
     marimo_ready_timeout: float,
     lease_seconds: float,
@@ -299,6 +302,8 @@ def resolve(
             notebook_dir=notebooks,
             requirements=reqs,
             state_dir=state,
+            env_location=cast(EnvLocation, _choice("--env-location", env_location, ENV_LOCATIONS)),
+            env_dir=(Path(env_dir).expanduser().absolute() if env_dir else default_env_dir(state)),
             wait_for_state=wait_for_state,
             state_timeout=_positive("--state-timeout", state_timeout),
             installer=cast(InstallerChoice, _choice("--installer", installer, INSTALLERS)),

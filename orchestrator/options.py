@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from jobs.env_location import ENV_LOCATIONS
 from orchestrator.config import AUTH_MODES, INSTALLERS, LOG_FORMATS, LOG_LEVELS, MODES
 
 ENV_PREFIX = "ORCHESTRATOR_"
@@ -109,6 +110,20 @@ OPTIONS: tuple[Option, ...] = (
         "available; uv ships as a dependency), `uv` or `pip`",
         default="auto",
         choices=INSTALLERS,
+    ),
+    Option(
+        "--env-location",
+        "where the Python packages marimo's kernels import run from: `local` (the container's "
+        "own disk, `--env-dir`, with a snapshot on the state volume to restore from), "
+        "`volume` (the state volume itself), or `auto` (local when the state volume is a "
+        "network filesystem); see state_layout.md",
+        default="auto",
+        choices=ENV_LOCATIONS,
+    ),
+    Option(
+        "--env-dir",
+        "the folder on the container's own disk the environment runs from when it is local",
+        default_text="`<temp dir>/marimo-orchestrator-env-<hash of the state folder>`",
     ),
     Option(
         "--marimo-mode",

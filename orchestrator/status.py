@@ -78,6 +78,8 @@ class StatusBoard:
         self.steps: dict[StepName, Step] = {name: Step(name) for name in STEP_NAMES}
         self.marimo = MarimoInfo()
         self.state: dict[str, Any] = {"path": None, "persistent": None, "warning": None}
+        self.environment: dict[str, Any] | None = None
+        """Where the Python packages live and their snapshot (jobs/env_location.py)."""
         self.stopping = False
         self.notice: dict[str, Any] | None = None
         self.logs: deque[dict[str, Any]] = deque(maxlen=log_capacity)
@@ -129,6 +131,7 @@ class StatusBoard:
             "steps": [asdict(step) for step in self.steps.values()],
             "marimo": asdict(self.marimo),
             "state": dict(self.state),
+            "environment": self.environment,
             "notice": self.notice,
             "capabilities": dict(self.capabilities),
             "sync": self.sync,
@@ -232,6 +235,13 @@ class StatusBoard:
             listener(path, persistent)
         if warning:
             log.warning("%s", warning, extra={"step": "state"})
+        self._publish()
+
+    def environment_changed(self, environment: dict[str, Any]) -> None:
+        warned = self.environment is not None and self.environment.get("warning")
+        self.environment = dict(environment)
+        if environment.get("warning") and environment.get("warning") != warned:
+            log.warning("%s", environment["warning"], extra={"step": "venv"})
         self._publish()
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:

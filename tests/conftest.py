@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,7 @@ class RecordingReporter:
     def __init__(self) -> None:
         self.events: list[tuple[str, ...]] = []
         self.lines: list[str] = []
+        self.environments: list[dict[str, Any]] = []
 
     def step_running(self, step: str, message: str) -> None:
         self.events.append(("running", step, message))
@@ -91,6 +93,9 @@ class RecordingReporter:
 
     def state_resolved(self, path: Path, persistent: bool, warning: str | None) -> None:
         self.events.append(("state", str(path), str(persistent)))
+
+    def environment_changed(self, environment: dict[str, Any]) -> None:
+        self.environments.append(dict(environment))
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self.events.append(("up", str(pid)))

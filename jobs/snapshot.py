@@ -1,0 +1,332 @@
+"""The environment's snapshot on the state volume: one archive to restore a venv from, fast.
+
+The venv marimo runs from lives on the container's own disk (jobs/env_location.py); the state
+volume, a network filesystem where every file operation is a round trip, keeps one compressed
+archive of it (tar, zstandard) and a small record naming it. Restoring is then a few large
+sequential reads on the volume, not thousands of small-file operations.
+
+Invariants:
+- the volume is never without a valid snapshot once it had one: a new archive is written under
+  a temporary name, fsynced and renamed to its final, content-derived name; only then is the
+  record (``env-snapshot.json``) replaced atomically to name it, and only after that are older
+  archives removed. A crash at any moment leaves the old record naming its complete archive, or
+  the new record naming its complete archive;
+- the record carries the archive's SHA-256; a restore hashes every byte it reads and keeps
+  nothing it extracted when the hash does not match (:class:`CorruptSnapshot`);
+- a restore extracts into a staging folder beside the target and renames it into place, so a
+  venv path never holds half an environment, and it is written by a crash-safe caller before the
+  manifest that says it is complete;
+- venvs are not relocatable (scripts' shebangs and ``pyvenv.cfg`` name absolute paths): a
+  snapshot is restored only to the path it was taken from (:class:`SnapshotMismatch` otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from jobs.errors import JobError
+from jobs.manifest import write_atomically
+
+FORMAT = 1
+CHUNK = 1 << 20
+"""Bytes per read and write on the volume: large, so a network filesystem sees few operations."""
+ZSTD_LEVEL = 3
+
+
+class CorruptSnapshot(JobError):
+    """The archive is missing, unreadable or does not match its recorded checksum."""
+
+
+class SnapshotMismatch(JobError):
+    """The snapshot cannot be used here (another path, another Python); nothing is wrong with it."""
+
+
+class SnapshotRecord(NamedTuple):
+    """What ``env-snapshot.json`` says. ``manifest`` is the venv's manifest as it was when the
+    archive was taken: it travels with the archive, so a restored venv is described by the
+    record of *its* content, never by a newer install that the archive does not hold."""
+
+    archive: str
+    sha256: str
+    size: int
+    unpacked: int
+    files: int
+    venv_path: str
+    python_version: str
+    manifest: dict[str, Any]
+    made_at: float
+    seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, **self._asdict()}
+
+
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "archive": str,
+    "sha256": str,
+    "size": int,
+    "unpacked": int,
+    "files": int,
+    "venv_path": str,
+    "python_version": str,
+    "manifest": dict,
+    "made_at": (int, float),
+    "seconds": (int, float),
+}
+
+
+def load(record_path: Path) -> SnapshotRecord | None:
+    """The record on the volume, or ``None`` when missing or not understood (never raises)."""
+    try:
+        raw = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        return None
+    values = {}
+    for name, kind in _FIELDS.items():
+        value = raw.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return None
+        values[name] = value
+    archive = str(values["archive"])
+    if "/" in archive or archive.startswith("."):
+        return None
+    return SnapshotRecord(**values)  # type: ignore[arg-type]
+
+
+def archive_path(archives: Path, record: SnapshotRecord) -> Path:
+    return archives / record.archive
+
+
+def measure(venv: Path) -> tuple[int, int]:
+    """Bytes and files under ``venv`` (symlinks counted, not followed)."""
+    total = files = 0
+    for folder, _dirs, names in os.walk(venv):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+                files += 1
+    return total, files
+
+
+class _HashingWriter:
+    """A file object that hashes and counts what goes through it."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+
+def take(
+    venv: Path,
+    manifest: dict[str, Any],
+    python_version: str,
+    record_path: Path,
+    archives: Path,
+    unchanged: Callable[[], bool] = lambda: True,
+) -> SnapshotRecord | None:
+    """Archive ``venv`` onto the volume and make the record name it (blocking: run it in a
+    worker thread, at low priority: ``tar`` is niced).
+
+    ``unchanged`` is asked once the archive is complete: when the venv changed while it was
+    read (an install ran meanwhile), the archive is thrown away, the record is left as it was,
+    and ``None`` is returned; the caller takes a new one later.
+    """
+    import zstandard
+
+    started = time.monotonic()
+    unpacked, files = measure(venv)
+    archives.mkdir(parents=True, exist_ok=True)
+    tmp = archives / f".incoming-{os.getpid()}-{threading.get_ident()}.tmp"
+    tar = subprocess.Popen(
+        ["nice", "-n", "10", "tar", "--create", "--file=-", f"--directory={venv}", "."],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert tar.stdout is not None and tar.stderr is not None
+    try:
+        with open(tmp, "wb", buffering=CHUNK) as raw:
+            hashing = _HashingWriter(raw)
+            compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+            with compressor.stream_writer(hashing, closefd=False) as writer:  # type: ignore[arg-type]
+                while chunk := tar.stdout.read(CHUNK):
+                    writer.write(chunk)
+            raw.flush()
+            os.fsync(raw.fileno())
+        errors = tar.stderr.read().decode("utf-8", "replace").strip()
+        if tar.wait() != 0:
+            raise JobError(f"could not archive {venv}: tar: {errors[-300:]}")
+        if not unchanged():
+            tmp.unlink()
+            return None
+        sha = hashing.digest.hexdigest()
+        name = f"env-{sha[:32]}.tar.zst"
+        os.replace(tmp, archives / name)
+        _fsync_folder(archives)
+        record = SnapshotRecord(
+            archive=name,
+            sha256=sha,
+            size=hashing.size,
+            unpacked=unpacked,
+            files=files,
+            venv_path=str(venv),
+            python_version=python_version,
+            manifest=manifest,
+            made_at=time.time(),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        write_atomically(record_path, json.dumps(record.as_json(), indent=2) + "\n")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    finally:
+        if tar.poll() is None:
+            tar.kill()
+            tar.wait()
+        tar.stdout.close()
+        tar.stderr.close()
+    remove_others(archives, keep=record.archive)
+    return record
+
+
+def remove_others(archives: Path, keep: str | None) -> list[Path]:
+    """Remove every archive and leftover temporary file but ``keep`` (after the record names
+    it, or when a crash left them behind). Another process's incoming file is left alone."""
+    removed = []
+    for path in _entries(archives):
+        if path.name == keep:
+            continue
+        if path.name.startswith(".incoming-") and _writer_alive(path.name):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _writer_alive(name: str) -> bool:
+    pid = name.removeprefix(".incoming-").split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _entries(folder: Path) -> Iterator[Path]:
+    try:
+        yield from folder.iterdir()
+    except OSError:
+        return
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def restore(record: SnapshotRecord, archives: Path, venv: Path) -> float:
+    """Extract the snapshot into ``venv`` (which must not exist), checking its checksum;
+    returns the seconds it took. Blocking: run it in a worker thread.
+
+    Raises :class:`SnapshotMismatch` for a snapshot of another path and :class:`CorruptSnapshot`
+    when the archive is missing, unreadable or not what the record says; nothing is left at
+    ``venv`` then.
+    """
+    import zstandard
+
+    if record.venv_path != str(venv):
+        raise SnapshotMismatch(
+            f"the snapshot was taken from {record.venv_path}, not {venv} (venvs cannot move)"
+        )
+    started = time.monotonic()
+    source = archive_path(archives, record)
+    staging = venv.with_name(f".{venv.name}.restoring-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    tar = subprocess.Popen(
+        ["tar", "--extract", "--file=-", f"--directory={staging}", "--no-same-owner"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert tar.stdin is not None and tar.stderr is not None
+    digest = hashlib.sha256()
+    read = 0
+    problem: str | None = None
+    try:
+        try:
+            with open(source, "rb", buffering=0) as raw:
+                decompressor = zstandard.ZstdDecompressor().decompressobj()
+                while chunk := raw.read(CHUNK):
+                    digest.update(chunk)
+                    read += len(chunk)
+                    tar.stdin.write(decompressor.decompress(chunk))
+        except OSError as error:
+            problem = f"cannot read {source}: {error.strerror or error}"
+        except zstandard.ZstdError as error:
+            problem = f"{source} is not a valid archive: {error}"
+        with contextlib.suppress(BrokenPipeError):
+            tar.stdin.close()
+        errors = tar.stderr.read().decode("utf-8", "replace").strip()
+        code = tar.wait()
+        if problem is None and (read != record.size or digest.hexdigest() != record.sha256):
+            problem = f"{source} does not match its checksum"
+        if problem is None and code != 0:
+            problem = f"{source} could not be extracted: tar: {errors[-300:]}"
+        if problem is not None:
+            raise CorruptSnapshot(problem)
+        if venv.exists():
+            raise JobError(f"{venv} appeared while the snapshot was restored")
+        os.replace(staging, venv)
+    finally:
+        if tar.poll() is None:
+            tar.kill()
+            tar.wait()
+        tar.stderr.close()
+        shutil.rmtree(staging, ignore_errors=True)
+    return time.monotonic() - started
+
+
+def keep_aside(record_path: Path, archives: Path, record: SnapshotRecord | None) -> Path | None:
+    """Move a snapshot that failed its checksum out of the way (``env-snapshot.broken/``, the
+    previous one replaced), so it is neither used again nor lost before someone looked at it;
+    returns where it went."""
+    aside = record_path.with_name(f"{record_path.stem}.broken")
+    try:
+        shutil.rmtree(aside, ignore_errors=True)  # only the last broken one is kept
+        aside.mkdir(parents=True, exist_ok=True)
+        if record is not None and (archive := archive_path(archives, record)).exists():
+            os.replace(archive, aside / archive.name)
+        if record_path.exists():
+            os.replace(record_path, aside / record_path.name)
+    except OSError:
+        return None
+    return aside
