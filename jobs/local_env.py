@@ -1,0 +1,240 @@
+"""The environment on local disk: placing it, restoring it from the volume's snapshot, and
+keeping that snapshot up to date in the background.
+
+The pipeline (jobs/runner.py) asks :func:`place` once the state folder is known, calls
+:func:`restore` at the start of the ``venv`` step, and tells a :class:`SnapshotKeeper` whenever
+the venv may have changed (an install, a rebuild, marimo's Install button seen by the ledger's
+watcher). See jobs/snapshot.py for what is on the volume and why it is always valid.
+
+Invariants:
+- a restored venv is described by the manifest that was taken with it (the snapshot record's),
+  written *after* the venv is in place: a crash in between leaves a venv without a manifest
+  record, which the ``venv`` step rebuilds, never trusts;
+- a snapshot that fails its checksum is kept aside (``env-snapshot.broken/``) and the
+  environment is rebuilt from the dependency files and the ledger, and ``/-/status`` says so;
+- the keeper never makes the volume hold a snapshot of a venv caught in the middle of a change:
+  what it archived is kept only when the venv's signature (its manifest and its site-packages'
+  mtimes) did not change while it was read; otherwise it tries again after the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from typing import Any
+
+from jobs import ledger, snapshot
+from jobs.blocking import off_loop
+from jobs.env_location import Placement, decide
+from jobs.errors import JobError
+from jobs.interpreter import Interpreter
+from jobs.layout import StateLayout
+from jobs.manifest import Manifest, write_atomically
+from jobs.reporting import Reporter
+from jobs.settings import JobSettings
+
+DEBOUNCE = 3.0
+"""Seconds without further change before a snapshot is taken (an install comes in bursts)."""
+
+
+def place(
+    settings: JobSettings, root: StateLayout, persistent: bool
+) -> tuple[StateLayout, Placement]:
+    """``root`` with ``local`` set when the environment runs from local disk (see
+    jobs/env_location.py), and the placement that says why."""
+    record = snapshot.load(root.snapshot_record)
+    placement = decide(
+        settings.env_location,
+        root.root,
+        settings.env_dir,
+        persistent,
+        needed_bytes=record.unpacked if record is not None else None,
+    )
+    return root._replace(local=placement.local), placement
+
+
+def describe(layout: StateLayout, placement: Placement, **extra: Any) -> dict[str, Any]:
+    """``/-/status``'s ``environment``: where the packages live and their snapshot."""
+    record = snapshot.load(layout.snapshot_record) if layout.local is not None else None
+    return {
+        "location": "local" if layout.local is not None else "volume",
+        "path": str(layout.venv),
+        "reason": placement.reason,
+        "warning": placement.warning,
+        "snapshot": None
+        if record is None
+        else {
+            "made_at": record.made_at,
+            "size": record.size,
+            "unpacked": record.unpacked,
+            "files": record.files,
+            "seconds": record.seconds,
+        },
+        "snapshotting": False,
+        **extra,
+    }
+
+
+def signature(layout: StateLayout) -> tuple[str, float]:
+    """Changes whenever the venv's content may have: its manifest and its site-packages."""
+    try:
+        manifest = layout.manifest.read_text(encoding="utf-8")
+    except OSError:
+        manifest = ""
+    return manifest, ledger.site_packages_mtime(layout)
+
+
+async def restore(layout: StateLayout, reporter: Reporter) -> tuple[str, str | None]:
+    """Put the snapshot's venv in place on local disk when the local one is missing or was not
+    completed; returns what happened (for the ``venv`` step) and a warning when the snapshot
+    could not be used (then the caller builds the venv anew).
+
+    Call only when ``layout.local`` is set and the local venv is not usable."""
+    record = await off_loop(snapshot.load, layout.snapshot_record)
+    if record is None:
+        return "no snapshot on the volume yet", None
+    interpreter = Interpreter.current()
+    if record.python_version != interpreter.version:
+        return "the snapshot was made with another Python: building anew", None
+    if record.venv_path != str(layout.venv):
+        return f"the snapshot was made at {record.venv_path}: building anew", None
+    reporter.step_progress(
+        "venv",
+        f"Restoring your Python packages from the snapshot on the volume "
+        f"({record.size / 1_000_000:.0f} MB, {record.files} files)",
+        0.1,
+    )
+    reporter.step_expected("venv", max(record.seconds, 0.5))
+    await off_loop(_clear, layout)
+    try:
+        seconds = await off_loop(snapshot.restore, record, layout.snapshot_archives, layout.venv)
+    except snapshot.SnapshotMismatch as error:
+        return f"{error}: building anew", None
+    except snapshot.CorruptSnapshot as error:
+        aside = await off_loop(
+            snapshot.keep_aside, layout.snapshot_record, layout.snapshot_archives, record
+        )
+        kept = f"; it was kept at {aside}" if aside is not None else ""
+        return "", (
+            f"The snapshot of the Python packages could not be used ({error}){kept}: they are "
+            "reinstalled from requirements.txt and the packages you added"
+        )
+    await off_loop(_write_manifest, layout, record.manifest)
+    return f"Restored the Python packages from the snapshot in {seconds:.1f} s", None
+
+
+def _clear(layout: StateLayout) -> None:
+    """Remove a local venv that was not completed, and the manifest that goes with it."""
+    with contextlib.suppress(FileNotFoundError):
+        layout.manifest.unlink()
+    if layout.venv.is_symlink() or layout.venv.is_file():
+        layout.venv.unlink()
+    elif layout.venv.exists():
+        shutil.rmtree(layout.venv)
+    layout.venv.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _write_manifest(layout: StateLayout, raw: dict[str, Any]) -> None:
+    import json
+
+    write_atomically(layout.manifest, json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    if Manifest.load(layout.manifest).venv is None:  # not understood: never trusted
+        raise JobError(f"the snapshot's manifest for {layout.venv} is not understood")
+
+
+class SnapshotKeeper:
+    """Takes a new snapshot a few seconds after the venv changed, one at a time, in a worker
+    thread; tells the board while it writes and when it is done."""
+
+    def __init__(
+        self,
+        layout: StateLayout,
+        placement: Placement,
+        reporter: Reporter,
+        debounce: float = DEBOUNCE,
+    ) -> None:
+        self.layout = layout
+        self.placement = placement
+        self.reporter = reporter
+        self.debounce = debounce
+        self._wanted = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.extra: dict[str, Any] = {}
+
+    def report(self, **extra: Any) -> None:
+        self.extra.update(extra)
+        self.reporter.environment_changed(describe(self.layout, self.placement, **self.extra))
+
+    def changed(self) -> None:
+        """The venv may have changed: a snapshot follows once things are quiet."""
+        self._idle.clear()
+        self._wanted.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="snapshot-keeper")
+
+    async def settled(self) -> None:
+        """Until no snapshot is wanted or being written (tests, orderly stops)."""
+        await self._idle.wait()
+
+    def needs_snapshot(self) -> bool:
+        """True when the volume holds no snapshot of the venv as it is now."""
+        record = snapshot.load(self.layout.snapshot_record)
+        if record is None:
+            return True
+        return record.manifest != Manifest.load(self.layout.manifest).as_json() or (
+            record.made_at < ledger.site_packages_mtime(self.layout)
+        )
+
+    async def _run(self) -> None:
+        while self._wanted.is_set():
+            self._wanted.clear()
+            await asyncio.sleep(self.debounce)
+            if self._wanted.is_set():
+                continue  # still changing
+            await self._take()
+        self._idle.set()
+
+    async def _take(self) -> None:
+        layout = self.layout
+        before = await off_loop(signature, layout)
+        if Manifest.load(layout.manifest).venv is None or not layout.venv.is_dir():
+            return  # no complete venv to keep
+        self.report(snapshotting=True)
+        started = time.monotonic()
+        try:
+            record = await off_loop(
+                snapshot.take,
+                layout.venv,
+                Manifest.load(layout.manifest).as_json(),
+                Interpreter.current().version,
+                layout.snapshot_record,
+                layout.snapshot_archives,
+                lambda: signature(layout) == before,
+            )
+        except (OSError, JobError) as error:
+            self.reporter.log(
+                "venv", "orchestrator", f"Could not save the snapshot of the packages: {error}"
+            )
+            self.report(snapshotting=False, snapshot_error=str(error))
+            return
+        if record is None:
+            self._wanted.set()  # changed while archived: once more, after the change
+            self.report(snapshotting=False)
+            return
+        self.reporter.log(
+            "venv",
+            "orchestrator",
+            f"Saved a snapshot of the Python packages on the volume "
+            f"({record.size / 1_000_000:.0f} MB) in {time.monotonic() - started:.1f} s",
+        )
+        self.report(snapshotting=False, snapshot_error=None)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
