@@ -17,8 +17,10 @@ again; with libfuse 2 an ``open`` racing an atomic rename over its target fails 
 (tests/test_slow_volume.py's reader sees it).
 
 Invariants:
-- every request the kernel sends costs at least ``delay``, taken before the operation is carried
-  out (each operation method is wrapped by :func:`_request`), and concurrent requests wait
+- every operation libfuse passes to the filesystem costs at least ``delay``, taken before it is
+  carried out (each operation method is wrapped by :func:`_request`): a kernel lookup is one
+  (getattr), a readdir is one for the whole listing (libfuse serves the kernel's further
+  readdir requests for it from its buffer); FORGET and INIT cost nothing; concurrent ones wait
   concurrently (libfuse's multithreaded loop; the server is a process of its own, with its own
   GIL, so any process may use the mount);
 - the kernel caches no attributes, names or missing names for longer than ``cache_timeout``
