@@ -26,7 +26,7 @@ lint: $(BIN)/marimo-orchestrator
 typecheck: $(BIN)/marimo-orchestrator
 	$(BIN)/mypy
 
-test: lint typecheck browser-deps
+test: lint typecheck browser-deps volume-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The reliability suite: long loops and fault injection (SIGKILL at random moments, a flaky
@@ -52,3 +52,6 @@ include container.mk
 
 # Browser tests with Debian's Chromium (see tests/browser/).
 include browser.mk
+
+# The simulated network volume, FUSE (see tests/support/slow_volume.py).
+include volume.mk
