@@ -98,7 +98,7 @@ def collect(
     version (``requires-python`` is checked against it); ``excluded`` are folders the header
     scan never enters (the state directory); ``cache`` keeps unchanged notebooks unread."""
     notebook_dir = Path(os.path.realpath(notebook_dir))
-    top = requirements_file or notebook_dir / "requirements.txt"
+    top = Path(os.path.realpath(requirements_file or notebook_dir / "requirements.txt"))
     material: list[tuple[str, str | None]] = []
     files: list[Path] = []
     problems: list[str] = []
