@@ -1,0 +1,154 @@
+"""A requirements file and every file it includes (``-r``, ``-c`` and their long forms).
+
+What an install resolves to depends on every file reached this way, so the skip check must
+cover all of their contents, and a watcher must watch all of them.
+
+Invariants:
+- an include is resolved against the folder of the file that names it (as pip and uv do),
+  after expanding ``${VAR}`` from the children's environment (pip's rule: upper case, digits
+  and underscores only);
+- each file is read once, whatever the cycles; a missing file is kept, with ``content`` None;
+- only requirement lines go through ``packaging``; options, URLs and paths are left to the
+  installers (jobs/requirements.py's ``validate`` reports lines the installers cannot read).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+IncludeKind = Literal["requirement", "constraint"]
+
+_OPTIONS: dict[str, IncludeKind] = {
+    "-r": "requirement",
+    "--requirement": "requirement",
+    "-c": "constraint",
+    "--constraint": "constraint",
+}
+_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)\}")
+_REMOTE = ("http://", "https://", "file:")
+
+
+@dataclass(frozen=True)
+class RequirementFile:
+    """A file reached from the top file; ``content`` is None when it does not exist."""
+
+    path: Path
+    kind: IncludeKind
+    content: bytes | None
+
+
+@dataclass(frozen=True)
+class SourcedRequirement:
+    """A requirement line and the file it is in (as a constraint when ``kind`` says so)."""
+
+    origin: Path
+    requirement: Requirement
+    kind: IncludeKind
+
+
+@dataclass(frozen=True)
+class Followed:
+    files: tuple[RequirementFile, ...]
+    """The top file first, then its includes in the order they were found."""
+    requirements: tuple[SourcedRequirement, ...]
+    problems: tuple[str, ...]
+
+
+def logical_lines(text: str) -> list[str]:
+    """Lines with ``\\`` continuations joined and comments removed, as pip reads them."""
+    joined: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        if raw.endswith("\\"):
+            pending += raw[:-1]
+            continue
+        joined.append(pending + raw)
+        pending = ""
+    if pending:
+        joined.append(pending)
+    result = []
+    for line in joined:
+        line = re.sub(r"(^|\s+)#.*$", "", line).strip()
+        if line:
+            result.append(line)
+    return result
+
+
+def includes(line: str) -> list[tuple[IncludeKind, str]]:
+    """The files a line includes: ``-r x``, ``-rx``, ``--requirement=x``, ``-c x`` …"""
+    try:
+        tokens = shlex.split(line)
+    except ValueError:
+        return []
+    found: list[tuple[IncludeKind, str]] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        for option, kind in _OPTIONS.items():
+            if token == option and index < len(tokens):
+                found.append((kind, tokens[index]))
+                index += 1
+                break
+            if option.startswith("--") and token.startswith(option + "="):
+                found.append((kind, token[len(option) + 1 :]))
+                break
+            if not option.startswith("--") and token.startswith(option) and len(token) > 2:
+                found.append((kind, token[2:]))
+                break
+    return found
+
+
+def follow(top: Path, env: Mapping[str, str], name: str) -> Followed:
+    """Read ``top`` and every file it includes, recursively. ``name`` labels ``top`` in
+    messages; included files are named by their path as written."""
+    files: list[RequirementFile] = []
+    requirements: list[SourcedRequirement] = []
+    problems: list[str] = []
+    seen: set[Path] = set()
+    queue: list[tuple[Path, IncludeKind, str]] = [(top, "requirement", name)]
+    while queue:
+        path, kind, label = queue.pop(0)
+        key = path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            content: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            content = None
+        except OSError as error:
+            problems.append(f"cannot read {label}: {error.strerror}")
+            content = None
+        files.append(RequirementFile(path, kind, content))
+        if content is None:
+            if path != top:
+                problems.append(f"{label} is included but does not exist")
+            continue
+        for line in logical_lines(content.decode("utf-8", "replace")):
+            if line.startswith("-"):
+                for include_kind, target in includes(line):
+                    target = _VARIABLE.sub(lambda m: env.get(m.group(1), m.group(0)), target)
+                    if target.startswith(_REMOTE):
+                        problems.append(
+                            f"{label} includes {target}: a remote file is not followed, so its "
+                            "changes are not noticed"
+                        )
+                        continue
+                    # A file included from a constraints file constrains too.
+                    effective: IncludeKind = "constraint" if kind == "constraint" else include_kind
+                    queue.append((path.parent / target, effective, target))
+                continue
+            try:
+                requirement = Requirement(line)
+            except InvalidRequirement:
+                continue
+            requirements.append(SourcedRequirement(path, requirement, kind))
+    return Followed(tuple(files), tuple(requirements), tuple(problems))

@@ -1,0 +1,359 @@
+"""jobs/sources.py and its helpers: what should be installed, from every declared source."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from jobs.errors import PermanentError
+from jobs.install_input import write_install_input
+from jobs.installers import find_uv
+from jobs.script_headers import HeaderCache
+from jobs.source_conflicts import conflicts
+from jobs.sources import Declared, collect
+from tests.support.index import LocalIndex
+from tests.support.wheels import build_wheel
+
+PYTHON = "3.11.7"
+
+HEADER = """# /// script
+# requires-python = ">=3.11"
+# dependencies = [
+#     "marimo",
+#     "pandas==2.2.3",
+#     "colorama ; sys_platform == 'win32'",
+# ]
+# ///
+"""
+
+BODY = """
+import marimo
+
+app = marimo.App()
+
+
+@app.cell
+def _():
+    import pandas
+    return
+"""
+
+
+def notebook(folder: Path, name: str, header: str = HEADER, body: str = BODY) -> Path:
+    path = folder / name
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def declared(
+    folder: Path,
+    env: dict[str, str] | None = None,
+    cache: HeaderCache | None = None,
+    excluded: tuple[Path, ...] = (),
+) -> Declared:
+    return collect(folder, None, env or {}, PYTHON, cache=cache, excluded=excluded)
+
+
+def bump(path: Path) -> None:
+    """Make sure a rewrite is seen even within one mtime tick."""
+    info = path.stat()
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
+
+
+def test_includes_constraints_and_uv_config_change_the_digest(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("-r extra/more.txt\n--constraint=pins.txt\nattrs\n")
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "more.txt").write_text("-r ../requirements.txt\nidna\n")  # a cycle
+    (tmp_path / "pins.txt").write_text("idna==3.7\n")
+    config = tmp_path / "uv.toml"
+    env = {"UV_CONFIG_FILE": str(config)}
+    first = declared(tmp_path, env=env)
+    assert set(first.files) >= {
+        tmp_path / "requirements.txt",
+        tmp_path / "extra" / "more.txt",
+        tmp_path / "pins.txt",
+        config,
+    }
+    assert [
+        (line.origin.name, str(line.requirement), line.kind) for line in first.requirement_lines
+    ] == [
+        ("requirements.txt", "attrs", "requirement"),
+        ("more.txt", "idna", "requirement"),
+        ("pins.txt", "idna==3.7", "constraint"),
+    ]
+    assert first.problems == ()
+    digests = [first.digest]
+    for path, text in (
+        (tmp_path / "extra" / "more.txt", "-r ../requirements.txt\nidna>=3\n"),
+        (tmp_path / "pins.txt", "idna==3.8\n"),
+        (config, "no-index = true\n"),  # a missing file and an existing one differ
+        (config, "no-index = false\n"),
+    ):
+        path.write_text(text)
+        digests.append(declared(tmp_path, env=env).digest)
+    assert len(set(digests)) == len(digests)
+    assert declared(tmp_path, env=env).digest == digests[-1]  # stable
+
+
+def test_a_missing_include_is_reported_and_counted(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("-r gone.txt\n")
+    before = declared(tmp_path)
+    assert before.problems == ("gone.txt is included but does not exist",)
+    assert tmp_path / "gone.txt" in before.files
+    (tmp_path / "gone.txt").write_text("")
+    assert declared(tmp_path).digest != before.digest
+
+
+def test_a_header_edit_changes_the_digest_a_cell_edit_does_not(tmp_path: Path) -> None:
+    path = notebook(tmp_path, "sales.py")
+    notebook(tmp_path, "plain.py", header="")
+    first = declared(tmp_path)
+    (header,) = first.headers
+    assert header.path == path
+    assert [str(d) for d in header.dependencies] == [
+        "marimo",
+        "pandas==2.2.3",
+        'colorama; sys_platform == "win32"',
+    ]
+    assert str(header.requires_python) == ">=3.11"
+    notebook(tmp_path, "sales.py", body=BODY + "\nx = 1\n")
+    assert declared(tmp_path).digest == first.digest
+    notebook(tmp_path, "sales.py", header=HEADER.replace("2.2.3", "2.2.2"))
+    assert declared(tmp_path).digest != first.digest
+
+
+def test_header_problems_name_the_notebook(tmp_path: Path) -> None:
+    notebook(tmp_path, "sales.py", header='# /// script\n# dependencies = ["pandas\n# ///\n')
+    notebook(
+        tmp_path,
+        "newer.py",
+        header=(
+            "# /// script\n"
+            '# requires-python = ">=3.12"\n'
+            '# dependencies = ["not a requirement!"]\n'
+            "# [tool.uv]\n"
+            '# exclude-newer = "2024-01-01T00:00:00Z"\n'
+            '# extra-index-url = ["https://example.invalid/simple"]\n'
+            "# [tool.marimo.venv]\n"
+            '# path = "/opt/other"\n'
+            "# ///\n"
+        ),
+    )
+    found = declared(tmp_path)
+    text = "\n".join(found.problems)
+    assert "sales.py: its `# /// script` header is not valid TOML: " in text
+    assert (
+        "newer.py: its header's dependency 'not a requirement!' is not a valid requirement" in text
+    )
+    assert "newer.py: its header asks for Python >=3.12, the environment has Python 3.11.7" in text
+    assert "newer.py: its header's [tool.uv] sets `exclude-newer`" in text
+    assert "newer.py: its header sets [tool.marimo.venv] to '/opt/other'" in text
+    (header,) = found.headers
+    assert header.venv == "/opt/other"
+    assert dict(header.index_settings) == {"extra-index-url": ["https://example.invalid/simple"]}
+    assert found.index_options == ("--extra-index-url https://example.invalid/simple",)
+
+
+def test_conflicts_name_both_files_and_both_specifiers(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("pandas==2.1.0\nattrs>=23\n")
+    notebook(tmp_path, "sales.py")
+    notebook(
+        tmp_path,
+        "other.py",
+        header='# /// script\n# dependencies = ["pandas<2", "attrs==22.1", "marimo"]\n# ///\n',
+    )
+    notebook(
+        tmp_path,
+        "fine.py",
+        header='# /// script\n# dependencies = ["pandas>=2.2", "colorama==1 ; sys_platform == \'win32\'"]\n# ///\n',
+    )
+    found = conflicts(declared(tmp_path))
+    assert found == (
+        "pandas: requirements.txt asks for pandas==2.1.0, fine.py for pandas>=2.2",
+        "pandas: requirements.txt asks for pandas==2.1.0, other.py for pandas<2",
+        "pandas: requirements.txt asks for pandas==2.1.0, sales.py for pandas==2.2.3",
+        "pandas: other.py asks for pandas<2, sales.py for pandas==2.2.3",
+        "attrs: requirements.txt asks for attrs>=23, other.py for attrs==22.1",
+    )
+
+
+def test_the_install_input_includes_the_file_and_the_headers(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("-r more.txt\n")
+    (tmp_path / "more.txt").write_text("attrs\n")
+    notebook(tmp_path, "sales.py")
+    notebook(tmp_path, "again.py")  # the same lines once
+    work = tmp_path / "work"
+    work.mkdir()
+    written = write_install_input(declared(tmp_path), work, "uv-not-needed", {})
+    assert written.parent == work
+    assert written.read_text().splitlines()[1:] == [
+        f"-r {tmp_path / 'requirements.txt'}",
+        "pandas==2.2.3  # again.py",
+        'colorama; sys_platform == "win32"  # again.py',
+    ]
+
+
+def test_the_header_cache_reads_only_changed_notebooks(tmp_path: Path) -> None:
+    for number in range(50):
+        notebook(tmp_path, f"nb{number:02}.py")
+    for skipped in (".hidden", "__pycache__", "state", "venv"):
+        (tmp_path / skipped).mkdir()
+        notebook(tmp_path / skipped, "inside.py")
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("")
+    (tmp_path / "sub").mkdir()
+    notebook(tmp_path / "sub", "nested.py")
+    cache = HeaderCache()
+    first = declared(tmp_path, cache=cache, excluded=(tmp_path / "state",))
+    assert len(first.headers) == 51
+    assert cache.reads == 51
+    again = declared(tmp_path, cache=cache, excluded=(tmp_path / "state",))
+    assert cache.reads == 51
+    assert again.digest == first.digest
+    changed = notebook(tmp_path, "nb07.py", header=HEADER.replace("2.2.3", "2.2.1"))
+    bump(changed)
+    third = declared(tmp_path, cache=cache, excluded=(tmp_path / "state",))
+    assert cache.reads == 52
+    assert third.digest != first.digest
+
+
+# -- a uv project: pyproject.toml + uv.lock, with real uv and a local index -----------------
+
+
+@pytest.fixture
+def uv_bin() -> str:
+    found = find_uv()
+    assert found is not None
+    return found
+
+
+def uv_env(tmp_path: Path, index: LocalIndex | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_", "VIRTUAL_ENV"))}
+    env["UV_CACHE_DIR"] = str(tmp_path / "uv-cache")
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    if index is not None:
+        env["UV_DEFAULT_INDEX"] = index.url
+    return env
+
+
+PYPROJECT = """[project]
+name = "notebooks"
+version = "0.1"
+requires-python = ">=3.11"
+dependencies = [{deps}]
+"""
+
+
+def test_a_uv_project_installs_its_locked_versions(tmp_path: Path, uv_bin: str) -> None:
+    wheels, project = tmp_path / "wheels", tmp_path / "project"
+    build_wheel(wheels, "orch-locked", "1.0")
+    project.mkdir()
+    (project / "pyproject.toml").write_text(PYPROJECT.format(deps='"orch-locked"'))
+    with LocalIndex(wheels) as index:
+        # Lock while only 1.0 exists; then the index offers a newer one.
+        subprocess.run(
+            [uv_bin, "lock", "--directory", str(project)],
+            env=uv_env(tmp_path, index),
+            check=True,
+            capture_output=True,
+        )
+        build_wheel(wheels, "orch-locked", "2.0")
+        requests_before = len(index.control.requests)
+        found = declared(project)
+        assert found.lock is not None and dict(found.lock.pins) == {"orch-locked": "1.0"}
+        assert found.project_dependencies == ()
+        work = tmp_path / "work"
+        work.mkdir()
+        written = write_install_input(found, work, uv_bin, uv_env(tmp_path, index))
+        assert index.control.requests[requests_before:] == []  # no resolution, no network
+    assert "orch-locked==1.0" in written.read_text().splitlines()
+
+    # The pin shows up against a header that wants the newer one.
+    notebook(
+        project, "sales.py", header='# /// script\n# dependencies = ["orch-locked>=2"]\n# ///\n'
+    )
+    assert conflicts(declared(project)) == (
+        "orch-locked: sales.py asks for orch-locked>=2, uv.lock for orch-locked==1.0",
+    )
+
+    # A pyproject edited without re-locking: a clear error naming both files.
+    (project / "pyproject.toml").write_text(PYPROJECT.format(deps='"orch-locked>=2"'))
+    with pytest.raises(PermanentError) as raised:
+        write_install_input(declared(project), work, uv_bin, uv_env(tmp_path))
+    message = str(raised.value)
+    assert f"{project / 'uv.lock'} does not match {project / 'pyproject.toml'}" in message
+    assert "run `uv lock`" in message
+    assert (project / "uv.lock").read_text().count('version = "1.0"') == 1  # not re-locked
+
+
+def test_pyproject_alone_gives_its_dependencies(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(deps='"attrs>=23", "marimo"'))
+    found = declared(tmp_path)
+    assert found.lock is None
+    assert [str(d) for d in found.project_dependencies] == ["attrs>=23", "marimo"]
+    work = tmp_path / "work"
+    work.mkdir()
+    lines = write_install_input(found, work, "uv-not-needed", {}).read_text().splitlines()
+    assert lines[1:] == ["attrs>=23  # pyproject.toml"]
+
+
+def test_include_forms_and_comments() -> None:
+    from jobs.requirement_includes import includes, logical_lines
+
+    assert logical_lines(
+        "a \\\n  >=1  # why\n# only a comment\npkg @ https://x/p.whl#sha256=1\n"
+    ) == [
+        "a   >=1",
+        "pkg @ https://x/p.whl#sha256=1",
+    ]
+    assert includes("-r a.txt") == [("requirement", "a.txt")]
+    assert includes("-rb.txt") == [("requirement", "b.txt")]
+    assert includes("--requirement=c.txt") == [("requirement", "c.txt")]
+    assert includes("--constraint d.txt") == [("constraint", "d.txt")]
+    assert includes("-ce.txt") == [("constraint", "e.txt")]
+    assert includes("--extra-index-url https://x") == []
+
+
+def test_header_indexes_become_options_and_two_defaults_are_reported(tmp_path: Path) -> None:
+    def header(body: str) -> str:
+        return "# /// script\n# dependencies = []\n# [tool.uv]\n" + body + "# ///\n"
+
+    notebook(tmp_path, "a.py", header=header('# index-url = "https://one/simple"\n'))
+    notebook(
+        tmp_path,
+        "b.py",
+        header=header(
+            '# find-links = ["/wheels"]\n'
+            "# [[tool.uv.index]]\n"
+            '# url = "https://extra/simple"\n'
+            "# [[tool.uv.index]]\n"
+            '# url = "https://private/simple"\n'
+            "# explicit = true\n"
+        ),
+    )
+    found = declared(tmp_path)
+    assert found.index_options == (
+        "--index-url https://one/simple",
+        "--find-links /wheels",
+        "--extra-index-url https://extra/simple",
+    )
+    assert any(
+        "b.py: its header's explicit index https://private/simple" in p for p in found.problems
+    )
+    notebook(tmp_path, "c.py", header=header('# index-url = "https://two/simple"\n'))
+    assert (
+        "the notebooks' headers name different default indexes: a.py use https://one/simple; "
+        "c.py use https://two/simple"
+    ) in declared(tmp_path).problems
+
+
+def test_local_paths_of_an_export_are_made_absolute(tmp_path: Path) -> None:
+    from jobs.install_input import _absolute
+
+    assert _absolute("-e ./lib", tmp_path) == f"-e {tmp_path / 'lib'}"
+    assert _absolute("../shared", tmp_path / "p") == str(tmp_path / "shared")
+    assert _absolute("attrs==23.1 ; python_version >= '3.8'", tmp_path) == (
+        "attrs==23.1 ; python_version >= '3.8'"
+    )
