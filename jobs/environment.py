@@ -17,8 +17,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from jobs import ledger, local_env
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
+from jobs.blocking import off_loop
 from jobs.errors import JobError
 from jobs.installers import Installer
 from jobs.interpreter import Interpreter
@@ -41,6 +43,10 @@ class EnvironmentSteps:
         self.reporter = reporter
         self._drop_head_start = drop_head_start
         self._env = dict(settings.env)
+        self.snapshot_warning: str | None = None
+        """Why the volume's snapshot could not be used at the last restore, if it could not."""
+        self.restored_seconds: float | None = None
+        """How long the last restore from the snapshot took, if one was restored."""
 
     async def build(
         self, layout: StateLayout, installer: Installer, force: bool = False
@@ -92,6 +98,21 @@ class EnvironmentSteps:
         return layout.venv_python
 
     async def _build_venv(self, layout: StateLayout, installer: Installer, reason: str) -> str:
+        """A venv in place: restored from the volume's snapshot when the venv runs from local
+        disk and one fits, else built anew (the requirements step then installs into it)."""
+        if layout.local is not None:
+            await off_loop(ledger.rescue, layout, self.settings.requirements)
+            restored = await local_env.restore(layout, self.reporter)
+            if restored.warning is not None:
+                self.snapshot_warning = restored.warning
+                self.reporter.log("venv", "orchestrator", restored.warning)
+            if restored.seconds is not None:
+                self.restored_seconds = restored.seconds
+                if not await venv_job.why_unusable(layout, Interpreter.current(), self._env):
+                    return restored.message
+                reason = "the restored snapshot does not run"
+            else:
+                reason = f"{reason}; {restored.message}"
         return await venv_job.build(
             layout, installer, self._env, self.reporter, self.settings.requirements, reason
         )

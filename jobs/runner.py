@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tenacity import wait_exponential
 
-from jobs import ledger, scratch, watchers
+from jobs import ledger, local_env, scratch, watchers
 from jobs import venv as venv_job
 from jobs.backoff import pause
 from jobs.blocking import off_loop
@@ -84,6 +84,7 @@ class Pipeline:
         self._watching = False
         self._venv_watch: asyncio.Task[None] | None = None
         self._marimo_version: str | None = None
+        self._keeper: local_env.SnapshotKeeper | None = None
 
     async def run(self) -> None:
         """The startup sequence, then marimo until it is given up or replaced.
@@ -102,6 +103,7 @@ class Pipeline:
                 self.layout, python = await self._replicas.environment(installer)
             else:
                 python = await self._steps.build(layout, installer)
+                self._environment_changed(only_if_stale=True)
             if python is None:
                 await self.drop_head_start("the venv cannot be used")
             task = self._start_marimo(python or Path(sys.executable))
@@ -153,14 +155,43 @@ class Pipeline:
             self.reporter.step_finished("state", "failed", warning)
             self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
             return self.layout
+        lost = self.settings.not_persistent
+        wanted = await self._place(wanted, persistent=lost is None)
         self.layout = wanted
         if self.settings.marimo_mode == "run":  # the folder asked for, not the fallback: shared
             self._replicas = Replicas(wanted, self.settings, self.reporter, self._steps, self)
-        lost = self.settings.not_persistent
         self.reporter.state_resolved(wanted.root, persistent=lost is None, warning=lost)
         kept = "" if lost is None else " (not persistent: see the warning)"
         self.reporter.step_finished("state", "done", f"State in {wanted.root}{kept}")
         return wanted
+
+    async def _place(self, layout: StateLayout, persistent: bool) -> StateLayout:
+        """``layout`` with the venv on local disk when the state volume is a network one
+        (jobs/env_location.py); edit mode then keeps the volume's snapshot up to date."""
+        layout, placement = await off_loop(local_env.place, self.settings, layout, persistent)
+        head = self._head_start
+        edit = self.settings.marimo_mode == "edit"  # run mode: replicas.py checks its own
+        if head is not None and edit and head.python != layout.venv_python:
+            await self.drop_head_start(f"the environment runs from {layout.venv}")
+        if layout.local is not None and self.settings.marimo_mode == "edit":
+            self._keeper = local_env.SnapshotKeeper(layout, placement, self.reporter)
+            self._keeper.report()
+        else:
+            self.reporter.environment_changed(local_env.describe(layout, placement))
+        return layout
+
+    def _environment_changed(self, only_if_stale: bool = False) -> None:
+        """The venv may have changed (an install, a rebuild, marimo's Install button): the
+        volume's snapshot follows in the background, and the board says what the start did."""
+        keeper, steps = self._keeper, self._steps
+        if keeper is None:
+            return
+        if steps.snapshot_warning or steps.restored_seconds is not None:
+            keeper.report(
+                warning=steps.snapshot_warning or keeper.placement.warning,
+                restored_seconds=steps.restored_seconds,
+            )
+        keeper.changed(only_if_stale)
 
     async def _acquire_lock(self, layout: StateLayout) -> StateLock:
         """Wait as long as it takes: a second orchestrator must never touch the venv."""
@@ -238,6 +269,8 @@ class Pipeline:
                         self._env,
                         self.reporter,
                         self._venv_lock,
+                        on_change=self._environment_changed,
+                        interval=1.0 if layout.local is not None else 5.0,
                     )
                 )
             if self._replicas is not None:
@@ -355,7 +388,9 @@ class Pipeline:
         if self._replicas is not None:  # its generation is gone: use the current one
             self.layout, python = await self._replicas.environment(installer)
             return python or Path(sys.executable)
-        return await self._steps.rebuild(layout, installer, reason, force=True)
+        python = await self._steps.rebuild(layout, installer, reason, force=True)
+        self._environment_changed()
+        return python
 
     async def reinstall(self, rebuild: bool = False, force: bool = True) -> None:
         """Run the install again (after the venv is rebuilt, when asked), serialised with every
@@ -380,6 +415,7 @@ class Pipeline:
             else:
                 await self._steps.requirements(layout, installer, restore=False, force=force)
                 await self._follow_marimo_version(layout)
+            self._environment_changed()
 
     async def _follow_marimo_version(self, layout: StateLayout) -> None:
         """After an install under a running marimo: if the marimo the venv now provides is
@@ -400,6 +436,8 @@ class Pipeline:
     async def stop(self) -> None:
         for task in list(self._background):
             task.cancel()
+        if self._keeper is not None:
+            await self._keeper.stop()
         await self.drop_head_start("stopping")
         if self.supervisor is not None:
             await self.supervisor.stop()

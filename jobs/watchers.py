@@ -45,18 +45,22 @@ async def watch_ledger(
     env: dict[str, str],
     reporter: StepTracker,
     venv_lock: asyncio.Lock,
+    on_change: Callable[[], None] = lambda: None,
     interval: float = 5.0,
 ) -> None:
-    """Keep the ledger in step with packages installed from marimo's UI or a terminal."""
+    """Keep the ledger in step with packages installed from marimo's UI or a terminal, and call
+    ``on_change`` when the venv changed since the watcher first looked."""
     seen = 0.0
     while True:
         await asyncio.sleep(interval)
         mtime = ledger.site_packages_mtime(layout)
         if mtime != seen and not venv_lock.locked():
-            seen = mtime
+            first, seen = seen == 0.0, mtime
             await asyncio.get_running_loop().run_in_executor(
                 None, ledger.sync, layout, requirements
             )
+            if not first:
+                on_change()
             await _install_what_ui_packages_need(layout, installer, env, reporter, venv_lock)
 
 
