@@ -106,8 +106,6 @@ async def restore(layout: StateLayout, reporter: Reporter) -> Restored:
     interpreter = Interpreter.current()
     if record.python_version != interpreter.version:
         return Restored("the snapshot was made with another Python")
-    if record.venv_path != str(layout.venv):
-        return Restored(f"the snapshot was made at {record.venv_path}")
     reporter.step_progress(
         "venv",
         f"Restoring your Python packages from the snapshot on the volume "
@@ -118,8 +116,6 @@ async def restore(layout: StateLayout, reporter: Reporter) -> Restored:
     await off_loop(_clear, layout)
     try:
         seconds = await off_loop(snapshot.restore, record, layout.snapshot_archives, layout.venv)
-    except snapshot.SnapshotMismatch as error:
-        return Restored(str(error))
     except snapshot.CorruptSnapshot as error:
         aside = await off_loop(
             snapshot.keep_aside, layout.snapshot_record, layout.snapshot_archives, record
@@ -254,3 +250,36 @@ class SnapshotKeeper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+async def local_copy(generation: StateLayout, reporter: Reporter) -> None:
+    """Run mode on a shared volume: make this replica's local copy of a published generation
+    from its snapshot, unless it has one already. Nothing is built here: a generation whose
+    snapshot cannot be used simply does not count as finished (the caller's checks fail)."""
+    if await off_loop(_complete, generation):
+        return
+    restored = await restore(generation, reporter)
+    if restored.warning is not None:
+        reporter.log("venv", "orchestrator", restored.warning)
+
+
+def _complete(layout: StateLayout) -> bool:
+    return Manifest.load(layout.manifest).venv is not None and layout.venv_python.exists()
+
+
+async def snapshot_for_replicas(generation: StateLayout, reporter: Reporter) -> bool:
+    """Run mode: the snapshot the other replicas restore a new generation from, taken before it
+    is published (a generation without one is not published); True when it was saved."""
+    try:
+        record = await off_loop(
+            snapshot.take,
+            generation.venv,
+            Manifest.load(generation.manifest).as_json(),
+            Interpreter.current().version,
+            generation.snapshot_record,
+            generation.snapshot_archives,
+        )
+    except (OSError, JobError) as error:
+        reporter.log("venv", "orchestrator", f"Could not save the environment's snapshot: {error}")
+        return False
+    return record is not None

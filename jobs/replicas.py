@@ -34,6 +34,7 @@ from jobs.installers import Installer
 from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.lease import Lease, LeaseWaiter, holder_id
+from jobs.local_env import local_copy, snapshot_for_replicas
 from jobs.manifest import Manifest
 from jobs.reporting import StepTracker
 from jobs.settings import JobSettings
@@ -184,6 +185,8 @@ class Replicas:
         )
         if generation is None:
             return None
+        if generation.local is not None:  # each replica runs its own copy, from local disk
+            await local_copy(generation, self.reporter)
         if not await loop.run_in_executor(None, self._finished, generation, installer):
             return None
         if await venv_job.why_unusable(generation, Interpreter.current(), self._env):
@@ -207,7 +210,10 @@ class Replicas:
             None, generations.create, self.root, self._image_key, self._holder
         )
         python = await self._steps.build(generation, installer, force=force)
-        if python is not None and self.reporter.status("requirements") != "failed":
+        finished = python is not None and self.reporter.status("requirements") != "failed"
+        if finished and generation.local is not None:
+            finished = await snapshot_for_replicas(generation, self.reporter)
+        if finished:
             await loop.run_in_executor(
                 None, generations.publish, self.root, self._image_key, generation
             )

@@ -16,8 +16,10 @@ Invariants:
 - a restore extracts into a staging folder beside the target and renames it into place, so a
   venv path never holds half an environment, and it is written by a crash-safe caller before the
   manifest that says it is complete;
-- venvs are not relocatable (scripts' shebangs and ``pyvenv.cfg`` name absolute paths): a
-  snapshot is restored only to the path it was taken from (:class:`SnapshotMismatch` otherwise).
+- a venv names its own absolute path only in ``bin/``: the scripts' shebangs (and pip's
+  ``exec`` line for long ones) and the ``activate`` scripts. A snapshot restored to another
+  path (another replica's ``--env-dir``, a changed temp dir) has exactly those rewritten, and
+  nothing else: a compiled program in ``bin/`` is never touched.
 """
 
 from __future__ import annotations
@@ -45,10 +47,6 @@ ZSTD_LEVEL = 3
 
 class CorruptSnapshot(JobError):
     """The archive is missing, unreadable or does not match its recorded checksum."""
-
-
-class SnapshotMismatch(JobError):
-    """The snapshot cannot be used here (another path, another Python); nothing is wrong with it."""
 
 
 class SnapshotRecord(NamedTuple):
@@ -256,16 +254,11 @@ def restore(record: SnapshotRecord, archives: Path, venv: Path) -> float:
     """Extract the snapshot into ``venv`` (which must not exist), checking its checksum;
     returns the seconds it took. Blocking: run it in a worker thread.
 
-    Raises :class:`SnapshotMismatch` for a snapshot of another path and :class:`CorruptSnapshot`
-    when the archive is missing, unreadable or not what the record says; nothing is left at
-    ``venv`` then.
+    Raises :class:`CorruptSnapshot` when the archive is missing, unreadable or not what the
+    record says; nothing is left at ``venv`` then.
     """
     import zstandard
 
-    if record.venv_path != str(venv):
-        raise SnapshotMismatch(
-            f"the snapshot was taken from {record.venv_path}, not {venv} (venvs cannot move)"
-        )
     started = time.monotonic()
     source = archive_path(archives, record)
     staging = venv.with_name(f".{venv.name}.restoring-{os.getpid()}")
@@ -303,6 +296,8 @@ def restore(record: SnapshotRecord, archives: Path, venv: Path) -> float:
             problem = f"{source} could not be extracted: tar: {errors[-300:]}"
         if problem is not None:
             raise CorruptSnapshot(problem)
+        if record.venv_path != str(venv):
+            relocate(staging, record.venv_path, str(venv))
         if venv.exists():
             raise JobError(f"{venv} appeared while the snapshot was restored")
         os.replace(staging, venv)
@@ -313,6 +308,24 @@ def restore(record: SnapshotRecord, archives: Path, venv: Path) -> float:
         tar.stderr.close()
         shutil.rmtree(staging, ignore_errors=True)
     return time.monotonic() - started
+
+
+def relocate(venv: Path, old: str, new: str) -> None:
+    """Point the scripts of a venv moved from ``old`` to ``new`` at their new home (see the
+    module docstring): text files in ``bin/`` that start with ``#!`` or are ``activate*``."""
+    before, after = old.encode(), new.encode()
+    for path in (venv / "bin").iterdir():
+        if path.is_symlink() or not path.is_file():
+            continue
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if head != b"#!" and not path.name.startswith("activate"):
+            continue
+        content = path.read_bytes()
+        if before in content:
+            mode = path.stat().st_mode
+            path.write_bytes(content.replace(before, after))
+            path.chmod(mode)
 
 
 def keep_aside(record_path: Path, archives: Path, record: SnapshotRecord | None) -> Path | None:

@@ -79,13 +79,21 @@ def test_a_missing_archive_is_corrupt_not_a_crash(tmp_path: Path) -> None:
         snapshot.restore(record, tmp_path / "archives", venv)
 
 
-def test_a_snapshot_is_not_restored_elsewhere(tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    _venv_with_package(venv)
+def test_a_snapshot_restored_elsewhere_has_its_scripts_moved_along(tmp_path: Path) -> None:
+    venv = tmp_path / "one" / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # with pip's script
     record = snapshot.take(venv, {}, "3.x", tmp_path / "rec.json", tmp_path / "archives")
     assert record is not None
-    with pytest.raises(snapshot.SnapshotMismatch, match="venvs cannot move"):
-        snapshot.restore(record, tmp_path / "archives", tmp_path / "elsewhere")
+    elsewhere = tmp_path / "another-replica" / "venv"
+    elsewhere.parent.mkdir()
+    snapshot.restore(record, tmp_path / "archives", elsewhere)
+    subprocess.run(["rm", "-rf", str(venv)], check=True)
+    pip = subprocess.run(
+        [str(elsewhere / "bin" / "pip"), "--version"], capture_output=True, text=True, check=False
+    )
+    assert pip.returncode == 0 and str(elsewhere) in pip.stdout, pip.stderr
+    activate = (elsewhere / "bin" / "activate").read_text(encoding="utf-8")
+    assert str(elsewhere) in activate and str(venv) not in activate
 
 
 def test_a_venv_changed_while_archived_keeps_the_previous_snapshot(tmp_path: Path) -> None:
