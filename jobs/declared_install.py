@@ -149,9 +149,9 @@ class InstallInput:
     satisfied: tuple[str, ...]
     """Requirements the image satisfies, left out."""
     requested: frozenset[str]
-    """Canonical names of what is asked for (for the excludes and the ledger)."""
+    """Canonical names of what is left to install (the image's other packages are excluded)."""
     names_file: Path
-    """:attr:`requested`, one a line: the ledger's view of what the install asked for."""
+    """Every name any source asks for, one a line: the ledger's view of what is ours."""
     empty: bool
     """No requirement is left to install."""
 
@@ -186,19 +186,21 @@ def write_input(
         else:
             lines += plan.lines
             satisfied += plan.satisfied
-    requested = {
-        canonical(entry.requirement.name)
-        for entry in declared.requirement_lines
-        if entry.kind != "constraint"
-    }
+    requested: set[str] = set()
     for line in lines:
         text = line.split(" #", 1)[0].strip()
         if text and not text.startswith(("#", "-")):
             with contextlib.suppress(InvalidRequirement):
                 requested.add(canonical(Requirement(text).name))
+    names = requested | {
+        canonical(entry.requirement.name)
+        for entry in declared.requirement_lines
+        if entry.kind != "constraint"
+    }
+    names |= {canonical(dep.name) for header in declared.headers for dep in header.dependencies}
     path, names_file = workdir / INPUT_NAME, workdir / NAMES_NAME
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    names_file.write_text("".join(f"{name}\n" for name in sorted(requested)), encoding="utf-8")
+    names_file.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
     wants = [line for line in lines[1:] if not line.startswith("-") or line.startswith("-r ")]
     wants += [line for line in lines[1:] if line.startswith("-e ")]
     return InstallInput(
