@@ -17,6 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from jobs import declared_install as declared_job
 from jobs import ledger, local_env
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
@@ -27,7 +28,9 @@ from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.reporting import StepTracker
 from jobs.retry import POLICIES, run_step
+from jobs.script_headers import HeaderCache
 from jobs.settings import JobSettings
+from jobs.sources import Declared
 
 
 class EnvironmentSteps:
@@ -47,6 +50,19 @@ class EnvironmentSteps:
         """Why the volume's snapshot could not be used at the last restore, if it could not."""
         self.restored_seconds: float | None = None
         """How long the last restore from the snapshot took, if one was restored."""
+        self.headers = HeaderCache()
+        """The notebooks' headers, shared by the step and the watcher: each notebook is read
+        again only when its size or mtime changed."""
+
+    def declared(self) -> Declared:
+        """Every declared source as it is now (blocking: reads files)."""
+        return declared_job.gather(
+            self.settings.notebook_dir,
+            self.settings.requirements,
+            self._env,
+            self.headers,
+            [self.settings.state_dir, self.settings.env_dir],
+        )
 
     async def build(
         self, layout: StateLayout, installer: Installer, force: bool = False
@@ -123,14 +139,22 @@ class EnvironmentSteps:
         )
 
     async def requirements(
-        self, layout: StateLayout, installer: Installer, restore: bool, force: bool = False
+        self,
+        layout: StateLayout,
+        installer: Installer,
+        restore: bool,
+        force: bool = False,
+        reason: str | None = None,
     ) -> bool:
-        """True when the requirements (and, with ``restore``, the user's packages from the
-        ledger, restored even when the requirements failed) are installed."""
+        """True when the declared dependencies (and, with ``restore``, the user's packages from
+        the ledger, restored even when the requirements failed) are installed. ``reason`` (what
+        changed) opens the step's message."""
         path = self.settings.requirements
-        self.reporter.step_running("requirements", f"Checking {path}")
+        self.reporter.step_running("requirements", reason or f"Checking {path}")
 
         async def attempt() -> requirements_job.InstallOutcome:
+            declared = await off_loop(self.declared)
+            named = declared_job.describe(declared)
             return await requirements_job.install(
                 path,
                 layout,
@@ -138,7 +162,8 @@ class EnvironmentSteps:
                 self._env,
                 self.reporter,
                 force=force,
-                before_change=lambda: self._drop_head_start(f"{path.name} must be installed"),
+                before_change=lambda: self._drop_head_start(f"{named} must be installed"),
+                declared=declared,
             )
 
         async def restore_attempt() -> str:

@@ -39,7 +39,17 @@ def write_install_input(
     lines = [f"# Every declared dependency, for the installer (written by {__name__})"]
     if declared.requirements_file.exists():
         lines.append(f"-r {declared.requirements_file.resolve()}")
-    lines.extend(declared.index_options)
+    lines.extend(declared_lines(declared, uv_bin, env))
+    target = workdir / FILE_NAME
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
+def declared_lines(declared: Declared, uv_bin: str, env: Mapping[str, str]) -> list[str]:
+    """Everything but the requirements file: the headers' index options and dependencies, a
+    lone ``pyproject.toml``'s dependencies, a uv project's locked versions (each line ends with
+    ``  # <source>`` but the locked ones)."""
+    lines = list(declared.index_options)
     seen: set[str] = set()
     for header in declared.headers:
         name = declared.label(header.path)
@@ -53,9 +63,7 @@ def write_install_input(
             lines.append(f"{dependency}  # pyproject.toml")
     if declared.lock is not None:
         lines.extend(locked_lines(declared.lock, uv_bin, env))
-    target = workdir / FILE_NAME
-    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return target
+    return lines
 
 
 def locked_lines(project: LockedProject, uv_bin: str, env: Mapping[str, str]) -> list[str]:

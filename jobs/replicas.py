@@ -11,7 +11,8 @@ Invariants: a lease is held only inside :func:`holding`, whose heartbeat keeps i
 exit gives it up; this replica's use record names the generation its marimo runs from (kept
 fresh by :meth:`Replicas.watch`, removed by :meth:`Replicas.leave`), so a generation is never
 collected from under a running marimo; a build that failed for some requirements is not retried
-until they change.
+until they change. "The requirements" are every declared source (jobs/sources.py): a new
+generation is needed exactly when their digest or the published pointer changed.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Protocol
 
 from tenacity import wait_exponential
 
+from jobs import declared_install as declared_job
 from jobs import generations
-from jobs import requirements as requirements_job
 from jobs import venv as venv_job
 from jobs.backoff import pause
 from jobs.environment import EnvironmentSteps
@@ -115,8 +116,8 @@ class Replicas:
         self._holder = holder_id()
         self._image_key = ""
         self._using: StateLayout | None = None
-        self._failed_build: bytes | None = None
-        self._settled: tuple[StateLayout | None, bytes | None] | None = None
+        self._failed_build: str | None = None
+        self._settled: tuple[StateLayout | None, str] | None = None
 
     def _lease(self, path: Path) -> LeaseWaiter:
         return LeaseWaiter(path, self.settings.lease_seconds)
@@ -165,15 +166,17 @@ class Replicas:
             tries += 1
             await asyncio.sleep(pause(_PUBLISHED_POLL, tries))
 
+    def _digest(self) -> str:
+        """What every declared source holds now (blocking): a new one needs a new generation."""
+        return self._steps.declared().digest
+
     def _finished(self, layout: StateLayout, installer: Installer) -> bool:
         """A finished environment for this Python and these requirements is at ``layout``."""
         manifest = Manifest.load(layout.manifest)
         return (
             Interpreter.current().matches(manifest.venv)
             and layout.venv_python.exists()
-            and requirements_job.is_installed(
-                self.settings.requirements, layout, installer, self._env
-            )
+            and declared_job.is_installed(self._steps.declared(), layout, installer, self._env)
         )
 
     async def _ready(self, installer: Installer) -> StateLayout | None:
@@ -223,9 +226,7 @@ class Replicas:
                 None, "orchestrator", f"Published the environment {generation.env.name}"
             )
         else:
-            self._failed_build = requirements_job.read_requirements_quietly(
-                self.settings.requirements
-            )
+            self._failed_build = await loop.run_in_executor(None, self._digest)
         return generation, python
 
     async def build(self, installer: Installer, force: bool) -> tuple[StateLayout, Path | None]:
@@ -252,7 +253,7 @@ class Replicas:
             # published pointer or the requirements changed since things last settled.
             seen = (
                 await loop.run_in_executor(None, generations.current, self.root, self._image_key),
-                requirements_job.read_requirements_quietly(self.settings.requirements),
+                await loop.run_in_executor(None, self._digest),
             )
             if seen == self._settled or venv_lock.locked():
                 continue
@@ -268,7 +269,7 @@ class Replicas:
             if self._using is None or generation.env != self._using.env:
                 await self.move_to(generation)
             return True
-        wanted = requirements_job.read_requirements_quietly(self.settings.requirements)
+        wanted = await asyncio.get_running_loop().run_in_executor(None, self._digest)
         if self._failed_build is not None and wanted == self._failed_build:
             return True  # this replica's build of these requirements failed: wait for a change
         lease = await take(self._lease(self.root.build_lease))
@@ -280,7 +281,7 @@ class Replicas:
             self.reporter.log(
                 "requirements",
                 "orchestrator",
-                f"{self.settings.requirements.name} changed: building a new environment "
+                "The declared dependencies changed: building a new environment "
                 "beside the one marimo runs from",
             )
             await self._build(installer)

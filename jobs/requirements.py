@@ -1,9 +1,15 @@
-"""The ``requirements`` step: install the requirements file into the venv, or skip it.
+"""The ``requirements`` step: install every declared source into the venv, or skip it.
+
+The sources (the requirements file with its includes, the notebooks' PEP 723 headers,
+``pyproject.toml`` + ``uv.lock``) are read by jobs/sources.py and turned into the installer's
+input by jobs/declared_install.py.
 
 Invariants:
 - the install is skipped (no installer process at all) exactly when the fingerprint of what
-  decides its result (file content, interpreter, installer, index settings, the image's
-  packages) equals the one the manifest recorded after the last *successful* install;
+  decides its result (every source's content, interpreter, installer, index settings, the
+  image's packages) equals the one the manifest recorded after the last *successful* install;
+- conflicting sources and a stale ``uv.lock`` fail the step before the venv is touched; every
+  problem the sources have is logged and ends the step's message, never dropped;
 - ``pending_install`` is set before an installer starts and cleared with the success record or
   when the installer exits with a failure, so only an install killed half-way is redone with a
   forced reinstall at the next start (a failed one is not "interrupted");
@@ -12,28 +18,27 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from jobs import declared_install as declared_job
 from jobs import image as image_job
 from jobs import ledger, scratch
 from jobs.blocking import off_loop
-from jobs.dist_metadata import canonical
+from jobs.declared_install import InstallInput
 from jobs.errors import JobError, PermanentError, TransientError
 from jobs.installer_output import ProgressParser, classify_failure
-from jobs.installers import INDEX_VARIABLES, Installer
-from jobs.interpreter import Interpreter
+from jobs.installers import Installer, find_uv
 from jobs.layout import StateLayout
 from jobs.manifest import InstallRecord, Manifest
 from jobs.processes import lines, spawn
 from jobs.redact import redact
 from jobs.reporting import Reporter
+from jobs.script_headers import HeaderCache
+from jobs.sources import Declared
 
 
 class InstallOutcome(NamedTuple):
@@ -45,21 +50,6 @@ class InstallOutcome(NamedTuple):
 
     kind: Literal["installed", "unchanged", "no_file"]
     message: str
-
-
-def fingerprint(
-    content: bytes, installer: Installer, env: Mapping[str, str], image: Mapping[str, str]
-) -> str:
-    """A hash only: index settings may hold credentials and are never stored in clear."""
-    interpreter = Interpreter.current()
-    material = {
-        "requirements": hashlib.sha256(content).hexdigest(),
-        "python": [interpreter.version, interpreter.base_executable],
-        "installer": installer.name,
-        "index": {name: env.get(name) for name in INDEX_VARIABLES},
-        "image": sorted(image.items()),
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 def validate(path: Path, content: str) -> None:
@@ -77,39 +67,6 @@ def validate(path: Path, content: str) -> None:
                 f"{path} line {number}: {line!r} is not a valid requirement "
                 f"({str(error).splitlines()[0]})"
             ) from None
-
-
-def read_requirements(path: Path) -> bytes | None:
-    """The file's bytes, or ``None`` when there is no file (nothing to install)."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise PermanentError(f"cannot read {path}: {error.strerror}") from None
-
-
-def read_requirements_quietly(path: Path) -> bytes | None:
-    """For watching: the content, or ``None`` when missing or unreadable."""
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
-def is_installed(
-    requirements: Path, layout: StateLayout, installer: Installer, env: Mapping[str, str]
-) -> bool:
-    """True when the manifest records a finished install of exactly this requirements file
-    (same fingerprint) and no install is under way: what a replica may use without building."""
-    manifest = Manifest.load(layout.manifest)
-    if manifest.pending_install is not None:
-        return False
-    raw = read_requirements_quietly(requirements)
-    if raw is None:
-        return not requirements.exists()
-    wanted = fingerprint(raw, installer, env, image_job.image_distributions())
-    return manifest.install is not None and manifest.install.fingerprint == wanted
 
 
 class InstallerRun:
@@ -145,43 +102,28 @@ class InstallerRun:
 
 
 async def _install_with_uv(
-    run: InstallerRun,
-    requirements: Path,
-    content: str,
-    image: dict[str, str],
-    reinstall: list[str],
-    workdir: Path,
+    run: InstallerRun, given: InstallInput, named: str, image: dict[str, str], reinstall: list[str]
 ) -> str:
     """Install what the image lacks; the image's packages stay out of uv's resolution."""
     installer, python = run.installer, run.layout.venv_python
-    plan = image_job.plan(content, image)
-    if not plan.filterable:
-        await run(installer.install_argv(python, [*reinstall, "-r", str(requirements)]))
+    if not given.filtered:
+        await run(installer.install_argv(python, [*reinstall, "-r", str(given.path)]))
         return ""
-    for entry in plan.satisfied:
+    for entry in given.satisfied:
         run.reporter.log("requirements", "orchestrator", f"Already provided: {entry}")
-    satisfied = f"; {len(plan.satisfied)} already in the image" if plan.satisfied else ""
-    wanted = [line for line in plan.lines if not line.startswith("-")]
-    if not wanted:
+    satisfied = f"; {len(given.satisfied)} already in the image" if given.satisfied else ""
+    if given.empty:
         return satisfied
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    requested: set[str] = set()
-    for line in wanted:
-        with contextlib.suppress(InvalidRequirement):
-            requested.add(canonical(Requirement(line).name))
-    filtered = workdir / "requirements.txt"
-    filtered.write_text("\n".join(plan.lines) + "\n", encoding="utf-8")
-    excluded = set(image_job.excludes(image, requested))
+    excluded = set(image_job.excludes(image, set(given.requested)))
     for _ in range(3):
-        excludes_file = workdir / "image-excludes.txt"
+        excludes_file = given.path.parent / "image-excludes.txt"
         excludes_file.write_text("\n".join(sorted(excluded)) + "\n", encoding="utf-8")
-        argv = [*reinstall, "--excludes", str(excludes_file), "-r", str(filtered)]
+        argv = [*reinstall, "--excludes", str(excludes_file), "-r", str(given.path)]
         try:
             await run(installer.install_argv(python, argv))
         except JobError as error:
-            # Users know their file, not our filtered copy of it.
-            raise type(error)(str(error).replace(str(filtered), str(requirements))) from None
+            # Users know their files, not our combined copy of them.
+            raise type(error)(str(error).replace(str(given.path), named)) from None
         needed = image_job.conflicts(ledger.site_packages(run.layout.venv), image, excluded)
         if not needed:
             return satisfied
@@ -203,100 +145,143 @@ async def install(
     reporter: Reporter,
     force: bool = False,
     before_change: Callable[[], Awaitable[None]] | None = None,
+    declared: Declared | None = None,
 ) -> InstallOutcome:
-    """Install unless nothing changed since the last successful install.
+    """Install every declared source unless nothing changed since the last successful install.
 
-    ``force`` (a user asked for a reinstall) runs the installer even when nothing changed.
-    ``before_change`` is awaited once it is decided that the venv will change, before anything
-    is written.
+    ``declared`` is what was read (jobs/declared_job.py); without it the sources are read from
+    ``requirements``'s folder. ``force`` (a user asked for a reinstall) runs the installer even
+    when nothing changed. ``before_change`` is awaited once it is decided that the venv will
+    change, before anything is written.
     """
-    prepared = await off_loop(_prepare, requirements, layout, installer, env, force)
+    if declared is None:
+        declared = await off_loop(
+            declared_job.gather,
+            requirements.parent,
+            requirements,
+            env,
+            HeaderCache(),
+            [layout.root],
+        )
+    for problem in declared.problems:
+        reporter.log("requirements", "orchestrator", problem)
+    noted = "".join(f"; {problem}" for problem in declared.problems)
+    prepared = await off_loop(_prepare, declared, layout, installer, env, force)
+    named = declared_job.describe(declared)
     if prepared is None:
-        return InstallOutcome("no_file", f"no requirements file at {requirements}")
-    content, image, wanted, unchanged = prepared
+        return InstallOutcome(
+            "no_file",
+            f"nothing declared: no requirements file at {requirements}, no notebook header "
+            f"dependencies, no pyproject.toml{noted}",
+        )
+    image, wanted, unchanged = prepared
     if unchanged:
-        return InstallOutcome("unchanged", f"{requirements.name} unchanged since the last install")
-    if before_change is not None:
-        await before_change()
-    interrupted, expected = await off_loop(_mark_pending, requirements, layout, image, wanted)
+        return InstallOutcome("unchanged", f"{named} unchanged since the last install{noted}")
+    workdir = scratch.temp_root() / scratch.owned_name("orchestrator-install")
+    await off_loop(workdir.mkdir, mode=0o700)
+    given: InstallInput | None = None
+    try:
+        uv_bin = installer.uv_bin or find_uv() or "uv"
+        given = await off_loop(
+            declared_job.write_input, declared, image, uv_bin, env, workdir, installer.name == "uv"
+        )
+        if before_change is not None:
+            await before_change()
+        interrupted, expected = await off_loop(_mark_pending, given, layout, image, wanted)
+        outcome = await _run_installer(
+            given, named, layout, installer, env, reporter, image, interrupted, expected, wanted
+        )
+        outcome += await _remove_unrequested_copies(
+            InstallerRun(installer, layout, env, reporter), given.names_file, named, image
+        )
+    finally:
+        await off_loop(_clean_up, workdir, layout, None if given is None else given.names_file)
+    return InstallOutcome("installed", f"{outcome}{noted}")
 
+
+async def _run_installer(
+    given: InstallInput,
+    named: str,
+    layout: StateLayout,
+    installer: Installer,
+    env: Mapping[str, str],
+    reporter: Reporter,
+    image: dict[str, str],
+    interrupted: bool,
+    expected: float | None,
+    wanted: str,
+) -> str:
     reinstall = []
     if interrupted:
         reporter.log("requirements", "orchestrator", "The last install was interrupted: redoing it")
         reinstall = ["--reinstall"] if installer.name == "uv" else ["--force-reinstall"]
-    reporter.step_progress("requirements", f"Installing {requirements.name} with {installer.name}")
+    reporter.step_progress("requirements", f"Installing {named} with {installer.name}")
     if expected is not None:
         reporter.step_expected("requirements", float(expected))
     started = time.monotonic()
     run = InstallerRun(installer, layout, env, reporter)
-    workdir = scratch.temp_root() / scratch.owned_name("orchestrator-install")
-    await off_loop(workdir.mkdir, mode=0o700)
     try:
         if installer.name == "uv":
             try:
-                extra = await _install_with_uv(
-                    run, requirements, content, image, reinstall, workdir
-                )
+                extra = await _install_with_uv(run, given, named, image, reinstall)
             except TransientError as error:
                 # The cache on the state volume may hold everything: try without the index.
                 reporter.log("requirements", "orchestrator", f"{error}; trying the cache offline")
                 run.env = {**run.env, "UV_OFFLINE": "1"}
                 try:
-                    extra = await _install_with_uv(
-                        run, requirements, content, image, reinstall, workdir
-                    )
+                    extra = await _install_with_uv(run, given, named, image, reinstall)
                 except (TransientError, PermanentError):
                     raise error from None
                 extra += " (offline, from the cache)"
         else:
-            await run(
-                installer.install_argv(layout.venv_python, [*reinstall, "-r", str(requirements)])
-            )
+            try:
+                await run(
+                    installer.install_argv(layout.venv_python, [*reinstall, "-r", str(given.path)])
+                )
+            except JobError as error:
+                raise type(error)(str(error).replace(str(given.path), named)) from None
             extra = ""
     except JobError:
         # The installer ran to its end and failed: not an interruption, nothing to force.
         await off_loop(_clear_pending, layout)
         raise
-    finally:
-        await off_loop(_clean_up, workdir, layout, requirements)
-
-    extra += await _remove_unrequested_copies(run, requirements, image)
     duration = time.monotonic() - started
     await off_loop(_record_success, layout, installer, wanted, duration)
-    return InstallOutcome(
-        "installed",
-        f"Installed {requirements.name} with {installer.name} in {duration:.1f} s{extra}",
-    )
+    return f"Installed {named} with {installer.name} in {duration:.1f} s{extra}"
 
 
 # -- the blocking parts of install(), run off the loop (jobs/blocking.py) ----------------------
 
 
 def _prepare(
-    requirements: Path,
+    declared: Declared,
     layout: StateLayout,
     installer: Installer,
     env: Mapping[str, str],
     force: bool,
-) -> tuple[str, dict[str, str], str, bool] | None:
-    """Reads and checks the file; None when there is none. The last item says the install can
+) -> tuple[dict[str, str], str, bool] | None:
+    """Checks the sources; None when nothing is declared. The last item says the install can
     be skipped (unchanged and not forced)."""
-    raw = read_requirements(requirements)
-    if raw is None:
+    declared_job.check(declared)
+    if declared_job.nothing_declared(declared):
         return None
-    content = raw.decode("utf-8", "replace")
-    validate(requirements, content)
+    top = declared.requirements_file
+    if top.exists():
+        try:
+            validate(top, top.read_text(encoding="utf-8", errors="replace"))
+        except OSError as error:
+            raise PermanentError(f"cannot read {top}: {error.strerror}") from None
     image = image_job.image_distributions()
-    wanted = fingerprint(raw, installer, env, image)
+    wanted = declared_job.fingerprint(declared, installer, env, image)
     manifest = Manifest.load(layout.manifest)
     unchanged = (
         not force and manifest.install is not None and manifest.install.fingerprint == wanted
     )
-    return content, image, wanted, unchanged
+    return image, wanted, unchanged
 
 
 def _mark_pending(
-    requirements: Path, layout: StateLayout, image: Mapping[str, str], wanted: str
+    given: InstallInput, layout: StateLayout, image: Mapping[str, str], wanted: str
 ) -> tuple[bool, float | None]:
     """Records the install as under way. Returns whether the previous one was interrupted, and
     how long the last one took (None if unknown)."""
@@ -305,7 +290,7 @@ def _mark_pending(
     manifest.install = None
     manifest.pending_install = wanted
     manifest.save(layout.manifest)
-    ledger.sync(layout, requirements, image)
+    ledger.sync(layout, given.names_file, image)
     expected = manifest.history.get("last_install_seconds")
     return interrupted, None if expected is None else float(expected)
 
@@ -316,10 +301,11 @@ def _clear_pending(layout: StateLayout) -> None:
     failed.save(layout.manifest)
 
 
-def _clean_up(workdir: Path, layout: StateLayout, requirements: Path) -> None:
+def _clean_up(workdir: Path, layout: StateLayout, names_file: Path | None) -> None:
+    if names_file is not None:
+        # Even after a failure half-way: what got in was asked for by us, not by the user.
+        ledger.record_baseline(layout, names_file)
     shutil.rmtree(workdir, ignore_errors=True)
-    # Even after a failure half-way: what got in was asked for by us, not by the user.
-    ledger.record_baseline(layout, requirements)
 
 
 def _record_success(
@@ -335,11 +321,11 @@ def _record_success(
 
 
 async def _remove_unrequested_copies(
-    run: InstallerRun, requirements: Path, image: Mapping[str, str]
+    run: InstallerRun, names_file: Path, named: str, image: Mapping[str, str]
 ) -> str:
-    """A pin removed from the requirements takes effect: the venv's copy of an image package
-    that nothing asks for any more goes, so the image's version is seen again."""
-    stale = await off_loop(ledger.unrequested_image_copies, run.layout, requirements, image)
+    """A pin removed from the sources takes effect: the venv's copy of an image package that
+    nothing asks for any more goes, so the image's version is seen again."""
+    stale = await off_loop(ledger.unrequested_image_copies, run.layout, names_file, image)
     if not stale:
         return ""
     described = ", ".join(
@@ -348,10 +334,10 @@ async def _remove_unrequested_copies(
     run.reporter.log(
         "requirements",
         "orchestrator",
-        f"{requirements.name} no longer asks for {described}: removing the venv's copy",
+        f"{named} no longer asks for {described}: removing the venv's copy",
     )
     await run(run.installer.uninstall_argv(run.layout.venv_python, sorted(stale)))
-    return f"; removed the venv's {described}: no longer in {requirements.name}"
+    return f"; removed the venv's {described}: no longer in {named}"
 
 
 async def install_what_ui_packages_need(

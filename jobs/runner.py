@@ -277,10 +277,10 @@ class Pipeline:
                 self._spawn(self._replicas.watch(installer, self._venv_lock))
             else:
                 self._spawn(
-                    watchers.watch_requirements(
-                        self.settings.requirements,
+                    watchers.watch_declared(
+                        self._steps.declared,
                         self.reporter,
-                        lambda: self.reinstall(force=False),
+                        lambda reason: self.reinstall(force=False, reason=reason),
                     )
                 )
         if self._venv_watch is not None:
@@ -392,7 +392,9 @@ class Pipeline:
         self._environment_changed()
         return python
 
-    async def reinstall(self, rebuild: bool = False, force: bool = True) -> None:
+    async def reinstall(
+        self, rebuild: bool = False, force: bool = True, reason: str | None = None
+    ) -> None:
         """Run the install again (after the venv is rebuilt, when asked), serialised with every
         other change to the venv. marimo keeps serving during a plain reinstall; a rebuild
         stops it first (nothing may run from a venv being deleted) and always ends with marimo
@@ -413,7 +415,9 @@ class Pipeline:
                 if started:
                     self._start_marimo(python)
             else:
-                await self._steps.requirements(layout, installer, restore=False, force=force)
+                await self._steps.requirements(
+                    layout, installer, restore=False, force=force, reason=reason
+                )
                 await self._follow_marimo_version(layout)
             self._environment_changed()
 

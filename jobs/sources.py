@@ -68,6 +68,9 @@ class Declared:
     index_options: tuple[str, ...]
     """Installer options from the headers' ``[tool.uv]`` (``--index-url …`` lines)."""
     problems: tuple[str, ...]
+    parts: tuple[tuple[str, str | None], ...] = ()
+    """What :attr:`digest` hashes: ``(role:name, sha256 or None)`` per source, e.g.
+    ``("header:sales.py", …)``; comparing two tells which source changed."""
 
     def label(self, path: Path) -> str:
         """A file's name in messages: relative to the notebook folder when inside it."""
@@ -144,6 +147,7 @@ def collect(
         project_dependencies=project_dependencies,
         index_options=index_options,
         problems=tuple(problems),
+        parts=tuple(material),
     )
 
 

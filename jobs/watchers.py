@@ -13,29 +13,35 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from jobs import declared_install as declared_job
 from jobs import ledger
 from jobs import requirements as requirements_job
+from jobs.blocking import off_loop
 from jobs.errors import JobError
 from jobs.installers import Installer
 from jobs.layout import StateLayout
 from jobs.reporting import StepTracker
+from jobs.sources import Declared
 
 
-async def watch_requirements(
-    path: Path,
+async def watch_declared(
+    read: Callable[[], Declared],
     reporter: StepTracker,
-    reinstall: Callable[[], Awaitable[None]],
+    reinstall: Callable[[str], Awaitable[None]],
     interval: float = 2.0,
 ) -> None:
-    """``reinstall()`` whenever the requirements file's content changes."""
-    last = requirements_job.read_requirements_quietly(path)
+    """``reinstall(reason)`` whenever a declared source changes (the requirements file or an
+    include, ``UV_CONFIG_FILE``'s file, a notebook's header, ``pyproject.toml``, ``uv.lock``).
+    ``read`` is blocking and cheap (notebooks are read only when their size or mtime changed)."""
+    last = await off_loop(read)
     while True:
         await asyncio.sleep(interval)
-        current = requirements_job.read_requirements_quietly(path)
-        if current != last:
+        current = await off_loop(read)
+        if current.digest != last.digest:
+            reason = f"{declared_job.changes(last, current)}: installing"
             last = current
-            reporter.log("requirements", "orchestrator", f"{path.name} changed: installing")
-            await reinstall()
+            reporter.log("requirements", "orchestrator", reason)
+            await reinstall(reason)
 
 
 async def watch_ledger(
