@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import shutil
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from jobs import ledger, snapshot
 from jobs.blocking import off_loop
@@ -151,6 +151,13 @@ def _write_manifest(layout: StateLayout, raw: dict[str, Any]) -> None:
         raise JobError(f"the snapshot's manifest for {layout.venv} is not understood")
 
 
+class StartReport(Protocol):
+    """What the ``venv`` step learnt about the snapshot (jobs/environment.py)."""
+
+    snapshot_warning: str | None
+    restored_seconds: float | None
+
+
 class SnapshotKeeper:
     """Takes a new snapshot a few seconds after the venv changed, one at a time, in a worker
     thread; tells the board while it writes and when it is done."""
@@ -176,6 +183,16 @@ class SnapshotKeeper:
     def report(self, **extra: Any) -> None:
         self.extra.update(extra)
         self.reporter.environment_changed(describe(self.layout, self.placement, **self.extra))
+
+    def after_change(self, steps: StartReport, only_if_stale: bool = False) -> None:
+        """After an install, a rebuild or a change seen by the ledger's watcher: say what the
+        start did with the snapshot (``steps``), and take a new one once things are quiet."""
+        if steps.snapshot_warning or steps.restored_seconds is not None:
+            self.report(
+                warning=steps.snapshot_warning or self.placement.warning,
+                restored_seconds=steps.restored_seconds,
+            )
+        self.changed(only_if_stale)
 
     def changed(self, only_if_stale: bool = False) -> None:
         """The venv may have changed: a snapshot follows once things are quiet (with

@@ -181,17 +181,9 @@ class Pipeline:
         return layout
 
     def _environment_changed(self, only_if_stale: bool = False) -> None:
-        """The venv may have changed (an install, a rebuild, marimo's Install button): the
-        volume's snapshot follows in the background, and the board says what the start did."""
-        keeper, steps = self._keeper, self._steps
-        if keeper is None:
-            return
-        if steps.snapshot_warning or steps.restored_seconds is not None:
-            keeper.report(
-                warning=steps.snapshot_warning or keeper.placement.warning,
-                restored_seconds=steps.restored_seconds,
-            )
-        keeper.changed(only_if_stale)
+        """The venv may have changed: the volume's snapshot follows (jobs/local_env.py)."""
+        if self._keeper is not None:
+            self._keeper.after_change(self._steps, only_if_stale)
 
     async def _acquire_lock(self, layout: StateLayout) -> StateLock:
         """Wait as long as it takes: a second orchestrator must never touch the venv."""
