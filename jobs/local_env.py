@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import shutil
 import time
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from jobs import ledger, snapshot
@@ -300,3 +301,18 @@ async def snapshot_for_replicas(generation: StateLayout, reporter: Reporter) -> 
         reporter.log("venv", "orchestrator", f"Could not save the environment's snapshot: {error}")
         return False
     return record is not None
+
+
+def prune_local_copies(root: StateLayout) -> list[Path]:
+    """Run mode: remove local copies of generations that are gone from the volume (collected:
+    no replica uses them), so a long-lived container's disk does not fill with old ones."""
+    if root.local is None or not root.local.is_dir():
+        return []
+    removed = []
+    for folder in root.local.iterdir():
+        if folder.name == "cache" or folder.name.startswith(".") or not folder.is_dir():
+            continue
+        if not (root.envs / folder.name).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

@@ -35,7 +35,7 @@ from jobs.installers import Installer
 from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.lease import Lease, LeaseWaiter, holder_id
-from jobs.local_env import local_copy, snapshot_for_replicas
+from jobs.local_env import local_copy, prune_local_copies, snapshot_for_replicas
 from jobs.manifest import Manifest
 from jobs.reporting import StepTracker
 from jobs.settings import JobSettings
@@ -307,6 +307,9 @@ class Replicas:
             stale_after = 10 * self.settings.lease_seconds
             collected = await asyncio.get_running_loop().run_in_executor(
                 None, generations.collect, self.root, stale_after
+            )
+            collected += await asyncio.get_running_loop().run_in_executor(
+                None, prune_local_copies, self.root
             )
             for path in collected:
                 self.reporter.log(None, "orchestrator", f"Removed {path}: no replica uses it")

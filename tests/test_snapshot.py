@@ -159,3 +159,19 @@ def test_an_unwritable_local_folder_falls_back_to_the_volume(tmp_path: Path) -> 
     blocker.write_text("", encoding="utf-8")
     placement = decide("local", state, blocker / "env", persistent=True)
     assert placement.local is None and placement.warning and "cannot write" in placement.warning
+
+
+def test_local_copies_of_generations_gone_from_the_volume_are_pruned(tmp_path: Path) -> None:
+    from jobs.layout import StateLayout
+    from jobs.local_env import prune_local_copies
+
+    root = StateLayout(tmp_path / "state", local=tmp_path / "local")
+    (root.envs / "kept").mkdir(parents=True)
+    for name in ("kept", "collected", "cache", ".kept.restoring-1"):
+        (tmp_path / "local" / name / "venv").mkdir(parents=True)
+    assert prune_local_copies(root) == [tmp_path / "local" / "collected"]
+    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == [
+        ".kept.restoring-1",
+        "cache",
+        "kept",
+    ]

@@ -305,3 +305,32 @@ def test_a_state_that_will_not_persist_is_a_banner_until_dismissed(
     page.reload()  # dismissed for this boot
     expect(page.get_by_role("button", name="Environment: needs attention")).to_be_visible()
     expect(notices.get_by_role("status").filter(has_text="will not persist")).to_have_count(0)
+
+
+def test_the_panel_says_where_the_packages_run_from_and_when_their_copy_was_saved(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    """State on a network volume (Quix's layout, a FUSE stand-in): packages run from the
+    container's disk and the panel says when their copy on the deployment's storage was saved."""
+    from tests.support.slow_volume import slow_volume
+
+    notebooks = write_notebook(tmp_path / "app", KERNEL_CELL)
+    backing, volume = tmp_path / "backing", notebooks / "state"
+    backing.mkdir()
+    volume.mkdir()
+    with slow_volume(backing, volume, delay=0.0005):
+        run = orchestrator(notebooks, volume, "--env-dir", str(tmp_path / "local" / "env"))
+        run.wait_for(
+            lambda s: s["ready"] and bool((s["environment"] or {}).get("snapshot")),
+            what="a snapshot saved",
+        )
+        sign_in(page, run, EDITOR_PATH)
+        expect_editor(page, run)
+        panel = _open_panel(page)
+        line = panel.locator("[data-environment=local]")
+        expect(line).to_contain_text("Python packages: on this container's disk (fast)")
+        expect(line).to_contain_text(
+            re.compile(r"copy saved on the deployment's storage \d+ s ago")
+        )
+        shots("environment-local")
+        run.kill_everything()  # before the volume goes

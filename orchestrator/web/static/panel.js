@@ -313,6 +313,32 @@
     return sync.last_sync_at || sync.last_synced_at ? "up to date" : "on";
   }
 
+  function ago(seconds) {
+    if (seconds < 90) return Math.max(0, Math.round(seconds)) + " s ago";
+    if (seconds < 5400) return Math.round(seconds / 60) + " min ago";
+    if (seconds < 129600) return Math.round(seconds / 3600) + " h ago";
+    return Math.round(seconds / 86400) + " days ago";
+  }
+
+  // Where the Python packages run from, and their copy on the deployment's storage.
+  function environmentSummary(environment, now) {
+    if (!environment || typeof environment !== "object") return "not known yet";
+    const where = environment.location === "local"
+      ? "on this container's disk (fast)"
+      : "on the deployment's storage";
+    const parts = [where];
+    const snapshot = environment.snapshot;
+    if (environment.location === "local") {
+      if (environment.snapshotting) parts.push("saving a copy to the deployment's storage…");
+      else if (snapshot && typeof snapshot.made_at === "number") {
+        parts.push("copy saved on the deployment's storage " + ago(now - snapshot.made_at) +
+          " (" + Math.max(1, Math.round(snapshot.size / 1e6)) + " MB)");
+      } else parts.push("no copy saved yet");
+    }
+    if (typeof environment.warning === "string" && environment.warning) parts.push(environment.warning);
+    return parts.join("; ");
+  }
+
   function renderPanel(status) {
     const items = status.steps.map((step) =>
       el("li", { "data-step": step.name, "data-status": step.status, class: "mo-orch-" + step.status },
@@ -328,6 +354,8 @@
         : null,
       el("p", {}, el("strong", { text: "State: " }),
         state.persistent === false ? "not persistent. " + (state.warning || "") : state.persistent ? "persistent" : "not known yet"),
+      el("p", { "data-environment": (status.environment && status.environment.location) || "" },
+        el("strong", { text: "Python packages: " }), environmentSummary(status.environment, status.at || Date.now() / 1000)),
       el("p", {}, el("strong", { text: "Notebook sync: " }), syncSummary(status.sync)),
     ].filter((node) => node !== null));
     for (const button of actionsBox.querySelectorAll("button")) {
