@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -179,6 +180,7 @@ class SnapshotKeeper:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._only_if_stale = False
+        self._abort = threading.Event()
         self.extra: dict[str, Any] = {}
 
     def report(self, **extra: Any) -> None:
@@ -244,6 +246,7 @@ class SnapshotKeeper:
                 layout.snapshot_record,
                 layout.snapshot_archives,
                 lambda: signature(layout) == before,
+                self._abort,
             )
         except (OSError, JobError) as error:
             self.reporter.log(
@@ -264,6 +267,8 @@ class SnapshotKeeper:
         self.report(snapshotting=False, snapshot_error=None)
 
     async def stop(self) -> None:
+        """Abandon a snapshot being written (the volume keeps the previous one) and stop."""
+        self._abort.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

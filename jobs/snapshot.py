@@ -140,13 +140,15 @@ def take(
     record_path: Path,
     archives: Path,
     unchanged: Callable[[], bool] = lambda: True,
+    abort: threading.Event | None = None,
 ) -> SnapshotRecord | None:
     """Archive ``venv`` onto the volume and make the record name it (blocking: run it in a
     worker thread, at low priority: ``tar`` is niced).
 
     ``unchanged`` is asked once the archive is complete: when the venv changed while it was
     read (an install ran meanwhile), the archive is thrown away, the record is left as it was,
-    and ``None`` is returned; the caller takes a new one later.
+    and ``None`` is returned; the caller takes a new one later. Setting ``abort`` abandons the
+    archive within one chunk (the orchestrator stops), leaving the record as it was.
     """
     import zstandard
 
@@ -167,6 +169,8 @@ def take(
             compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
             with compressor.stream_writer(hashing, closefd=False) as writer:  # type: ignore[arg-type]
                 while chunk := tar.stdout.read(CHUNK):
+                    if abort is not None and abort.is_set():
+                        raise JobError("the snapshot was abandoned: the orchestrator stops")
                     writer.write(chunk)
             raw.flush()
             os.fsync(raw.fileno())

@@ -175,3 +175,22 @@ def test_local_copies_of_generations_gone_from_the_volume_are_pruned(tmp_path: P
         "cache",
         "kept",
     ]
+
+
+def test_an_abandoned_snapshot_leaves_the_previous_one_and_no_partial_file(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    from jobs.errors import JobError
+
+    venv = tmp_path / "venv"
+    _venv_with_package(venv)
+    first = snapshot.take(venv, {}, "3.x", tmp_path / "rec.json", tmp_path / "archives")
+    assert first is not None
+    stopping = threading.Event()
+    stopping.set()
+    with pytest.raises(JobError, match="abandoned"):
+        snapshot.take(venv, {}, "3.x", tmp_path / "rec.json", tmp_path / "archives", abort=stopping)
+    assert snapshot.load(tmp_path / "rec.json") == first
+    assert [p.name for p in (tmp_path / "archives").iterdir()] == [first.archive]
