@@ -95,3 +95,20 @@ def test_with_recording_off_the_notebook_is_left_alone_and_the_package_is_the_us
         what="the ledger keeps the package as the user's",
     )
     assert run.terminate() == 0
+
+
+def test_a_header_edit_is_installed_in_the_background_and_the_status_says_for_which_notebook(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    notebook = notebook_dir / "notebook.py"
+    run = orchestrator(notebook_dir)
+    run.wait_ready()
+    edited = time.time()
+    header = '# /// script\n# dependencies = ["orch-gamma"]\n# ///\n'
+    notebook.write_text(header + NOTEBOOK, encoding="utf-8")  # saved from another editor
+    status = finished_after(run, edited, "the header's package installed in the background")
+    step = run.step(status, "requirements")
+    assert step["status"] == "done", step
+    assert "orch-gamma 3.0 installed for notebook.py" in step["message"], step
+    assert run.kernel_output("import orch_gamma\nprint(orch_gamma.VERSION)").strip() == "3.0"
+    assert run.terminate() == 0
