@@ -194,9 +194,11 @@ class EnvironmentSteps:
             base = outcome.message if outcome.kind == "installed" else "Requirements unchanged"
             self.reporter.step_finished("requirements", "done", f"{base}{restored}")
         else:
+            # A source changed under a running marimo: say what that brought, for which file.
+            told = f"; {outcome.summary}" if reason is not None and outcome.summary else ""
             self.reporter.step_finished(
                 "requirements",
                 "done" if outcome.kind == "installed" else "skipped",
-                outcome.message,
+                f"{outcome.message}{told}",
             )
         return True

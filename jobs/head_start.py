@@ -32,7 +32,13 @@ from jobs.installers import Installer, resolve_installer
 from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.manifest import Manifest
-from jobs.marimo_command import TokenFile, free_port, marimo_argv, marimo_environment
+from jobs.marimo_command import (
+    TokenFile,
+    free_port,
+    marimo_argv,
+    marimo_environment,
+    records_installs,
+)
 from jobs.parent_death import die_with_parent
 from jobs.settings import JobSettings, as_user
 from jobs.state import StateLock, try_lock
@@ -152,7 +158,14 @@ def begin(settings: JobSettings) -> HeadStart | None:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=marimo_environment(settings.env, python, layout, installer, settings.marimo_user),
+            env=marimo_environment(
+                settings.env,
+                python,
+                layout,
+                installer,
+                settings.marimo_user,
+                records_installs(settings.record_installs, settings.marimo_mode, installer),
+            ),
             cwd=settings.notebook_dir,
             start_new_session=True,
             preexec_fn=die_with_parent,  # only calls prctl: see jobs/parent_death.py

@@ -27,11 +27,13 @@ from jobs.head_start import HeadStart
 from jobs.installers import Installer
 from jobs.layout import StateLayout
 from jobs.marimo_command import (
+    NOT_RECORDED_WITH_PIP,
     TokenFile,
     configured_manager,
     free_port,
     marimo_argv,
     marimo_environment,
+    records_installs,
 )
 from jobs.processes import AdoptedProcess, ChildProcess, lines, spawn, terminate_tree_async
 from jobs.redact import redact
@@ -121,8 +123,10 @@ class MarimoSupervisor:
         stable_after: float = 30.0,
         head_start: HeadStart | None = None,
         user: RunAs | None = None,
+        record_installs: bool = False,
     ) -> None:
         self.notebook_dir = notebook_dir
+        self.record_installs = record_installs
         self.user = user
         self.mode = mode
         self.python = python
@@ -161,6 +165,8 @@ class MarimoSupervisor:
         if not self.python.exists():
             raise PermanentError(f"the interpreter {self.python} for marimo does not exist")
         configure_package_manager(self.layout, self.installer)
+        if self.record_installs and self.mode == "edit" and self.installer.name != "uv":
+            self.reporter.log("marimo", "orchestrator", NOT_RECORDED_WITH_PIP)
         if self.installer.name == "uv":
             from jobs.image import write_excludes
 
@@ -168,7 +174,14 @@ class MarimoSupervisor:
         port = free_port()
         token = TokenFile.create(shared=self.user is not None)
         self._token = token.token
-        env = marimo_environment(self.base_env, self.python, self.layout, self.installer, self.user)
+        env = marimo_environment(
+            self.base_env,
+            self.python,
+            self.layout,
+            self.installer,
+            self.user,
+            records_installs(self.record_installs, self.mode, self.installer),
+        )
         argv = marimo_argv(self.python, self.mode, self.notebook_dir, port, token.path)
         try:
             process = await spawn(argv, env=env, cwd=self.notebook_dir, user=self.user)

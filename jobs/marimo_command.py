@@ -3,8 +3,11 @@
 Standard library only (plus the light job modules): the warm-start path in jobs/head_start.py
 starts marimo from here before the server's own modules have loaded.
 
-Invariant: the token reaches marimo only through a 0600 file in a private directory that the
+Invariants: the token reaches marimo only through a 0600 file in a private directory that the
 caller deletes once marimo answered; it is never on a command line or in the environment.
+``MARIMO_MANAGE_SCRIPT_METADATA`` is in marimo's environment exactly when
+:func:`records_installs` says so, whatever the orchestrator's own environment holds: marimo's
+recording forces its package manager to uv, so it is never set with pip.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from jobs.layout import StateLayout
 from jobs.scratch import owned_name, temp_root
 from jobs.settings import MarimoMode, RunAs
 
+MANAGE_SCRIPT_METADATA = "MARIMO_MANAGE_SCRIPT_METADATA"
 _SCRUBBED_VARIABLES = ("UV", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONHOME", "CONDA_PREFIX")
 
 
@@ -30,18 +34,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def records_installs(wanted: bool, mode: MarimoMode, installer: Installer) -> bool:
+    """Whether marimo writes Install-button installs into the notebook's PEP 723 header: asked
+    for (``--record-installs``), in edit mode (run mode has no Install button), with uv (marimo's
+    recording switches its Install button to uv; with pip the user's choice of installer wins
+    and nothing is recorded)."""
+    return wanted and mode == "edit" and installer.name == "uv"
+
+
+NOT_RECORDED_WITH_PIP = (
+    "Packages installed with marimo's Install button are not recorded in the notebook's "
+    "header: marimo records them only when it installs with uv, and the installer is pip "
+    "(they are kept in the state folder's ledger instead)"
+)
+
+
 def marimo_environment(
     base: Mapping[str, str],
     python: Path,
     layout: StateLayout,
     installer: Installer,
     user: RunAs | None = None,
+    record_installs: bool = False,
 ) -> dict[str, str]:
     """What marimo runs with: the venv first on PATH, our installer and its cache (with the
     image's packages excluded from uv's resolution, when that list was written), the state
     volume's config. Inherited variables that would switch marimo's uv to project mode are
-    dropped first (see reference/marimo.md)."""
+    dropped first (see reference/marimo.md). ``record_installs``: the result of
+    :func:`records_installs`."""
     env = {key: value for key, value in base.items() if key not in _SCRUBBED_VARIABLES}
+    env.pop(MANAGE_SCRIPT_METADATA, None)
+    if record_installs:
+        env[MANAGE_SCRIPT_METADATA] = "true"
     venv_bin = python.parent
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', os.defpath)}"
     if (venv_bin.parent / "pyvenv.cfg").exists():

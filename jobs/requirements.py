@@ -30,6 +30,7 @@ from jobs import ledger, scratch
 from jobs.blocking import off_loop
 from jobs.declared_install import InstallInput
 from jobs.errors import JobError, PermanentError, TransientError
+from jobs.install_summary import summary
 from jobs.installer_output import ProgressParser, classify_failure
 from jobs.installers import Installer, find_uv
 from jobs.layout import StateLayout
@@ -50,6 +51,8 @@ class InstallOutcome(NamedTuple):
 
     kind: Literal["installed", "unchanged", "no_file"]
     message: str
+    summary: str = ""
+    """What the install added or changed, for the files that asked (jobs/install_summary.py)."""
 
 
 def validate(path: Path, content: str) -> None:
@@ -188,6 +191,7 @@ async def install(
         if before_change is not None:
             await before_change()
         interrupted, expected = await off_loop(_mark_pending, given, layout, image, wanted)
+        before = await off_loop(ledger.scan, layout.venv)
         outcome = await _run_installer(
             given, named, layout, installer, env, reporter, image, interrupted, expected, wanted
         )
@@ -196,7 +200,8 @@ async def install(
         )
     finally:
         await off_loop(_clean_up, workdir, layout, None if given is None else given.names_file)
-    return InstallOutcome("installed", f"{outcome}{noted}")
+    said = summary(before, await off_loop(ledger.scan, layout.venv), declared)
+    return InstallOutcome("installed", f"{outcome}{noted}", said)
 
 
 async def _run_installer(

@@ -222,6 +222,7 @@ class Pipeline:
             stable_after=self.settings.marimo_crash_window,
             head_start=self._head_start,
             user=self.settings.marimo_user,
+            record_installs=self.settings.record_installs,
         )
         if (head := self._head_start) is not None:
             self._head_start = None  # the supervisor owns it now

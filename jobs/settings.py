@@ -59,6 +59,9 @@ class JobSettings(NamedTuple):
     wait_for_state: bool
     state_timeout: float
     installer: InstallerChoice
+    record_installs: bool
+    """Edit mode with uv: marimo writes Install-button installs into the notebook's header
+    (``MARIMO_MANAGE_SCRIPT_METADATA``, see jobs/marimo_command.py ``records_installs``)."""
     env_location: Literal["auto", "local", "volume"]
     """Where the venv runs from: see jobs/env_location.py."""
     env_dir: Path

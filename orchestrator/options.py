@@ -112,6 +112,16 @@ OPTIONS: tuple[Option, ...] = (
         choices=INSTALLERS,
     ),
     Option(
+        "--record-installs",
+        "edit mode: a package installed with marimo's Install button or Packages pane is "
+        "written as `name==version` into the open notebook's PEP 723 header (and removed on "
+        "uninstall), so the notebook's repository declares it; needs uv (with `--installer "
+        'pip` nothing is recorded); see "Where dependencies come from" in README',
+        default=True,
+        default_text="on",
+        switch=True,
+    ),
+    Option(
         "--env-location",
         "where the Python packages marimo's kernels import run from: `local` (the container's "
         "own disk, `--env-dir`, with a snapshot on the state volume to restore from), "

@@ -80,12 +80,13 @@ def test_an_included_file_is_installed_live_and_at_the_next_start(
     assert not installed(state, "orch_gamma")
 
     extra.write_text("orch-alpha\norch-gamma\n")  # only the included file changes
-    run.wait_for(
+    status = run.wait_for(
         lambda s: (
-            installed(state, "orch_gamma") and run.step(s, "requirements")["status"] == "done"
+            "orch-gamma 3.0 installed for extra.txt" in run.step(s, "requirements")["message"]
         ),
-        what="the included file's new package installed",
+        what="the included file's new package installed, and the status saying so",
     )
+    assert run.step(status, "requirements")["status"] == "done", status
     assert imports(state, "import orch_gamma; print(orch_gamma.VERSION)") == "3.0"
     assert "extra.txt changed: installing" in run.log_text()
     assert run.terminate() == 0

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +185,10 @@ class Orchestrator:
                 time.sleep(0.01)
         raise AssertionError(f"the port never answered:\n{self.log_text()}")
 
-    def marimo_install(self, package: str) -> dict[str, Any]:
+    def marimo_install(self, package: str, session: str | None = None) -> dict[str, Any]:
         """Exactly what marimo's Install button sends: POST /api/packages/add, through the proxy
-        (with marimo's skew-protection token from its page)."""
+        (with marimo's skew-protection token from its page). ``session``: an open notebook's
+        (:meth:`open_session`), which marimo then records the package in."""
         _, _, page = self.get("/", {"Accept": "text/html"})
         token = re.search(rb'<marimo-server-token data-token="([^"]+)"', page)
         assert token, "marimo's page carries its server token"
@@ -197,6 +198,7 @@ class Orchestrator:
             headers={
                 "Marimo-Server-Token": token.group(1).decode(),
                 "Content-Type": "application/json",
+                **({"Marimo-Session-Id": session} if session else {}),
                 **self.auth,
             },
             method="POST",
@@ -204,18 +206,23 @@ class Orchestrator:
         with urllib.request.urlopen(request, timeout=120) as response:
             return dict(json.loads(response.read()))
 
-    def kernel_output(self, code: str, notebook: str = "notebook.py", timeout: float = 60) -> str:
-        """Run ``code`` in a kernel of marimo's, through the proxy, as its scratchpad does
-        (``POST /api/kernel/execute`` in an open session); returns what it printed."""
-        import secrets as _secrets
-
+    @contextlib.contextmanager
+    def open_session(self, notebook: str = "notebook.py", timeout: float = 60) -> Iterator[str]:
+        """An editor tab's session on ``notebook`` (its kernel ready), through the proxy; yields
+        its id (the ``Marimo-Session-Id`` marimo's page sends)."""
         from websockets.sync.client import connect
 
-        session = _secrets.token_hex(8)
+        session = secrets.token_hex(8)
         ws_url = f"ws://127.0.0.1:{self.port}/ws?session_id={session}&file={notebook}"
         with connect(ws_url, additional_headers=self.auth, open_timeout=timeout) as socket_:
             while json.loads(socket_.recv(timeout=timeout))["op"] != "kernel-ready":
                 pass
+            yield session
+
+    def kernel_output(self, code: str, notebook: str = "notebook.py", timeout: float = 60) -> str:
+        """Run ``code`` in a kernel of marimo's, through the proxy, as its scratchpad does
+        (``POST /api/kernel/execute`` in an open session); returns what it printed."""
+        with self.open_session(notebook, timeout) as session:
             request = urllib.request.Request(
                 self.base + "/api/kernel/execute",
                 data=json.dumps({"code": code}).encode(),

@@ -198,8 +198,14 @@
     if (requirements.status !== "done") return;
     const start = typeof since === "number" ? since : requirements.started_at || 0;
     const { changed, added } = describeChanges(changesSince(start));
+    // After a source changed under marimo the step's message ends with what that brought, for
+    // which file: "orch-gamma 3.0 installed for sales.py" (jobs/install_summary.py).
+    const last = (requirements.message || "").split("; ").pop();
+    const told = last.includes(" installed for ") ? last : "";
     if (changed.length) {
       changeNotice("Changed " + changed.join(", ") + ". The kernel keeps the versions it already imported until marimo restarts.");
+    } else if (told) {
+      notice("installed", told + ": run the cells that import them again.", true);
     } else if (added.length) {
       notice("installed", "Installed " + added.join(", ") + ": run the cells that import them again.", true);
     } else if (!shown.has("installed")) { // what an earlier run changed stays in view
