@@ -43,6 +43,8 @@ FORMAT = 1
 CHUNK = 1 << 20
 """Bytes per read and write on the volume: large, so a network filesystem sees few operations."""
 ZSTD_LEVEL = 3
+TAR_FILES_CHANGED = 1
+"""GNU tar's exit status when a file changed while it was read: the venv is being changed."""
 READ_CHUNK = 4 << 20
 READERS = 8
 """Reads in flight while a snapshot is restored (see :func:`read_ahead`)."""
@@ -178,9 +180,10 @@ def take(
             raw.flush()
             os.fsync(raw.fileno())
         errors = tar.stderr.read().decode("utf-8", "replace").strip()
-        if tar.wait() != 0:
+        code = tar.wait()
+        if code not in (0, TAR_FILES_CHANGED):
             raise JobError(f"could not archive {venv}: tar: {errors[-300:]}")
-        if not unchanged():
+        if code == TAR_FILES_CHANGED or not unchanged():
             tmp.unlink()
             return None
         sha = hashing.digest.hexdigest()
