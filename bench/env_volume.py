@@ -428,7 +428,15 @@ def cell_text(values: list[float | str]) -> str:
     return f"{statistics.median(numbers):.2f} s"
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM or SIGINT (ignored in a background job otherwise): unwind, so every process is
+    killed and the mount unmounted by the ``finally`` blocks and context managers."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--delays-ms", default="0,1,5")
     parser.add_argument("--revisions", default="main,WORKTREE")
