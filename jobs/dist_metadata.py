@@ -12,8 +12,14 @@ over the same paths (``*.dist-info`` and ``*.egg-info``, folder or file, per pat
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+
+def canonical(name: str) -> str:
+    """A distribution's name as PEP 503 compares it (``Foo_Bar.baz`` → ``foo-bar-baz``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,14 @@ def is_network_volume(state_dir: Path, env_dir: Path) -> tuple[bool, str]:
     return kind not in LOCAL_FILESYSTEMS, kind
 
 
+def probably_local(choice: EnvLocation, state_dir: Path, env_dir: Path) -> Path | None:
+    """What :func:`decide` most likely says, from the filesystem types alone (no writes): the
+    warm start's guess, checked by the pipeline before it serves that marimo."""
+    if choice == "local" or (choice == "auto" and is_network_volume(state_dir, env_dir)[0]):
+        return env_dir
+    return None
+
+
 def decide(
     choice: EnvLocation,
     state_dir: Path,

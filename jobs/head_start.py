@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobs.env_location import probably_local
 from jobs.errors import JobError
 from jobs.installers import Installer, resolve_installer
 from jobs.interpreter import Interpreter
@@ -110,6 +111,9 @@ def begin(settings: JobSettings) -> HeadStart | None:
     layout = StateLayout(settings.state_dir)
     if not layout.root.is_dir():
         return None
+    if settings.not_persistent is None:
+        local = probably_local(settings.env_location, settings.state_dir, settings.env_dir)
+        layout = layout._replace(local=local)
     try:
         installer = resolve_installer(settings.installer)
     except JobError:

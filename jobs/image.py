@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.dist_metadata import distributions
+from jobs.dist_metadata import canonical, distributions
 from jobs.layout import StateLayout
-from jobs.ledger import canonical
 
 
 def image_distributions() -> dict[str, str]:

@@ -30,13 +30,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from jobs.dist_metadata import distributions
+from jobs.dist_metadata import canonical, distributions
 from jobs.layout import StateLayout
 from jobs.manifest import Manifest, write_atomically
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def site_packages(venv: Path) -> list[Path]:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import shutil
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobs import ledger, snapshot
 from jobs.blocking import off_loop
@@ -86,20 +86,28 @@ def signature(layout: StateLayout) -> tuple[str, float]:
     return manifest, ledger.site_packages_mtime(layout)
 
 
-async def restore(layout: StateLayout, reporter: Reporter) -> tuple[str, str | None]:
+class Restored(NamedTuple):
+    """What :func:`restore` did: ``seconds`` is set when the venv was restored; ``warning``
+    says why a snapshot on the volume could not be used (the caller then builds anew)."""
+
+    message: str
+    seconds: float | None = None
+    warning: str | None = None
+
+
+async def restore(layout: StateLayout, reporter: Reporter) -> Restored:
     """Put the snapshot's venv in place on local disk when the local one is missing or was not
-    completed; returns what happened (for the ``venv`` step) and a warning when the snapshot
-    could not be used (then the caller builds the venv anew).
+    completed.
 
     Call only when ``layout.local`` is set and the local venv is not usable."""
     record = await off_loop(snapshot.load, layout.snapshot_record)
     if record is None:
-        return "no snapshot on the volume yet", None
+        return Restored("no snapshot on the volume yet")
     interpreter = Interpreter.current()
     if record.python_version != interpreter.version:
-        return "the snapshot was made with another Python: building anew", None
+        return Restored("the snapshot was made with another Python")
     if record.venv_path != str(layout.venv):
-        return f"the snapshot was made at {record.venv_path}: building anew", None
+        return Restored(f"the snapshot was made at {record.venv_path}")
     reporter.step_progress(
         "venv",
         f"Restoring your Python packages from the snapshot on the volume "
@@ -111,18 +119,21 @@ async def restore(layout: StateLayout, reporter: Reporter) -> tuple[str, str | N
     try:
         seconds = await off_loop(snapshot.restore, record, layout.snapshot_archives, layout.venv)
     except snapshot.SnapshotMismatch as error:
-        return f"{error}: building anew", None
+        return Restored(str(error))
     except snapshot.CorruptSnapshot as error:
         aside = await off_loop(
             snapshot.keep_aside, layout.snapshot_record, layout.snapshot_archives, record
         )
         kept = f"; it was kept at {aside}" if aside is not None else ""
-        return "", (
-            f"The snapshot of the Python packages could not be used ({error}){kept}: they are "
-            "reinstalled from requirements.txt and the packages you added"
+        return Restored(
+            "the snapshot is corrupt",
+            warning=f"The snapshot of the Python packages could not be used ({error}){kept}: "
+            "they are reinstalled from requirements.txt and the packages you added",
         )
     await off_loop(_write_manifest, layout, record.manifest)
-    return f"Restored the Python packages from the snapshot in {seconds:.1f} s", None
+    return Restored(
+        f"Restored the Python packages from the snapshot in {seconds:.1f} s", seconds=seconds
+    )
 
 
 def _clear(layout: StateLayout) -> None:
@@ -163,14 +174,17 @@ class SnapshotKeeper:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._only_if_stale = False
         self.extra: dict[str, Any] = {}
 
     def report(self, **extra: Any) -> None:
         self.extra.update(extra)
         self.reporter.environment_changed(describe(self.layout, self.placement, **self.extra))
 
-    def changed(self) -> None:
-        """The venv may have changed: a snapshot follows once things are quiet."""
+    def changed(self, only_if_stale: bool = False) -> None:
+        """The venv may have changed: a snapshot follows once things are quiet (with
+        ``only_if_stale``, only when the volume's snapshot is not of the venv as it is)."""
+        self._only_if_stale = only_if_stale and (self._task is None or self._task.done())
         self._idle.clear()
         self._wanted.set()
         if self._task is None or self._task.done():
@@ -190,6 +204,8 @@ class SnapshotKeeper:
         )
 
     async def _run(self) -> None:
+        if self._only_if_stale and not await off_loop(self.needs_snapshot):
+            self._wanted.clear()
         while self._wanted.is_set():
             self._wanted.clear()
             await asyncio.sleep(self.debounce)

@@ -24,6 +24,7 @@ from typing import Literal, NamedTuple
 from jobs import image as image_job
 from jobs import ledger, scratch
 from jobs.blocking import off_loop
+from jobs.dist_metadata import canonical
 from jobs.errors import JobError, PermanentError, TransientError
 from jobs.installer_output import ProgressParser, classify_failure
 from jobs.installers import INDEX_VARIABLES, Installer
@@ -168,7 +169,7 @@ async def _install_with_uv(
     requested: set[str] = set()
     for line in wanted:
         with contextlib.suppress(InvalidRequirement):
-            requested.add(ledger.canonical(Requirement(line).name))
+            requested.add(canonical(Requirement(line).name))
     filtered = workdir / "requirements.txt"
     filtered.write_text("\n".join(plan.lines) + "\n", encoding="utf-8")
     excluded = set(image_job.excludes(image, requested))

@@ -16,7 +16,7 @@ from packaging.markers import UndefinedEnvironmentName
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
-from jobs.ledger import canonical
+from jobs.dist_metadata import canonical
 from jobs.sources import Declared
 
 

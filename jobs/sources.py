@@ -34,7 +34,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from jobs.ledger import canonical
+from jobs.dist_metadata import canonical
 from jobs.requirement_includes import SourcedRequirement, follow
 from jobs.script_headers import HeaderCache, HeaderScan, ScriptHeader
 

@@ -191,6 +191,28 @@ async def create(
     ledger.reset_baseline(layout)
 
 
+async def build(
+    layout: StateLayout,
+    installer: Installer,
+    env: dict[str, str],
+    reporter: Reporter,
+    requirements: Path | None,
+    reason: str,
+) -> str:
+    """:func:`create`, timed: the page is told how long the last build took (its ETA) and the
+    manifest's history records this one. Returns the message saying what was built and why."""
+    reporter.step_progress("venv", f"Building the venv: {reason}", 0.0)
+    history = Manifest.load(layout.manifest).history
+    if (expected := history.get("venv_seconds")) is not None:
+        reporter.step_expected("venv", float(expected))
+    started = time.monotonic()
+    await create(layout, installer, env, reporter, requirements)
+    manifest = Manifest.load(layout.manifest)
+    manifest.history["venv_seconds"] = round(time.monotonic() - started, 3)
+    manifest.save(layout.manifest)
+    return f"Built the venv at {layout.venv} in {time.monotonic() - started:.1f} s ({reason})"
+
+
 def _write_layer(layout: StateLayout) -> None:
     dirs = image_site_dirs()
     if not dirs:

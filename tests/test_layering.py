@@ -1,6 +1,7 @@
 """The layers: ``orchestrator/`` composes, ``jobs/`` and ``proxy/`` are leaves that never import
-``orchestrator/`` nor each other. Every import statement counts, function-local and
-``TYPE_CHECKING`` ones included."""
+``orchestrator/`` nor each other. Inside ``jobs/``, a few modules sit below others and never
+import them back. Every import statement counts, function-local and ``TYPE_CHECKING`` ones
+included."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAVES = {"jobs": {"orchestrator", "proxy"}, "proxy": {"orchestrator", "jobs"}}
+BELOW = {"jobs.image": {"jobs.ledger"}}
+"""module → modules of its own package it must never import (they import it)."""
 
 
 def imported_packages(source: Path) -> set[tuple[int, str]]:
@@ -35,6 +38,24 @@ def test_leaves_import_neither_the_orchestrator_nor_each_other(leaf: str) -> Non
         if package in LEAVES[leaf]
     ]
     assert crossings == []
+
+
+def imported_modules(source: Path) -> set[str]:
+    """Every absolute module ``source`` imports, ``from jobs import ledger`` as ``jobs.ledger``."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"), str(source))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(BELOW))
+def test_lower_modules_never_import_the_ones_above(module: str) -> None:
+    source = ROOT / f"{module.replace('.', '/')}.py"
+    assert imported_modules(source) & BELOW[module] == set()
 
 
 def test_the_walk_sees_local_and_type_checking_imports(tmp_path: Path) -> None:

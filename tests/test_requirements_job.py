@@ -136,7 +136,7 @@ def test_a_syntax_error_names_the_line(tmp_path: Path, index: LocalIndex) -> Non
 
 
 def test_a_flaky_index_is_retried_with_visible_attempts(tmp_path: Path, index: LocalIndex) -> None:
-    from jobs.runner import POLICIES, RetryPolicy, run_step
+    from jobs.retry import POLICIES, RetryPolicy, run_step
 
     env = hermetic_env(index.env())
     layout = make_venv(tmp_path, "uv", env)

@@ -1,0 +1,177 @@
+"""The ``venv`` and ``requirements`` steps on one environment folder (a :class:`StateLayout`):
+what marimo runs from, checked, built or rebuilt, with the requirements and the user's packages
+installed into it.
+
+Where that folder is (the state folder, its ephemeral fallback, a generation of a shared one)
+is for the caller to say; nothing here chooses or remembers a layout.
+
+Invariants: a venv that is rebuilt always gets the user's packages back from the ledger, even
+when the requirements fail; the marimo started early (jobs/head_start.py) is ended before
+anything it runs from changes (``drop_head_start``); a failed step is reported here with what it
+means for marimo, and never raises past these methods.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from jobs import ledger, local_env
+from jobs import requirements as requirements_job
+from jobs import venv as venv_job
+from jobs.blocking import off_loop
+from jobs.errors import JobError
+from jobs.installers import Installer
+from jobs.interpreter import Interpreter
+from jobs.layout import StateLayout
+from jobs.reporting import StepTracker
+from jobs.retry import POLICIES, run_step
+from jobs.settings import JobSettings
+
+
+class EnvironmentSteps:
+    """The venv and requirements steps, reporting to ``reporter``."""
+
+    def __init__(
+        self,
+        settings: JobSettings,
+        reporter: StepTracker,
+        drop_head_start: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.reporter = reporter
+        self._drop_head_start = drop_head_start
+        self._env = dict(settings.env)
+        self.snapshot_warning: str | None = None
+        """Why the volume's snapshot could not be used at the last restore, if it could not."""
+        self.restored_seconds: float | None = None
+        """How long the last restore from the snapshot took, if one was restored."""
+
+    async def build(
+        self, layout: StateLayout, installer: Installer, force: bool = False
+    ) -> Path | None:
+        """The venv checked (rebuilt if needed) and the requirements installed into it: the
+        venv's interpreter, or ``None`` when there is no venv to run from."""
+        python, rebuilt = await self.venv(layout, installer)
+        if python is not None:
+            await self.requirements(layout, installer, restore=rebuilt, force=force)
+        return python
+
+    async def venv(self, layout: StateLayout, installer: Installer) -> tuple[Path | None, bool]:
+        """The venv's interpreter (``None``: no venv can be built) and whether it was rebuilt."""
+        self.reporter.step_running("venv", f"Checking the venv at {layout.venv}")
+        rebuilt = False
+
+        async def attempt() -> str:
+            nonlocal rebuilt
+            reason = await venv_job.why_unusable(layout, Interpreter.current(), self._env)
+            if not reason:
+                return f"Reusing the venv at {layout.venv}"
+            await self._drop_head_start(f"the venv must be rebuilt ({reason})")
+            rebuilt = True
+            return await self._build_venv(layout, installer, reason)
+
+        try:
+            message = await run_step("venv", attempt, self.reporter, POLICIES["venv"])
+        except JobError as error:
+            self._venv_failed(error)
+            self.reporter.step_finished("requirements", "skipped", "no venv to install into")
+            return None, False
+        self.reporter.step_finished("venv", "done", message)
+        return layout.venv_python, rebuilt
+
+    async def rebuild(
+        self, layout: StateLayout, installer: Installer, reason: str, force: bool
+    ) -> Path:
+        """The venv rebuilt at once (no retry), then the requirements and the user's packages
+        installed into it: its interpreter, or the image's when it cannot be built. Nothing may
+        run from the venv meanwhile (the caller stops marimo first)."""
+        self.reporter.step_running("venv", f"Rebuilding the venv: {reason}")
+        try:
+            message = await self._build_venv(layout, installer, reason)
+        except JobError as error:
+            self._venv_failed(error)
+            return Path(sys.executable)
+        self.reporter.step_finished("venv", "done", message)
+        await self.requirements(layout, installer, restore=True, force=force)
+        return layout.venv_python
+
+    async def _build_venv(self, layout: StateLayout, installer: Installer, reason: str) -> str:
+        """A venv in place: restored from the volume's snapshot when the venv runs from local
+        disk and one fits, else built anew (the requirements step then installs into it)."""
+        if layout.local is not None:
+            await off_loop(ledger.rescue, layout, self.settings.requirements)
+            restored = await local_env.restore(layout, self.reporter)
+            if restored.warning is not None:
+                self.snapshot_warning = restored.warning
+                self.reporter.log("venv", "orchestrator", restored.warning)
+            if restored.seconds is not None:
+                self.restored_seconds = restored.seconds
+                if not await venv_job.why_unusable(layout, Interpreter.current(), self._env):
+                    return restored.message
+                reason = "the restored snapshot does not run"
+            else:
+                reason = f"{reason}; {restored.message}"
+        return await venv_job.build(
+            layout, installer, self._env, self.reporter, self.settings.requirements, reason
+        )
+
+    def _venv_failed(self, error: JobError) -> None:
+        self.reporter.step_finished(
+            "venv", "failed", f"{error}; marimo runs from the image's Python without Install"
+        )
+
+    async def requirements(
+        self, layout: StateLayout, installer: Installer, restore: bool, force: bool = False
+    ) -> bool:
+        """True when the requirements (and, with ``restore``, the user's packages from the
+        ledger, restored even when the requirements failed) are installed."""
+        path = self.settings.requirements
+        self.reporter.step_running("requirements", f"Checking {path}")
+
+        async def attempt() -> requirements_job.InstallOutcome:
+            return await requirements_job.install(
+                path,
+                layout,
+                installer,
+                self._env,
+                self.reporter,
+                force=force,
+                before_change=lambda: self._drop_head_start(f"{path.name} must be installed"),
+            )
+
+        async def restore_attempt() -> str:
+            return await requirements_job.restore_user_packages(
+                layout, installer, self._env, self.reporter
+            )
+
+        failure: JobError | None = None
+        outcome: requirements_job.InstallOutcome | None = None
+        try:
+            outcome = await run_step(
+                "requirements", attempt, self.reporter, POLICIES["requirements"]
+            )
+        except JobError as error:
+            failure = error
+        restored = ""
+        if restore:
+            try:
+                restored = await run_step(
+                    "requirements", restore_attempt, self.reporter, POLICIES["requirements"]
+                )
+            except JobError as error:
+                failure = failure or JobError(f"could not restore your packages: {error}")
+        if failure is not None or outcome is None:
+            self.reporter.step_finished("requirements", "failed", str(failure))
+            return False
+        if restored:  # the installer ran, if only for the user's packages
+            base = outcome.message if outcome.kind == "installed" else "Requirements unchanged"
+            self.reporter.step_finished("requirements", "done", f"{base}{restored}")
+        else:
+            self.reporter.step_finished(
+                "requirements",
+                "done" if outcome.kind == "installed" else "skipped",
+                outcome.message,
+            )
+        return True

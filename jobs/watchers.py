@@ -1,0 +1,111 @@
+"""The pipeline's background watchers, started once marimo runs: each notices one kind of change
+under a running marimo and hands it to the pipeline (jobs/runner.py).
+
+Invariants: a watcher never changes the venv while ``venv_lock`` is held (an install, a rebuild
+or a repair is under way): it looks again on its next round instead, and what it changes itself
+it changes under that lock. A watcher raises nothing the pipeline must handle; the pipeline runs
+it guarded, so that a failing watcher never takes marimo down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from jobs import ledger
+from jobs import requirements as requirements_job
+from jobs.errors import JobError
+from jobs.installers import Installer
+from jobs.layout import StateLayout
+from jobs.reporting import StepTracker
+
+
+async def watch_requirements(
+    path: Path,
+    reporter: StepTracker,
+    reinstall: Callable[[], Awaitable[None]],
+    interval: float = 2.0,
+) -> None:
+    """``reinstall()`` whenever the requirements file's content changes."""
+    last = requirements_job.read_requirements_quietly(path)
+    while True:
+        await asyncio.sleep(interval)
+        current = requirements_job.read_requirements_quietly(path)
+        if current != last:
+            last = current
+            reporter.log("requirements", "orchestrator", f"{path.name} changed: installing")
+            await reinstall()
+
+
+async def watch_ledger(
+    layout: StateLayout,
+    installer: Installer,
+    requirements: Path,
+    env: dict[str, str],
+    reporter: StepTracker,
+    venv_lock: asyncio.Lock,
+    on_change: Callable[[], None] = lambda: None,
+    interval: float = 5.0,
+) -> None:
+    """Keep the ledger in step with packages installed from marimo's UI or a terminal, and call
+    ``on_change`` when the venv changed since the watcher first looked."""
+    seen = 0.0
+    while True:
+        await asyncio.sleep(interval)
+        mtime = ledger.site_packages_mtime(layout)
+        if mtime != seen and not venv_lock.locked():
+            first, seen = seen == 0.0, mtime
+            await asyncio.get_running_loop().run_in_executor(
+                None, ledger.sync, layout, requirements
+            )
+            if not first:
+                on_change()
+            await _install_what_ui_packages_need(layout, installer, env, reporter, venv_lock)
+
+
+async def _install_what_ui_packages_need(
+    layout: StateLayout,
+    installer: Installer,
+    env: dict[str, str],
+    reporter: StepTracker,
+    venv_lock: asyncio.Lock,
+) -> None:
+    """A package from marimo's Install button that truly needs another version of an image
+    package gets it in the venv, and the requirements step's message says which and why."""
+    if venv_lock.locked():
+        return
+    async with venv_lock:
+        try:
+            replaced = await requirements_job.install_what_ui_packages_need(
+                layout, installer, env, reporter
+            )
+        except JobError as error:
+            replaced = f"could not install what your packages need: {error}"
+    if replaced:
+        previous = reporter.message("requirements")
+        reporter.step_progress("requirements", f"{previous}; {replaced}" if previous else replaced)
+
+
+async def watch_venv(
+    layout: StateLayout,
+    python: Path,
+    reporter: StepTracker,
+    venv_lock: asyncio.Lock,
+    repair: Callable[[], Awaitable[None]],
+    interval: float = 2.0,
+) -> None:
+    """Notice a venv that vanished or broke under a running marimo (``rm -rf``, a full disk
+    that truncated it): say so and ``repair()`` (which restarts marimo on the repaired venv,
+    with a watcher of its own); this watcher then ends."""
+    while True:
+        await asyncio.sleep(interval)
+        intact = python.exists() and layout.venv.joinpath("pyvenv.cfg").is_file()
+        if intact or venv_lock.locked():
+            continue
+        reporter.step_running(
+            "venv", f"The venv at {layout.venv} vanished while marimo ran: repairing it"
+        )
+        reporter.log("venv", "orchestrator", f"{python} is gone: repairing the venv")
+        await repair()
+        return
