@@ -13,9 +13,11 @@ the state folder ``state`` inside it, ``Quix__Deployment__State__Path`` set, no 
 by token. Wheels come from a local index (tests/support/index.py) serving
 ``bench/.cache/env-wheels``, downloaded once from PyPI with ``pip download``.
 
-A "container" is a ``TMPDIR`` of its own (a new container has a fresh /tmp): the after build's
-default ``--env-dir`` lies under it, and ``--env-dir`` is passed explicitly (inside it) when
-the revision's ``--help`` offers it.
+A "container" is a ``TMPDIR`` of its own, ``container/tmp``; a new container has a fresh /tmp
+at the same path, so a replacement deletes that folder and starts again with the same paths
+(the after build's default ``--env-dir`` is ``$TMPDIR/marimo-orchestrator-env-<hash of the
+state folder>``, the same in every container; ``--env-dir $TMPDIR/env`` is passed explicitly
+when the revision's ``--help`` offers it).
 
 Measured, in order, on one state:
 1. cold start to ready: empty state, empty container, time from spawn to ``/-/ready`` 200;
@@ -357,11 +359,12 @@ def measure(
         runs.append(run)
         return run
 
+    container = cell / "container"
     step = "cold"
     try:
         with state_volume(cell, delay_ms) as state:
             try:
-                first = start(cell / "container-1", state, "1-cold")
+                first = start(container, state, "1-cold")
                 results["cold"] = first.time_to_ready(timeout)
                 status = first.status() or {}
                 environment = status.get("environment")
@@ -389,10 +392,17 @@ def measure(
                     time.sleep(3)
                 step = "replaced"
                 first.kill()
-                shutil.rmtree(cell / "container-1")
-                second = start(cell / "container-2", state, "2-replaced")
+                shutil.rmtree(container)  # a new container: the same paths, a fresh /tmp
+                second = start(container, state, "2-replaced")
                 results["replaced"] = second.time_to_ready(timeout)
                 status = second.status()
+                for entry in (status or {}).get("steps", []):
+                    if entry.get("name") in ("venv", "requirements"):
+                        spent = (entry.get("finished_at") or 0) - (entry.get("started_at") or 0)
+                        notes.append(
+                            f"after the replacement, {entry['name']} step {spent:.1f} s: "
+                            f"{entry.get('message', '')[:160]}"
+                        )
                 python = venv_python(status, state)
                 step = "imports"
                 first_import, results["imports"] = time_imports(python, base_env, timeout)
@@ -401,7 +411,7 @@ def measure(
                 results["install"] = second.install(package, timeout)
                 step = "warm"
                 second.terminate()
-                third = start(cell / "container-2", state, "3-warm")
+                third = start(container, state, "3-warm")
                 results["warm"] = third.time_to_ready(timeout)
             except Timeout as error:
                 results[step] = "> timeout"
