@@ -378,8 +378,10 @@ def measure(
                 if environment and environment.get("location") == "local":
                     started = time.monotonic()
                     snap = first.wait_status(
-                        lambda s: bool(s["environment"].get("snapshot"))
-                        and not s["environment"].get("snapshotting"),
+                        lambda s: (
+                            bool(s["environment"].get("snapshot"))
+                            and not s["environment"].get("snapshotting")
+                        ),
                         timeout,
                         "snapshot",
                     )["environment"]["snapshot"]
@@ -517,8 +519,10 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    print(f"    {command}\n\n{date}; {args.runs} run(s) per cell; local index, {len(list(WHEELS.glob('*.whl')))} wheels; "
-          f"Install button: `{args.package}`.\n")
+    print(
+        f"    {command}\n\n{date}; {args.runs} run(s) per cell; local index, {len(list(WHEELS.glob('*.whl')))} wheels; "
+        f"Install button: `{args.package}`.\n"
+    )
     for key, title in MEASUREMENTS.items():
         print(f"#### {title}\n")
         print("| revision | delay | time | ratio to 0 ms |")
