@@ -2,12 +2,12 @@
 
 A generation is a folder ``envs/<image key>-<id>/`` holding a venv, its manifest and ledger.
 It is built once, by the replica holding the build lease, beside the generation in use; it is
-published by replacing the pointer ``envs/current-<image key>`` (temp file + ``rename``, atomic),
-and never changed after. The image key is a hash of the interpreter and the image's packages,
-so during a rolling image update a replica of the old image never follows a pointer written for
-the new one. A replica records that it runs from a generation in ``<generation>/users/<holder>``
-(refreshed while it does, removed when it moves away or stops), and a generation that no
-pointer names and no live user records is removed.
+published by replacing the pointer ``envs/current-<image key>`` atomically
+(:func:`jobs.atomic.write_atomically`), and never changed after. The image key is a hash of the
+interpreter and the image's packages, so during a rolling image update a replica of the old
+image never follows a pointer written for the new one. A replica records that it runs from a
+generation in ``<generation>/users/<holder>`` (refreshed while it does, removed when it moves
+away or stops), and a generation that no pointer names and no live user records is removed.
 
 Invariant: no file under a published generation is written after its publication, except its
 ``users/`` records; an environment in use is never modified.
@@ -23,6 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
+from jobs.atomic import write_atomically
 from jobs.layout import StateLayout
 
 USERS = "users"
@@ -72,12 +73,7 @@ def create(root: StateLayout, key: str, holder: str) -> StateLayout:
 def publish(root: StateLayout, key: str, generation: StateLayout) -> None:
     """Make ``generation`` the current one for ``key``, atomically."""
     assert generation.env is not None
-    target = pointer(root, key)
-    temporary = target.with_name(f".{target.name}.{os.urandom(6).hex()}.tmp")
-    temporary.write_text(generation.env.name + "\n", encoding="utf-8")
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
+    write_atomically(pointer(root, key), generation.env.name + "\n")
 
 
 def register(generation: StateLayout, holder: str) -> None:

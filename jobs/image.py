@@ -128,7 +128,7 @@ def write_excludes(layout: StateLayout) -> None:
     rewritten only when it changed. A package a UI install truly needs at another version than
     the image's then fails to import, and :func:`conflicts` names it; installing it through the
     requirements file gets it."""
-    from jobs.manifest import write_atomically
+    from jobs.atomic import write_atomically
 
     text = "".join(f"{name}\n" for name in sorted(image_distributions()))
     try:

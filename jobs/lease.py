@@ -8,8 +8,9 @@ taken. A lease is a file instead:
   name: ``link`` fails with ``EEXIST`` when the name exists, atomically, on local filesystems
   and on NFS alike (the open(2) manual's advice for exclusive creation over NFS); the record
   is complete before the name exists, so nobody ever reads half a lease;
-- **kept** by a heartbeat: the holder rewrites the record (temp file + ``rename``, atomic) with
-  a higher ``beat`` every ``ttl / 4`` seconds, first checking that the lease is still its own;
+- **kept** by a heartbeat: the holder rewrites the record atomically
+  (:func:`jobs.atomic.write_atomically`) with a higher ``beat`` every ``ttl / 4`` seconds, first
+  checking that the lease is still its own;
 - **expired** when the record a waiter reads has not changed for ``ttl`` seconds of *the
   waiter's own* monotonic clock: no clock of two machines is ever compared, so clock skew
   between replicas cannot expire a live lease;
@@ -31,6 +32,8 @@ import os
 import socket
 import time
 from pathlib import Path
+
+from jobs.atomic import write_atomically
 
 
 def holder_id() -> str:
@@ -102,8 +105,7 @@ class Lease:
         if not self._ours():
             return False
         self._beat += 1
-        private = _write_private(self.path, self.record())
-        os.replace(private, self.path)
+        write_atomically(self.path, self.record())
         return True
 
     def release(self) -> None:

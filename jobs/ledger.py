@@ -30,9 +30,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from jobs.atomic import write_atomically
 from jobs.dist_metadata import canonical, distributions
 from jobs.layout import StateLayout
-from jobs.manifest import Manifest, write_atomically
+from jobs.manifest import Manifest
 
 
 def site_packages(venv: Path) -> list[Path]:

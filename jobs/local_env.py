@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from jobs import ledger, snapshot
+from jobs.atomic import write_atomically
 from jobs.blocking import off_loop
 from jobs.env_location import Placement, decide
 from jobs.errors import JobError
 from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
-from jobs.manifest import Manifest, write_atomically
+from jobs.manifest import Manifest
 from jobs.reporting import Reporter
 from jobs.settings import JobSettings
 

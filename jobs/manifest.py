@@ -1,19 +1,19 @@
 """The manifest: what the venv is and what was last installed into it *successfully*.
 
-Invariants: the file is replaced atomically (write to a temporary file, fsync, rename, fsync the
-directory), so a reader sees the old or the new content, never a mix. ``install`` is recorded only
-after the installer exited 0, and cleared before an install starts, so a crash mid-install is
-never mistaken for success. A missing or unreadable manifest means "nothing is known": the jobs
-then verify or rebuild, they never trust it.
+Invariants: the file is replaced atomically (:func:`jobs.atomic.write_atomically`: temporary
+file, fsync, rename, fsync the directory), so a reader sees the old or the new content, never a
+mix. ``install`` is recorded only after the installer exited 0, and cleared before an install
+starts, so a crash mid-install is never mistaken for success. A missing or unreadable manifest
+means "nothing is known": the jobs then verify or rebuild, they never trust it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from jobs.atomic import write_atomically
 
 
 class VenvRecord(NamedTuple):
@@ -112,29 +112,3 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "finished_at": (int, float),
     "duration": (int, float),
 }
-
-
-def write_atomically(path: Path, text: str | bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` (UTF-8 when a string) so that a crash at any moment leaves
-    old or new content."""
-    import tempfile  # not on the warm start's path (the manifest is only read there)
-
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

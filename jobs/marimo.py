@@ -75,7 +75,7 @@ def configure_package_manager(layout: StateLayout, installer: Installer) -> None
     if table.get("manager") == installer.name:
         return
     table["manager"] = installer.name
-    from jobs.manifest import write_atomically
+    from jobs.atomic import write_atomically
 
     write_atomically(path, tomlkit.dumps(document))
 

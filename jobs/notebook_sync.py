@@ -37,8 +37,8 @@ from typing import Any
 
 from tenacity import wait_exponential
 
+from jobs.atomic import write_atomically
 from jobs.backoff import pause
-from jobs.manifest import write_atomically
 from jobs.notebook_scan import Scanner, read_notebook
 
 SEEN_PER_FILE = 50

@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from jobs.atomic import fsync_folder, write_atomically
 from jobs.errors import JobError
-from jobs.manifest import write_atomically
 
 FORMAT = 1
 CHUNK = 1 << 20
@@ -189,7 +189,7 @@ def take(
         sha = hashing.digest.hexdigest()
         name = f"env-{sha[:32]}.tar.zst"
         os.replace(tmp, archives / name)
-        _fsync_folder(archives)
+        fsync_folder(archives)
         record = SnapshotRecord(
             archive=name,
             sha256=sha,
@@ -250,14 +250,6 @@ def _entries(folder: Path) -> Iterator[Path]:
         yield from folder.iterdir()
     except OSError:
         return
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_ahead(path: Path, size: int, parallel: int = READERS) -> Iterator[bytes]:

@@ -2,8 +2,8 @@
 
 One line per ended session: ``<session id> <unix time it would have expired>``. Lines are
 appended (and fsynced) as sessions end; the file is rewritten without the expired ones when the
-state folder is adopted. Before a persistent state folder is known, ended sessions are kept in
-memory and written once it is.
+state folder is adopted (atomically, ``0600``: :func:`jobs.atomic.write_atomically`). Before a
+persistent state folder is known, ended sessions are kept in memory and written once it is.
 
 Invariant: a session id found here is refused whatever its cookie says; the file holds no
 secret (ids are random and useless without the signing secret).
@@ -15,6 +15,8 @@ import logging
 import os
 import time
 from pathlib import Path
+
+from jobs.atomic import write_atomically
 
 log = logging.getLogger("orchestrator")
 
@@ -96,13 +98,8 @@ class Revocations:
         self._merge(lines)
         self._prune()
         try:
-            temporary = path.with_name(path.name + ".tmp")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.writelines(f"{sid} {int(exp) + 1}\n" for sid, exp in self._ended.items())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
+            text = "".join(f"{sid} {int(exp) + 1}\n" for sid, exp in self._ended.items())
+            write_atomically(path, text.encode("ascii"), mode=0o600)
             self._read_up_to = path.stat().st_size
         except OSError as error:
             log.warning("cannot keep %s: %s; logouts will not survive a restart", path, error)

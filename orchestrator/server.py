@@ -153,7 +153,7 @@ class Server:
 
         The pipeline and the metrics arrive once the jobs' modules have loaded: the objects that
         use them are given the futures."""
-        from jobs.manifest import write_atomically
+        from jobs.atomic import write_atomically
         from orchestrator.actions import Actions
         from orchestrator.app import make_app, make_guard
         from orchestrator.bounds import BoundedServer

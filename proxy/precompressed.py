@@ -95,7 +95,8 @@ _TYPES = {
 """The type each kept extension is served with (marimo's types for them)."""
 
 Writer = Callable[[Path, bytes], None]
-"""Replaces a file atomically (``jobs.manifest.write_atomically``)."""
+"""Replaces a file atomically (the orchestrator gives ``jobs.atomic.write_atomically``: this
+package never imports :mod:`jobs`)."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The layers: ``orchestrator/`` composes, ``jobs/`` and ``proxy/`` are leaves that never import
 ``orchestrator/`` nor each other. Inside ``jobs/``, a few modules sit below others and never
-import them back. Every import statement counts, function-local and ``TYPE_CHECKING`` ones
-included."""
+import them back, and a few (:data:`STANDALONE`) import no module of the project at all. Every
+import statement counts, function-local and ``TYPE_CHECKING`` ones included."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LEAVES = {"jobs": {"orchestrator", "proxy"}, "proxy": {"orchestrator", "jobs"}}
 BELOW = {"jobs.image": {"jobs.ledger"}}
 """module → modules of its own package it must never import (they import it)."""
+STANDALONE = ["jobs.atomic"]
+"""Modules that import no module of this project (anyone may use them, their helpers reach
+:mod:`proxy` through the orchestrator)."""
 
 
 def imported_packages(source: Path) -> set[tuple[int, str]]:
@@ -56,6 +59,18 @@ def imported_modules(source: Path) -> set[str]:
 def test_lower_modules_never_import_the_ones_above(module: str) -> None:
     source = ROOT / f"{module.replace('.', '/')}.py"
     assert imported_modules(source) & BELOW[module] == set()
+
+
+@pytest.mark.parametrize("module", STANDALONE)
+def test_standalone_modules_import_nothing_of_the_project(module: str) -> None:
+    source = ROOT / f"{module.replace('.', '/')}.py"
+    found = {package for _, package in imported_packages(source)}
+    assert found & {"orchestrator", "jobs", "proxy"} == set()
+    assert not any(
+        node.level
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.ImportFrom)
+    )
 
 
 def test_the_walk_sees_local_and_type_checking_imports(tmp_path: Path) -> None:

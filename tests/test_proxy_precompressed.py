@@ -16,7 +16,7 @@ import pytest
 from tornado.httputil import HTTPServerRequest
 from tornado.web import Application, RequestHandler
 
-from jobs.manifest import write_atomically
+from jobs.atomic import write_atomically
 from proxy.caching import IMMUTABLE
 from proxy.precompressed import AssetStore
 from tests.conftest_proxy import (
