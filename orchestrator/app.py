@@ -1,6 +1,9 @@
 """The Tornado application: the guard, the routes (ours under /-/, then the proxy's) and the
 per-request log hook. Built by orchestrator/server.py once this module has loaded.
 
+Invariant: every route but the probes, sign-in and static files is given the guard as an
+argument (:mod:`orchestrator.web.protected`), and the application is not built when one lacks it.
+
 Invariant: importing this module imports Tornado and the web modules, but not marimo, requests,
 prometheus_client, tenacity or the jobs' pipeline (jobs/runner.py): it is loaded while the early
 responder answers probes, and Tornado takes the port over as soon as it has.
@@ -38,6 +41,7 @@ from orchestrator.web.handlers import (
 from orchestrator.web.login import LoginHandler, LogoutHandler
 from orchestrator.web.metrics_route import MetricsHandler
 from orchestrator.web.panel import panel_transform
+from orchestrator.web.protected import require_guards
 from orchestrator.web.restart import RestartHandler
 from proxy.precompressed import AssetStore
 from proxy.routes import proxy_rules
@@ -86,6 +90,7 @@ def make_app(
     ``/-/metrics`` answers 503 and requests are not counted)."""
     page = LoadingPage(board)
     own: dict[str, object] = {"board": board}
+    guarded: dict[str, object] = {"board": board, "guard": guard}
     own_rules: list[tornado.routing.Rule] = [
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/login"),
@@ -96,25 +101,27 @@ def make_app(
             tornado.routing.PathMatches(r"/-/logout"), LogoutHandler, {"guard": guard}
         ),
         tornado.routing.Rule(
-            tornado.routing.PathMatches(r"/-/restart"), RestartHandler, {"actions": actions}
+            tornado.routing.PathMatches(r"/-/restart"),
+            RestartHandler,
+            {"actions": actions, "guard": guard},
         ),
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/metrics"),
             MetricsHandler,
-            {"public": config.metrics_public, "metrics": metrics},
+            {"public": config.metrics_public, "metrics": metrics, "guard": guard},
         ),
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/healthy"), HealthyHandler, own),
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/ready"), ReadyHandler, own),
-        tornado.routing.Rule(tornado.routing.PathMatches(r"/-/status"), StatusHandler, own),
+        tornado.routing.Rule(tornado.routing.PathMatches(r"/-/status"), StatusHandler, guarded),
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/events"),
             EventsHandler,
-            {"board": board, "keepalive": config.sse_keepalive},
+            {"board": board, "guard": guard, "keepalive": config.sse_keepalive},
         ),
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/loading"),
             LoadingPageHandler,
-            {"board": board, "page": page},
+            {"board": board, "guard": guard, "page": page},
         ),
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/static/(.*)"),
@@ -128,7 +135,9 @@ def make_app(
         # through to marimo, as before.
         tornado.routing.Rule(tornado.routing.PathMatches(r"/-/.*"), own_rules),
         tornado.routing.Rule(
-            FrontPageVisit(config.jobs.notebook_dir, config.open_notebook), OpenNotebookHandler
+            FrontPageVisit(config.jobs.notebook_dir, config.open_notebook),
+            OpenNotebookHandler,
+            {"guard": guard},
         ),
         *proxy_rules(
             board.upstream,
@@ -147,6 +156,7 @@ def make_app(
             asset_store=assets,
         ),
     ]
+    require_guards(rules)  # a protected route without its guard fails here, at start
     app = tornado.web.Application(
         rules,
         compress_response=False,
@@ -158,7 +168,6 @@ def make_app(
         guard=guard,
         board=board,
         metrics=metrics,
-        user_token_of=guard.user_token,
         log_function=log_request,
     )
     app.add_transform(framing_transform(config.frame_ancestors))

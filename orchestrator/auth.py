@@ -140,16 +140,13 @@ def _origin_tuple(scheme: str, netloc: str) -> tuple[str, str, int] | None:
     return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
 
 
-def same_origin(handler: tornado.web.RequestHandler, trust_proxy: bool | None = None) -> bool:
+def same_origin(handler: tornado.web.RequestHandler, trust_proxy: bool) -> bool:
     """No Origin header (not a browser's cross-site request) or one naming this very site:
     the same scheme, host and port (the scheme and host as a trusted proxy in front saw them)."""
     request = handler.request
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    if trust_proxy is None:
-        guard = handler.application.settings.get("guard")
-        trust_proxy = bool(guard is not None and guard.trust_proxy)
     parts = urlsplit(origin)
     claimed = _origin_tuple(parts.scheme.lower(), parts.netloc)
     if claimed is None:

@@ -96,9 +96,15 @@ def test_changes_published_from_a_worker_thread_reach_every_watcher() -> None:
     from orchestrator.web.handlers import EventsHandler
     from tests.support.orchestrator import free_port
 
+    class AdmitsEveryone:
+        async def admit(self, handler: tornado.web.RequestHandler) -> bool:
+            return True
+
     async def main() -> None:
         board = StatusBoard()
-        app = tornado.web.Application([(r"/-/events", EventsHandler, {"board": board})])
+        app = tornado.web.Application(
+            [(r"/-/events", EventsHandler, {"board": board, "guard": AdmitsEveryone()})]
+        )
         port = free_port()
         server = tornado.httpserver.HTTPServer(app)
         server.listen(port, "127.0.0.1")

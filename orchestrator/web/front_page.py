@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import tornado.web
 from tornado.httputil import HTTPServerRequest
 from tornado.routing import Matcher
 
 from orchestrator.auth import Guard
+from orchestrator.web.protected import Protected
 from proxy.gate import is_navigation
 
 _SNIFF_BYTES = 64 * 1024
@@ -71,13 +71,11 @@ class FrontPageVisit(Matcher):
         return None if name is None else {"path_kwargs": {"name": name}}
 
 
-class OpenNotebookHandler(tornado.web.RequestHandler):
-    """Redirects the front page to the notebook :class:`FrontPageVisit` chose."""
+class OpenNotebookHandler(Protected):
+    """Redirects the front page to the notebook :class:`FrontPageVisit` chose (signed in)."""
 
-    async def prepare(self) -> None:
-        guard: Guard | None = self.application.settings.get("guard")
-        if guard is not None:
-            await guard.admit(self)  # a refused request is answered, so the method is skipped
+    def initialize(self, *, guard: Guard) -> None:
+        self.guard = guard
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")

@@ -1,4 +1,8 @@
-"""``/-/healthy``, ``/-/ready``, ``/-/status``, ``/-/events`` and the loading page."""
+"""``/-/healthy``, ``/-/ready``, ``/-/status``, ``/-/events`` and the loading page.
+
+Invariant: the probes (``/-/healthy``, ``/-/ready``) are public; the others are
+:class:`~orchestrator.web.protected.Protected`: they take the guard as a required argument and
+serve nothing without it."""
 
 from __future__ import annotations
 
@@ -16,23 +20,15 @@ import tornado.web
 from orchestrator import probes
 from orchestrator.auth import Guard
 from orchestrator.status import StatusBoard, Subscriber
+from orchestrator.web.protected import Protected
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-class BoardHandler(tornado.web.RequestHandler):
-    """Public unless :attr:`protected`: then the guard admits the request before anything runs."""
+class _Board(tornado.web.RequestHandler):
+    """Shows the board, never cached."""
 
     board: StatusBoard
-    protected = True
-
-    async def prepare(self) -> None:
-        guard: Guard | None = self.application.settings.get("guard")
-        if self.protected and guard is not None:
-            await guard.admit(self)  # a refused request is answered, so the method is skipped
-
-    def initialize(self, board: StatusBoard, **_: Any) -> None:
-        self.board = board
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -41,10 +37,23 @@ class BoardHandler(tornado.web.RequestHandler):
         return None
 
 
+class BoardHandler(_Board):
+    """Public: the probes. :class:`GuardedBoardHandler` is the protected kind."""
+
+    def initialize(self, board: StatusBoard, **_: Any) -> None:
+        self.board = board
+
+
+class GuardedBoardHandler(Protected, _Board):
+    """For a signed-in user only (the guard is a required argument)."""
+
+    def initialize(self, board: StatusBoard, *, guard: Guard, **_: Any) -> None:
+        self.board = board
+        self.guard = guard
+
+
 class HealthyHandler(BoardHandler):
     """Liveness: the process serves requests. Never depends on marimo or the jobs."""
-
-    protected = False
 
     def get(self) -> None:
         self.write(probes.healthy(self.board.boot_id))
@@ -55,8 +64,6 @@ class HealthyHandler(BoardHandler):
 class ReadyHandler(BoardHandler):
     """Readiness: 200 exactly while marimo is proxied."""
 
-    protected = False
-
     def get(self) -> None:
         if not self.board.ready:
             self.set_status(503)
@@ -66,7 +73,7 @@ class ReadyHandler(BoardHandler):
     head = get
 
 
-class StatusHandler(BoardHandler):
+class StatusHandler(GuardedBoardHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.write(self.board.snapshot_json())
@@ -137,7 +144,7 @@ class _Push(Subscriber):
             self._send()
 
 
-class EventsHandler(BoardHandler):
+class EventsHandler(GuardedBoardHandler):
     """Server-Sent Events: the current status at once, then every change and log line.
 
     A keep-alive comment goes out every ``keepalive`` seconds so that intermediaries do not cut
@@ -148,8 +155,10 @@ class EventsHandler(BoardHandler):
 
     keepalive: float
 
-    def initialize(self, board: StatusBoard, keepalive: float = 15.0, **_: Any) -> None:
-        super().initialize(board)
+    def initialize(
+        self, board: StatusBoard, *, guard: Guard, keepalive: float = 15.0, **_: Any
+    ) -> None:
+        super().initialize(board, guard=guard)
         self.keepalive = keepalive
         self._push: _Push | None = None
 
@@ -238,11 +247,13 @@ def steps_html(steps: list[dict[str, Any]]) -> str:
     return "".join(items)
 
 
-class LoadingPageHandler(BoardHandler):
+class LoadingPageHandler(GuardedBoardHandler):
     """``/-/loading``: the page itself, whatever marimo's state, for direct links."""
 
-    def initialize(self, board: StatusBoard, page: LoadingPage | None = None, **_: Any) -> None:
-        super().initialize(board)
+    def initialize(
+        self, board: StatusBoard, *, guard: Guard, page: LoadingPage | None = None, **_: Any
+    ) -> None:
+        super().initialize(board, guard=guard)
         assert page is not None
         self.page = page
 

@@ -76,7 +76,7 @@ class LoginHandler(tornado.web.RequestHandler):
         else:
             token = self.get_body_argument("token", "")
             target = safe_next(self.get_body_argument("next", None))
-        if not same_origin(self):
+        if not same_origin(self, self.guard.trust_proxy):
             self._answer(is_json, 403, "origin", target)
             return
         outcome, wait = await self.guard.try_token(self, token.strip())
@@ -110,7 +110,9 @@ class LogoutHandler(tornado.web.RequestHandler):
         self.guard = guard
 
     def post(self) -> None:
-        if self.request.headers.get("Origin") is None or not same_origin(self):
+        if self.request.headers.get("Origin") is None or not same_origin(
+            self, self.guard.trust_proxy
+        ):
             self.set_status(403)
             self.finish({"error": "log out from this site's own page"})
             return

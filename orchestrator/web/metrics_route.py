@@ -1,10 +1,14 @@
-"""``/-/metrics``: the route exists from the start; prometheus_client is imported after bind."""
+"""``/-/metrics``: the route exists from the start; prometheus_client is imported after bind.
+
+Invariant: signed-in users only unless ``--metrics-public``; the guard is a required argument
+(:mod:`orchestrator.web.protected`), so the route cannot be wired without it."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import tornado.web
+from orchestrator.auth import Guard
+from orchestrator.web.protected import Protected
 
 if TYPE_CHECKING:
     import asyncio
@@ -14,17 +18,21 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class MetricsHandler(tornado.web.RequestHandler):
-    """Registered with the other routes at start; the metrics themselves arrive just after."""
+class MetricsHandler(Protected):
+    """Registered with the other routes at start; the metrics themselves arrive just after.
+    Signed-in users only, unless ``public`` (``--metrics-public``); the guard is required
+    either way."""
 
-    def initialize(self, public: bool, metrics: asyncio.Future[Metrics], **_: Any) -> None:
+    def initialize(
+        self, public: bool, metrics: asyncio.Future[Metrics], *, guard: Guard, **_: Any
+    ) -> None:
         self.public = public
         self.metrics = metrics
+        self.guard = guard
 
     async def prepare(self) -> None:
-        guard = self.application.settings.get("guard")
-        if not self.public and guard is not None:
-            await guard.admit(self)
+        if not self.public:
+            await super().prepare()
 
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")

@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import tornado.web
-
 from orchestrator.actions import Actions
 from orchestrator.auth import Guard, same_origin
+from orchestrator.web.protected import Protected
 
 
-class RestartHandler(tornado.web.RequestHandler):
+class RestartHandler(Protected):
     """Answers 202 and enqueues; the work shows up in /-/status and /-/events.
 
     Requires a JSON body (a non-simple content type, so a cross-site form cannot send it).
     """
 
-    def initialize(self, actions: Actions, **_: Any) -> None:
+    def initialize(self, actions: Actions, *, guard: Guard, **_: Any) -> None:
         self.actions = actions
+        self.guard = guard
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -27,13 +27,8 @@ class RestartHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.finish({"error": message})
 
-    async def prepare(self) -> None:
-        guard: Guard | None = self.application.settings.get("guard")
-        if guard is not None:
-            await guard.admit(self)
-
     def post(self) -> None:
-        if not same_origin(self):
+        if not same_origin(self, self.guard.trust_proxy):
             self._fail(403, "cross-site requests to /-/restart are refused")
             return
         content_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
@@ -49,7 +44,7 @@ class RestartHandler(tornado.web.RequestHandler):
             self._fail(400, 'expected {"scope": "marimo" | "install" | "deployment"}')
             return
         rebuild = bool(payload.get("rebuild", False))
-        token = self.settings.get("user_token_of", lambda _: None)(self)
+        token = self.guard.user_token(self)
         answer = self.actions.restart(payload["scope"], rebuild, token)
         self.set_status(answer.status)
         self.finish(answer.body)
