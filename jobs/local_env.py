@@ -24,6 +24,7 @@ import contextlib
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -154,6 +155,23 @@ def _write_manifest(layout: StateLayout, raw: dict[str, Any]) -> None:
         raise JobError(f"the snapshot's manifest for {layout.venv} is not understood")
 
 
+def take_snapshot(
+    layout: StateLayout,
+    unchanged: Callable[[], bool] = lambda: True,
+    abort: threading.Event | None = None,
+) -> snapshot.SnapshotRecord | None:
+    """:func:`snapshot.take` of ``layout``'s venv, with its manifest, onto its volume folder."""
+    return snapshot.take(
+        layout.venv,
+        Manifest.load(layout.manifest).as_json(),
+        Interpreter.current().version,
+        layout.snapshot_record,
+        layout.snapshot_archives,
+        unchanged,
+        abort,
+    )
+
+
 class StartReport(Protocol):
     """What the ``venv`` step learnt about the snapshot (jobs/environment.py)."""
 
@@ -240,14 +258,7 @@ class SnapshotKeeper:
         started = time.monotonic()
         try:
             record = await off_loop(
-                snapshot.take,
-                layout.venv,
-                Manifest.load(layout.manifest).as_json(),
-                Interpreter.current().version,
-                layout.snapshot_record,
-                layout.snapshot_archives,
-                lambda: signature(layout) == before,
-                self._abort,
+                take_snapshot, layout, lambda: signature(layout) == before, self._abort
             )
         except (OSError, JobError) as error:
             self.reporter.log(
@@ -295,14 +306,7 @@ async def snapshot_for_replicas(generation: StateLayout, reporter: Reporter) -> 
     """Run mode: the snapshot the other replicas restore a new generation from, taken before it
     is published (a generation without one is not published); True when it was saved."""
     try:
-        record = await off_loop(
-            snapshot.take,
-            generation.venv,
-            Manifest.load(generation.manifest).as_json(),
-            Interpreter.current().version,
-            generation.snapshot_record,
-            generation.snapshot_archives,
-        )
+        record = await off_loop(take_snapshot, generation)
     except (OSError, JobError) as error:
         reporter.log("venv", "orchestrator", f"Could not save the environment's snapshot: {error}")
         return False

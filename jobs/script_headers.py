@@ -102,14 +102,7 @@ def parse_header(path: Path, text: str, name: str) -> HeaderScan:
     if not isinstance(raw, list):
         problems.append(f"{name}: its header's `dependencies` is not a list")
         raw = []
-    for item in raw:
-        try:
-            dependencies.append(Requirement(str(item)))
-        except InvalidRequirement as error:
-            problems.append(
-                f"{name}: its header's dependency {item!r} is not a valid requirement "
-                f"({str(error).splitlines()[0]})"
-            )
+    dependencies.extend(parse_requirements(raw, f"{name}: its header's dependency", problems))
     requires_python = None
     if (spec := data.get("requires-python")) is not None:
         try:
@@ -193,3 +186,19 @@ class HeaderCache:
         self._known = known
         ordered = (scan for _, (_, scan) in sorted(known.items()))
         return tuple(scan for scan in ordered if scan.block is not None)
+
+
+def parse_requirements(
+    items: Iterable[object], what: str, problems: list[str]
+) -> list[Requirement]:
+    """Each item as a PEP 508 requirement; one that is not becomes a problem naming ``what``
+    (e.g. "sales.py: its header's dependency") and the item, and is left out."""
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(Requirement(str(item)))
+        except InvalidRequirement as error:
+            problems.append(
+                f"{what} {item!r} is not a valid requirement ({str(error).splitlines()[0]})"
+            )
+    return parsed

@@ -30,13 +30,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from jobs.dist_metadata import canonical
 from jobs.requirement_includes import SourcedRequirement, follow
-from jobs.script_headers import HeaderCache, HeaderScan, ScriptHeader
+from jobs.script_headers import HeaderCache, HeaderScan, ScriptHeader, parse_requirements
 
 
 @dataclass(frozen=True)
@@ -227,15 +227,9 @@ def _project(
             problems.append(f"pyproject.toml: requires-python {spec!r} is not valid")
     if lock_bytes is not None:
         return LockedProject(pyproject, lock, _pins(lock_bytes, problems)), ()
-    dependencies = []
-    for item in project.get("dependencies", []) or []:
-        try:
-            dependencies.append(Requirement(str(item)))
-        except InvalidRequirement as error:
-            problems.append(
-                f"pyproject.toml: dependency {item!r} is not a valid requirement "
-                f"({str(error).splitlines()[0]})"
-            )
+    dependencies = parse_requirements(
+        project.get("dependencies", []) or [], "pyproject.toml: dependency", problems
+    )
     return None, tuple(dependencies)
 
 
