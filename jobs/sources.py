@@ -123,8 +123,7 @@ def collect(
     scans = (cache or HeaderCache()).scan(notebook_dir, excluded)
     headers = _headers(notebook_dir, scans, Version(python_version), problems)
     for scan in scans:
-        block = None if scan.block is None else scan.block.encode()
-        material.append((f"header:{_name(notebook_dir, scan.path)}", _sha(block)))
+        material.append((f"header:{_name(notebook_dir, scan.path)}", _header_sha(scan)))
         files.append(scan.path)
 
     pyproject_path, lock_path = notebook_dir / "pyproject.toml", notebook_dir / "uv.lock"
@@ -156,6 +155,26 @@ def _name(root: Path, path: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
+
+
+def _header_sha(scan: HeaderScan) -> str | None:
+    """What in a header decides what gets installed, not how it is written: marimo rewrites a
+    header when it saves a notebook (layout, order, a bare ``marimo`` added), and that must not
+    run an installer. A header that does not parse counts by its text."""
+    header = scan.header
+    if header is None:
+        return _sha(None if scan.block is None else scan.block.encode())
+    meaning = {
+        "dependencies": sorted(
+            str(requirement)
+            for requirement in header.dependencies
+            if not is_bare_marimo(requirement)
+        ),
+        "requires-python": None if header.requires_python is None else str(header.requires_python),
+        "index": {key: repr(value) for key, value in sorted(header.index_settings.items())},
+        "venv": header.venv,
+    }
+    return _sha(json.dumps(meaning, sort_keys=True).encode())
 
 
 def _sha(content: bytes | None) -> str | None:

@@ -116,9 +116,12 @@ OPTIONS: tuple[Option, ...] = (
         "edit mode: a package installed with marimo's Install button or Packages pane is "
         "written as `name==version` into the open notebook's PEP 723 header (and removed on "
         "uninstall), so the notebook's repository declares it; needs uv (with `--installer "
-        'pip` nothing is recorded); see "Where dependencies come from" in README',
-        default=True,
-        default_text="on",
+        "pip` nothing is recorded). Off by default: marimo then also pins, when it saves a "
+        "notebook, the packages the notebook imports from `requirements.txt`, and those pins "
+        'conflict with a later change of `requirements.txt`; see "Where dependencies come from" '
+        "in README",
+        default=False,
+        default_text="off",
         switch=True,
     ),
     Option(

@@ -61,7 +61,7 @@ def test_an_install_button_install_lands_in_the_header_not_in_the_ledger(
 ) -> None:
     notebook = notebook_dir / "notebook.py"
     state = notebook_dir / "state"
-    run = orchestrator(notebook_dir)
+    run = orchestrator(notebook_dir, None, "--record-installs")
     run.wait_ready()
     clicked = time.time()
     with run.open_session() as session:
@@ -84,7 +84,7 @@ def test_with_recording_off_the_notebook_is_left_alone_and_the_package_is_the_us
     orchestrator: OrchestratorFactory, notebook_dir: Path
 ) -> None:
     notebook = notebook_dir / "notebook.py"
-    run = orchestrator(notebook_dir, None, "--installer", "pip")
+    run = orchestrator(notebook_dir, None, "--installer", "pip", "--record-installs")
     run.wait_ready()
     assert "not recorded in the notebook's header" in run.log_text()
     with run.open_session() as session:
@@ -101,7 +101,7 @@ def test_a_header_edit_is_installed_in_the_background_and_the_status_says_for_wh
     orchestrator: OrchestratorFactory, notebook_dir: Path
 ) -> None:
     notebook = notebook_dir / "notebook.py"
-    run = orchestrator(notebook_dir)
+    run = orchestrator(notebook_dir, None, "--record-installs")
     run.wait_ready()
     edited = time.time()
     header = '# /// script\n# dependencies = ["orch-gamma"]\n# ///\n'

@@ -125,6 +125,23 @@ def test_a_header_edit_changes_the_digest_a_cell_edit_does_not(tmp_path: Path) -
     assert declared(tmp_path).digest != first.digest
 
 
+def test_a_header_rewritten_without_a_change_of_meaning_keeps_the_digest(tmp_path: Path) -> None:
+    """marimo rewrites headers when it saves (order, layout, a bare ``marimo``): no installer
+    may run for that."""
+    notebook(tmp_path, "sales.py")
+    first = declared(tmp_path).digest
+    rewritten = (
+        "# /// script\n"
+        '# dependencies = ["colorama ; sys_platform == \'win32\'", "pandas==2.2.3"]\n'
+        '# requires-python = ">=3.11"\n'
+        "# ///\n"
+    )
+    notebook(tmp_path, "sales.py", header=rewritten)
+    assert declared(tmp_path).digest == first
+    notebook(tmp_path, "sales.py", header=rewritten.replace(">=3.11", ">=3.12"))
+    assert declared(tmp_path).digest != first
+
+
 def test_header_problems_name_the_notebook(tmp_path: Path) -> None:
     notebook(tmp_path, "sales.py", header='# /// script\n# dependencies = ["pandas\n# ///\n')
     notebook(

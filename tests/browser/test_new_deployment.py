@@ -58,7 +58,7 @@ def test_an_install_button_package_is_in_git_and_a_new_deployment_has_it(
     state.mkdir()  # the volume Quix mounts
     portal.state.allowed_tokens.add(portal.env()["Quix__Sdk__Token"])
     env = {**quix_layout_env(portal.env(), state), "ORCHESTRATOR_AUTH": "token"}
-    run = orchestrator(app, state, "--sync-debounce", "0.3", env=env)
+    run = orchestrator(app, state, "--sync-debounce", "0.3", "--record-installs", env=env)
     sign_in(page, run, EDITOR_PATH)
     expect_editor(page, run)
 
