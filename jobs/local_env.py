@@ -138,12 +138,12 @@ async def restore(layout: StateLayout, reporter: Reporter) -> Restored:
 
 def _clear(layout: StateLayout) -> None:
     """Remove a local venv that was not completed, and the manifest that goes with it."""
+    from jobs.venv import remove
+
     with contextlib.suppress(FileNotFoundError):
         layout.manifest.unlink()
-    if layout.venv.is_symlink() or layout.venv.is_file():
-        layout.venv.unlink()
-    elif layout.venv.exists():
-        shutil.rmtree(layout.venv)
+    if layout.venv.exists() or layout.venv.is_symlink():
+        remove(layout.venv)
     layout.venv.parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -135,7 +135,7 @@ async def create(
     manifest.save(layout.manifest)
     if layout.venv.exists() or layout.venv.is_symlink():
         reporter.step_progress("venv", f"Removing the old venv at {layout.venv}", 0.05)
-        await asyncio.get_running_loop().run_in_executor(None, _remove, layout.venv)
+        await asyncio.get_running_loop().run_in_executor(None, remove, layout.venv)
     reporter.step_progress("venv", f"Creating a venv at {layout.venv}", 0.1)
     pip_wheel = _bundled_pip_wheel()
     if installer.uv_bin is not None and pip_wheel is not None:
@@ -221,7 +221,8 @@ def _write_layer(layout: StateLayout) -> None:
         (site_packages / LAYER_PTH).write_text("\n".join(dirs) + "\n", encoding="utf-8")
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Remove a venv (or whatever stands at its path), wholly or raise."""
     if path.is_symlink() or path.is_file():
         path.unlink()
     else:

@@ -57,6 +57,15 @@ def wait_snapshot(process: Orchestrator, newer_than: float = 0.0) -> dict[str, o
     return process.wait_for(saved, timeout=120, what="a snapshot on the volume")["environment"]  # type: ignore[no-any-return]
 
 
+def wait_ledger_lists(process: Orchestrator, layout: StateLayout, package: str) -> None:
+    """Until the ledger on the volume lists ``package`` among the user's packages."""
+    process.wait_for(
+        lambda _: package in json.loads(layout.ledger.read_text()).get("user", {}),
+        timeout=30,
+        what=f"the ledger on the volume lists {package}",
+    )
+
+
 def replace_container(process: Orchestrator, env_dir: Path) -> None:
     """SIGKILL the whole tree (no orderly stop), and the container's local disk is gone."""
     process.kill_everything()
@@ -87,11 +96,7 @@ def test_the_venv_runs_from_local_disk_and_an_editor_install_survives_a_replacem
     # new snapshot could be written: the ledger on the volume is what remembers it.
     assert first.marimo_install("orch-gamma")["success"] is True
     layout = StateLayout(volume)
-    first.wait_for(
-        lambda _: "orch-gamma" in json.loads(layout.ledger.read_text()).get("user", {}),
-        timeout=30,
-        what="the ledger on the volume lists orch-gamma",
-    )
+    wait_ledger_lists(first, layout, "orch-gamma")
     replace_container(first, env_dir)
 
     second = orchestrator(notebook_dir, volume, "--env-dir", str(env_dir))
@@ -147,11 +152,7 @@ def test_a_corrupt_snapshot_is_rebuilt_from_the_dependency_files_and_says_so(
     assert first.marimo_install("orch-gamma")["success"] is True
     wait_snapshot(first)
     layout = StateLayout(volume)
-    first.wait_for(
-        lambda _: "orch-gamma" in json.loads(layout.ledger.read_text()).get("user", {}),
-        timeout=30,
-        what="the ledger lists orch-gamma",
-    )
+    wait_ledger_lists(first, layout, "orch-gamma")
     assert first.terminate() == 0
     record = json.loads(layout.snapshot_record.read_text())
     archive = layout.snapshot_archives / record["archive"]
