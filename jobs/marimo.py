@@ -5,9 +5,15 @@ makes ``sys.prefix != sys.base_prefix`` hold in marimo and its kernels, so marim
 Install button. It listens on a free loopback port and only accepts a random token that the
 orchestrator injects; no browser ever sees it.
 
+A marimo that stops answering without exiting (hung) is watched for (jobs/liveness.py) and goes
+the way of a crash: reported down, its whole tree killed, started again with the same backoff
+and the same count towards a crash loop.
+
 Invariants: :meth:`MarimoSupervisor.stop` and restarts report marimo down *before* the process is
 signalled, so the proxy stops routing to it first; every marimo process tree is ended through
-:func:`jobs.processes.terminate_tree`.
+:func:`jobs.processes.terminate_tree` (or :func:`jobs.processes.kill_tree` when it is hung);
+the liveness watch runs only while a marimo that answered is being watched, and is cancelled
+before any restart or stop the supervisor makes.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from jobs.errors import PermanentError, TransientError
 from jobs.head_start import HeadStart
 from jobs.installers import Installer
 from jobs.layout import StateLayout
+from jobs.liveness import health_ok, until_hung
 from jobs.marimo_command import (
     NOT_RECORDED_WITH_PIP,
     TokenFile,
@@ -35,10 +42,20 @@ from jobs.marimo_command import (
     marimo_environment,
     records_installs,
 )
-from jobs.processes import AdoptedProcess, ChildProcess, lines, spawn, terminate_tree_async
+from jobs.processes import (
+    AdoptedProcess,
+    ChildProcess,
+    kill_tree_async,
+    lines,
+    spawn,
+    terminate_tree_async,
+)
 from jobs.redact import redact
 from jobs.reporting import Reporter
-from jobs.settings import MarimoMode, RunAs
+from jobs.settings import Liveness, MarimoMode, RunAs
+
+HUNG = "marimo stopped answering; restarting it"
+"""What the board says (the step's message, ``marimo.last_exit``) of a hung marimo."""
 
 _RELAUNCH_WAIT = wait_exponential_jitter(initial=1.0, max=30.0, jitter=1.0)
 """Before the next relaunch after quick crash number n: 2**(n-1) s plus up to 1 s, at most 30 s."""
@@ -80,32 +97,12 @@ def configure_package_manager(layout: StateLayout, installer: Installer) -> None
     write_atomically(path, tomlkit.dumps(document))
 
 
-async def health_ok(port: int, host: str = "127.0.0.1") -> bool:
-    """One ``GET /health``; True on a 200."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
-    except (OSError, TimeoutError):
-        return False
-    try:
-        writer.write(
-            f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
-        status = await asyncio.wait_for(reader.readline(), timeout=5)
-        return status.split(b" ")[1:2] == [b"200"]
-    except (OSError, TimeoutError, IndexError):
-        return False
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
 class MarimoSupervisor:
     """Starts marimo, waits for it, restarts it when it dies, stops it on request.
 
     ``max_quick_crashes`` exits within ``stable_after`` seconds of a start, in a row, stop the
     restarts: a crash loop is reported with marimo's last output instead of spinning forever.
+    With ``liveness``, a marimo that stops answering is killed and counts as such an exit.
     """
 
     def __init__(
@@ -124,8 +121,10 @@ class MarimoSupervisor:
         head_start: HeadStart | None = None,
         user: RunAs | None = None,
         record_installs: bool = False,
+        liveness: Liveness | None = None,
     ) -> None:
         self.notebook_dir = notebook_dir
+        self.liveness = liveness
         self.record_installs = record_installs
         self.user = user
         self.mode = mode
@@ -144,6 +143,11 @@ class MarimoSupervisor:
         self._token = ""
         self._stopping = False
         self._deliberate_restart = False
+        self._serving: tuple[ChildProcess, int] | None = None
+        """The marimo that answered ``/health`` and was reported up, and its port."""
+        self._probe: asyncio.Task[None] | None = None
+        self._hung: ChildProcess | None = None
+        """The marimo the liveness watch declared hung (already reported down)."""
 
     @property
     def pid(self) -> int | None:
@@ -190,6 +194,7 @@ class MarimoSupervisor:
             await self._wait_ready(process, port, reader)
         finally:
             token.remove()
+        self._serving = (process, port)
         self.reporter.marimo_up(process.pid, "127.0.0.1", port, self._token)
 
     async def _adopt(self, head: HeadStart) -> None:
@@ -202,6 +207,7 @@ class MarimoSupervisor:
             await self._wait_ready(process, head.port, reader)
         finally:
             head.token.remove()
+        self._serving = (process, head.port)
         self.reporter.marimo_up(process.pid, "127.0.0.1", head.port, self._token)
 
     async def _pump(self, process: ChildProcess) -> None:
@@ -242,39 +248,80 @@ class MarimoSupervisor:
             if process is None:
                 return
             started = time.monotonic()
-            code = await process.wait()
+            self._watch_liveness(process)
+            try:
+                code = await process.wait()
+            finally:
+                self._stop_probe()
             if self._stopping:
                 return
+            hung, self._hung = self._hung is process, None
             if self._deliberate_restart:
                 self._deliberate_restart = False
                 quick_crashes = 0
             else:
-                self.restarts += 1
                 quick_crashes = (
                     quick_crashes + 1 if time.monotonic() - started < self.stable_after else 1
                 )
-                reason = f"marimo exited unexpectedly with code {code}"
-                self.reporter.marimo_down(reason, self.restarts, list(self.output)[-20:], "crash")
+                if not hung:  # a hung marimo was reported down before it was killed
+                    self.restarts += 1
+                    reason = f"marimo exited unexpectedly with code {code}"
+                    self.reporter.marimo_down(
+                        reason, self.restarts, list(self.output)[-20:], "crash"
+                    )
                 # Whatever it left behind (kernels keep its process group, and its listening
                 # socket, alive) goes with it before a new one starts.
                 await terminate_tree_async(process.pid, timeout=2.0)
                 if quick_crashes >= self.max_quick_crashes:
+                    what = "stopped answering" if hung else "crashed"
                     raise PermanentError(
-                        f"marimo crashed {quick_crashes} times in a row; giving up: "
+                        f"marimo {what} {quick_crashes} times in a row; giving up: "
                         + " ".join(list(self.output)[-3:])
                     )
-            await self._relaunch(quick_crashes)
+            await self._relaunch(quick_crashes, HUNG if hung else None)
 
-    async def _relaunch(self, attempt: int) -> None:
+    def _watch_liveness(self, process: ChildProcess) -> None:
+        """Start probing ``process`` if it is the marimo that answered and was reported up."""
+        liveness, serving = self.liveness, self._serving
+        if liveness is None or not liveness.enabled or serving is None:
+            return
+        served, port = serving
+        if served is not process or process.returncode is not None:
+            return  # a relaunch that failed: it exits, and the loop counts it
+
+        async def probe() -> None:
+            why = await until_hung(port, liveness)
+            if self._stopping or self._deliberate_restart or process.returncode is not None:
+                return
+            self._hung = process
+            self.restarts += 1
+            self.reporter.log("marimo", "orchestrator", f"marimo (pid {process.pid}): {why}")
+            self.reporter.marimo_down(HUNG, self.restarts, list(self.output)[-20:], "hang")
+            try:
+                await kill_tree_async(process.pid, timeout=2.0)
+            except Exception as error:  # never silently: watch() ends what is left
+                self.reporter.log("marimo", "orchestrator", f"killing marimo failed: {error!r}")
+
+        self._probe = asyncio.create_task(probe(), name="marimo-liveness")
+
+    def _stop_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
+
+    async def _relaunch(self, attempt: int, why: str | None = None) -> None:
+        """Start marimo again, after the backoff for ``attempt`` quick exits; ``why`` is what
+        the board says meanwhile (a plain "Restarting marimo" when None)."""
         if attempt:
             delay = pause(_RELAUNCH_WAIT, attempt)
             self.reporter.step_retrying(
-                "marimo", attempt + 1, self.max_quick_crashes, delay, "marimo exited"
+                "marimo", attempt + 1, self.max_quick_crashes, delay, why or "marimo exited"
             )
             await asyncio.sleep(delay)
         if self._stopping:
             return
-        self.reporter.step_running("marimo", "Restarting marimo")
+        self.reporter.step_running("marimo", why or "Restarting marimo")
+        self._serving = None
         try:
             await self.launch()
         except TransientError as error:
@@ -287,12 +334,14 @@ class MarimoSupervisor:
         """A deliberate restart: reported, then the old tree is ended; :meth:`watch` relaunches."""
         if self._process is None:
             return
+        self._stop_probe()  # a marimo stopped on purpose is not a hung one
         self._deliberate_restart = True
         self.reporter.marimo_down(reason, self.restarts, [], "requested")
         await terminate_tree_async(self._process.pid)
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stop_probe()
         if (head := self._head_start) is not None:  # stopped before it was adopted
             self._head_start = None
             await head.discard(self.reporter, "stopping")

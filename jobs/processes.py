@@ -2,7 +2,8 @@
 
 Invariant: every child is started through :func:`spawn`, so it leads a new session (its own
 process group) and, on Linux, receives SIGKILL if the orchestrator dies without cleaning up
-(``PR_SET_PDEATHSIG``). :func:`terminate_tree` ends a child and all its descendants.
+(``PR_SET_PDEATHSIG``). :func:`terminate_tree` ends a child and all its descendants;
+:func:`kill_tree` does so at once, for a child that cannot be asked (a stopped or hung one).
 """
 
 from __future__ import annotations
@@ -163,3 +164,32 @@ def terminate_tree(pid: int, timeout: float = 5.0) -> None:
 async def terminate_tree_async(pid: int, timeout: float = 5.0) -> None:
     """:func:`terminate_tree` without blocking the event loop."""
     await asyncio.get_running_loop().run_in_executor(None, terminate_tree, pid, timeout)
+
+
+def kill_tree(pid: int, timeout: float = 5.0) -> None:
+    """SIGKILL the process, its group and every descendant at once (no SIGTERM first: a hung or
+    stopped process would never act on it); wait up to ``timeout`` for the descendants to go.
+
+    The process itself is not waited for here (reaping it is its parent's, so asyncio's child
+    watcher still gets its exit status): its group and its descendants are, so whatever held
+    its sockets (kernels inherit its listening one) is gone when this returns.
+    """
+    import psutil
+
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    for proc in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(descendants, timeout=timeout)
+
+
+async def kill_tree_async(pid: int, timeout: float = 5.0) -> None:
+    """:func:`kill_tree` without blocking the event loop."""
+    await asyncio.get_running_loop().run_in_executor(None, kill_tree, pid, timeout)

@@ -8,9 +8,9 @@ from typing import Any, Literal, Protocol
 StepName = Literal["state", "venv", "requirements", "marimo"]
 STEP_NAMES: tuple[StepName, ...] = ("state", "venv", "requirements", "marimo")
 Outcome = Literal["done", "skipped", "failed"]
-MarimoExit = Literal["requested", "stopping", "crash"]
-"""Why marimo went down: a restart someone asked for, the orchestrator stopping, or marimo
-ending on its own (crash or exit)."""
+MarimoExit = Literal["requested", "stopping", "crash", "hang"]
+"""Why marimo went down: a restart someone asked for, the orchestrator stopping, marimo
+ending on its own (crash or exit), or marimo no longer answering (hung: it is killed)."""
 
 
 class Reporter(Protocol):

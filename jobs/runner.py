@@ -223,6 +223,7 @@ class Pipeline:
             head_start=self._head_start,
             user=self.settings.marimo_user,
             record_installs=self.settings.record_installs,
+            liveness=self.settings.marimo_liveness,
         )
         if (head := self._head_start) is not None:
             self._head_start = None  # the supervisor owns it now

@@ -42,6 +42,28 @@ def as_user(user: RunAs | None) -> PopenUser:
     return PopenUser(user.uid, user.gid, [])
 
 
+class Liveness(NamedTuple):
+    """How a running marimo's liveness is watched (``--marimo-probe-*``, jobs/liveness.py);
+    ``misses`` 0: not watched."""
+
+    interval: float
+    """Seconds between the starts of two probes."""
+    timeout: float
+    """Seconds one probe may take before it counts as missed."""
+    misses: int
+    """Missed probes in a row that make marimo hung."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.misses > 0
+
+    @property
+    def detection_seconds(self) -> float:
+        """The longest a hang goes unnoticed: until the next probe, then ``misses`` probes, one
+        started every ``interval`` seconds or as soon as the previous one timed out."""
+        return self.interval + (self.misses - 1) * max(self.interval, self.timeout) + self.timeout
+
+
 class JobSettings(NamedTuple):
     """Everything the jobs need to know; no job reads ``os.environ`` or the CLI itself.
 
@@ -70,6 +92,8 @@ class JobSettings(NamedTuple):
     marimo_ready_timeout: float
     marimo_crash_window: float
     """marimo exits within this many seconds of its start count towards a crash loop."""
+    marimo_liveness: Liveness
+    """How a running marimo is probed, and when it counts as hung (jobs/liveness.py)."""
     lease_seconds: float
     """Run mode: a build lease whose heartbeat stopped this long ago is taken over."""
     env: Mapping[str, str]

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
 from jobs.env_location import ENV_LOCATIONS, EnvLocation, default_env_dir
-from jobs.settings import InstallerChoice, JobSettings, MarimoMode, RunAs, repr_without
+from jobs.settings import (
+    InstallerChoice,
+    JobSettings,
+    Liveness,
+    MarimoMode,
+    RunAs,
+    repr_without,
+)
 from orchestrator.auth_modes import AuthMode
 from orchestrator.hosts import parse_allowed
 from orchestrator.quix_settings import QuixSettings
@@ -133,6 +140,12 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
+def _not_negative(name: str, value: int) -> int:
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
 def _notebook_inside(name: str, value: str | None) -> str | None:
     """A path relative to NOTEBOOK_DIR that stays inside it (it may not exist yet)."""
     if not value:
@@ -231,6 +244,9 @@ def resolve(
     marimo_ready_timeout: float,
     lease_seconds: float,
     marimo_crash_window: float,
+    marimo_probe_interval: float,
+    marimo_probe_timeout: float,
+    marimo_probe_misses: int,
     auth: str | None,
     token: str | None,
     frame_ancestors: str | None,
@@ -312,6 +328,11 @@ def resolve(
             marimo_mode=cast(MarimoMode, _choice("--marimo-mode", marimo_mode, MODES)),
             marimo_ready_timeout=_positive("--marimo-ready-timeout", marimo_ready_timeout),
             marimo_crash_window=_positive("--marimo-crash-window", marimo_crash_window),
+            marimo_liveness=Liveness(
+                interval=_positive("--marimo-probe-interval", marimo_probe_interval),
+                timeout=_positive("--marimo-probe-timeout", marimo_probe_timeout),
+                misses=_not_negative("--marimo-probe-misses", marimo_probe_misses),
+            ),
             env=notebook_environment(env),
             not_persistent=_not_persistent(env, quix, state),
             marimo_user=_marimo_user(marimo_user),

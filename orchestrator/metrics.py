@@ -98,6 +98,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.marimo_hangs = Counter(
+            "orchestrator_marimo_hangs_total",
+            "Times marimo stopped answering (its liveness probe missed) and was killed and "
+            "restarted.",
+            registry=self.registry,
+        )
         self.requests = RequestDurations()
         self.registry.register(self.requests)
         Gauge(
@@ -125,6 +131,8 @@ class Metrics:
             self.retries.labels(step).inc()
         elif event == "marimo_down":
             self.marimo_restarts.labels(data["kind"]).inc()
+            if data["kind"] == "hang":
+                self.marimo_hangs.inc()
 
     def observe_request(self, request: tornado.httputil.HTTPServerRequest, status: int) -> None:
         kind = "own" if request.path.startswith("/-/") else "proxied"

@@ -166,6 +166,28 @@ OPTIONS: tuple[Option, ...] = (
         convert=float,
     ),
     Option(
+        "--marimo-probe-interval",
+        "seconds between two checks that a running marimo still answers (`/health`, on a "
+        "connection of its own); a marimo that stops answering (hung) is killed and restarted "
+        "as after a crash, and open tabs reconnect",
+        default=2.0,
+        convert=float,
+    ),
+    Option(
+        "--marimo-probe-timeout",
+        "seconds one check may take before it counts as missed",
+        default=2.0,
+        convert=float,
+    ),
+    Option(
+        "--marimo-probe-misses",
+        "missed checks in a row that make marimo hung (`0`: not checked); a hang is noticed "
+        "within interval + misses × the larger of interval and timeout seconds (12 s by "
+        "default), so a shorter pause fails nothing",
+        default=5,
+        convert=int,
+    ),
+    Option(
         "--auth",
         "`quix` (Quix tokens: portal iframe, PAT form, Bearer), `token` (one access token), "
         "`none` (no sign-in; warns beyond loopback)",

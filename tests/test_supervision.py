@@ -19,8 +19,10 @@ import pytest
 from jobs.errors import PermanentError
 from jobs.installers import Installer
 from jobs.layout import StateLayout
-from jobs.marimo import MarimoSupervisor, health_ok
+from jobs.liveness import health_ok
+from jobs.marimo import HUNG, MarimoSupervisor
 from jobs.reporting import MarimoExit
+from jobs.settings import Liveness
 from tests.conftest import RecordingReporter
 from tests.conftest_proxy import async_test, wait_for
 from tests.support.orchestrator import hermetic_env
@@ -164,3 +166,40 @@ async def test_crash_loop_stops_after_bounded_attempts_with_last_output(tmp_path
     gaps = [b[0] - a[0] for a, b in zip(reporter.downs, reporter.downs[1:], strict=False)]
     assert all(gap >= delay for gap, delay in zip(gaps, reporter.delays, strict=True))
     assert len(reporter.ups) == 1
+
+
+@async_test(timeout=240)
+async def test_a_hung_marimo_is_killed_and_restarted_but_a_planned_restart_is_no_hang(
+    tmp_path: Path,
+) -> None:
+    """With one missed probe enough to call marimo hung: restarts on request (marimo stopping,
+    then booting) are never taken for a hang, since probing only covers a marimo that
+    answered; a stopped marimo is reported hung, killed at once and started again."""
+    reporter = TimedReporter()
+    sup = supervisor(tmp_path, Path(sys.executable), reporter)
+    sup.liveness = Liveness(interval=0.1, timeout=5.0, misses=1)
+    async with watched(sup) as watcher:
+        for n in (2, 3):
+            await sup.restart()
+            await wait_for(lambda n=n: len(reporter.ups) == n or watcher.done(), timeout=120)
+        assert [reason for _, reason, _, _ in reporter.downs] == ["restart requested"] * 2
+        assert sup.restarts == 0
+
+        hung_pid = sup.pid
+        assert hung_pid is not None
+        os.kill(hung_pid, signal.SIGSTOP)
+        try:
+            await wait_for(lambda: len(reporter.ups) == 4 or watcher.done(), timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(hung_pid, signal.SIGCONT)
+        assert not watcher.done()
+        down_at, reason, restarts, _ = reporter.downs[-1]
+        assert (reason, restarts, sup.restarts) == (HUNG, 1, 1)
+        assert not alive(hung_pid) and sup.pid != hung_pid
+        assert any(
+            f"marimo (pid {hung_pid}): no answer to /health" in line for line in reporter.lines
+        )
+        # It hung soon after its start: the crash loop's backoff applies, and is announced.
+        assert len(reporter.delays) == 1 and reporter.ups[-1][0] - down_at >= reporter.delays[0]
+        assert (await health_ok(reporter.ups[-1][2])) is True

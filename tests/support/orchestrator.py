@@ -29,6 +29,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """``pid`` stopped (SIGSTOP, as a deadlocked or starved process looks) for the block; it is
+    always continued (SIGCONT) when the block ends, however it ends, unless it is gone."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGCONT)
+
+
 def hermetic_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test's environment without the machine's installer settings."""
     env = {

@@ -1,0 +1,74 @@
+"""Is marimo still answering? One ``GET /health``, and the watch that tells a hang from a pause.
+
+A marimo whose process lives but no longer answers (a deadlocked event loop, a machine under
+memory pressure, ``kill -STOP``) is no crash: nothing exits, so only asking notices it. The
+watch asks ``/health`` every ``interval`` seconds, each time over a connection of its own
+(never one of the proxy's pooled connections, so it never queues behind users' requests) with
+the whole exchange bounded by ``timeout``; ``misses`` unanswered probes in a row make a hang.
+
+Invariants:
+
+* a probe never waits longer than its ``timeout`` (connect, send and the status line together)
+  and leaves no connection behind;
+* one answered probe forgets every earlier miss: a pause shorter than the detection time
+  (:attr:`jobs.settings.Liveness.detection_seconds`) is a slow moment, never a hang;
+* the watch only starts once marimo has answered ``/health`` (the supervisor starts it after
+  the start is reported), and the supervisor cancels it before any restart or stop it makes,
+  so a marimo being started or stopped on purpose is never taken for a hung one;
+* probes go straight to marimo's port, not through the proxy: they are no user's activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from jobs.settings import Liveness
+
+
+async def health_ok(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> bool:
+    """One ``GET /health`` on a connection of its own; True on a 200 within ``timeout``."""
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(
+                f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            status = await reader.readline()
+        return status.split(b" ")[1:2] == [b"200"]
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                # Closing a socket does not wait on the peer: bounded all the same.
+                await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
+
+
+async def until_hung(port: int, liveness: Liveness, host: str = "127.0.0.1") -> str:
+    """Probe marimo at ``host:port`` until it is hung; returns why, in words for the log.
+
+    Never returns while probes are answered; the caller cancels it when marimo goes for
+    another reason. The first probe waits one ``interval``: marimo has just answered.
+    """
+    loop = asyncio.get_running_loop()
+    missed = 0
+    first_miss = 0.0
+    began = loop.time()
+    while True:
+        await asyncio.sleep(max(0.0, began + liveness.interval - loop.time()))
+        began = loop.time()
+        if await health_ok(port, host, liveness.timeout):
+            missed = 0
+            continue
+        missed += 1
+        if missed == 1:
+            first_miss = began
+        if missed >= liveness.misses:
+            return (
+                f"no answer to /health within {liveness.timeout:g} s, {missed} times in a row "
+                f"over {loop.time() - first_miss:.1f} s"
+            )
