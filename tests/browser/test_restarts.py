@@ -1,5 +1,6 @@
-"""An open editor tab outlives marimo: after an API restart, a crash of marimo (SIGKILL) and a
-restart of the orchestrator itself, the same tab (never reloaded) runs a cell on a new kernel."""
+"""An open editor tab outlives marimo: after an API restart, a crash of marimo (SIGKILL), a
+marimo that stops answering (SIGSTOP) and a restart of the orchestrator itself, the same tab
+(never reloaded) runs a cell on a new kernel."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from tests.browser.ui import (
     write_notebook,
 )
 from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import Orchestrator
+from tests.support.orchestrator import Orchestrator, stopped
+from tests.test_hang import QUICK_ARGS
 from tests.test_restart import post_restart
 
 # The kernel's process id, computed: a new kernel shows another number.
@@ -101,6 +103,27 @@ def test_the_same_tab_runs_a_cell_on_a_new_kernel_after_marimo_is_killed(
     _told_the_kernel_restarted(page)
     shots("after-sigkill")
     print(f"SIGKILL: a cell ran on the new kernel {seconds:.1f} s after marimo was ready")
+
+
+def test_the_same_tab_runs_a_cell_on_a_new_kernel_after_marimo_hangs(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    run = orchestrator(write_notebook(tmp_path / "notebooks", KERNEL_CELL), None, *QUICK_ARGS)
+    before = _first_run(page, run)
+    pid = run.status()["marimo"]["pid"]
+
+    with stopped(pid):  # alive but answering nothing, as a deadlocked marimo
+        # The tab is told what is happening while marimo is replaced.
+        expect(page.get_by_role("region", name="Environment notices")).to_contain_text(
+            "marimo stopped answering; restarting it", timeout=30_000
+        )
+        shots("hung")
+        run.wait_for(lambda s: s["ready"] and s["marimo"]["pid"] not in (None, pid), 90, "respawn")
+    seconds = _runs_on_a_new_kernel(page, before)
+    _told_the_kernel_restarted(page)
+    assert run.status()["marimo"]["last_exit"] == "marimo stopped answering; restarting it"
+    shots("after-hang")
+    print(f"hang: a cell ran on the new kernel {seconds:.1f} s after marimo was ready")
 
 
 def test_the_same_tab_runs_a_cell_on_a_new_kernel_after_an_orchestrator_restart(
