@@ -139,7 +139,8 @@ async def lines(process: ChildProcess) -> AsyncIterator[str]:
 
 
 def terminate_tree(pid: int, timeout: float = 5.0) -> None:
-    """SIGTERM the process, its group and every descendant; SIGKILL what outlives ``timeout``."""
+    """SIGTERM (then SIGCONT, as a shell's ``kill`` does for a stopped job) the process, its
+    group and every descendant; SIGKILL what outlives ``timeout``."""
     import psutil
 
     try:
@@ -149,9 +150,11 @@ def terminate_tree(pid: int, timeout: float = 5.0) -> None:
         family = []
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
     for proc in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
+            proc.resume()
     _, alive = psutil.wait_procs(family, timeout=timeout)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)

@@ -197,3 +197,19 @@ def test_a_pause_shorter_than_the_threshold_fails_nothing(
     text = run.get("/-/metrics")[2].decode()
     assert metric(text, "orchestrator_marimo_hangs_total") == 0
     print(f"the waiting request was answered after {waiting.seconds:.1f} s")
+
+
+def test_sigterm_while_marimo_is_stopped_ends_everything_in_time(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    """The orchestrator's SIGTERM promise (exit within 10 s, marimo's whole tree gone) holds
+    for a marimo that is stopped, before any hang was noticed."""
+    run = orchestrator(notebook_dir)
+    pid = run.wait_ready()["marimo"]["pid"]
+    with stopped(pid):
+        ending = time.monotonic()
+        assert run.terminate(timeout=30) == 0
+        seconds = time.monotonic() - ending
+    assert seconds < 10, f"{seconds:.1f} s"
+    assert run.leftovers() == []
+    print(f"exited {seconds:.1f} s after SIGTERM")
