@@ -67,6 +67,22 @@ def test_env_twin_is_used(tmp_path: Path) -> None:
     assert_one_line_error(result, "--marimo-mode", "sideways")
 
 
+def test_liveness_thresholds_out_of_range_name_the_setting(tmp_path: Path) -> None:
+    assert_one_line_error(
+        run_cli(str(tmp_path), "--marimo-probe-interval", "0"), "--marimo-probe-interval", "0"
+    )
+    assert_one_line_error(
+        run_cli(str(tmp_path), env={"ORCHESTRATOR_MARIMO_PROBE_MISSES": "-1"}),
+        "--marimo-probe-misses",
+        "-1",
+    )
+    assert_one_line_error(
+        run_cli(str(tmp_path), env={"ORCHESTRATOR_MARIMO_PROBE_TIMEOUT": "soon"}),
+        "ORCHESTRATOR_MARIMO_PROBE_TIMEOUT",
+        "soon",
+    )
+
+
 def test_state_path_that_cannot_be_created(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

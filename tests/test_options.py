@@ -37,6 +37,9 @@ def test_every_env_twin_reaches_the_configuration(tmp_path: Path) -> None:
         "ORCHESTRATOR_STATE_TIMEOUT": "7",
         "ORCHESTRATOR_LEASE_SECONDS": "11",
         "ORCHESTRATOR_MARIMO_CRASH_WINDOW": "13",
+        "ORCHESTRATOR_MARIMO_PROBE_INTERVAL": "0.5",
+        "ORCHESTRATOR_MARIMO_PROBE_TIMEOUT": "1.5",
+        "ORCHESTRATOR_MARIMO_PROBE_MISSES": "0",
         "ORCHESTRATOR_MARIMO_MODE": "run",
         "ORCHESTRATOR_INSTALLER": "pip",
         "ORCHESTRATOR_OPEN": "sub/book.py",
@@ -54,6 +57,8 @@ def test_every_env_twin_reaches_the_configuration(tmp_path: Path) -> None:
     assert config.environment_panel is False and config.trust_proxy is True
     assert config.log_format == "json" and config.sync_debounce == 2.5
     assert config.jobs.record_installs is True
+    assert config.jobs.marimo_liveness == (0.5, 1.5, 0)
+    assert not config.jobs.marimo_liveness.enabled
     assert parse([str(tmp_path)], {}).jobs.record_installs is False
     # The flag wins over its twin.
     assert parse([str(tmp_path), "--port", "9124"], twins).port == 9124
