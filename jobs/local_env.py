@@ -45,9 +45,10 @@ DEBOUNCE = 3.0
 
 def place(
     settings: JobSettings, root: StateLayout, persistent: bool
-) -> tuple[StateLayout, Placement]:
+) -> tuple[StateLayout, Placement, snapshot.SnapshotRecord | None]:
     """``root`` with ``local`` set when the environment runs from local disk (see
-    jobs/env_location.py), and the placement that says why."""
+    jobs/env_location.py), the placement that says why, and the volume's snapshot record.
+    Blocking: reads the record and the mount table."""
     record = snapshot.load(root.snapshot_record)
     placement = decide(
         settings.env_location,
@@ -56,12 +57,19 @@ def place(
         persistent,
         needed_bytes=record.unpacked if record is not None else None,
     )
-    return root._replace(local=placement.local), placement
+    return root._replace(local=placement.local), placement, record
 
 
-def describe(layout: StateLayout, placement: Placement, **extra: Any) -> dict[str, Any]:
-    """``/-/status``'s ``environment``: where the packages live and their snapshot."""
-    record = snapshot.load(layout.snapshot_record) if layout.local is not None else None
+def describe(
+    layout: StateLayout,
+    placement: Placement,
+    record: snapshot.SnapshotRecord | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """``/-/status``'s ``environment``: where the packages live and their snapshot (``record``,
+    as last read or written: never read here, this runs on the event loop)."""
+    if layout.local is None:
+        record = None
     return {
         "location": "local" if layout.local is not None else "volume",
         "path": str(layout.venv),
@@ -248,10 +256,13 @@ class SnapshotKeeper:
         layout: StateLayout,
         placement: Placement,
         reporter: Reporter,
+        record: snapshot.SnapshotRecord | None,
         debounce: float = DEBOUNCE,
     ) -> None:
         self.layout = layout
         self.placement = placement
+        self.record = record
+        """The volume's snapshot record as this keeper last read or wrote it."""
         self.reporter = reporter
         self.debounce = debounce
         self._wanted = asyncio.Event()
@@ -264,7 +275,9 @@ class SnapshotKeeper:
 
     def report(self, **extra: Any) -> None:
         self.extra.update(extra)
-        self.reporter.environment_changed(describe(self.layout, self.placement, **self.extra))
+        self.reporter.environment_changed(
+            describe(self.layout, self.placement, self.record, **self.extra)
+        )
 
     def after_change(self, steps: StartReport, only_if_stale: bool = False) -> None:
         """After an install, a rebuild or a change seen by the ledger's watcher: say what the
@@ -330,6 +343,7 @@ class SnapshotKeeper:
             self._wanted.set()  # changed while archived: once more, after the change
             self.report(snapshotting=False)
             return
+        self.record = record
         self.reporter.log(
             "venv",
             "orchestrator",

@@ -230,16 +230,18 @@ class Pipeline:
     async def _place(self, layout: StateLayout, persistent: bool) -> StateLayout:
         """``layout`` with the venv on local disk when the state volume is a network one
         (jobs/env_location.py); edit mode then keeps the volume's snapshot up to date."""
-        layout, placement = await off_loop(local_env.place, self.settings, layout, persistent)
+        layout, placement, record = await off_loop(
+            local_env.place, self.settings, layout, persistent
+        )
         head = self._head_start
         edit = self.settings.marimo_mode == "edit"  # run mode: replicas.py checks its own
         if head is not None and edit and head.python != layout.venv_python:
             await self.drop_head_start(f"the environment runs from {layout.venv}")
         if layout.local is not None and self.settings.marimo_mode == "edit":
-            self._keeper = local_env.SnapshotKeeper(layout, placement, self.reporter)
+            self._keeper = local_env.SnapshotKeeper(layout, placement, self.reporter, record)
             self._keeper.report()
         else:
-            self.reporter.environment_changed(local_env.describe(layout, placement))
+            self.reporter.environment_changed(local_env.describe(layout, placement, record))
         return layout
 
     def _environment_changed(self, only_if_stale: bool = False) -> None:
