@@ -25,6 +25,8 @@ Measured, in order, on one state:
    the environment on local disk: ``/-/status`` ``environment.snapshot`` set and
    ``snapshotting`` false; otherwise 3 s), SIGKILL of the orchestrator's process group (and
    every process of its tree), the container's TMPDIR deleted, a new one, start → ready;
+   and until the environment is complete (every step finished, ``kernels_held`` false: after
+   build, marimo may serve from a skeleton while the snapshot is restored, kernels held);
 3. ``import pandas, plotly.express, polars, pyarrow`` with the venv's interpreter (the one
    marimo runs from: ``environment.path``, else ``state/venv``) after that replacement,
    median of 3 (the first, which writes the bytecode, is shown apart);
@@ -85,6 +87,7 @@ NOTEBOOK = "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    re
 MEASUREMENTS = {
     "cold": "Cold start to ready (empty state, requirements installed)",
     "replaced": "Ready after a container replacement (SIGKILL, fresh local disk, same state)",
+    "complete": "... until a kernel may start (the packages restored, `kernels_held` false)",
     "imports": f"`{IMPORTS}` with marimo's interpreter after the replacement (median of 3)",
     "install": "marimo's Install button (`POST /api/packages/add`) through the orchestrator",
     "warm": "Warm restart of the orchestrator in the same container (SIGTERM, start again)",
@@ -193,7 +196,22 @@ class Run:
             self.remember_tree()
             time.sleep(0.02)
 
-    def wait_status(self, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
+    def time_to_complete(self, timeout: float) -> float:
+        """Seconds from spawn until a kernel may start: marimo ready, the venv and requirements
+        steps finished and no kernel held (``kernels_held``: the environment is still being
+        restored; a build without it never holds)."""
+
+        def complete(status: dict[str, Any]) -> bool:
+            steps = {entry["name"]: entry["status"] for entry in status.get("steps", [])}
+            finished = all(steps.get(name) in ("done", "skipped", "failed") for name in steps)
+            return bool(status.get("ready")) and finished and not status.get("kernels_held")
+
+        self.wait_status(complete, timeout, "the environment complete", interval=0.02)
+        return time.monotonic() - self.started
+
+    def wait_status(
+        self, predicate: Any, timeout: float, what: str, interval: float = 0.2
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -202,7 +220,7 @@ class Run:
             if status is not None and predicate(status):
                 return status
             self.remember_tree()
-            time.sleep(0.2)
+            time.sleep(interval)
         raise Timeout(f"{what}: not within {timeout:.0f} s")
 
     def install(self, package: str, timeout: float) -> float:
@@ -397,6 +415,8 @@ def measure(
                 shutil.rmtree(container)  # a new container: the same paths, a fresh /tmp
                 second = start(container, state, "2-replaced")
                 results["replaced"] = second.time_to_ready(timeout)
+                step = "complete"
+                results["complete"] = second.time_to_complete(timeout)
                 status = second.status()
                 for entry in (status or {}).get("steps", []):
                     if entry.get("name") in ("venv", "requirements"):

@@ -50,6 +50,9 @@ class EnvironmentSteps:
         """Why the volume's snapshot could not be used at the last restore, if it could not."""
         self.restored_seconds: float | None = None
         """How long the last restore from the snapshot took, if one was restored."""
+        self.before_rebuild: Callable[[str], Awaitable[None]] | None = None
+        """Awaited with the reason before a venv is built anew (not restored): whatever runs
+        from the venv's path must stop first (jobs/runner.py, serving while restoring)."""
         self.headers = HeaderCache()
         """The notebooks' headers, shared by the step and the watcher: each notebook is read
         again only when its size or mtime changed."""
@@ -129,6 +132,8 @@ class EnvironmentSteps:
                 reason = "the restored snapshot does not run"
             else:
                 reason = f"{reason}; {restored.message}"
+        if self.before_rebuild is not None:
+            await self.before_rebuild(reason)
         return await venv_job.build(
             layout, installer, self._env, self.reporter, self.settings.requirements, reason
         )

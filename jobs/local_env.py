@@ -45,9 +45,10 @@ DEBOUNCE = 3.0
 
 def place(
     settings: JobSettings, root: StateLayout, persistent: bool
-) -> tuple[StateLayout, Placement]:
+) -> tuple[StateLayout, Placement, snapshot.SnapshotRecord | None]:
     """``root`` with ``local`` set when the environment runs from local disk (see
-    jobs/env_location.py), and the placement that says why."""
+    jobs/env_location.py), the placement that says why, and the volume's snapshot record.
+    Blocking: reads the record and the mount table."""
     record = snapshot.load(root.snapshot_record)
     placement = decide(
         settings.env_location,
@@ -56,12 +57,19 @@ def place(
         persistent,
         needed_bytes=record.unpacked if record is not None else None,
     )
-    return root._replace(local=placement.local), placement
+    return root._replace(local=placement.local), placement, record
 
 
-def describe(layout: StateLayout, placement: Placement, **extra: Any) -> dict[str, Any]:
-    """``/-/status``'s ``environment``: where the packages live and their snapshot."""
-    record = snapshot.load(layout.snapshot_record) if layout.local is not None else None
+def describe(
+    layout: StateLayout,
+    placement: Placement,
+    record: snapshot.SnapshotRecord | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """``/-/status``'s ``environment``: where the packages live and their snapshot (``record``,
+    as last read or written: never read here, this runs on the event loop)."""
+    if layout.local is None:
+        record = None
     return {
         "location": "local" if layout.local is not None else "volume",
         "path": str(layout.venv),
@@ -117,7 +125,7 @@ async def restore(layout: StateLayout, reporter: Reporter) -> Restored:
         0.1,
     )
     reporter.step_expected("venv", max(record.seconds, 0.5))
-    await off_loop(_clear, layout)
+    await off_loop(_clear, layout, True)
     try:
         seconds = await off_loop(snapshot.restore, record, layout.snapshot_archives, layout.venv)
     except snapshot.CorruptSnapshot as error:
@@ -136,15 +144,72 @@ async def restore(layout: StateLayout, reporter: Reporter) -> Restored:
     )
 
 
-def _clear(layout: StateLayout) -> None:
-    """Remove a local venv that was not completed, and the manifest that goes with it."""
+def _clear(layout: StateLayout, keep_skeleton: bool = False) -> None:
+    """Remove a local venv that was not completed (but a skeleton, with ``keep_skeleton``: the
+    restore exchanges it), and the manifest that goes with it."""
     from jobs.venv import remove
 
     with contextlib.suppress(FileNotFoundError):
         layout.manifest.unlink()
+    if keep_skeleton and (layout.venv / snapshot.SKELETON_MARK).is_file():
+        return
     if layout.venv.exists() or layout.venv.is_symlink():
         remove(layout.venv)
     layout.venv.parent.mkdir(parents=True, exist_ok=True)
+
+
+RUN_APART = frozenset({"pip"})
+"""Distributions every venv has its own copy of that marimo's server never imports (it runs
+them as programs of their own, and only through requests the kernel hold keeps waiting)."""
+
+
+def why_not_serve_early(layout: StateLayout) -> str:
+    """Empty when marimo may serve from a skeleton of the venv while the snapshot is restored
+    into place (see :func:`make_skeleton`), else why not. Blocking: reads the record and the
+    image's distributions.
+
+    marimo then runs from the image's packages until the exchange, and its processes keep
+    what they imported: that is the same program only when the restored venv adds packages
+    and neither replaces one of the image's nor adds import paths (``.pth`` files), so a
+    snapshot that does, or does not say, is restored first, as before."""
+    from jobs.image import image_distributions
+
+    if layout.local is None:
+        return "the environment runs from the volume"
+    if Manifest.load(layout.manifest).venv is not None and layout.venv_python.exists():
+        return "the venv on local disk is there"
+    record = snapshot.load(layout.snapshot_record)
+    if record is None:
+        return "no snapshot on the volume"
+    if record.python_version != Interpreter.current().version:
+        return "the snapshot was made with another Python"
+    if record.distributions is None or record.path_files is None:
+        return "the snapshot does not list its packages"
+    if record.path_files:
+        return f"the snapshot's packages add import paths ({', '.join(record.path_files)})"
+    shadowed = sorted(set(record.distributions) & set(image_distributions()) - RUN_APART)
+    if shadowed:
+        return f"the snapshot replaces packages of the image ({', '.join(shadowed[:5])})"
+    return ""
+
+
+def make_skeleton(layout: StateLayout) -> None:
+    """A venv with no packages of its own at ``layout.venv``, marked as a skeleton: it runs
+    marimo from the image at once; :func:`restore` exchanges it for the restored venv in one
+    atomic rename (jobs/snapshot.py). Never described by a manifest record, so nothing takes
+    it for a complete venv, after a crash either."""
+    import venv as stdlib_venv
+
+    from jobs.venv import write_layer
+
+    _clear(layout)
+    stdlib_venv.EnvBuilder(system_site_packages=True, symlinks=True, with_pip=False).create(
+        layout.venv
+    )
+    write_layer(layout)
+    (layout.venv / snapshot.SKELETON_MARK).write_text(
+        "No packages yet: the snapshot on the volume is being restored.\n", encoding="utf-8"
+    )
 
 
 def _write_manifest(layout: StateLayout, raw: dict[str, Any]) -> None:
@@ -161,6 +226,8 @@ def take_snapshot(
     abort: threading.Event | None = None,
 ) -> snapshot.SnapshotRecord | None:
     """:func:`snapshot.take` of ``layout``'s venv, with its manifest, onto its volume folder."""
+    from jobs.venv import LAYER_PTH
+
     return snapshot.take(
         layout.venv,
         Manifest.load(layout.manifest).as_json(),
@@ -169,6 +236,7 @@ def take_snapshot(
         layout.snapshot_archives,
         unchanged,
         abort,
+        ignore_pth=LAYER_PTH,
     )
 
 
@@ -188,10 +256,13 @@ class SnapshotKeeper:
         layout: StateLayout,
         placement: Placement,
         reporter: Reporter,
+        record: snapshot.SnapshotRecord | None,
         debounce: float = DEBOUNCE,
     ) -> None:
         self.layout = layout
         self.placement = placement
+        self.record = record
+        """The volume's snapshot record as this keeper last read or wrote it."""
         self.reporter = reporter
         self.debounce = debounce
         self._wanted = asyncio.Event()
@@ -204,7 +275,9 @@ class SnapshotKeeper:
 
     def report(self, **extra: Any) -> None:
         self.extra.update(extra)
-        self.reporter.environment_changed(describe(self.layout, self.placement, **self.extra))
+        self.reporter.environment_changed(
+            describe(self.layout, self.placement, self.record, **self.extra)
+        )
 
     def after_change(self, steps: StartReport, only_if_stale: bool = False) -> None:
         """After an install, a rebuild or a change seen by the ledger's watcher: say what the
@@ -270,6 +343,7 @@ class SnapshotKeeper:
             self._wanted.set()  # changed while archived: once more, after the change
             self.report(snapshotting=False)
             return
+        self.record = record
         self.reporter.log(
             "venv",
             "orchestrator",

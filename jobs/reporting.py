@@ -43,6 +43,10 @@ class Reporter(Protocol):
         """Where the Python packages live and the state of their snapshot on the volume
         (``/-/status``'s ``environment``, shape in README); replaces what was said before."""
 
+    def kernels_held(self, held: bool) -> None:
+        """While True, marimo serves from a skeleton of the venv being restored: requests that
+        would start a kernel or use the packages must wait (proxy/hold.py)."""
+
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         """marimo answers ``/health`` at host:port and accepts ``Authorization: Bearer token``."""
 
@@ -99,6 +103,9 @@ class StepTracker:
 
     def environment_changed(self, environment: dict[str, Any]) -> None:
         self.inner.environment_changed(environment)
+
+    def kernels_held(self, held: bool) -> None:
+        self.inner.kernels_held(held)
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self.inner.marimo_up(pid, host, port, token)

@@ -85,6 +85,9 @@ class Pipeline:
         self._venv_watch: asyncio.Task[None] | None = None
         self._marimo_version: str | None = None
         self._keeper: local_env.SnapshotKeeper | None = None
+        self._built = asyncio.Event()
+        """Set once the start-up build is over: marimo started early watches only then."""
+        self._start_crashed = False
 
     async def run(self) -> None:
         """The startup sequence, then marimo until it is given up or replaced.
@@ -102,15 +105,74 @@ class Pipeline:
             if self._replicas is not None:
                 self.layout, python = await self._replicas.environment(installer)
             else:
-                python = await self._steps.build(layout, installer)
+                python = await self._build(layout, installer)
                 self._environment_changed(only_if_stale=True)
             if python is None:
                 await self.drop_head_start("the venv cannot be used")
-            task = self._start_marimo(python or Path(sys.executable))
+            task = await self._serving_from(python or Path(sys.executable))
+            self._built.set()
         except Exception as error:
             await self._crashed(error)
             return
         await asyncio.wait({task})
+
+    async def _build(self, layout: StateLayout, installer: Installer) -> Path | None:
+        """The venv and the requirements steps. When the venv is restored from the volume's
+        snapshot, marimo serves from a skeleton of it meanwhile and kernels wait for the
+        restore (jobs/local_env.py, proxy/hold.py); every change to the venv (a restart, a
+        reinstall) waits for the whole build."""
+        if not await self._serve_while_restoring(layout):
+            return await self._steps.build(layout, installer)
+        async with self._venv_lock:
+            try:
+                python, rebuilt = await self._steps.venv(layout, installer)
+            finally:
+                self.reporter.kernels_held(False)
+                self._steps.before_rebuild = None
+            if python is not None:
+                await self._steps.requirements(layout, installer, restore=rebuilt)
+        return python
+
+    async def _serve_while_restoring(self, layout: StateLayout) -> bool:
+        """Start marimo from a skeleton of the venv, kernels held, when the venv is about to be
+        restored from a snapshot that allows it (:func:`local_env.why_not_serve_early`)."""
+        if self.settings.marimo_mode != "edit" or self._head_start is not None:
+            return False
+        why_not = await off_loop(local_env.why_not_serve_early, layout)
+        if why_not:
+            if layout.local is not None:
+                self.reporter.log("venv", "orchestrator", f"marimo waits for the venv: {why_not}")
+            return False
+        await off_loop(local_env.make_skeleton, layout)
+        self.reporter.kernels_held(True)
+        self._steps.before_rebuild = self._stop_early_marimo
+        self.reporter.log(
+            "venv",
+            "orchestrator",
+            "marimo starts while your Python packages are restored; notebooks connect once "
+            "they are in place",
+        )
+        self._start_marimo(layout.venv_python)
+        return True
+
+    async def _stop_early_marimo(self, reason: str) -> None:
+        """The snapshot could not be used: the venv is built anew, so the marimo serving from
+        its skeleton stops first (and starts again on the new venv)."""
+        if self._marimo_task is not None:
+            self.reporter.log(
+                "venv", "orchestrator", f"Stopping marimo until the venv is built: {reason}"
+            )
+            await self.end_marimo()
+
+    async def _serving_from(self, python: Path) -> asyncio.Task[None]:
+        """The marimo task, started on ``python`` unless the one started early (if any) still
+        serves from it."""
+        task, supervisor = self._marimo_task, self.supervisor
+        alive = task is not None and not task.done() and supervisor is not None
+        if alive and task is not None and supervisor is not None and supervisor.python == python:
+            return task
+        await self.end_marimo()
+        return self._start_marimo(python)
 
     @property
     def head_start_python(self) -> Path | None:
@@ -168,16 +230,18 @@ class Pipeline:
     async def _place(self, layout: StateLayout, persistent: bool) -> StateLayout:
         """``layout`` with the venv on local disk when the state volume is a network one
         (jobs/env_location.py); edit mode then keeps the volume's snapshot up to date."""
-        layout, placement = await off_loop(local_env.place, self.settings, layout, persistent)
+        layout, placement, record = await off_loop(
+            local_env.place, self.settings, layout, persistent
+        )
         head = self._head_start
         edit = self.settings.marimo_mode == "edit"  # run mode: replicas.py checks its own
         if head is not None and edit and head.python != layout.venv_python:
             await self.drop_head_start(f"the environment runs from {layout.venv}")
         if layout.local is not None and self.settings.marimo_mode == "edit":
-            self._keeper = local_env.SnapshotKeeper(layout, placement, self.reporter)
+            self._keeper = local_env.SnapshotKeeper(layout, placement, self.reporter, record)
             self._keeper.report()
         else:
-            self.reporter.environment_changed(local_env.describe(layout, placement))
+            self.reporter.environment_changed(local_env.describe(layout, placement, record))
         return layout
 
     def _environment_changed(self, only_if_stale: bool = False) -> None:
@@ -243,6 +307,9 @@ class Pipeline:
             self.reporter.step_finished("marimo", "failed", str(error))
             return
         self.reporter.step_finished("marimo", "done", f"marimo is running (pid {supervisor.pid})")
+        await self._built.wait()  # served early: the watchers follow a complete venv
+        if self._start_crashed:
+            return
         self._watch(layout, installer, python)
         try:
             await supervisor.watch()
@@ -302,6 +369,8 @@ class Pipeline:
 
     async def _crashed(self, error: BaseException) -> None:
         self._gave_up = True
+        self._start_crashed = True
+        self._built.set()
         message = f"the startup jobs crashed: {type(error).__name__}: {error}"
         self.reporter.log(None, "orchestrator", message)
         await self.drop_head_start("the startup jobs crashed")

@@ -13,8 +13,9 @@ Invariants:
   the new record naming its complete archive;
 - the record carries the archive's SHA-256; a restore hashes every byte it reads and keeps
   nothing it extracted when the hash does not match (:class:`CorruptSnapshot`);
-- a restore extracts into a staging folder beside the target and renames it into place, so a
-  venv path never holds half an environment, and it is written by a crash-safe caller before the
+- a restore extracts into a staging folder beside the target and renames it into place (or
+  exchanges it atomically with a skeleton standing there, see jobs/local_env.py), so a venv
+  path never holds half an environment, and it is written by a crash-safe caller before the
   manifest that says it is complete;
 - a venv names its own absolute path only in ``bin/``: the scripts' shebangs (and pip's
   ``exec`` line for long ones) and the ``activate`` scripts. A snapshot restored to another
@@ -69,9 +70,18 @@ class SnapshotRecord(NamedTuple):
     manifest: dict[str, Any]
     made_at: float
     seconds: float
+    distributions: tuple[str, ...] | None = None
+    """Canonical names of the distributions in the venv's own site-packages (``None``: a record
+    from before they were kept); see :func:`site_contents`."""
+    path_files: tuple[str, ...] | None = None
+    """The ``.pth`` files in the venv's own site-packages (ours, the image layer, excepted)."""
 
     def as_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, **self._asdict()}
+        values = self._asdict()
+        for name in _OPTIONAL:
+            if values[name] is not None:
+                values[name] = list(values[name])
+        return {"format": FORMAT, **values}
 
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -86,6 +96,8 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "made_at": (int, float),
     "seconds": (int, float),
 }
+_OPTIONAL = ("distributions", "path_files")
+"""Fields a record may lack (older records): lists of strings."""
 
 
 def load(record_path: Path) -> SnapshotRecord | None:
@@ -105,11 +117,36 @@ def load(record_path: Path) -> SnapshotRecord | None:
     archive = str(values["archive"])
     if "/" in archive or archive.startswith("."):
         return None
+    for name in _OPTIONAL:
+        listed = raw.get(name)
+        if listed is None:
+            values[name] = None
+        elif isinstance(listed, list) and all(isinstance(item, str) for item in listed):
+            values[name] = tuple(listed)
+        else:
+            return None
     return SnapshotRecord(**values)  # type: ignore[arg-type]
 
 
 def archive_path(archives: Path, record: SnapshotRecord) -> Path:
     return archives / record.archive
+
+
+def site_contents(venv: Path, ignore_pth: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The canonical names of the distributions in ``venv``'s own site-packages, and its
+    ``.pth`` files but ``ignore_pth``: what a process that imported from the image before the
+    venv was complete could have seen otherwise (jobs/local_env.py, serving while restoring)."""
+    from jobs.dist_metadata import canonical
+
+    names: set[str] = set()
+    path_files: set[str] = set()
+    for site_packages in venv.glob("lib/python*/site-packages"):
+        for entry in _entries(site_packages):
+            if entry.name.endswith(".dist-info"):
+                names.add(canonical(entry.name.removesuffix(".dist-info").rpartition("-")[0]))
+            elif entry.name.endswith(".pth") and entry.name != ignore_pth:
+                path_files.add(entry.name)
+    return tuple(sorted(names)), tuple(sorted(path_files))
 
 
 def measure(venv: Path) -> tuple[int, int]:
@@ -146,6 +183,7 @@ def take(
     archives: Path,
     unchanged: Callable[[], bool] = lambda: True,
     abort: threading.Event | None = None,
+    ignore_pth: str = "",
 ) -> SnapshotRecord | None:
     """Archive ``venv`` onto the volume and make the record name it (blocking: run it in a
     worker thread, at low priority: ``tar`` is niced).
@@ -159,6 +197,7 @@ def take(
 
     started = time.monotonic()
     unpacked, files = measure(venv)
+    distributions, path_files = site_contents(venv, ignore_pth)
     archives.mkdir(parents=True, exist_ok=True)
     tmp = archives / f".incoming-{os.getpid()}-{threading.get_ident()}.tmp"
     tar = subprocess.Popen(
@@ -201,6 +240,8 @@ def take(
             manifest=manifest,
             made_at=time.time(),
             seconds=round(time.monotonic() - started, 3),
+            distributions=distributions,
+            path_files=path_files,
         )
         write_atomically(record_path, json.dumps(record.as_json(), indent=2) + "\n")
     except BaseException:
@@ -295,11 +336,12 @@ def read_ahead(path: Path, size: int, parallel: int = READERS) -> Iterator[bytes
 
 
 def restore(record: SnapshotRecord, archives: Path, venv: Path) -> float:
-    """Extract the snapshot into ``venv`` (which must not exist), checking its checksum;
-    returns the seconds it took. Blocking: run it in a worker thread.
+    """Extract the snapshot into ``venv`` (which must not exist, or be a skeleton: see
+    :func:`_put_in_place`), checking its checksum; returns the seconds it took. Blocking: run
+    it in a worker thread.
 
     Raises :class:`CorruptSnapshot` when the archive is missing, unreadable or not what the
-    record says; nothing is left at ``venv`` then.
+    record says; ``venv`` is left as it was then.
     """
     import zstandard
 
@@ -341,9 +383,7 @@ def restore(record: SnapshotRecord, archives: Path, venv: Path) -> float:
             raise CorruptSnapshot(problem)
         if record.venv_path != str(venv):
             relocate(staging, record.venv_path, str(venv))
-        if venv.exists():
-            raise JobError(f"{venv} appeared while the snapshot was restored")
-        os.replace(staging, venv)
+        _put_in_place(staging, venv)
     finally:
         if tar.poll() is None:
             tar.kill()
@@ -351,6 +391,49 @@ def restore(record: SnapshotRecord, archives: Path, venv: Path) -> float:
         tar.stderr.close()
         shutil.rmtree(staging, ignore_errors=True)
     return time.monotonic() - started
+
+
+SKELETON_MARK = ".orchestrator-skeleton"
+"""A file in a venv that holds no packages yet (jobs/local_env.py): the one thing a restore may
+replace at its target."""
+
+
+def _put_in_place(staging: Path, venv: Path) -> None:
+    """Rename ``staging`` to ``venv``. A skeleton standing there is exchanged with it in one
+    atomic step (``renameat2(RENAME_EXCHANGE)``: a process running from the skeleton never sees
+    the path missing) and ends up at ``staging``, which the caller removes; anything else at
+    ``venv`` is an error."""
+    if not venv.exists() and not venv.is_symlink():
+        os.replace(staging, venv)
+        return
+    if not (venv / SKELETON_MARK).is_file():
+        raise JobError(f"{venv} appeared while the snapshot was restored")
+    if exchange(staging, venv):
+        return
+    # No atomic exchange on this filesystem: two renames, and a moment without a venv.
+    aside = venv.with_name(f".{venv.name}.skeleton-{os.getpid()}")
+    os.replace(venv, aside)
+    os.replace(staging, venv)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``). False when
+    the C library or the filesystem does not offer it; other failures raise ``OSError``."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def relocate(venv: Path, old: str, new: str) -> None:

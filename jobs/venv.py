@@ -175,7 +175,7 @@ async def create(
             reporter,
             "venv",
         )
-    _write_layer(layout)
+    write_layer(layout)
     reporter.step_progress("venv", "Checking the venv's interpreter", 0.9)
     answer = await probe(layout.venv_python, env)
     if answer is None or not answer.get("isolated"):
@@ -213,7 +213,9 @@ async def build(
     return f"Built the venv at {layout.venv} in {time.monotonic() - started:.1f} s ({reason})"
 
 
-def _write_layer(layout: StateLayout) -> None:
+def write_layer(layout: StateLayout) -> None:
+    """The ``.pth`` that layers the image's packages in when the orchestrator runs from a
+    virtualenv (see the module docstring)."""
     dirs = image_site_dirs()
     if not dirs:
         return

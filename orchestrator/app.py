@@ -154,6 +154,7 @@ def make_app(
                 panel_transform(config.jobs.marimo_mode) if config.environment_panel else None
             ),
             asset_store=assets,
+            hold=board.kernel_hold,
         ),
     ]
     require_guards(rules)  # a protected route without its guard fails here, at start

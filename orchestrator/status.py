@@ -25,6 +25,7 @@ from typing import Any, Literal
 from jobs.redact import redact
 from jobs.reporting import STEP_NAMES, MarimoExit, Outcome, StepName
 from orchestrator.editors import Editors
+from proxy.hold import KernelHold
 from proxy.upstream import Upstream
 
 log = logging.getLogger("orchestrator")
@@ -80,6 +81,8 @@ class StatusBoard:
         self.state: dict[str, Any] = {"path": None, "persistent": None, "warning": None}
         self.environment: dict[str, Any] | None = None
         """Where the Python packages live and their snapshot (jobs/env_location.py)."""
+        self.kernel_hold = KernelHold()
+        """Closed while marimo serves from a venv still being restored (proxy/hold.py)."""
         self.stopping = False
         self.notice: dict[str, Any] | None = None
         self.logs: deque[dict[str, Any]] = deque(maxlen=log_capacity)
@@ -132,6 +135,7 @@ class StatusBoard:
             "marimo": asdict(self.marimo),
             "state": dict(self.state),
             "environment": self.environment,
+            "kernels_held": self.kernel_hold.held,
             "notice": self.notice,
             "capabilities": dict(self.capabilities),
             "sync": self.sync,
@@ -242,6 +246,13 @@ class StatusBoard:
         self.environment = dict(environment)
         if environment.get("warning") and environment.get("warning") != warned:
             log.warning("%s", environment["warning"], extra={"step": "venv"})
+        self._publish()
+
+    def kernels_held(self, held: bool) -> None:
+        if held:
+            self.kernel_hold.close()
+        else:
+            self.kernel_hold.open()
         self._publish()
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:

@@ -38,6 +38,7 @@ from tornado.routing import Router
 from proxy import compression, gate, html, wire
 from proxy.forward import Failure, Forwarding, valid_target
 from proxy.headers import learn_session, toward_client, toward_marimo
+from proxy.hold import KernelHold
 from proxy.pool import ConnectionPool
 from proxy.precompressed import AssetStore
 from proxy.upstream import Upstream, UpstreamLookup
@@ -78,6 +79,8 @@ class DirectSettings:
     """Applied to marimo's HTML documents (:mod:`proxy.html`)."""
     asset_store: AssetStore | None = None
     """Compressed copies of marimo's hashed assets (:mod:`proxy.precompressed`)."""
+    hold: KernelHold | None = None
+    """Closed while the environment is restored: what it holds waits in HttpForwarder."""
 
 
 class DirectRouter(Router):
@@ -94,6 +97,9 @@ class DirectRouter(Router):
         upstream = self.settings.lookup()
         if upstream is None:
             return None  # the loading page or a 503: HttpForwarder answers it
+        hold = self.settings.hold
+        if hold is not None and hold.held and hold.holds_http(request):
+            return None  # HttpForwarder waits for the environment
         admits = self.settings.admits_at_once
         if admits is not None and not admits(request):
             return None  # the guard must look closer (and may answer): HttpForwarder

@@ -29,6 +29,7 @@ from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 from proxy import compression, gate, html, wire
 from proxy.forward import Failure, Forwarding, valid_target
 from proxy.headers import learn_session, tokens, toward_client, toward_marimo
+from proxy.hold import KernelHold
 from proxy.pool import ConnectionPool
 from proxy.precompressed import AssetStore
 from proxy.upstream import UpstreamLookup
@@ -73,8 +74,10 @@ class HttpForwarder(RequestHandler):
         require_server_token: bool = False,
         html_transform: html.HtmlTransform | None = None,
         asset_store: AssetStore | None = None,
+        hold: KernelHold | None = None,
     ) -> None:
         self._guard = guard
+        self._hold = hold
         self._html_transform = html_transform
         self._asset_store = asset_store
         self._require_server_token = require_server_token
@@ -104,6 +107,10 @@ class HttpForwarder(RequestHandler):
             request.connection.set_max_body_size(MAX_BODY_SIZE)
         if self._require_server_token and gate.lacks_server_token(request):
             gate.answer_missing_server_token(self)
+            return
+        hold = self._hold
+        if hold is not None and hold.holds_http(request) and not await hold.wait():
+            gate.answer_not_ready(self, self._loading_page)
             return
         upstream = self._lookup()
         if upstream is None:

@@ -10,6 +10,7 @@ from tornado.routing import AnyMatches, Matcher, Rule
 from tornado.web import RequestHandler
 
 from proxy.direct import DirectRouter, DirectSettings
+from proxy.hold import KernelHold
 from proxy.html import HtmlTransform
 from proxy.http import HttpForwarder
 from proxy.pool import ConnectionPool
@@ -40,6 +41,7 @@ def proxy_rules(
     require_server_token: bool = False,
     html_transform: HtmlTransform | None = None,
     asset_store: AssetStore | None = None,
+    hold: KernelHold | None = None,
 ) -> list[Rule]:
     """Rules matching every path, to be placed after the orchestrator's own routes.
 
@@ -67,6 +69,9 @@ def proxy_rules(
 
     ``asset_store`` answers requests for marimo's content-hashed assets from copies compressed
     once (:mod:`proxy.precompressed`), and is fed by the answers marimo gives for them.
+
+    ``hold``, while closed, keeps WebSocket upgrades and marimo's package API waiting
+    (:mod:`proxy.hold`).
     """
     pool = pool if pool is not None else ConnectionPool(connect_timeout=connect_timeout)
     if guard is None:
@@ -83,6 +88,7 @@ def proxy_rules(
         on_finished,
         html_transform,
         asset_store,
+        hold,
     )
     return [
         Rule(
@@ -94,6 +100,7 @@ def proxy_rules(
                 "handshake_timeout": response_timeout,
                 "max_message_size": max_message_size,
                 "guard": guard,
+                "hold": hold,
             },
         ),
         Rule(AnyMatches(), DirectRouter(direct)),
@@ -109,6 +116,7 @@ def proxy_rules(
                 "require_server_token": require_server_token,
                 "html_transform": html_transform,
                 "asset_store": asset_store,
+                "hold": hold,
             },
         ),
     ]

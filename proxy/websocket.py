@@ -33,6 +33,7 @@ from tornado.websocket import WebSocketProtocol13
 
 from proxy import gate
 from proxy.headers import WEBSOCKET_HANDSHAKE, tokens, toward_marimo
+from proxy.hold import KernelHold
 from proxy.upstream import Upstream, UpstreamLookup
 from proxy.wstunnel import INTERNAL_ERROR, Leg, Tunnel, UpstreamLeg, sendable
 
@@ -111,8 +112,10 @@ class WebSocketRelay(RequestHandler):
         handshake_timeout: float,
         max_message_size: int,
         guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
+        hold: KernelHold | None = None,
     ) -> None:
         self._guard = guard
+        self._hold = hold
         self._lookup = lookup
         self._connect_timeout = connect_timeout
         self._handshake_timeout = handshake_timeout
@@ -131,6 +134,9 @@ class WebSocketRelay(RequestHandler):
             if problem[0] == 426:
                 self.set_header("Sec-WebSocket-Version", "13")
             self.finish(problem[1])
+            return
+        if self._hold is not None and not await self._hold.wait():
+            gate.refuse_upgrade(self, 503, "the Python packages are being restored", retry=True)
             return
         upstream = self._lookup()
         if upstream is None:

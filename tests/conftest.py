@@ -97,6 +97,9 @@ class RecordingReporter:
     def environment_changed(self, environment: dict[str, Any]) -> None:
         self.environments.append(dict(environment))
 
+    def kernels_held(self, held: bool) -> None:
+        self.events.append(("kernels_held", str(held)))
+
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self.events.append(("up", str(pid)))
 

@@ -24,6 +24,7 @@ from jobs.layout import StateLayout
 from tests.conftest import OrchestratorFactory
 from tests.support.orchestrator import Orchestrator
 from tests.support.slow_volume import slow_volume
+from tests.support.wheels import build_wheel
 
 DELAY = 0.0005
 """Half a millisecond per file operation: a network volume, at a cost the suite can afford."""
@@ -252,3 +253,39 @@ def test_a_local_state_folder_is_used_in_place(
     assert placed["snapshot"] is None
     assert not StateLayout(notebook_dir / "state").snapshot_record.exists()
     assert os.path.isdir(notebook_dir / "state" / "venv")
+
+
+def test_after_a_replacement_the_editor_is_served_while_the_packages_are_restored(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """marimo serves from a skeleton of the venv at once; a kernel started meanwhile waits
+    and imports the restored package, never a half-restored environment."""
+    build_wheel(wheelhouse, "orch-bulky", "1.0", padding=12_000_000)
+    (notebook_dir / "requirements.txt").write_text("orch-bulky\n")
+    env_dir = tmp_path / "local-disk" / "env"
+    backing, mountpoint = tmp_path / "volume-backing", notebook_dir / "state"
+    backing.mkdir()
+    mountpoint.mkdir()
+    # 2 MB/s: restoring the ~12 MB snapshot takes seconds, longer than marimo takes to start.
+    with slow_volume(backing, mountpoint, delay=DELAY, bandwidth=2_000_000) as volume:
+        first = orchestrator(notebook_dir, volume, "--env-dir", str(env_dir))
+        first.wait_ready()
+        wait_snapshot(first)
+        replace_container(first, env_dir)
+
+        second = orchestrator(notebook_dir, volume, "--env-dir", str(env_dir))
+        serving = second.wait_for(
+            lambda s: bool(s["ready"] and s["kernels_held"]),
+            timeout=60,
+            what="the editor served while the packages are restored",
+        )
+        assert second.step(serving, "venv")["status"] == "running", serving
+        code, _, page = second.get("/", headers={"Accept": "text/html"})
+        assert code == 200 and b"<marimo-version" in page, page[:300]
+
+        # A notebook opened now: its kernel starts once the packages are all in place.
+        assert kernel_imports(second, "orch_bulky").startswith(str(env_dir))
+        status = second.status()
+        assert status["kernels_held"] is False
+        assert "Restored the Python packages" in second.step(status, "venv")["message"]
+        assert not (env_dir / "venv" / ".orchestrator-skeleton").exists()
