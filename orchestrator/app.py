@@ -26,6 +26,7 @@ from orchestrator.auth import Guard, Verifier, load_secret
 from orchestrator.config import Config
 from orchestrator.editors import WATCHED
 from orchestrator.quix import QuixPortal
+from orchestrator.secret_rotation import SignOut
 from orchestrator.status import StatusBoard
 from orchestrator.web.framing import framing_headers, framing_transform
 from orchestrator.web.front_page import FrontPageVisit, OpenNotebookHandler
@@ -36,6 +37,7 @@ from orchestrator.web.handlers import (
     LoadingPage,
     LoadingPageHandler,
     ReadyHandler,
+    StaticHandler,
     StatusHandler,
 )
 from orchestrator.web.login import LoginHandler, LogoutHandler
@@ -60,6 +62,7 @@ def make_guard(
     portal: QuixPortal | None,
     secret: Callable[[], str | bytes],
     on_admit: Callable[[tornado.httputil.HTTPServerRequest], None],
+    rotate: Callable[[], SignOut],
 ) -> Guard:
     """The sign-in cookie is a cross-site one (Secure, SameSite=None, Partitioned) wherever
     another site may frame our pages: in quix mode, and whenever ``--frame-ancestors`` names
@@ -75,6 +78,7 @@ def make_guard(
         token_generated=config.token_generated,
         secret=secret,
         on_admit=on_admit,
+        rotate=rotate,
     )
 
 
@@ -125,7 +129,7 @@ def make_app(
         ),
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/static/(.*)"),
-            tornado.web.StaticFileHandler,
+            StaticHandler,
             {"path": str(STATIC_DIR)},
         ),
     ]

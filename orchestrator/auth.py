@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import secrets
+import string
 import time
 import weakref
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from tornado.httputil import HTTPServerRequest
 
 from orchestrator.auth_modes import AuthMode
 from orchestrator.revocations import Revocations
+from orchestrator.secret_rotation import SignOut
 from orchestrator.throttle import SignInThrottle, client_address
 
 if TYPE_CHECKING:
@@ -130,8 +132,9 @@ def is_https(request: HTTPServerRequest, trust_proxy: bool) -> bool:
 
 
 def _origin_tuple(scheme: str, netloc: str) -> tuple[str, str, int] | None:
-    parts = urlsplit(f"{scheme}://{netloc}")
+    """None for what names no origin (an unbalanced ``[``, a port out of range, no host)."""
     try:
+        parts = urlsplit(f"{scheme}://{netloc}")
         port = parts.port
     except ValueError:
         return None
@@ -147,7 +150,10 @@ def same_origin(handler: tornado.web.RequestHandler, trust_proxy: bool) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # "http://[": no origin at all, so not ours (fails closed)
+        return False
     claimed = _origin_tuple(parts.scheme.lower(), parts.netloc)
     if claimed is None:
         return False
@@ -166,14 +172,17 @@ def wants_html(handler: tornado.web.RequestHandler) -> bool:
 
 def safe_next(value: str | None) -> str:
     """Only a path on this server: never another host (open redirect), never a scheme."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if "\\" in value:
         return "/"
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
         return "/"  # no header injection through a redirect
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
         return "/"
-    return value
+    # A Location header is Latin-1 on the wire: other characters (and spaces) go percent-encoded.
+    return quote(value, safe=string.punctuation)
 
 
 class Guard:
@@ -191,6 +200,7 @@ class Guard:
         token_generated: bool = False,
         secret: Callable[[], str | bytes],
         on_admit: Callable[[HTTPServerRequest], None],
+        rotate: Callable[[], SignOut],
     ) -> None:
         self.mode = mode
         self.binds_token = not token_generated
@@ -212,6 +222,9 @@ class Guard:
         """Told of every admitted request (orchestrator/bounds.py stops counting its connection)."""
         self.secret = secret
         """The signing secret in force, read at each use: it may be adopted from the state."""
+        self.rotate = rotate
+        """Ends every session for good when a logout cannot be recorded
+        (orchestrator/secret_rotation.py); says how far the logout went."""
         self._checked: dict[str, float] = {}
         """Quix sessions: when (monotonic) the portal last said yes."""
         self._unreachable: dict[str, float] = {}
@@ -315,11 +328,19 @@ class Guard:
             secure=is_https(handler.request, self.trust_proxy),
         )
 
-    def close_session(self, handler: tornado.web.RequestHandler) -> None:
+    def close_session(self, handler: tornado.web.RequestHandler) -> SignOut:
+        """A logout: the session ends here at once and for good. When its end cannot be
+        recorded on the state volume, every session is ended instead (:attr:`rotate`), so that
+        this one cannot come back with a restart; the answer says which happened."""
         session = self.session(handler)
-        if session is not None:
-            self.end(session)
+        outcome: SignOut = "here"
+        if session is not None and not self.end(session):
+            outcome = self.rotate()
+            if outcome == "everyone":
+                for sid in list(self._sockets):
+                    self._close_sockets(sid)
         self._clear_cookie(handler)
+        return outcome
 
     def _clear_cookie(self, handler: tornado.web.RequestHandler) -> None:
         handler.clear_cookie(COOKIE, path="/")
@@ -345,14 +366,19 @@ class Guard:
         session = self._session_from(raw)
         return self._credential(session) if session is not None else None
 
-    def end(self, session: Session) -> None:
-        """Ends a session for good (restarts included) and closes its WebSockets."""
-        self.revocations.add(session.sid, session.issued_at + self.session_seconds)
+    def end(self, session: Session) -> bool:
+        """Ends a session and closes its WebSockets; True when its end is recorded on the state
+        volume (it stays ended after a restart), False when only this process knows."""
+        recorded = self.revocations.add(session.sid, session.issued_at + self.session_seconds)
         self._checked.pop(session.sid, None)
         self._unreachable.pop(session.sid, None)
-        self._socket_sessions.pop(session.sid, None)
         self._memory_tokens.pop(session.sid, None)
-        for socket in list(self._sockets.pop(session.sid, ())):
+        self._close_sockets(session.sid)
+        return recorded
+
+    def _close_sockets(self, sid: str) -> None:
+        self._socket_sessions.pop(sid, None)
+        for socket in list(self._sockets.pop(sid, ())):
             close = getattr(socket, "close", None)
             if callable(close):
                 with contextlib.suppress(Exception):  # a socket already gone

@@ -47,6 +47,7 @@ class _Screen(httputil.HTTPMessageDelegate):
         self.inner = inner
         self.connection = connection
         self.answered = False
+        self.head = False
 
     def headers_received(
         self,
@@ -54,6 +55,7 @@ class _Screen(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> Any:
         assert isinstance(start_line, httputil.RequestStartLine)
+        self.head = start_line.method == "HEAD"
         self.server.heard(self.connection)
         if not self.server.hosts.allows(headers.get("Host")):
             host = headers.get("Host", "")[:100]
@@ -94,7 +96,7 @@ class _Screen(httputil.HTTPMessageDelegate):
                     "Connection": "close",
                 }
             ),
-            body,
+            b"" if self.head else body,  # a HEAD's answer has the length, never the body
         )
         self.connection.finish()
 

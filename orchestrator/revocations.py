@@ -67,24 +67,26 @@ class Revocations:
         if len(self._ended) >= MAX_ENTRIES:
             self._prune()
 
-    def add(self, sid: str, expires: float) -> None:
+    def add(self, sid: str, expires: float) -> bool:
+        """Remember ``sid`` as ended; True when that is on the volume (appended and fsynced),
+        or was already known. False: in this process only (no state folder yet, or the write
+        failed); the caller decides what else makes it last (orchestrator/secret_rotation.py)."""
         if sid in self._ended:
-            return
+            return True
         if len(self._ended) >= MAX_ENTRIES:
             self._prune()
         self._ended[sid] = expires
-        if self._path is not None:
-            try:
-                with open(self._path, "a", encoding="ascii") as handle:
-                    handle.write(f"{sid} {int(expires) + 1}\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            except OSError as error:
-                log.warning(
-                    "cannot record an ended session in %s: %s; it stays ended until a restart",
-                    self._path,
-                    error.strerror,
-                )
+        if self._path is None:
+            return False
+        try:
+            with open(self._path, "a", encoding="ascii") as handle:
+                handle.write(f"{sid} {int(expires) + 1}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            log.warning("cannot record an ended session in %s: %s", self._path, error.strerror)
+            return False
+        return True
 
     def attach(self, path: Path) -> None:
         """Merge what ``path`` holds, then keep it up to date (rewritten without expired ids)."""

@@ -161,6 +161,7 @@ class Server:
         from orchestrator.private import keep_private
         from orchestrator.quix import QuixPortal
         from orchestrator.secret_adoption import adopt_or_persist
+        from orchestrator.secret_rotation import rotate
         from orchestrator.status import StatusBoard
         from proxy.precompressed import AssetStore
 
@@ -179,6 +180,8 @@ class Server:
             # admitted. The cycle (server -> app -> guard -> server) is closed here, not patched.
             secret=lambda: app.settings["cookie_secret"],
             on_admit=lambda request: server.trust(request),
+            # A logout that cannot be recorded ends every session instead, for good.
+            rotate=lambda: rotate(app, StateLayout(config.jobs.state_dir).session_secret),
         )
         assets = AssetStore(write_atomically)
         app = make_app(config, board, actions, guard, metrics, assets)

@@ -3,6 +3,7 @@ the real orchestrator on a real state directory, each fault made by hand as an o
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
 from tests.support.orchestrator import Orchestrator
 from tests.support.wheels import build_wheel
+from tests.test_auth import cookie_of, login, request
 from tests.test_persistent_env import imports, wait_for_file
 from tests.test_restart import post_restart
 
@@ -139,6 +141,66 @@ def test_a_full_state_volume_is_named_not_blamed_on_the_index(
     assert step["attempt"] == 1, "a full disk is not retried"
     print(step["message"])
     assert run.wait_ready()["phase"] == "degraded", "marimo starts: the user can make room"
+
+
+def fill(volume: Path) -> Path:
+    """Write zeros into ``volume`` until not one more byte fits; the file that holds them."""
+    filler = volume / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    handle.write(b"\0" * size)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+    return filler
+
+
+def test_a_logout_on_a_full_state_volume_ends_every_session_for_good(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, small_volume: Path
+) -> None:
+    first = orchestrator(notebook_dir, small_volume)
+    first.wait_ready()
+    layout = StateLayout(small_volume)
+    secret = layout.session_secret.read_bytes()
+    leaving, staying = (cookie_of(login(first, first.token)[1]) for _ in range(2))
+    for cookie in (leaving, staying):
+        assert request(first, "GET", "/-/status", {"Cookie": cookie})[0] == 200
+    filler = fill(small_volume)
+    assert layout.revoked_sessions.stat().st_size == 0, "an append needs a new block"
+
+    code, headers, _ = request(
+        first, "POST", "/-/logout", {"Cookie": leaving, "Origin": first.base}
+    )
+    assert code == 303 and "signed_out=everyone" in headers["location"], headers
+    code, _, page = request(first, "GET", headers["location"], {"Accept": "text/html"})
+    assert code == 200 and b"everyone was signed out" in page, page
+    for cookie in (leaving, staying):
+        assert request(first, "GET", "/-/status", {"Cookie": cookie})[0] == 401
+    assert not layout.session_secret.exists() or layout.session_secret.read_bytes() != secret
+    again = cookie_of(login(first, first.token)[1])
+    assert request(first, "GET", "/-/status", {"Cookie": again})[0] == 200, "sign-in still works"
+    assert first.terminate() == 0
+
+    # Restarted on the same volume, still full: the old sessions do not come back.
+    second = orchestrator(notebook_dir, small_volume)
+    second.wait_listening()
+    assert second.get("/-/status")[0] == 200, "the server answers (control: a bearer token)"
+    for cookie in (leaving, staying):
+        assert request(second, "GET", "/-/status", {"Cookie": cookie})[0] == 401
+    assert second.terminate() == 0
+
+    # Room made again: still refused; a new session is kept across restarts as before.
+    filler.unlink()
+    third = orchestrator(notebook_dir, small_volume)
+    third.wait_for(lambda s: s["state"]["path"] == str(small_volume), what="state resolved")
+    assert request(third, "GET", "/-/status", {"Cookie": leaving})[0] == 401
+    fresh = cookie_of(login(third, third.token)[1])
+    assert third.terminate() == 0
+    fourth = orchestrator(notebook_dir, small_volume)
+    fourth.wait_listening()
+    assert request(fourth, "GET", "/-/status", {"Cookie": fresh})[0] == 200
+    assert request(fourth, "GET", "/-/status", {"Cookie": leaving})[0] == 401
 
 
 def test_a_download_stalled_mid_file_names_the_timeout_and_is_retried(

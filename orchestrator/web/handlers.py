@@ -25,6 +25,21 @@ from orchestrator.web.protected import Protected
 STATIC_DIR = Path(__file__).parent / "static"
 
 
+class StaticHandler(tornado.web.StaticFileHandler):
+    """``/-/static/``: public, and only the files shipped in ``static/`` (listed once, at
+    import): any other path, ``panel.js%00.css`` or ``../x`` included, is a 404 before the file
+    system is asked."""
+
+    FILES = frozenset(
+        path.relative_to(STATIC_DIR).as_posix() for path in STATIC_DIR.rglob("*") if path.is_file()
+    )
+
+    def parse_url_path(self, url_path: str) -> str:
+        if url_path not in self.FILES:
+            raise tornado.web.HTTPError(404)
+        return super().parse_url_path(url_path)
+
+
 class _Board(tornado.web.RequestHandler):
     """Shows the board, never cached."""
 

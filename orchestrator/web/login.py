@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -11,6 +10,10 @@ import tornado.web
 
 from orchestrator.auth import Guard, safe_next, same_origin
 from orchestrator.web.handlers import STATIC_DIR
+from orchestrator.web.json_body import BadInput, Field, json_object, text_field
+
+FIELDS = {"token": Field(str), "next": Field(str)}
+SHAPE = '{"token": "...", "next": "/path"}'
 
 _MESSAGES = {
     "rejected": "That token was not accepted. Check it and try again.",
@@ -18,6 +21,17 @@ _MESSAGES = {
     "origin": "This sign-in came from another site and was refused.",
     "throttled": "Too many failed sign-ins. Wait a little, then try again.",
 }
+
+_SIGNED_OUT = {
+    "everyone": "You are signed out. Your sign-out could not be recorded on the state volume "
+    "(is it full?), so everyone was signed out to make sure it lasts after a restart: "
+    "everyone signs in again.",
+    "until-restart": "You are signed out, but the server could not record it on the state "
+    "volume: this sign-out lasts only until the server restarts. Ask an operator to check "
+    "the state volume.",
+}
+"""The notice the sign-in page shows after a logout that went further, or less far, than this
+session (orchestrator/secret_rotation.py); chosen by name, never text from the URL."""
 
 
 class LoginHandler(tornado.web.RequestHandler):
@@ -32,12 +46,19 @@ class LoginHandler(tornado.web.RequestHandler):
         # the page's URL (which may hold ?token=) still never leaves this site.
         self.set_header("Referrer-Policy", "same-origin")
 
-    def _page(self, status: int = 200, error: str | None = None) -> None:
-        target = safe_next(self.get_argument("next", None))
+    def _page(
+        self, status: int = 200, error: str | None = None, target: str = "/", notice: str = ""
+    ) -> None:
         page = (
             self.template.replace("{{MODE}}", html.escape(self.guard.mode))
             .replace("{{NEXT}}", html.escape(target))
-            .replace("{{ERROR}}", html.escape(_MESSAGES.get(error or "", "")))
+            .replace("{{ERROR}}", html.escape(_MESSAGES.get(error or "", error or "")))
+            .replace(
+                "{{NOTICE}}",
+                f'<p id="notice" class="notice" role="status">{html.escape(notice)}</p>'
+                if notice
+                else "",
+            )
             .replace("{{PORTAL_ORIGINS}}", html.escape(self.portal_origins))
         )
         self.set_status(status)
@@ -45,37 +66,50 @@ class LoginHandler(tornado.web.RequestHandler):
         self.finish(page)
 
     async def get(self) -> None:
-        token = self.get_query_argument("token", None)
+        query = self.request.query_arguments
+        try:
+            token = text_field(query, "token")
+            target = safe_next(text_field(query, "next"))
+            signed_out = text_field(query, "signed_out")
+        except BadInput as bad:
+            self._page(400, bad.message)
+            return
         if token is not None and self.guard.mode == "token":
             # The ready-to-click URL printed at start: sign in, then drop the token from the URL.
             outcome, wait = await self.guard.try_token(self, token)
             if outcome == "ok":
                 self.guard.open_session(self, token)
-                self.redirect(safe_next(self.get_argument("next", None)))
+                self.redirect(target)
                 return
             if outcome == "throttled":
                 self.set_header("Retry-After", self.guard.throttle.retry_after(wait))
-                self._page(429, "throttled")
+                self._page(429, "throttled", target)
                 return
-            self._page(401, "rejected")
+            self._page(401, "rejected", target)
             return
         if self.guard.mode == "none" or self.guard.session(self) is not None:
-            self.redirect(safe_next(self.get_argument("next", None)))
+            self.redirect(target)
             return
-        self._page()
+        self._page(target=target, notice=_SIGNED_OUT.get(signed_out or "", ""))
 
     async def post(self) -> None:
         is_json = self.request.headers.get("Content-Type", "").startswith("application/json")
-        if is_json:
-            try:
-                payload = json.loads(self.request.body or b"{}")
-            except ValueError:
-                payload = {}
-            token = str(payload.get("token") or "") if isinstance(payload, dict) else ""
-            target = safe_next(payload.get("next") if isinstance(payload, dict) else None)
-        else:
-            token = self.get_body_argument("token", "")
-            target = safe_next(self.get_body_argument("next", None))
+        try:
+            if is_json:
+                payload = json_object(self.request.body, FIELDS, SHAPE)
+                token = payload.get("token", "")
+                target = safe_next(payload.get("next"))
+            else:
+                token = text_field(self.request.body_arguments, "token") or ""
+                target = safe_next(text_field(self.request.body_arguments, "next"))
+        except BadInput as bad:
+            # Fails closed: no token was tried, no session is made.
+            self.set_status(bad.status)
+            if is_json:
+                self.finish({"ok": False, **bad.body()})
+            else:
+                self._page(bad.status, bad.message)
+            return
         if not same_origin(self, self.guard.trust_proxy):
             self._answer(is_json, 403, "origin", target)
             return
@@ -101,8 +135,7 @@ class LoginHandler(tornado.web.RequestHandler):
             self.set_status(status)
             self.finish({"ok": False, "error": _MESSAGES[error]})
         else:
-            self.request.arguments["next"] = [target.encode()]
-            self._page(status, error)
+            self._page(status, error, target)
 
 
 class LogoutHandler(tornado.web.RequestHandler):
@@ -116,5 +149,6 @@ class LogoutHandler(tornado.web.RequestHandler):
             self.set_status(403)
             self.finish({"error": "log out from this site's own page"})
             return
-        self.guard.close_session(self)
-        self.redirect("/-/login?next=" + quote("/", safe=""), status=303)
+        outcome = self.guard.close_session(self)
+        notice = "" if outcome == "here" else f"&signed_out={outcome}"
+        self.redirect("/-/login?next=" + quote("/", safe="") + notice, status=303)

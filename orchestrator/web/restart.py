@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from orchestrator.actions import Actions
 from orchestrator.auth import Guard, same_origin
+from orchestrator.web.json_body import BadInput, Field, json_object
 from orchestrator.web.protected import Protected
+
+FIELDS = {"scope": Field(str, required=True), "rebuild": Field(bool)}
+SHAPE = '{"scope": "marimo" | "install" | "deployment", "rebuild": true | false}'
 
 
 class RestartHandler(Protected):
     """Answers 202 and enqueues; the work shows up in /-/status and /-/events.
 
-    Requires a JSON body (a non-simple content type, so a cross-site form cannot send it).
+    Requires a JSON body (a non-simple content type, so a cross-site form cannot send it), read
+    strictly (orchestrator/web/json_body.py): ``"rebuild": "false"`` is a 400 naming ``rebuild``.
     """
 
     def initialize(self, actions: Actions, *, guard: Guard, **_: Any) -> None:
@@ -36,14 +40,12 @@ class RestartHandler(Protected):
             self._fail(415, "send JSON: Content-Type: application/json")
             return
         try:
-            payload = json.loads(self.request.body or b"{}")
-        except ValueError:
-            self._fail(400, "the body is not valid JSON")
+            payload = json_object(self.request.body, FIELDS, SHAPE)
+        except BadInput as bad:
+            self.set_status(bad.status)
+            self.finish(bad.body())
             return
-        if not isinstance(payload, dict) or not isinstance(payload.get("scope"), str):
-            self._fail(400, 'expected {"scope": "marimo" | "install" | "deployment"}')
-            return
-        rebuild = bool(payload.get("rebuild", False))
+        rebuild: bool = payload.get("rebuild", False)
         token = self.guard.user_token(self)
         answer = self.actions.restart(payload["scope"], rebuild, token)
         self.set_status(answer.status)
