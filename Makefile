@@ -40,9 +40,10 @@ test-slow: test-reliability
 test-fast: $(BIN)/marimo-orchestrator
 	$(BIN)/python -m pytest -q -x --ignore=tests/test_end_to_end.py
 
-# README's options table is made from orchestrator/options.py (tests/test_options.py checks it).
+# README's options table and the entry point's switches are made from orchestrator/options.py
+# (tests/test_options.py checks both).
 readme-options: $(BIN)/marimo-orchestrator
-	$(BIN)/python -m orchestrator.options README.md
+	$(BIN)/python -m orchestrator.options README.md docker/entrypoint.sh
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache

@@ -58,13 +58,12 @@ group_exists() {
   return 1
 }
 
-if ((EUID != 0)); then
-  exec marimo-orchestrator "$@"
-fi
-
 # The folders the orchestrator will use, resolved as it does: flag, ORCHESTRATOR_* twin, Quix's
-# variable, default. Every option of the CLI takes a value (a flag without one would have to join
-# the `-h | --help` case).
+# variable, default. A flag takes a value unless it is one of these switches (whole flags only:
+# the orchestrator accepts no abbreviations either).
+# switches: made by `make readme-options` from orchestrator/options.py
+readonly switches=' -h --help --record-installs --no-record-installs --trust-proxy --no-trust-proxy --sync-to-quix --no-sync-to-quix --metrics-public --no-metrics-public '
+# end of switches
 state_dir=""
 notebook_dir=""
 args=("$@")
@@ -77,12 +76,12 @@ while ((i < ${#args[@]})); do
       state_dir=${args[i + 1]:-}
       i=$((i + 1))
       ;;
-    -h | --help | --*=*) ;;
+    --*=*) ;;
     --)
       if [[ -z $notebook_dir ]]; then notebook_dir=${args[i + 1]:-}; fi
       break
       ;;
-    -*) i=$((i + 1)) ;;
+    -*) if [[ $switches != *" $arg "* ]]; then i=$((i + 1)); fi ;;
     *) if [[ -z $notebook_dir ]]; then notebook_dir=$arg; fi ;;
   esac
   i=$((i + 1))
@@ -92,6 +91,14 @@ paths=$(realpath -m -- \
   "${notebook_dir:-${ORCHESTRATOR_NOTEBOOK_DIR:-.}}")
 state_dir=${paths%%$'\n'*}
 notebook_dir=${paths#*$'\n'}
+if [[ -n ${MARIMO_ORCHESTRATOR_ENTRYPOINT_DRY_RUN:-} ]]; then # what it would use; tests
+  printf 'state_dir=%s\nnotebook_dir=%s\n' "$state_dir" "$notebook_dir"
+  exit 0
+fi
+
+if ((EUID != 0)); then
+  exec marimo-orchestrator "$@"
+fi
 
 notebook_uid=""
 if lookup_user name "$notebook_user"; then

@@ -82,6 +82,9 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
     ``--help`` still answers)."""
     parser = argparse.ArgumentParser(
         prog="marimo-orchestrator",
+        # No abbreviations: docker/entrypoint.sh reads the same command line and knows whole
+        # flags only (orchestrator.options.switch_flags), so both must read it the same way.
+        allow_abbrev=False,
         formatter_class=_HelpFormatter,
         description=(
             "Serve a marimo notebook folder from a container: the port answers at once with a "

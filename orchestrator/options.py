@@ -1,8 +1,9 @@
 """Every setting declared once: its name, environment twin, default, meaning and converter.
 
-The command-line parser (orchestrator/cli.py), ``--help`` and README's options table are all
-made from :data:`OPTIONS`; ``python -m orchestrator.options README.md`` rewrites the table
-(``make readme-options``) and tests/test_options.py fails when README disagrees. What a value
+The command-line parser (orchestrator/cli.py), ``--help``, README's options table and the
+container entry point's list of switches are all made from :data:`OPTIONS`;
+``python -m orchestrator.options README.md docker/entrypoint.sh`` rewrites the table and the
+list (``make readme-options``) and tests/test_options.py fails when either disagrees. What a value
 means beyond its type (ranges, choices given through the environment, how settings combine,
 Quix's variables) is checked in orchestrator/config.py's ``resolve``, whose keywords are the
 options' ``dest`` names.
@@ -353,10 +354,36 @@ def with_table(readme: str) -> str:
     return f"{head}{TABLE_START}\n{readme_table()}{TABLE_END}{tail}"
 
 
+def switch_flags() -> list[str]:
+    """Every flag that takes no value: what docker/entrypoint.sh must know to find the notebook
+    folder and ``--state-dir`` in a command line exactly as the parser does."""
+    flags = ["-h", "--help"]
+    for option in OPTIONS:
+        if option.switch:
+            flags += [option.name, f"--no-{option.name[2:]}"]
+    return flags
+
+
+SWITCHES_START = "# switches: made by `make readme-options` from orchestrator/options.py"
+SWITCHES_END = "# end of switches"
+
+
+def with_switches(script: str) -> str:
+    """The entry point's ``script`` with its list of switches made from :data:`OPTIONS`."""
+    head, start, rest = script.partition(SWITCHES_START)
+    _, end, tail = rest.partition(SWITCHES_END)
+    if not start or not end:
+        raise ValueError(f"the script lacks the markers {SWITCHES_START!r} and {SWITCHES_END!r}")
+    line = f"readonly switches=' {' '.join(switch_flags())} '\n"
+    return f"{head}{SWITCHES_START}\n{line}{SWITCHES_END}{tail}"
+
+
 if __name__ == "__main__":
     import sys
     from pathlib import Path
 
     for name in sys.argv[1:]:
         path = Path(name)
-        path.write_text(with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+        made = with_switches(text) if path.suffix == ".sh" else with_table(text)
+        path.write_text(made, encoding="utf-8")
