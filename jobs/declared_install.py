@@ -142,19 +142,17 @@ def notes(declared: Declared) -> str:
 
 
 def header_additions(before: Declared, after: Declared) -> dict[str, list[str]]:
-    """canonical name → the notebooks whose header declares it in ``after`` but not in
-    ``before`` (a line marimo wrote after an Install-button install, or one a person added)."""
-    had = {
-        (before.label(header.path), canonical(dep.name))
-        for header in before.headers
-        for dep in header.dependencies
-    }
+    """canonical name → the notebooks whose header declares it in ``after`` when no source
+    declared it in ``before``: a line marimo wrote after an Install-button install (or one a
+    person added). A package some source declared already is left out: marimo pins every
+    installed package a notebook imports when the notebook is opened, which adds nothing."""
+    had = declared_names(before)
     added: dict[str, list[str]] = {}
     for header in after.headers:
         name = after.label(header.path)
         for dep in header.dependencies:
             key = canonical(dep.name)
-            if is_bare_marimo(dep) or (name, key) in had:
+            if is_bare_marimo(dep) or key in had:
                 continue
             files = added.setdefault(key, [])
             if name not in files:

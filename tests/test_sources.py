@@ -440,12 +440,11 @@ def test_a_header_line_for_a_package_already_installed_is_said_as_added(tmp_path
     (tmp_path / "requirements.txt").write_text("attrs\n")
     notebook(tmp_path, "sales.py", header="")
     before = declared(tmp_path)
-    notebook(
-        tmp_path, "sales.py", header='# /// script\n# dependencies = ["numpy==2.1.3"]\n# ///\n'
-    )
+    recorded = '# /// script\n# dependencies = ["attrs==23.1", "numpy==2.1.3"]\n# ///\n'
+    notebook(tmp_path, "sales.py", header=recorded)
     after = declared(tmp_path)
     added = header_additions(before, after)
-    assert added == {"numpy": ["sales.py"]}
+    assert added == {"numpy": ["sales.py"]}, "attrs was declared already: nothing to say"
     venv = {"attrs": "23.1", "numpy": "2.1.3"}
     assert summary(venv, venv, after, added) == "numpy 2.1.3 added to sales.py's dependencies"
     # What the install itself brought is said as installed, not as added.
