@@ -21,13 +21,14 @@ own behaviour (checked against marimo 0.25.2, ``MARIMO_MANAGE_SCRIPT_METADATA=tr
   records what was installed when the notebook was last opened, not a wish: after a change of
   the requirements file it names the old version, and marimo rewrites it to the new one the
   next time the notebook is opened on the new environment;
-- marimo writes nothing else: a range (``pandas>=2.3``), a pin with further clauses, or a pin
-  against a package no curated file declares was written by a person (or ``uv add --script``),
-  and still conflicts, naming both files and specifiers.
+- marimo writes nothing else (a hand-written range of an imported package is even replaced by
+  a pin): a range (``pandas>=2.3``) or a pin with further clauses was written by a person
+  (typed into the Packages pane, ``uv add --script``, an editor), and still conflicts, naming
+  both files and specifiers.
 
-So two notebooks pinning different versions of a package no curated file excludes still fail,
-as does a header range the requirements file cannot satisfy. A pin the curated files allow
-(``pandas==2.2.3`` against ``pandas>=2``) is not given way: it applies.
+Two notebooks pinning different versions of a package that no curated file excludes still fail:
+no curated file says which one is meant (opening the older notebook re-pins it). A pin the
+curated files allow (``pandas==2.2.3`` against ``pandas>=2``) is not given way: it applies.
 
 Invariant: every conflict message names the package, both files and both specifiers, e.g.
 "pandas: sales.py asks for pandas==2.2.3, requirements.txt for pandas<2.2"; every yielded pin is
