@@ -13,7 +13,9 @@ Invariants:
 - for uv, what the image already provides is left out of every source's lines (jobs/image.py's
   filter, line by line for the headers and the lock); the requirements file itself is filtered
   as a whole exactly as before, and passed with ``-r`` when it cannot be (it has includes);
-- conflicts between sources (jobs/source_conflicts.py) fail before any installer runs.
+- conflicts between sources (jobs/source_conflicts.py) fail before any installer runs; a
+  header's exact pin that gives way to a curated file is not a conflict, and :func:`notes`
+  says which one in one line.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
 from jobs.manifest import Manifest
 from jobs.script_headers import HeaderCache
-from jobs.source_conflicts import conflicts
+from jobs.source_conflicts import conflicts, yielded
 from jobs.sources import Declared, collect, is_bare_marimo
 
 INPUT_NAME = "declared-requirements.txt"
@@ -85,6 +87,21 @@ def _header_wants(dependencies: Iterable[Requirement]) -> bool:
     return any(not is_bare_marimo(dep) for dep in dependencies)
 
 
+def declared_names(declared: Declared) -> set[str]:
+    """Canonical names every source asks for (constraints name nothing): the ledger's view of
+    what is ours, a header's recorded Install-button packages included."""
+    names = {
+        canonical(entry.requirement.name)
+        for entry in declared.requirement_lines
+        if entry.kind != "constraint"
+    }
+    names |= {canonical(dep.name) for header in declared.headers for dep in header.dependencies}
+    names |= {canonical(dep.name) for dep in declared.project_dependencies}
+    if declared.lock is not None:
+        names |= set(declared.lock.pins)
+    return names
+
+
 def describe(declared: Declared) -> str:
     """The sources in messages: ``requirements.txt``, ``sales.py and uv.lock``…"""
     names = [declared.requirements_file.name] if declared.requirements_file.exists() else []
@@ -108,6 +125,39 @@ def check(declared: Declared) -> None:
             f"the declared dependencies conflict: {'; '.join(found)}; fix either file "
             "(marimo keeps running on the last environment that installed)"
         )
+
+
+NOTED = 3
+"""Pins given way named at most in :func:`notes`; the rest are counted."""
+
+
+def notes(declared: Declared) -> str:
+    """The headers' pins that give way to a curated file, in one line ("sales.py pins
+    pandas==2.2.3; requirements.txt's pandas==2.3.0 is used"); empty when there is none."""
+    found = [entry.note() for entry in yielded(declared)]
+    said = "; ".join(found[:NOTED])
+    if len(found) > NOTED:
+        said += f" (and {len(found) - NOTED} more header pins give way likewise)"
+    return said
+
+
+def header_additions(before: Declared, after: Declared) -> dict[str, list[str]]:
+    """canonical name → the notebooks whose header declares it in ``after`` when no source
+    declared it in ``before``: a line marimo wrote after an Install-button install (or one a
+    person added). A package some source declared already is left out: marimo pins every
+    installed package a notebook imports when the notebook is opened, which adds nothing."""
+    had = declared_names(before)
+    added: dict[str, list[str]] = {}
+    for header in after.headers:
+        name = after.label(header.path)
+        for dep in header.dependencies:
+            key = canonical(dep.name)
+            if is_bare_marimo(dep) or key in had:
+                continue
+            files = added.setdefault(key, [])
+            if name not in files:
+                files.append(name)
+    return added
 
 
 def changes(before: Declared, after: Declared) -> str:
@@ -192,12 +242,7 @@ def write_input(
         if text and not text.startswith(("#", "-")):
             with contextlib.suppress(InvalidRequirement):
                 requested.add(canonical(Requirement(text).name))
-    names = requested | {
-        canonical(entry.requirement.name)
-        for entry in declared.requirement_lines
-        if entry.kind != "constraint"
-    }
-    names |= {canonical(dep.name) for header in declared.headers for dep in header.dependencies}
+    names = requested | declared_names(declared)
     path, names_file = workdir / INPUT_NAME, workdir / NAMES_NAME
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     names_file.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")

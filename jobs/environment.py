@@ -56,6 +56,9 @@ class EnvironmentSteps:
         self.headers = HeaderCache()
         """The notebooks' headers, shared by the step and the watcher: each notebook is read
         again only when its size or mtime changed."""
+        self.installed: Declared | None = None
+        """The sources as the last successful requirements step read them (what a live install
+        compares with to say which header lines are new)."""
 
     def declared(self) -> Declared:
         """Every declared source as it is now (blocking: reads files)."""
@@ -157,8 +160,11 @@ class EnvironmentSteps:
         path = self.settings.requirements
         self.reporter.step_running("requirements", reason or f"Checking {path}")
 
+        read: list[Declared] = []
+
         async def attempt() -> requirements_job.InstallOutcome:
             declared = await off_loop(self.declared)
+            read[:] = [declared]
             named = declared_job.describe(declared)
             return await requirements_job.install(
                 path,
@@ -169,6 +175,7 @@ class EnvironmentSteps:
                 force=force,
                 before_change=lambda: self._drop_head_start(f"{named} must be installed"),
                 declared=declared,
+                previous=self.installed,
             )
 
         async def restore_attempt() -> str:
@@ -195,6 +202,7 @@ class EnvironmentSteps:
         if failure is not None or outcome is None:
             self.reporter.step_finished("requirements", "failed", str(failure))
             return False
+        self.installed = read[0] if read else self.installed
         if restored:  # the installer ran, if only for the user's packages
             base = outcome.message if outcome.kind == "installed" else "Requirements unchanged"
             self.reporter.step_finished("requirements", "done", f"{base}{restored}")

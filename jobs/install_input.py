@@ -2,8 +2,9 @@
 
 It ``-r``-includes the user's requirements file by absolute path (so its own relative includes
 keep working), then carries the headers' index options, every header dependency (markers
-kept, a bare ``marimo`` left out: the image provides it), a lone ``pyproject.toml``'s
-dependencies, and a uv project's locked versions.
+kept, a bare ``marimo`` left out: the image provides it; an exact pin that gives way to a
+curated file, jobs/source_conflicts.py ``yielded``, by its name, extras and markers only), a
+lone ``pyproject.toml``'s dependencies, and a uv project's locked versions.
 
 Invariants:
 - a uv project is never resolved here: its lock is checked against its ``pyproject.toml``
@@ -21,7 +22,10 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 from jobs.errors import PermanentError
+from jobs.source_conflicts import yielded
 from jobs.sources import Declared, LockedProject, is_bare_marimo
 
 EXPORT_TIMEOUT = 60.0
@@ -51,9 +55,12 @@ def declared_lines(declared: Declared, uv_bin: str, env: Mapping[str, str]) -> l
     ``  # <source>`` but the locked ones)."""
     lines = list(declared.index_options)
     seen: set[str] = set()
+    gives_way = {(entry.notebook, str(entry.pin)) for entry in yielded(declared)}
     for header in declared.headers:
         name = declared.label(header.path)
         for dependency in header.dependencies:
+            if (name, str(dependency)) in gives_way:
+                dependency = unpinned(dependency)
             if is_bare_marimo(dependency) or str(dependency) in seen:
                 continue
             seen.add(str(dependency))
@@ -64,6 +71,13 @@ def declared_lines(declared: Declared, uv_bin: str, env: Mapping[str, str]) -> l
     if declared.lock is not None:
         lines.extend(locked_lines(declared.lock, uv_bin, env))
     return lines
+
+
+def unpinned(requirement: Requirement) -> Requirement:
+    """The same requirement without its version specifier (name, extras and markers kept)."""
+    bare = Requirement(str(requirement))
+    bare.specifier = type(bare.specifier)()
+    return bare
 
 
 def locked_lines(project: LockedProject, uv_bin: str, env: Mapping[str, str]) -> list[str]:

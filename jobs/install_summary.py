@@ -1,4 +1,6 @@
-"""What an install changed, said for the file that asked: "orch-gamma 3.0 installed for sales.py".
+"""What an install changed, said for the file that asked: "orch-gamma 3.0 installed for sales.py",
+or "numpy 2.1.3 added to notebook.py's dependencies" for a package a header newly declares that
+the venv already had at that version (marimo installed it, then recorded it in the header).
 
 The venv is read before and after the installer ran (dist-info folders only: cheap, and the
 same reading as the ledger's, jobs/ledger.py ``scan``).
@@ -6,7 +8,8 @@ same reading as the ledger's, jobs/ledger.py ``scan``).
 Invariants: only packages a source names directly are named, each with every file that names it
 (a notebook's header, the requirements file or the include the line is in, ``uv.lock`` or
 ``pyproject.toml``); their dependencies are counted, not named; the text is empty when nothing
-was added or changed. It never claims more than the venv shows.
+was added or changed. It never claims more than the venv shows: "added to … dependencies" only
+for a package the venv holds after the install.
 """
 
 from __future__ import annotations
@@ -43,9 +46,17 @@ def asking_files(declared: Declared) -> dict[str, list[str]]:
     return asked
 
 
-def summary(before: Mapping[str, str], after: Mapping[str, str], declared: Declared) -> str:
+def summary(
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+    declared: Declared,
+    added: Mapping[str, list[str]] | None = None,
+) -> str:
     """``orch-gamma 3.0 installed for notebook.py, orch-alpha 1.0 installed for extra.txt (and
-    1 more package)``; empty when nothing was added or changed."""
+    1 more package)``; empty when nothing was added or changed. ``added``: canonical name → the
+    notebooks whose header newly declares it (jobs/declared_install.py ``header_additions``);
+    those the install did not change are said as ``numpy 2.1.3 added to notebook.py's
+    dependencies``."""
     new = {name: version for name, version in after.items() if before.get(name) != version}
     asked = asking_files(declared)
     named = [
@@ -53,10 +64,16 @@ def summary(before: Mapping[str, str], after: Mapping[str, str], declared: Decla
         for name in sorted(new)
         if name in asked
     ]
-    if not named:
+    recorded = [
+        f"{name} {after[name]} added to {' and '.join(files)}'s dependencies"
+        for name, files in sorted((added or {}).items())
+        if name not in new and name in after
+    ]
+    said_all = recorded + named
+    if not said_all:
         return ""
-    rest = len(new) - len(named[:SHOWN])
-    said = ", ".join(named[:SHOWN])
+    rest = len(recorded) + len(new) - len(said_all[:SHOWN])
+    said = ", ".join(said_all[:SHOWN])
     if rest:
         said += f" (and {rest} more package{'s' if rest > 1 else ''})"
     return said

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -152,29 +152,39 @@ def asked_for(venv: Path, names: set[str]) -> dict[str, str]:
 
 
 def _user_in(
-    layout: StateLayout, ledger: Ledger, requirements: Path | None, image: Mapping[str, str]
+    layout: StateLayout,
+    ledger: Ledger,
+    requirements: Path | None,
+    image: Mapping[str, str],
+    declared: Iterable[str] = (),
 ) -> dict[str, str]:
     """The venv's distributions that are neither ours nor copies of the image's packages."""
     current = scan(layout.venv)
-    ours = {**ledger.baseline, **asked_for(layout.venv, requested_names(requirements))}
+    names = requested_names(requirements) | {canonical(name) for name in declared}
+    ours = {**ledger.baseline, **asked_for(layout.venv, names)}
     return {
         name: version for name, version in current.items() if name not in ours and name not in image
     }
 
 
 def sync(
-    layout: StateLayout, requirements: Path | None = None, image: Mapping[str, str] | None = None
+    layout: StateLayout,
+    requirements: Path | None = None,
+    image: Mapping[str, str] | None = None,
+    declared: Iterable[str] = (),
 ) -> Ledger:
     """Bring the ledger in line with the venv as it is now; returns it (unchanged if unsafe).
 
     Packages the image provides are never the user's: restoring a copy of one would shadow the
     image's (see reference/installers.md); a UI install brings such copies only as dependencies.
+    ``declared``: names every source declares besides ``requirements`` (a notebook's header that
+    marimo just recorded an Install-button package in): ours, never the user's.
     """
     ledger = Ledger.load(layout.ledger)
     venv_id = _venv_id(layout)
     if venv_id is None:
         return ledger
-    user = _user_in(layout, ledger, requirements, _image(image))
+    user = _user_in(layout, ledger, requirements, _image(image), declared)
     if venv_id != ledger.venv_id:
         user = {**ledger.user, **user}  # a rebuilt venv not yet restored: add, never drop
     if user != ledger.user:

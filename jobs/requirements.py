@@ -9,7 +9,8 @@ Invariants:
   decides its result (every source's content, interpreter, installer, index settings, the
   image's packages) equals the one the manifest recorded after the last *successful* install;
 - conflicting sources and a stale ``uv.lock`` fail the step before the venv is touched; every
-  problem the sources have is logged and ends the step's message, never dropped;
+  problem the sources have is logged and ends the step's message, never dropped, and so are
+  the header pins that give way to a curated file (jobs/source_conflicts.py), in one line;
 - ``pending_install`` is set before an installer starts and cleared with the success record or
   when the installer exits with a failure, so only an install killed half-way is redone with a
   forced reinstall at the next start (a failed one is not "interrupted");
@@ -149,13 +150,16 @@ async def install(
     force: bool = False,
     before_change: Callable[[], Awaitable[None]] | None = None,
     declared: Declared | None = None,
+    previous: Declared | None = None,
 ) -> InstallOutcome:
     """Install every declared source unless nothing changed since the last successful install.
 
     ``declared`` is what was read (jobs/declared_job.py); without it the sources are read from
     ``requirements``'s folder. ``force`` (a user asked for a reinstall) runs the installer even
     when nothing changed. ``before_change`` is awaited once it is decided that the venv will
-    change, before anything is written.
+    change, before anything is written. ``previous``: the sources the last successful install
+    had; a package a header declares only now is named in the summary even when the venv
+    already had it ("numpy 2.1.3 added to notebook.py's dependencies").
     """
     if declared is None:
         declared = await off_loop(
@@ -169,6 +173,9 @@ async def install(
     for problem in declared.problems:
         reporter.log("requirements", "orchestrator", problem)
     noted = "".join(f"; {problem}" for problem in declared.problems)
+    if given_way := await off_loop(declared_job.notes, declared):
+        reporter.log("requirements", "orchestrator", given_way)
+        noted += f"; {given_way}"
     prepared = await off_loop(_prepare, declared, layout, installer, env, force)
     named = declared_job.describe(declared)
     if prepared is None:
@@ -200,7 +207,8 @@ async def install(
         )
     finally:
         await off_loop(_clean_up, workdir, layout, None if given is None else given.names_file)
-    said = summary(before, await off_loop(ledger.scan, layout.venv), declared)
+    added = None if previous is None else declared_job.header_additions(previous, declared)
+    said = summary(before, await off_loop(ledger.scan, layout.venv), declared, added)
     return InstallOutcome("installed", f"{outcome}{noted}", said)
 
 

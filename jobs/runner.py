@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tenacity import wait_exponential
 
+from jobs import declared_install as declared_job
 from jobs import ledger, local_env, scratch, watchers
 from jobs import venv as venv_job
 from jobs.backoff import pause
@@ -332,6 +333,7 @@ class Pipeline:
                         self._venv_lock,
                         on_change=self._environment_changed,
                         interval=1.0 if layout.local is not None else 5.0,
+                        declared=lambda: declared_job.declared_names(self._steps.declared()),
                     )
                 )
             if self._replicas is not None:

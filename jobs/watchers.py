@@ -53,18 +53,19 @@ async def watch_ledger(
     venv_lock: asyncio.Lock,
     on_change: Callable[[], None] = lambda: None,
     interval: float = 5.0,
+    declared: Callable[[], set[str]] = set,
 ) -> None:
     """Keep the ledger in step with packages installed from marimo's UI or a terminal, and call
-    ``on_change`` when the venv changed since the watcher first looked."""
+    ``on_change`` when the venv changed since the watcher first looked. ``declared`` (blocking,
+    cheap) names what every source declares now: a package marimo recorded in a notebook's
+    header is ours, not the user's."""
     seen = 0.0
     while True:
         await asyncio.sleep(interval)
         mtime = ledger.site_packages_mtime(layout)
         if mtime != seen and not venv_lock.locked():
             first, seen = seen == 0.0, mtime
-            await asyncio.get_running_loop().run_in_executor(
-                None, ledger.sync, layout, requirements
-            )
+            await off_loop(lambda: ledger.sync(layout, requirements, None, declared()))
             if not first:
                 on_change()
             await _install_what_ui_packages_need(layout, installer, env, reporter, venv_lock)

@@ -117,12 +117,13 @@ OPTIONS: tuple[Option, ...] = (
         "edit mode: a package installed with marimo's Install button or Packages pane is "
         "written as `name==version` into the open notebook's PEP 723 header (and removed on "
         "uninstall), so the notebook's repository declares it; needs uv (with `--installer "
-        "pip` nothing is recorded). Off by default: marimo then also pins, when it saves a "
-        "notebook, the packages the notebook imports from `requirements.txt`, and those pins "
-        'conflict with a later change of `requirements.txt`; see "Where dependencies come from" '
-        "in README",
-        default=False,
-        default_text="off",
+        "pip` nothing is recorded). marimo also pins there the installed version of each "
+        "package the notebook imports; such a pin gives way to `requirements.txt` (see "
+        '"Where dependencies come from" in README). Off for teams that curate '
+        "`requirements.txt` by hand: Install-button packages then stay in the state folder's "
+        "ledger",
+        default=True,
+        default_text="on",
         switch=True,
     ),
     Option(

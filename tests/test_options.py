@@ -47,7 +47,7 @@ def test_every_env_twin_reaches_the_configuration(tmp_path: Path) -> None:
         "ORCHESTRATOR_TRUST_PROXY": "yes",
         "ORCHESTRATOR_LOG_FORMAT": "json",
         "ORCHESTRATOR_SYNC_DEBOUNCE": "2.5",
-        "ORCHESTRATOR_RECORD_INSTALLS": "true",
+        "ORCHESTRATOR_RECORD_INSTALLS": "false",
     }
     config = parse([str(tmp_path)], twins)
     assert config.port == 9123 and config.jobs.state_dir == tmp_path / "state"
@@ -56,9 +56,9 @@ def test_every_env_twin_reaches_the_configuration(tmp_path: Path) -> None:
     assert config.jobs.installer == "pip" and config.open_notebook == "sub/book.py"
     assert config.environment_panel is False and config.trust_proxy is True
     assert config.log_format == "json" and config.sync_debounce == 2.5
-    assert config.jobs.record_installs is True
+    assert config.jobs.record_installs is False
     assert config.jobs.marimo_liveness == (0.5, 1.5, 0)
     assert not config.jobs.marimo_liveness.enabled
-    assert parse([str(tmp_path)], {}).jobs.record_installs is False
+    assert parse([str(tmp_path)], {}).jobs.record_installs is True
     # The flag wins over its twin.
     assert parse([str(tmp_path), "--port", "9124"], twins).port == 9124

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from jobs.declared_install import header_additions, notes
 from jobs.errors import PermanentError
 from jobs.install_input import write_install_input
+from jobs.install_summary import summary
 from jobs.installers import find_uv
 from jobs.script_headers import HeaderCache
-from jobs.source_conflicts import conflicts
+from jobs.source_conflicts import conflicts, yielded
 from jobs.sources import Declared, collect
 from tests.support.index import LocalIndex
 from tests.support.wheels import build_wheel
@@ -188,12 +190,68 @@ def test_conflicts_name_both_files_and_both_specifiers(tmp_path: Path) -> None:
         header='# /// script\n# dependencies = ["pandas>=2.2", "colorama==1 ; sys_platform == \'win32\'"]\n# ///\n',
     )
     found = conflicts(declared(tmp_path))
+    # Ranges written in a header still conflict; the exact pins (sales.py's pandas==2.2.3,
+    # other.py's attrs==22.1) give way to requirements.txt instead (the next test).
     assert found == (
         "pandas: requirements.txt asks for pandas==2.1.0, fine.py for pandas>=2.2",
         "pandas: requirements.txt asks for pandas==2.1.0, other.py for pandas<2",
-        "pandas: requirements.txt asks for pandas==2.1.0, sales.py for pandas==2.2.3",
-        "pandas: other.py asks for pandas<2, sales.py for pandas==2.2.3",
-        "attrs: requirements.txt asks for attrs>=23, other.py for attrs==22.1",
+    )
+
+
+def test_notebooks_pinning_different_versions_conflict(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("pandas>=2\n")  # allows both pins
+    notebook(tmp_path, "sales.py")
+    notebook(tmp_path, "report.py", header=HEADER.replace("2.2.3", "2.3.0"))
+    assert conflicts(declared(tmp_path)) == (
+        "pandas: report.py asks for pandas==2.3.0, sales.py for pandas==2.2.3",
+    )
+    assert yielded(declared(tmp_path)) == ()
+
+
+def test_a_header_pin_gives_way_to_the_curated_files(tmp_path: Path) -> None:
+    """marimo pins every installed package a notebook imports (``name==version``): after a
+    change of requirements.txt that pin names the old version, and requirements.txt wins."""
+    (tmp_path / "requirements.txt").write_text("pandas==2.3.0\n-c constraints.txt\n")
+    (tmp_path / "constraints.txt").write_text("attrs<23\n")
+    notebook(tmp_path, "sales.py")
+    notebook(tmp_path, "report.py", header=HEADER.replace("2.2.3", "2.3.0"))  # agrees
+    notebook(
+        tmp_path,
+        "attrs.py",
+        header="# /// script\n# dependencies = [\"attrs[tests]==23.2 ; python_version >= '3'\"]\n"
+        "# ///\n",
+    )
+    found = declared(tmp_path)
+    assert conflicts(found) == ()
+    assert [entry.note() for entry in yielded(found)] == [
+        "attrs.py pins attrs==23.2; constraints.txt's attrs<23 is used",
+        "sales.py pins pandas==2.2.3; requirements.txt's pandas==2.3.0 is used",
+    ]
+    assert notes(found) == "; ".join(entry.note() for entry in yielded(found))
+    work = tmp_path / "work"
+    work.mkdir()
+    lines = write_install_input(found, work, "uv-not-needed", {}).read_text().splitlines()
+    # The pin that gave way is installed by name (extras and markers kept): the curated
+    # specifier decides its version; a pin that agrees stays as it is.
+    assert lines[1:] == [
+        f"-r {tmp_path / 'requirements.txt'}",
+        'attrs[tests]; python_version >= "3"  # attrs.py',
+        "pandas==2.3.0  # report.py",
+        'colorama; sys_platform == "win32"  # report.py',
+        "pandas  # sales.py",
+    ]
+
+
+def test_a_header_pin_gives_way_to_pyproject_a_header_range_does_not(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(deps='"pandas==2.3.0"'))
+    notebook(tmp_path, "sales.py")
+    assert notes(declared(tmp_path)) == (
+        "sales.py pins pandas==2.2.3; pyproject.toml's pandas==2.3.0 is used"
+    )
+    # A range in a header was written by a person: still a conflict.
+    notebook(tmp_path, "range.py", header='# /// script\n# dependencies = ["pandas<2.3"]\n# ///\n')
+    assert conflicts(declared(tmp_path)) == (
+        "pandas: range.py asks for pandas<2.3, pyproject.toml for pandas==2.3.0",
     )
 
 
@@ -374,3 +432,23 @@ def test_local_paths_of_an_export_are_made_absolute(tmp_path: Path) -> None:
     assert _absolute("attrs==23.1 ; python_version >= '3.8'", tmp_path) == (
         "attrs==23.1 ; python_version >= '3.8'"
     )
+
+
+def test_a_header_line_for_a_package_already_installed_is_said_as_added(tmp_path: Path) -> None:
+    """marimo installs first, then records the package in the header: the install that follows
+    brings nothing new, and the summary says what the header now declares."""
+    (tmp_path / "requirements.txt").write_text("attrs\n")
+    notebook(tmp_path, "sales.py", header="")
+    before = declared(tmp_path)
+    recorded = '# /// script\n# dependencies = ["attrs==23.1", "numpy==2.1.3"]\n# ///\n'
+    notebook(tmp_path, "sales.py", header=recorded)
+    after = declared(tmp_path)
+    added = header_additions(before, after)
+    assert added == {"numpy": ["sales.py"]}, "attrs was declared already: nothing to say"
+    venv = {"attrs": "23.1", "numpy": "2.1.3"}
+    assert summary(venv, venv, after, added) == "numpy 2.1.3 added to sales.py's dependencies"
+    # What the install itself brought is said as installed, not as added.
+    assert summary({"attrs": "23.1"}, venv, after, added) == "numpy 2.1.3 installed for sales.py"
+    # Not in the venv (uninstalled meanwhile): nothing is claimed.
+    assert summary({"attrs": "23.1"}, {"attrs": "23.1"}, after, added) == ""
+    assert header_additions(after, after) == {}

@@ -104,14 +104,17 @@ def test_a_package_installed_from_marimo_survives_a_restart_without_reinstalling
         tmp_path / "notebooks", ALPHA_CELL, COWSAY_CELL, requirements="orch-alpha\n"
     )
     state = tmp_path / "state"
-    first = orchestrator(notebooks, state)
+    # The ledger's path (packages installed but not recorded in a header). With recording on,
+    # opening the notebook would make marimo pin its imports in the header with
+    # `uv add --script`, which asks the index (README, "Recording runtime installs").
+    first = orchestrator(notebooks, state, "--no-record-installs")
     first.wait_ready()
     # The Install button's own call (the click itself is the previous test).
     assert first.marimo_install("orch-cowsay")["success"] is True
     assert first.terminate() == 0
 
     requested_before = len(index.control.requests)
-    second = orchestrator(notebooks, state)
+    second = orchestrator(notebooks, state, "--no-record-installs")
     sign_in(page, second, EDITOR_PATH)
     expect_editor(page, second)
     run_all(page)

@@ -1,7 +1,8 @@
 """A package a user installs with marimo's Install button reaches every new deployment: marimo
 writes it into the notebook's header, notebook sync pushes the notebook to Quix, and a
 deployment that starts from those files with an empty state folder has the package, at the
-same version, before anyone clicks anything.
+same version, before anyone clicks anything. Recording is the default; the editor is told
+"orch-cowsay 1.0 added to notebook.py's dependencies".
 
 Chromium drives marimo's own missing-package banner; the fake portal keeps what was pushed.
 """
@@ -58,7 +59,7 @@ def test_an_install_button_package_is_in_git_and_a_new_deployment_has_it(
     state.mkdir()  # the volume Quix mounts
     portal.state.allowed_tokens.add(portal.env()["Quix__Sdk__Token"])
     env = {**quix_layout_env(portal.env(), state), "ORCHESTRATOR_AUTH": "token"}
-    run = orchestrator(app, state, "--sync-debounce", "0.3", "--record-installs", env=env)
+    run = orchestrator(app, state, "--sync-debounce", "0.3", env=env)  # recording: the default
     sign_in(page, run, EDITOR_PATH)
     expect_editor(page, run)
 
@@ -72,6 +73,12 @@ def test_an_install_button_package_is_in_git_and_a_new_deployment_has_it(
     )
     banner.get_by_role("button", name="Install").click()
     expect(outputs(page).filter(has_text=COW_OUTPUT)).to_be_visible(timeout=OUTPUT_TIMEOUT)
+    # The orchestrator noticed the header's new line and says so in the editor.
+    notices = page.get_by_role("region", name="Environment notices")
+    recorded = notices.get_by_role("status").filter(
+        has_text="orch-cowsay 1.0 added to notebook.py's dependencies"
+    )
+    expect(recorded).to_be_visible(timeout=OUTPUT_TIMEOUT)
     shots("installed")
 
     # marimo wrote the installed version into the notebook's header; sync pushed the notebook.

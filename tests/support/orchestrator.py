@@ -201,12 +201,27 @@ class Orchestrator:
         """Exactly what marimo's Install button sends: POST /api/packages/add, through the proxy
         (with marimo's skew-protection token from its page). ``session``: an open notebook's
         (:meth:`open_session`), which marimo then records the package in."""
+        return self.marimo_post("/api/packages/add", {"package": package}, session)
+
+    def marimo_uninstall(self, package: str, session: str | None = None) -> dict[str, Any]:
+        """What marimo's Packages pane sends to remove a package (POST /api/packages/remove)."""
+        return self.marimo_post("/api/packages/remove", {"package": package}, session)
+
+    def marimo_open(self, session: str) -> dict[str, Any]:
+        """What marimo's page sends once a notebook's kernel is ready (POST
+        /api/kernel/instantiate): the cells are registered and run, as in an editor tab."""
+        body = {"objectIds": [], "values": [], "autoRun": True}
+        return self.marimo_post("/api/kernel/instantiate", body, session)
+
+    def marimo_post(self, path: str, body: dict[str, Any], session: str | None) -> dict[str, Any]:
+        """POST ``body`` to marimo's API through the proxy, as marimo's page does (with its
+        skew-protection token and the tab's ``Marimo-Session-Id``)."""
         _, _, page = self.get("/", {"Accept": "text/html"})
         token = re.search(rb'<marimo-server-token data-token="([^"]+)"', page)
         assert token, "marimo's page carries its server token"
         request = urllib.request.Request(
-            self.base + "/api/packages/add",
-            data=json.dumps({"package": package}).encode(),
+            self.base + path,
+            data=json.dumps(body).encode(),
             headers={
                 "Marimo-Server-Token": token.group(1).decode(),
                 "Content-Type": "application/json",

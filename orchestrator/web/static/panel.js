@@ -199,13 +199,17 @@
     const start = typeof since === "number" ? since : requirements.started_at || 0;
     const { changed, added } = describeChanges(changesSince(start));
     // After a source changed under marimo the step's message ends with what that brought, for
-    // which file: "orch-gamma 3.0 installed for sales.py" (jobs/install_summary.py).
+    // which file: "orch-gamma 3.0 installed for sales.py", or what a header now records that
+    // was installed already: "numpy 2.1.3 added to notebook.py's dependencies"
+    // (jobs/install_summary.py).
     const last = (requirements.message || "").split("; ").pop();
-    const told = last.includes(" installed for ") ? last : "";
+    const installedFor = last.includes(" installed for ");
+    const recorded = / added to \S.*'s dependencies/.test(last);
+    const told = installedFor || recorded ? last : "";
     if (changed.length) {
       changeNotice("Changed " + changed.join(", ") + ". The kernel keeps the versions it already imported until marimo restarts.");
     } else if (told) {
-      notice("installed", told + ": run the cells that import them again.", true);
+      notice("installed", installedFor ? told + ": run the cells that import them again." : told + ".", true);
     } else if (added.length) {
       notice("installed", "Installed " + added.join(", ") + ": run the cells that import them again.", true);
     } else if (!shown.has("installed")) { // what an earlier run changed stays in view
