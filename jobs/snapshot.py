@@ -46,6 +46,7 @@ CHUNK = 1 << 20
 ZSTD_LEVEL = 3
 TAR_FILES_CHANGED = 1
 """GNU tar's exit status when a file changed while it was read: the venv is being changed."""
+EXTRACT = ("nice", "-n", "10", "tar", "--extract", "--file=-", "--no-same-owner")
 READ_CHUNK = 4 << 20
 READERS = 8
 """Reads in flight while a snapshot is restored (see :func:`read_ahead`)."""
@@ -351,7 +352,9 @@ def restore(record: SnapshotRecord, archives: Path, venv: Path) -> float:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     tar = subprocess.Popen(
-        ["tar", "--extract", "--file=-", f"--directory={staging}", "--no-same-owner"],
+        # Niced as the snapshot's tar is: marimo boots meanwhile (jobs/local_env.py) and the
+        # editor's first answer matters more than the last file written.
+        [*EXTRACT, f"--directory={staging}"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
