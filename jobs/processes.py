@@ -17,7 +17,7 @@ import threading
 from asyncio import Future
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from jobs.parent_death import die_with_parent
 from jobs.settings import RunAs, as_user
@@ -138,16 +138,35 @@ async def lines(process: ChildProcess) -> AsyncIterator[str]:
         yield raw.decode("utf-8", "replace").rstrip("\r\n")
 
 
+def _family(pid: int, with_root: bool = True) -> list[Any]:
+    """The process (with ``with_root``) and every descendant, as psutil sees them now."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)] if with_root else root.children(True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill(pid: int, processes: list[Any], timeout: float) -> None:
+    """SIGKILL ``pid``'s group and each of ``processes``; wait up to ``timeout`` for them."""
+    import psutil
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    for proc in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(processes, timeout=timeout)
+
+
 def terminate_tree(pid: int, timeout: float = 5.0) -> None:
     """SIGTERM (then SIGCONT, as a shell's ``kill`` does for a stopped job) the process, its
     group and every descendant; SIGKILL what outlives ``timeout``."""
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-        family = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
+    family = _family(pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
         os.killpg(pid, signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
@@ -156,12 +175,7 @@ def terminate_tree(pid: int, timeout: float = 5.0) -> None:
             proc.terminate()
             proc.resume()
     _, alive = psutil.wait_procs(family, timeout=timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=timeout)
+    _kill(pid, alive, timeout)
 
 
 async def terminate_tree_async(pid: int, timeout: float = 5.0) -> None:
@@ -177,20 +191,10 @@ def kill_tree(pid: int, timeout: float = 5.0) -> None:
     watcher still gets its exit status): its group and its descendants are, so whatever held
     its sockets (kernels inherit its listening one) is gone when this returns.
     """
-    import psutil
-
-    try:
-        descendants = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        descendants = []
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    descendants = _family(pid, with_root=False)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
-    for proc in descendants:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(descendants, timeout=timeout)
+    _kill(pid, descendants, timeout)
 
 
 async def kill_tree_async(pid: int, timeout: float = 5.0) -> None:

@@ -346,13 +346,18 @@ TABLE_START = "<!-- options table: made by `make readme-options` from orchestrat
 TABLE_END = "<!-- end of options table -->"
 
 
+def _between(text: str, start: str, end: str, made: str, where: str) -> str:
+    """``text`` with what lies between the lines ``start`` and ``end`` replaced by ``made``."""
+    head, found_start, rest = text.partition(start)
+    _, found_end, tail = rest.partition(end)
+    if not found_start or not found_end:
+        raise ValueError(f"{where} lacks the markers {start!r} and {end!r}")
+    return f"{head}{start}\n{made}{end}{tail}"
+
+
 def with_table(readme: str) -> str:
     """``readme`` with the text between the table's markers replaced by :func:`readme_table`."""
-    head, start, rest = readme.partition(TABLE_START)
-    _, end, tail = rest.partition(TABLE_END)
-    if not start or not end:
-        raise ValueError(f"README lacks the markers {TABLE_START!r} and {TABLE_END!r}")
-    return f"{head}{TABLE_START}\n{readme_table()}{TABLE_END}{tail}"
+    return _between(readme, TABLE_START, TABLE_END, readme_table(), "README")
 
 
 def switch_flags() -> list[str]:
@@ -371,12 +376,8 @@ SWITCHES_END = "# end of switches"
 
 def with_switches(script: str) -> str:
     """The entry point's ``script`` with its list of switches made from :data:`OPTIONS`."""
-    head, start, rest = script.partition(SWITCHES_START)
-    _, end, tail = rest.partition(SWITCHES_END)
-    if not start or not end:
-        raise ValueError(f"the script lacks the markers {SWITCHES_START!r} and {SWITCHES_END!r}")
     line = f"readonly switches=' {' '.join(switch_flags())} '\n"
-    return f"{head}{SWITCHES_START}\n{line}{SWITCHES_END}{tail}"
+    return _between(script, SWITCHES_START, SWITCHES_END, line, "the entry point")
 
 
 if __name__ == "__main__":
