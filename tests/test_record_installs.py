@@ -74,6 +74,19 @@ def finished_after(run: Orchestrator, since: float, what: str) -> dict[str, Any]
     )
 
 
+def installed_from_the_editor(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, package: str
+) -> tuple[Orchestrator, float]:
+    """An orchestrator (defaults, Quix's layout) whose editor installed ``package`` with
+    marimo's Install button, in an open session; and when it was clicked (a wall clock)."""
+    run = orchestrator(notebook_dir)
+    run.wait_ready()
+    clicked = time.time()
+    with run.open_session() as session:
+        assert run.marimo_install(package, session)["success"] is True
+    return run, clicked
+
+
 def test_marimo_records_only_in_edit_mode_with_uv_and_when_asked(tmp_path: Path) -> None:
     layout = StateLayout(tmp_path)
     uv, pip = resolve_installer("uv"), resolve_installer("pip")
@@ -95,11 +108,7 @@ def test_an_install_button_install_lands_in_the_header_not_in_the_ledger(
     """The default, in Quix's layout: no flag."""
     notebook = notebook_dir / "notebook.py"
     state = notebook_dir / "state"
-    run = orchestrator(notebook_dir)
-    run.wait_ready()
-    clicked = time.time()
-    with run.open_session() as session:
-        assert run.marimo_install("orch-gamma", session)["success"] is True
+    run, clicked = installed_from_the_editor(orchestrator, notebook_dir, "orch-gamma")
     assert '"orch-gamma==3.0"' in header_of(notebook), notebook.read_text()
     assert "orch_alpha.NAME" in notebook.read_text(), "the cells are untouched"
     # The header is a declared source: the requirements step runs for it, says what the header
@@ -120,11 +129,7 @@ def test_removing_a_recorded_package_removes_its_line_and_the_next_start_leaves_
 ) -> None:
     notebook = notebook_dir / "notebook.py"
     state = notebook_dir / "state"
-    run = orchestrator(notebook_dir)
-    run.wait_ready()
-    clicked = time.time()
-    with run.open_session() as session:
-        assert run.marimo_install("orch-gamma", session)["success"] is True
+    run, clicked = installed_from_the_editor(orchestrator, notebook_dir, "orch-gamma")
     finished_after(run, clicked, "the header's new line seen")
     assert "orch-gamma" in venv_packages(state)
 
