@@ -22,7 +22,7 @@ from jobs.settings import (
 )
 from orchestrator.auth_modes import AuthMode
 from orchestrator.hosts import parse_allowed
-from orchestrator.quix_settings import QuixSettings
+from orchestrator.quix_settings import DELETE_METHODS, RESTART_METHODS, PortalCall, QuixSettings
 
 INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
 MODES: tuple[MarimoMode, ...] = ("edit", "run")
@@ -177,19 +177,13 @@ def _state_parent_usable(path: Path) -> None:
         raise ConfigError(f"--state-dir {path}: exists and is not a directory")
 
 
-def _restart_call(
-    value: str | None,
-    flag: str = "--quix-restart-call",
-    methods: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH"),
-) -> str | None:
+def _portal_call(value: str | None, flag: str, methods: tuple[str, ...]) -> PortalCall | None:
     if value is None:
         return None
-    method, _, path = value.strip().partition(" ")
-    if method.upper() not in methods or not path.strip():
-        raise ConfigError(
-            f"{flag} must look like '{methods[0]} workspaces/{{workspace_id}}/...'; got {value!r}"
-        )
-    return f"{method.upper()} {path.strip()}"
+    try:
+        return PortalCall.parse(value, methods)
+    except ValueError as error:
+        raise ConfigError(f"{flag} {error}; got {value!r}") from None
 
 
 def _not_persistent(env: Mapping[str, str], quix: QuixSettings | None, state: Path) -> str | None:
@@ -296,8 +290,8 @@ def resolve(
         raise ConfigError(f"--requirements {reqs} is a directory, not a file")
     quix = QuixSettings.from_env(
         env,
-        _restart_call(quix_restart_call),
-        _restart_call(quix_delete_call, "--quix-delete-call", ("DELETE", "POST", "PUT")),
+        _portal_call(quix_restart_call, "--quix-restart-call", RESTART_METHODS),
+        _portal_call(quix_delete_call, "--quix-delete-call", DELETE_METHODS),
         quix_commit_message_param or None,
     )
     mode = cast(AuthMode, _choice("--auth", auth or ("quix" if quix else "token"), AUTH_MODES))

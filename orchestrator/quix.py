@@ -276,13 +276,13 @@ class QuixPortal:
             raise PortalRefused("no call to delete application files is configured")
         from urllib.parse import quote
 
-        method, _, template = settings.delete_call.partition(" ")
-        url_path = template.format(
+        call = settings.delete_call
+        url_path = call.template.format(
             workspace_id=settings.workspace_id,
             application_id=settings.application_id,
             path=quote(path, safe="/"),
         )
-        status, _, _ = await self._call(method.upper(), url_path, token)
+        status, _, _ = await self._call(call.method, url_path, token)
         if status in (401, 403):
             raise PermissionError("the Quix portal refused to delete the file for this user")
         if status >= 400 and status != 404:  # already gone is what we wanted
@@ -293,12 +293,12 @@ class QuixPortal:
         settings = self.settings
         if not settings.deployment_id:
             raise PortalUnavailable("Quix__Deployment__Id is not set: no deployment to restart")
-        method, _, template = settings.restart_call.partition(" ")
-        path = template.format(
+        call = settings.restart_call
+        path = call.template.format(
             workspace_id=settings.workspace_id, deployment_id=settings.deployment_id
         )
         body = [settings.deployment_id] if path.rstrip("/").endswith("deployments/update") else None
-        status, _, _ = await self._call(method.upper(), path, token, body)
+        status, _, _ = await self._call(call.method, path, token, body)
         if status in (401, 403):
             raise PermissionError("the Quix portal refused the restart for this user")
         if status >= 400:

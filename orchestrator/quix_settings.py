@@ -20,7 +20,32 @@ WORKSPACE_ID = "Quix__Workspace__Id"
 DEPLOYMENT_ID = "Quix__Deployment__Id"
 APPLICATION_ID = "Quix__Application__Id"
 SDK_TOKEN = "Quix__Sdk__Token"
-DEFAULT_RESTART_CALL = "POST workspaces/{workspace_id}/deployments/update"
+
+
+class PortalCall(NamedTuple):
+    """A configurable portal call (``--quix-restart-call``, ``--quix-delete-call``), parsed once
+    from its ``METHOD path`` form: ``template`` is formatted with the deployment's identifiers
+    (``{workspace_id}``, ``{deployment_id}``, ``{application_id}``, ``{path}``)."""
+
+    method: str
+    template: str
+
+    @classmethod
+    def parse(cls, text: str, methods: tuple[str, ...]) -> PortalCall:
+        """``text`` as ``METHOD path``; ``ValueError`` (saying the form) when it is not one, or
+        the method is not among ``methods``."""
+        method, _, template = text.strip().partition(" ")
+        if method.upper() not in methods or not template.strip():
+            raise ValueError(f"must look like '{methods[0]} workspaces/{{workspace_id}}/...'")
+        return cls(method.upper(), template.strip())
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.template}"
+
+
+RESTART_METHODS = ("GET", "POST", "PUT", "PATCH")
+DELETE_METHODS = ("DELETE", "POST", "PUT")
+DEFAULT_RESTART_CALL = PortalCall("POST", "workspaces/{workspace_id}/deployments/update")
 
 
 def normalise_portal_url(raw: str) -> str:
@@ -41,11 +66,11 @@ class QuixSettings(NamedTuple):
     deployment_id: str | None
     application_id: str | None
     sdk_token: str | None
-    restart_call: str = DEFAULT_RESTART_CALL
+    restart_call: PortalCall = DEFAULT_RESTART_CALL
     timeout: float = 5.0
     """Per attempt: connecting and reading each (Quix's own client uses 5 s)."""
-    delete_call: str | None = None
-    """'METHOD path' deleting one application file ({workspace_id}, {application_id}, {path});
+    delete_call: PortalCall | None = None
+    """The call deleting one application file ({workspace_id}, {application_id}, {path});
     the reference documents none, so deletions are not propagated unless this is set."""
     commit_message_param: str | None = None
     """Query parameter carrying ``[AutoCommit] Updated <path>`` with a file push; the reference
@@ -60,8 +85,8 @@ class QuixSettings(NamedTuple):
     def from_env(
         cls,
         env: Mapping[str, str],
-        restart_call: str | None = None,
-        delete_call: str | None = None,
+        restart_call: PortalCall | None = None,
+        delete_call: PortalCall | None = None,
         commit_message_param: str | None = None,
     ) -> QuixSettings | None:
         portal = env.get(PORTAL_API)

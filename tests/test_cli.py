@@ -163,3 +163,18 @@ def test_sync_to_quix_only_in_edit_mode(tmp_path: Path) -> None:
     assert parse([folder, "--marimo-mode", "run"], quix).sync_to_quix is False
     result = run_cli(folder, "--marimo-mode", "run", "--sync-to-quix", env=quix)
     assert_one_line_error(result, "--sync-to-quix", "edit")
+
+
+def test_a_portal_call_that_is_not_method_and_path_names_its_setting(tmp_path: Path) -> None:
+    result = run_cli(str(tmp_path), "--quix-delete-call", "GET workspaces/{workspace_id}/x")
+    assert_one_line_error(result, "--quix-delete-call", "DELETE workspaces/", "GET workspaces")
+    result = run_cli(str(tmp_path), env={"ORCHESTRATOR_QUIX_RESTART_CALL": "POST"})
+    assert_one_line_error(result, "--quix-restart-call", "'POST'")
+
+
+def test_a_portal_call_is_parsed_once_into_its_method_and_path() -> None:
+    from orchestrator.quix_settings import DELETE_METHODS, PortalCall
+
+    call = PortalCall.parse("  delete  workspaces/{workspace_id}/files/{path} ", DELETE_METHODS)
+    assert call == PortalCall("DELETE", "workspaces/{workspace_id}/files/{path}")
+    assert str(call) == "DELETE workspaces/{workspace_id}/files/{path}"
