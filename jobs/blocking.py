@@ -35,3 +35,43 @@ async def off_loop(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T
         if cancelled:
             raise asyncio.CancelledError
         return result
+
+
+async def at_low_priority(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``work(*args, **kwargs)`` in a thread of its own, niced by 10 (Linux nices threads one by
+    one, and threads it starts inherit it), so what runs beside it (marimo booting) comes first
+    when the CPU is short. Cancellation waits for the work, as :func:`off_loop`'s does."""
+    import contextlib
+    import os
+    import threading
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            result = work(*args, **kwargs)
+        except BaseException as error:  # handed to the awaiting task, whatever it is
+            loop.call_soon_threadsafe(deliver, functools.partial(future.set_exception, error))
+        else:
+            loop.call_soon_threadsafe(deliver, functools.partial(future.set_result, result))
+
+    threading.Thread(target=run, name="low-priority", daemon=True).start()
+    cancelled = False
+    while True:
+        try:
+            value = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return value

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, Protocol
 
 from jobs import ledger, snapshot
 from jobs.atomic import write_atomically
-from jobs.blocking import off_loop
+from jobs.blocking import at_low_priority, off_loop
 from jobs.env_location import Placement, decide
 from jobs.errors import JobError
 from jobs.interpreter import Interpreter
@@ -127,7 +127,9 @@ async def restore(layout: StateLayout, reporter: Reporter) -> Restored:
     reporter.step_expected("venv", max(record.seconds, 0.5))
     await off_loop(_clear, layout, True)
     try:
-        seconds = await off_loop(snapshot.restore, record, layout.snapshot_archives, layout.venv)
+        seconds = await at_low_priority(
+            snapshot.restore, record, layout.snapshot_archives, layout.venv
+        )
     except snapshot.CorruptSnapshot as error:
         aside = await off_loop(
             snapshot.keep_aside, layout.snapshot_record, layout.snapshot_archives, record

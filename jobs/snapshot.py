@@ -275,7 +275,11 @@ def remove_others(archives: Path, keep: str | None) -> list[Path]:
 
 
 def _writer_alive(name: str) -> bool:
-    pid = name.removeprefix(".incoming-").split("-", 1)[0]
+    return _pid_alive(name.removeprefix(".incoming-").split("-", 1)[0])
+
+
+def _pid_alive(pid: str) -> bool:
+    """Whether the process of that id (as written in a file name) still runs."""
     if not pid.isdigit():
         return False
     try:
@@ -349,7 +353,9 @@ def restore(record: SnapshotRecord, archives: Path, venv: Path) -> float:
     started = time.monotonic()
     source = archive_path(archives, record)
     staging = venv.with_name(f".{venv.name}.restoring-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    for leftover in venv.parent.glob(f".{venv.name}.restoring-*"):  # of killed processes
+        if leftover == staging or not _pid_alive(leftover.name.rpartition("-")[2]):
+            shutil.rmtree(leftover, ignore_errors=True)
     staging.mkdir(parents=True)
     tar = subprocess.Popen(
         # Niced as the snapshot's tar is: marimo boots meanwhile (jobs/local_env.py) and the

@@ -194,3 +194,44 @@ def test_an_abandoned_snapshot_leaves_the_previous_one_and_no_partial_file(
         snapshot.take(venv, {}, "3.x", tmp_path / "rec.json", tmp_path / "archives", abort=stopping)
     assert snapshot.load(tmp_path / "rec.json") == first
     assert [p.name for p in (tmp_path / "archives").iterdir()] == [first.archive]
+
+
+def test_a_restore_over_a_skeleton_exchanges_it_and_sweeps_killed_restores(
+    tmp_path: Path,
+) -> None:
+    """marimo may run from a skeleton at the venv's path while the snapshot is restored: the
+    restored venv takes its place in one exchange; staging folders of killed restores go,
+    a live process's stays."""
+    venv = tmp_path / "local" / "venv"
+    volume = tmp_path / "volume"
+    _venv_with_package(venv)
+    record = snapshot.take(venv, {"venv": None}, "3.x", volume / "rec.json", volume / "archives")
+    assert record is not None
+    assert record.distributions == () and record.path_files == ()
+    subprocess.run(["rm", "-rf", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (venv / snapshot.SKELETON_MARK).write_text("skeleton\n", encoding="utf-8")
+    running_from_skeleton = os.open(venv, os.O_RDONLY)  # a process's handle on the old folder
+    dead = venv.with_name(".venv.restoring-999999999")
+    alive = venv.with_name(f".venv.restoring-{os.getppid()}")
+    for leftover in (dead, alive):
+        (leftover / "lib").mkdir(parents=True)
+    try:
+        snapshot.restore(record, volume / "archives", venv)
+        assert _imports(venv) == "42"
+        assert not (venv / snapshot.SKELETON_MARK).exists()
+        assert not dead.exists() and alive.exists()
+    finally:
+        os.close(running_from_skeleton)
+
+
+def test_a_restore_refuses_to_replace_a_venv_that_is_not_a_skeleton(tmp_path: Path) -> None:
+    venv = tmp_path / "local" / "venv"
+    volume = tmp_path / "volume"
+    _venv_with_package(venv)
+    record = snapshot.take(venv, {"venv": None}, "3.x", volume / "rec.json", volume / "archives")
+    assert record is not None
+    with pytest.raises(snapshot.JobError, match="appeared while the snapshot was restored"):
+        snapshot.restore(record, volume / "archives", venv)
+    assert _imports(venv) == "42"
+    assert not list(venv.parent.glob(".venv.restoring-*"))
