@@ -4,7 +4,9 @@ repair). The venv and requirements steps themselves are jobs/environment.py's.
 
 What a failure means for the steps after it is decided here, in one place:
 
-- ``state`` failing falls back to an ephemeral directory (packages will not persist);
+- ``state`` failing falls back to an ephemeral directory (packages will not persist), named
+  after this process in ``$TMPDIR`` and removed at exit (:meth:`Pipeline.remove_fallback`), or
+  by the next start's sweep after a kill (jobs/scratch.py);
 - ``venv`` failing runs marimo from the image's interpreter (no Install button);
 - ``requirements`` failing still starts marimo (the user can get in and fix things);
 - ``marimo`` failing is the only failure that leaves nothing to serve.
@@ -85,6 +87,8 @@ class Pipeline:
         self._venv_watch: asyncio.Task[None] | None = None
         self._marimo_version: str | None = None
         self._keeper: local_env.SnapshotKeeper | None = None
+        self._fallback: Path | None = None
+        """The temporary state folder this run fell back to, until it is removed."""
 
     async def run(self) -> None:
         """The startup sequence, then marimo until it is given up or replaced.
@@ -150,7 +154,8 @@ class Pipeline:
                 await self.drop_head_start(str(error))
                 if head.lock is not None:
                     head.lock.release()
-            self.layout = ephemeral_layout()
+            self.layout = await off_loop(ephemeral_layout)
+            self._fallback = self.layout.root
             warning = f"{error}; using {self.layout.root}: installed packages will not persist"
             self.reporter.step_finished("state", "failed", warning)
             self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
@@ -444,3 +449,12 @@ class Pipeline:
             self.lock.release()
         if self._replicas is not None:
             self._replicas.leave()
+
+    async def remove_fallback(self) -> None:
+        """Remove the temporary state folder, if this run fell back to one. Called last at an
+        orderly exit, once marimo and every installer have ended (nothing writes into it)."""
+        root, self._fallback = self._fallback, None
+        if root is not None:
+            import shutil
+
+            await off_loop(shutil.rmtree, root, ignore_errors=True)

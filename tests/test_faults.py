@@ -183,6 +183,63 @@ def test_a_killed_orchestrator_leaves_nothing_in_tmpdir(
     assert f"Removed {tmpdir}/orchestrator-install-{first.process.pid}-" in second.log_text()
 
 
+@pytest.fixture
+def unusable_volume(tmp_path: Path) -> Iterator[Path]:
+    """A state volume mounted read-only: the orchestrator falls back to a temporary folder."""
+    mount_point = tmp_path / "ro-volume"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fallback_folders(tmpdir: Path) -> list[str]:
+    return sorted(p.name for p in tmpdir.iterdir() if p.name.startswith("marimo-orchestrator-"))
+
+
+def test_the_fallback_state_folder_is_removed_at_exit(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path, unusable_volume: Path
+) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    run = orchestrator(notebook_dir, unusable_volume, env={"TMPDIR": str(tmpdir)})
+    status = run.wait_ready()
+    fallback = Path(status["state"]["path"])
+    assert status["state"]["persistent"] is False and fallback.parent == tmpdir, status
+    assert fallback.name.startswith(f"marimo-orchestrator-state-{run.process.pid}-")
+    assert imports(fallback, "orch_alpha"), "the fallback holds a venv with the requirements"
+    assert run.terminate() == 0
+    assert fallback_folders(tmpdir) == []
+    assert sorted(p.name for p in tmpdir.iterdir()) == [], "nothing at all is left in TMPDIR"
+
+
+def test_a_killed_orchestrators_fallback_folder_is_removed_at_the_next_start(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path, unusable_volume: Path
+) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+    first = orchestrator(notebook_dir, unusable_volume, env=env)
+    killed = Path(first.wait_ready()["state"]["path"])
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(timeout=10)
+    first.kill_everything()  # its marimo dies with it (PR_SET_PDEATHSIG); reap for certain
+    assert killed.is_dir(), "a SIGKILL leaves the folder behind"
+    # A live orchestrator's fallback folder (this test process stands for one) is never touched.
+    foreign = tmpdir / f"marimo-orchestrator-state-{os.getpid()}-0123456789abcdef"
+    foreign.mkdir()
+    second = orchestrator(notebook_dir, unusable_volume, env=env)
+    own = Path(second.wait_ready()["state"]["path"])
+    assert not killed.exists()
+    assert fallback_folders(tmpdir) == sorted([foreign.name, own.name])
+    assert f"Removed {killed}: its orchestrator died" in second.log_text()
+
+
 def test_the_install_button_runs_in_the_state_venv_and_never_copies_the_images_packages(
     orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
 ) -> None:
