@@ -29,6 +29,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from jobs import image as image_job
+from jobs.direct_references import project_name
 from jobs.dist_metadata import canonical
 from jobs.errors import PermanentError
 from jobs.install_input import declared_lines
@@ -198,6 +199,10 @@ def write_input(
         if entry.kind != "constraint"
     }
     names |= {canonical(dep.name) for header in declared.headers for dep in header.dependencies}
+    # A wheel or a repository named by path or URL is ours too (never taken for the user's).
+    for reference in declared.references:
+        if (name := project_name(reference, declared.install_folder)) is not None:
+            names.add(canonical(name))
     path, names_file = workdir / INPUT_NAME, workdir / NAMES_NAME
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     names_file.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -276,6 +277,42 @@ def test_a_failed_install_is_not_taken_for_an_interrupted_one(
     second = orchestrator(notebook_dir, state)
     second.wait_for(lambda s: second.step(s, "requirements")["status"] == "failed", what="again")
     assert "interrupted" not in second.log_text()
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_package_the_index_does_not_have_fails_at_once_naming_it(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path, installer: str
+) -> None:
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\nno-such-package-at-all\n")
+    run = orchestrator(notebook_dir, tmp_path / "state", "--installer", installer)
+    status = run.wait_ready()
+    step = run.step(status, "requirements")
+    assert status["phase"] == "degraded", "marimo serves: the user can fix the file"
+    assert step["status"] == "failed" and step["attempt"] == 1, step
+    assert "cannot install 'no-such-package-at-all'" in step["message"], step
+    runs = [line for line in run.log_text().splitlines() if INSTALLER_RUN.search(line)]
+    assert len(runs) == 1, runs
+
+
+INSTALLER_RUN = re.compile(r"\[requirements:orchestrator\] Running \S+ (?:-m )?pip install ")
+"""The log line of each installer run (uv's ``…/uv pip install``, pip's ``python -m pip install``)."""
+
+
+def test_a_git_line_that_cannot_be_fetched_is_named_with_its_line(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    from tests.test_requirements_job import closed_port
+
+    git = f"git+http://127.0.0.1:{closed_port()}/x.git"
+    (notebook_dir / "requirements.txt").write_text(f"orch-alpha\n\n{git}\n")
+    run = orchestrator(notebook_dir, tmp_path / "state")
+    status = run.wait_for(
+        lambda s: "could not" in run.step(s, "requirements")["message"], what="the failure"
+    )
+    message = run.step(status, "requirements")["message"]
+    assert f"could not fetch {git} (requirements.txt line 3): " in message, message
+    assert "Couldn't connect to server" in message, "git's own reason"
+    assert "package index" not in message
 
 
 def build_marimo_copy(directory: Path, version: str) -> Path:
