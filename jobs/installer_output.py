@@ -139,6 +139,8 @@ def classify_failure(
     explanation = _explanation(output)
     if any(marker in lowered for marker in _DISK_FULL_MARKERS):
         return DiskFullError(f"{_disk_full(where)}: {explanation}")
+    if any(marker in lowered for marker in _NO_GIT):
+        return _no_git(references, explanation)
     if (reference := blamed(references, _error_part(output), folder)) is not None:
         return _reference_failed(reference, lowered, _reason(output))
     culprit = None
@@ -187,6 +189,20 @@ _NETWORK = (
     "max retries exceeded",
     "newconnectionerror",
 )
+
+
+_NO_GIT = ("git executable not found", "cannot find command 'git'")
+
+
+def _no_git(references: Sequence[DirectReference], explanation: str) -> PermanentError:
+    """A ``git+`` line, and no git command to fetch it with (uv and pip both run git)."""
+    lacking = "the git command is not installed here (a git+ requirement needs it)"
+    for reference in references:
+        if reference.kind == "vcs" and reference.location.startswith(("http", "ssh", "git")):
+            return PermanentError(
+                f"could not fetch {reference.text} ({reference.where()}): {lacking}"
+            )
+    return PermanentError(f"{lacking}: {explanation}")
 
 
 def _reference_failed(reference: DirectReference, lowered: str, explanation: str) -> JobError:
