@@ -8,7 +8,8 @@ What a failure means for the steps after it is decided here, in one place:
   after this process in ``$TMPDIR`` and removed at exit (:meth:`Pipeline.remove_fallback`), or
   by the next start's sweep after a kill (jobs/scratch.py);
 - ``venv`` failing runs marimo from the image's interpreter (no Install button);
-- ``requirements`` failing still starts marimo (the user can get in and fix things);
+- ``requirements`` failing still starts marimo (the user can get in and fix things); failing
+  for a full disk, it is installed again by itself once space is freed (jobs/free_space.py);
 - ``marimo`` failing is the only failure that leaves nothing to serve.
 
 Edit mode holds the state lock (``flock``) for its whole run: one replica edits a state folder.
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from tenacity import wait_exponential
 
-from jobs import ledger, local_env, scratch, watchers
+from jobs import free_space, ledger, local_env, scratch, watchers
 from jobs import venv as venv_job
 from jobs.backoff import pause
 from jobs.blocking import off_loop
@@ -77,7 +78,10 @@ class Pipeline:
         self.installer: Installer | None = None
         self.supervisor: MarimoSupervisor | None = None
         self._env = dict(settings.env)
-        self._steps = EnvironmentSteps(settings, self.reporter, self.drop_head_start)
+        self._steps = EnvironmentSteps(
+            settings, self.reporter, self.drop_head_start, self._install_once_space_is_freed
+        )
+        self._space_wait: asyncio.Task[None] | None = None
         self._replicas: Replicas | None = None
         self._venv_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -289,6 +293,25 @@ class Pipeline:
                     layout, python, self.reporter, self._venv_lock, self.restart_marimo
                 )
             )
+
+    def _install_once_space_is_freed(self, layout: StateLayout, installer: Installer) -> None:
+        """The requirements failed for a full disk: install again once space is freed, as long
+        as the last install failed that way (one wait at a time; a click may win the race)."""
+        if self._space_wait is not None and not self._space_wait.done():
+            return  # that wait goes on with a new level after this failure
+        cache = layout.uv_cache if installer.name == "uv" else layout.pip_cache
+        paths = [layout.run_root, cache, scratch.temp_root()]
+
+        async def wait_then_install() -> None:
+            while self._steps.full_disk is not None:
+                freed = await free_space.wait_for_space(paths)
+                if self._steps.full_disk is None:
+                    return  # installed meanwhile (Reinstall requirements)
+                reason = f"Space was freed ({freed}): installing again"
+                self.reporter.log("requirements", "orchestrator", reason)
+                await self.reinstall(force=False, reason=reason)
+
+        self._space_wait = self._spawn(wait_then_install())
 
     def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         async def guarded() -> None:

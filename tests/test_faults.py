@@ -142,6 +142,48 @@ def test_a_full_state_volume_is_named_not_blamed_on_the_index(
     assert run.wait_ready()["phase"] == "degraded", "marimo starts: the user can make room"
 
 
+@pytest.fixture
+def volume_100m(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "volume-100m"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_an_install_that_failed_for_a_full_disk_runs_again_once_space_is_freed(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, wheelhouse: Path, volume_100m: Path
+) -> None:
+    build_wheel(wheelhouse, "orch-bulky", "1.0", padding=40_000_000)
+    (notebook_dir / "requirements.txt").write_text("orch-bulky\n")
+    user_data = volume_100m / "user-data.bin"  # someone's big file on the volume
+    with user_data.open("wb") as sink:
+        for _ in range(70):
+            sink.write(bytes(1_000_000))
+    run = orchestrator(notebook_dir, volume_100m)
+    failed = run.wait_for(
+        lambda s: run.step(s, "requirements")["status"] == "failed", timeout=120, what="failure"
+    )
+    message = run.step(failed, "requirements")["message"]
+    assert f"the disk holding {volume_100m} is full" in message, message
+    assert "once space is freed the install runs again by itself" in message, message
+    assert '"Reinstall requirements" in the Environment panel' in message, message
+    assert 'POST /-/restart {"scope": "install"}' in message, message
+    assert run.wait_ready()["phase"] == "degraded"
+
+    user_data.unlink()  # space comes back; nobody clicks anything
+    recovered = run.wait_for(
+        lambda s: run.step(s, "requirements")["status"] == "done", timeout=120, what="recovery"
+    )
+    assert recovered["phase"] == "ready", recovered
+    assert imports(volume_100m, "orch_bulky")
+    assert "Space was freed (" in run.log_text()
+
+
 def test_a_download_stalled_mid_file_names_the_timeout_and_is_retried(
     orchestrator: OrchestratorFactory, notebook_dir: Path, index: LocalIndex, tmp_path: Path
 ) -> None:
