@@ -6,7 +6,7 @@ PORT ?= 8080
 EXAMPLE ?= examples/hello
 STATE ?= ./state
 
-.PHONY: run test test-slow test-reliability lint typecheck test-fast clean readme-options
+.PHONY: run test test-slow test-reliability lint typecheck test-fast clean readme-options git-deps
 
 $(BIN)/marimo-orchestrator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ lint: $(BIN)/marimo-orchestrator
 typecheck: $(BIN)/marimo-orchestrator
 	$(BIN)/mypy
 
-test: lint typecheck browser-deps volume-deps
+test: lint typecheck browser-deps volume-deps git-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The reliability suite: long loops and fault injection (SIGKILL at random moments, a flaky
@@ -37,8 +37,18 @@ test-reliability: $(BIN)/marimo-orchestrator
 
 test-slow: test-reliability
 
-test-fast: $(BIN)/marimo-orchestrator
+test-fast: $(BIN)/marimo-orchestrator git-deps
 	$(BIN)/python -m pytest -q -x --ignore=tests/test_end_to_end.py
+
+# uv and pip fetch `git+` requirements with the git command: the tests of a failing git line
+# (tests/test_faults.py, tests/test_requirements_job.py) need Debian's git.
+git-deps:
+	@command -v git >/dev/null || { \
+	  echo "git-deps: no git, installing it with apt-get"; \
+	  $(SUDO) apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends git; \
+	}
+	@command -v git >/dev/null || { echo "git-deps: git is still missing" >&2; exit 1; }
 
 # README's options table and the entry point's switches are made from orchestrator/options.py
 # (tests/test_options.py checks both).

@@ -31,6 +31,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from jobs import image as image_job
+from jobs.direct_references import project_name
 from jobs.dist_metadata import canonical
 from jobs.errors import PermanentError
 from jobs.install_input import declared_lines
@@ -99,6 +100,10 @@ def declared_names(declared: Declared) -> set[str]:
     names |= {canonical(dep.name) for dep in declared.project_dependencies}
     if declared.lock is not None:
         names |= set(declared.lock.pins)
+    # A wheel or a repository named by path or URL is ours too (never taken for the user's).
+    for reference in declared.references:
+        if (name := project_name(reference, declared.install_folder)) is not None:
+            names.add(canonical(name))
     return names
 
 

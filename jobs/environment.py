@@ -8,7 +8,10 @@ is for the caller to say; nothing here chooses or remembers a layout.
 Invariants: a venv that is rebuilt always gets the user's packages back from the ledger, even
 when the requirements fail; the marimo started early (jobs/head_start.py) is ended before
 anything it runs from changes (``drop_head_start``); a failed step is reported here with what it
-means for marimo, and never raises past these methods.
+means for marimo, and never raises past these methods; a requirements step that failed for a
+full disk says how it recovers, and ``on_full_disk`` is told (the pipeline then installs again
+once space is freed: jobs/free_space.py); :attr:`EnvironmentSteps.full_disk` is set exactly
+while the last requirements step failed that way.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from jobs import ledger, local_env
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
 from jobs.blocking import off_loop
-from jobs.errors import JobError
+from jobs.errors import DiskFullError, JobError
+from jobs.free_space import RECOVERY
 from jobs.installers import Installer
 from jobs.interpreter import Interpreter
 from jobs.layout import StateLayout
@@ -41,8 +45,12 @@ class EnvironmentSteps:
         settings: JobSettings,
         reporter: StepTracker,
         drop_head_start: Callable[[str], Awaitable[None]],
+        on_full_disk: Callable[[StateLayout, Installer], None] = lambda layout, installer: None,
     ) -> None:
         self.settings = settings
+        self._on_full_disk = on_full_disk
+        self.full_disk: DiskFullError | None = None
+        """The last requirements step failed for lack of disk space (None: it did not)."""
         self.reporter = reporter
         self._drop_head_start = drop_head_start
         self._env = dict(settings.env)
@@ -199,6 +207,11 @@ class EnvironmentSteps:
                 )
             except JobError as error:
                 failure = failure or JobError(f"could not restore your packages: {error}")
+        self.full_disk = failure if isinstance(failure, DiskFullError) else None
+        if self.full_disk is not None:
+            self.reporter.step_finished("requirements", "failed", f"{failure}; {RECOVERY}")
+            self._on_full_disk(layout, installer)
+            return False
         if failure is not None or outcome is None:
             self.reporter.step_finished("requirements", "failed", str(failure))
             return False

@@ -11,3 +11,8 @@ class TransientError(JobError):
 
 class PermanentError(JobError):
     """Retrying cannot help: a missing package, a bad file, a read-only volume."""
+
+
+class DiskFullError(PermanentError):
+    """The disk filled up (ENOSPC, a quota): retrying at once cannot help, and nothing else is
+    wrong. The pipeline installs again by itself once space is free (jobs/free_space.py)."""

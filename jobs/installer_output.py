@@ -1,12 +1,24 @@
 """What uv's and pip's output means: progress for the page, and failures classified as
-transient (retried) or permanent (reported at once, naming the requirement)."""
+transient (retried) or permanent (reported at once, naming the requirement).
+
+Invariants (each checked against real uv and pip output, tests/test_installer_output.py):
+- an answer that cannot change is permanent at once: a project the index does not have, no
+  version matching the specifier (uv's resolver only concludes once every index answered, so
+  its "No solution found" is final whatever else it printed; pip's "No matching distribution"
+  is final unless pip also reports connection trouble, after which it says the same);
+- a full disk is a :class:`DiskFullError` (permanent until space is freed);
+- a failing path, URL or repository line is reported as that, naming its file and line
+  (jobs/direct_references.py), never as the package index's fault.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
-from jobs.errors import JobError, PermanentError, TransientError
+from jobs.direct_references import DirectReference, blamed
+from jobs.errors import DiskFullError, JobError, PermanentError, TransientError
 from jobs.installers import InstallerName
 
 
@@ -62,10 +74,19 @@ class ProgressParser:
         return None
 
 
-_UV_NOT_FOUND = re.compile(r"Because (\S+?) was not found in the package registry")
-_UV_NO_VERSION = re.compile(r"Because (?:there is no version of|only \S+ is available and) (\S+)")
-_PIP_NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
-_PIP_NO_VERSION = re.compile(r"Could not find a version that satisfies the requirement (\S+)")
+_CULPRITS = (
+    # uv: "Because x was not found in the package registry and you require x, …" (also "in
+    # the provided package locations" with --find-links, "in the cache" offline).
+    re.compile(r"Because (\S+?) was not found in the (?:package registry|provided package|cache)"),
+    # uv: "Because there is no version of x==9 and you require x==9, …"
+    re.compile(r"Because there is no version of (\S+?)(?:,| and |$)"),
+    # uv: "Because only x==1.0 is available and you require x>=5, …": name what was asked.
+    re.compile(r"Because only \S+ (?:is|are) available and you require (\S+?)(?:,| and |$)"),
+    re.compile(r"you require (\S+?)(?:,| and |$)"),
+    # pip: "No matching distribution found for x>=5"
+    re.compile(r"No matching distribution found for (\S+)"),
+    re.compile(r"Could not find a version that satisfies the requirement (\S+)"),
+)
 _TRANSIENT_MARKERS = (
     "connection reset",
     "connection refused",
@@ -104,23 +125,36 @@ def classify_failure(
     output: list[str],
     where: Path | None = None,
     timeout: str | None = None,
+    references: Sequence[DirectReference] = (),
+    folder: Path | None = None,
 ) -> JobError:
     """The installer failed: is it worth retrying, and which requirement is to blame?
 
     A full disk (``where`` is the volume installs write to) is permanent and says how much is
-    free; a stalled download is transient and names the timeout that ended it."""
+    free; a stalled download is transient and names the timeout that ended it; a path, URL or
+    repository line among ``references`` that the error names is reported with its line
+    (``folder``: where the installer ran, which relative paths are resolved against)."""
     text = "\n".join(output)
     lowered = text.lower()
     explanation = _explanation(output)
     if any(marker in lowered for marker in _DISK_FULL_MARKERS):
-        return PermanentError(f"{_disk_full(where)}: {explanation}")
-    if stalled := _stalled(installer, lowered, timeout):
-        return TransientError(f"{stalled}: {explanation}")
+        return DiskFullError(f"{_disk_full(where)}: {explanation}")
+    if any(marker in lowered for marker in _NO_GIT):
+        return _no_git(references, explanation)
+    if (reference := blamed(references, _error_part(output), folder)) is not None:
+        return _reference_failed(reference, lowered, _reason(output))
     culprit = None
-    for pattern in (_UV_NOT_FOUND, _UV_NO_VERSION, _PIP_NOT_FOUND, _PIP_NO_VERSION):
+    for pattern in _CULPRITS:
         if match := pattern.search(text):
             culprit = match.group(1).strip("`'\",.")
             break
+    if installer == "uv" and "no solution found" in lowered:
+        # The resolver's conclusion: every index answered, so another try answers the same.
+        return PermanentError(
+            f"cannot install {culprit!r}: {explanation}" if culprit else f"uv failed: {explanation}"
+        )
+    if stalled := _stalled(installer, lowered, timeout):
+        return TransientError(f"{stalled}: {explanation}")
     transient = any(marker in lowered for marker in _TRANSIENT_MARKERS)
     if culprit and not transient:
         return PermanentError(f"cannot install {culprit!r}: {explanation}")
@@ -129,6 +163,79 @@ def classify_failure(
     if any(marker in lowered for marker in _PERMANENT_MARKERS):
         return PermanentError(f"{installer} failed: {explanation}")
     return TransientError(f"{installer} exited with code {exit_code}: {explanation}")
+
+
+_REFERENCE_GONE = (
+    "not found",
+    "does not exist",
+    "no such file or directory",
+    "repository not found",
+    "authentication failed",
+    "could not read username",
+    "terminal prompts disabled",
+    "returned error: 4",  # git: "The requested URL returned error: 404"
+    "client error (4",  # uv: "HTTP status client error (404 Not Found)"
+    "404 client error",  # pip
+    "403 client error",
+    "401 client error",
+    "is not a valid",
+)
+_NETWORK = (
+    *_TRANSIENT_MARKERS,
+    "couldn't connect",
+    "failed to connect",
+    "could not resolve host",
+    "tcp connect error",
+    "max retries exceeded",
+    "newconnectionerror",
+)
+
+
+_NO_GIT = ("git executable not found", "cannot find command 'git'")
+
+
+def _no_git(references: Sequence[DirectReference], explanation: str) -> PermanentError:
+    """A ``git+`` line, and no git command to fetch it with (uv and pip both run git)."""
+    lacking = "the git command is not installed here (a git+ requirement needs it)"
+    for reference in references:
+        if reference.kind == "vcs" and reference.location.startswith(("http", "ssh", "git")):
+            return PermanentError(
+                f"could not fetch {reference.text} ({reference.where()}): {lacking}"
+            )
+    return PermanentError(f"{lacking}: {explanation}")
+
+
+def _reference_failed(reference: DirectReference, lowered: str, explanation: str) -> JobError:
+    """A path, URL or repository line failed: say which, and retry only a network failure."""
+    verb = "install" if reference.kind == "path" else "fetch"
+    message = f"could not {verb} {reference.text} ({reference.where()}): {explanation}"
+    gone = any(marker in lowered for marker in _REFERENCE_GONE)
+    if not gone and any(marker in lowered for marker in _NETWORK):
+        return TransientError(message)
+    return PermanentError(message)
+
+
+def _reason(output: list[str]) -> str:
+    """A reference's failure in few words: git's own ``fatal:`` lines, else the installer's
+    first error line with its deepest cause."""
+    fatal = list(
+        dict.fromkeys(line.strip() for line in output if line.strip().startswith("fatal:"))
+    )
+    if fatal:
+        return " ".join(fatal)
+    errors = _error_lines(output)
+    if not errors:
+        return _explanation(output)
+    return " ".join(dict.fromkeys([errors[0], errors[-1]]))
+
+
+def _error_part(output: list[str]) -> list[str]:
+    """The lines from the installer's first error line on (what it said went wrong, not the
+    URLs it was merely fetching before)."""
+    for index, line in enumerate(output):
+        if line.strip().lower().startswith(("error", "×")):
+            return output[index:]
+    return output
 
 
 _DISK_FULL_MARKERS = ("no space left on device", "os error 28", "errno 28", "disk quota exceeded")
@@ -160,15 +267,21 @@ def _stalled(installer: InstallerName, lowered: str, timeout: str | None) -> str
 
 def _explanation(output: list[str], limit: int = 6) -> str:
     """The installer's own words: its error lines, else its last lines."""
-    errors = [
+    errors = _error_lines(output)
+    chosen = errors[:limit] if errors else [line.strip() for line in output[-limit:]]
+    return " ".join(part for part in chosen if part) or "no output"
+
+
+def _error_lines(output: list[str]) -> list[str]:
+    return [
         line.strip()
         for line in output
         # uv's "cause:" lines (uv 0.9 on) carry the plain reason: "Because x was not found in
         # the package registry".
         if line.strip()
         .lower()
-        .startswith(("error", "×", "├─▶", "╰─▶", "caused by", "cause:", "because", "hint"))
+        .startswith(
+            ("error", "×", "├─▶", "╰─▶", "caused by", "cause:", "because", "hint", "fatal:")
+        )
         or "error:" in line.lower()
     ]
-    chosen = errors[:limit] if errors else [line.strip() for line in output[-limit:]]
-    return " ".join(part for part in chosen if part) or "no output"

@@ -34,6 +34,21 @@ INDEX_VARIABLES = (
 )
 """Settings that change what an install resolves to: part of the skip fingerprint."""
 
+PATH_VARIABLES = (
+    "UV_CONFIG_FILE",
+    "UV_CONSTRAINT",
+    "UV_OVERRIDE",
+    "UV_FIND_LINKS",
+    "UV_CACHE_DIR",
+    "PIP_CONFIG_FILE",
+    "PIP_CONSTRAINT",
+    "PIP_FIND_LINKS",
+    "PIP_CACHE_DIR",
+)
+"""Settings that may hold paths relative to the orchestrator's working directory. The
+installers run from the requirements file's folder (so that the file's relative paths mean
+what they mean next to it): :meth:`Installer.environment` makes these absolute first."""
+
 
 class Installer(NamedTuple):
     name: InstallerName
@@ -70,6 +85,9 @@ class Installer(NamedTuple):
     def environment(self, base: Mapping[str, str], layout: StateLayout) -> dict[str, str]:
         """``base`` plus a cache on the state volume and bounded built-in retries."""
         env = dict(base)
+        for name in PATH_VARIABLES:
+            if env.get(name):
+                env[name] = anchored(env[name])
         env.pop("VIRTUAL_ENV", None)
         env.pop("UV_PROJECT_ENVIRONMENT", None)
         if self.name == "uv":
@@ -80,6 +98,21 @@ class Installer(NamedTuple):
         else:
             env.setdefault("PIP_CACHE_DIR", str(layout.pip_cache))
         return env
+
+
+def anchored(value: str) -> str:
+    """Each relative path in a (space- or comma-separated) setting made absolute against the
+    orchestrator's working directory; URLs and absolute paths are kept as they are."""
+    import os
+    import re
+
+    def absolute(match: re.Match[str]) -> str:
+        item = match.group(0)
+        if "://" in item or item.startswith(("/", "~", "$")):
+            return item
+        return os.path.abspath(item)
+
+    return re.sub(r"[^\s,]+", absolute, value)
 
 
 def find_uv() -> str | None:

@@ -109,7 +109,9 @@ SEED = frozenset({"pip", "setuptools", "wheel"})
 
 def requested_names(requirements: Path | None) -> set[str]:
     """Canonical names the requirements file asks for (empty when it is missing or unreadable;
-    lines that are options, paths or URLs name nothing)."""
+    options name nothing, nor do paths and URLs unless they tell their project's name: ``name
+    @ url``, ``#egg=name``, a wheel's or an sdist's file name, a local folder's
+    ``pyproject.toml``)."""
     if requirements is None:
         return set()
     try:
@@ -118,10 +120,19 @@ def requested_names(requirements: Path | None) -> set[str]:
         return set()
     from packaging.requirements import InvalidRequirement, Requirement
 
+    from jobs.direct_references import parse, project_name
+
     names: set[str] = set()
     for raw in text.splitlines():
         line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith(("#", "-")):
+        if not line or line.startswith("#"):
+            continue
+        reference = parse(line, requirements.name, None)  # a wheel's file name names it
+        if reference is not None:
+            if (name := project_name(reference, requirements.parent)) is not None:
+                names.add(canonical(name))
+            continue
+        if line.startswith("-"):
             continue
         try:
             names.add(canonical(Requirement(line).name))

@@ -23,6 +23,8 @@ from typing import Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from jobs.direct_references import DirectReference, parse
+
 IncludeKind = Literal["requirement", "constraint"]
 
 _OPTIONS: dict[str, IncludeKind] = {
@@ -59,25 +61,33 @@ class Followed:
     """The top file first, then its includes in the order they were found."""
     requirements: tuple[SourcedRequirement, ...]
     problems: tuple[str, ...]
+    references: tuple[DirectReference, ...] = ()
+    """Lines naming a path, a URL or a repository (jobs/direct_references.py), in every file."""
 
 
 def logical_lines(text: str) -> list[str]:
     """Lines with ``\\`` continuations joined and comments removed, as pip reads them."""
-    joined: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
+    return [line for _, line in numbered_lines(text)]
+
+
+def numbered_lines(text: str) -> list[tuple[int, str]]:
+    """:func:`logical_lines`, each with the number of its first physical line (from 1)."""
+    joined: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        start = start or number
         if raw.endswith("\\"):
             pending += raw[:-1]
             continue
-        joined.append(pending + raw)
-        pending = ""
+        joined.append((start, pending + raw))
+        pending, start = "", 0
     if pending:
-        joined.append(pending)
+        joined.append((start, pending))
     result = []
-    for line in joined:
+    for number, line in joined:
         line = re.sub(r"(^|\s+)#.*$", "", line).strip()
         if line:
-            result.append(line)
+            result.append((number, line))
     return result
 
 
@@ -111,6 +121,7 @@ def follow(top: Path, env: Mapping[str, str], name: str) -> Followed:
     messages; included files are named by their path as written."""
     files: list[RequirementFile] = []
     requirements: list[SourcedRequirement] = []
+    references: list[DirectReference] = []
     problems: list[str] = []
     seen: set[Path] = set()
     queue: list[tuple[Path, IncludeKind, str]] = [(top, "requirement", name)]
@@ -132,7 +143,9 @@ def follow(top: Path, env: Mapping[str, str], name: str) -> Followed:
             if path != top:
                 problems.append(f"{label} is included but does not exist")
             continue
-        for line in logical_lines(content.decode("utf-8", "replace")):
+        for number, line in numbered_lines(content.decode("utf-8", "replace")):
+            if kind == "requirement" and (reference := parse(line, label, number)) is not None:
+                references.append(reference)
             if line.startswith("-"):
                 for include_kind, target in includes(line):
                     target = _VARIABLE.sub(lambda m: env.get(m.group(1), m.group(0)), target)
@@ -151,4 +164,4 @@ def follow(top: Path, env: Mapping[str, str], name: str) -> Followed:
             except InvalidRequirement:
                 continue
             requirements.append(SourcedRequirement(path, requirement, kind))
-    return Followed(tuple(files), tuple(requirements), tuple(problems))
+    return Followed(tuple(files), tuple(requirements), tuple(problems), tuple(references))

@@ -19,6 +19,8 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
+import shlex
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,7 +32,8 @@ from jobs import image as image_job
 from jobs import ledger, scratch
 from jobs.blocking import off_loop
 from jobs.declared_install import InstallInput
-from jobs.errors import JobError, PermanentError, TransientError
+from jobs.direct_references import local_files
+from jobs.errors import DiskFullError, JobError, PermanentError, TransientError
 from jobs.install_summary import summary
 from jobs.installer_output import ProgressParser, classify_failure
 from jobs.installers import Installer, find_uv
@@ -74,7 +77,11 @@ def validate(path: Path, content: str) -> None:
 
 
 class InstallerRun:
-    """Runs installer commands for one step, streaming their output as log and progress."""
+    """Runs installer commands for one step, streaming their output as log and progress.
+
+    With ``declared``, the installer runs from the requirements file's folder (relative paths
+    in the file mean what they mean next to it), and a failing path, URL or repository line is
+    reported with its file and line."""
 
     def __init__(
         self,
@@ -82,15 +89,22 @@ class InstallerRun:
         layout: StateLayout,
         env: Mapping[str, str],
         reporter: Reporter,
+        declared: Declared | None = None,
     ) -> None:
         self.installer = installer
         self.layout = layout
         self.env = installer.environment(env, layout)
         self.reporter = reporter
         self.parser = ProgressParser()
+        self.folder = None if declared is None else declared.install_folder
+        self.references = () if declared is None else declared.references
 
     async def __call__(self, argv: list[str]) -> list[str]:
-        process = await spawn(argv, env=self.env)
+        where = "" if self.folder is None else f" in {self.folder}"
+        self.reporter.log(
+            "requirements", "orchestrator", redact(f"Running {shlex.join(argv)}{where}")
+        )
+        process = await spawn(argv, env=self.env, cwd=self.folder)
         output: list[str] = []
         async for line in lines(process):
             clean = redact(line)
@@ -101,7 +115,15 @@ class InstallerRun:
         code = await process.wait()
         if code != 0:
             timeout = self.env.get("UV_HTTP_TIMEOUT") if self.installer.name == "uv" else "30"
-            raise classify_failure(self.installer.name, code, output, self.layout.root, timeout)
+            raise classify_failure(
+                self.installer.name,
+                code,
+                output,
+                self.layout.root,
+                timeout,
+                self.references,
+                self.folder,
+            )
         return output
 
 
@@ -200,11 +222,27 @@ async def install(
         interrupted, expected = await off_loop(_mark_pending, given, layout, image, wanted)
         before = await off_loop(ledger.scan, layout.venv)
         outcome = await _run_installer(
-            given, named, layout, installer, env, reporter, image, interrupted, expected, wanted
+            given,
+            named,
+            layout,
+            installer,
+            env,
+            reporter,
+            image,
+            interrupted,
+            expected,
+            wanted,
+            declared,
         )
         outcome += await _remove_unrequested_copies(
-            InstallerRun(installer, layout, env, reporter), given.names_file, named, image
+            InstallerRun(installer, layout, env, reporter, declared), given.names_file, named, image
         )
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):  # our own files: the manifest, the input
+            raise DiskFullError(
+                f"the disk is full: {error.strerror} ({error.filename or 'writing'})"
+            ) from None
+        raise
     finally:
         await off_loop(_clean_up, workdir, layout, None if given is None else given.names_file)
     added = None if previous is None else declared_job.header_additions(previous, declared)
@@ -223,6 +261,7 @@ async def _run_installer(
     interrupted: bool,
     expected: float | None,
     wanted: str,
+    declared: Declared,
 ) -> str:
     reinstall = []
     if interrupted:
@@ -232,7 +271,7 @@ async def _run_installer(
     if expected is not None:
         reporter.step_expected("requirements", float(expected))
     started = time.monotonic()
-    run = InstallerRun(installer, layout, env, reporter)
+    run = InstallerRun(installer, layout, env, reporter, declared)
     try:
         if installer.name == "uv":
             try:
@@ -253,6 +292,15 @@ async def _run_installer(
                 )
             except JobError as error:
                 raise type(error)(str(error).replace(str(given.path), named)) from None
+            # pip keeps an installed version when a local wheel of that version changed (uv
+            # installs it again by itself); the install runs only when something changed.
+            if changed := await off_loop(local_files, declared.references, run.folder or Path()):
+                paths = [str(path) for path in changed]
+                await run(
+                    installer.install_argv(
+                        layout.venv_python, ["--force-reinstall", "--no-deps", *paths]
+                    )
+                )
             extra = ""
     except JobError:
         # The installer ran to its end and failed: not an interruption, nothing to force.

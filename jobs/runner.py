@@ -4,9 +4,12 @@ repair). The venv and requirements steps themselves are jobs/environment.py's.
 
 What a failure means for the steps after it is decided here, in one place:
 
-- ``state`` failing falls back to an ephemeral directory (packages will not persist);
+- ``state`` failing falls back to an ephemeral directory (packages will not persist), named
+  after this process in ``$TMPDIR`` and removed at exit (:meth:`Pipeline.remove_fallback`), or
+  by the next start's sweep after a kill (jobs/scratch.py);
 - ``venv`` failing runs marimo from the image's interpreter (no Install button);
-- ``requirements`` failing still starts marimo (the user can get in and fix things);
+- ``requirements`` failing still starts marimo (the user can get in and fix things); failing
+  for a full disk, it is installed again by itself once space is freed (jobs/free_space.py);
 - ``marimo`` failing is the only failure that leaves nothing to serve.
 
 Edit mode holds the state lock (``flock``) for its whole run: one replica edits a state folder.
@@ -31,7 +34,7 @@ from pathlib import Path
 from tenacity import wait_exponential
 
 from jobs import declared_install as declared_job
-from jobs import ledger, local_env, scratch, watchers
+from jobs import free_space, ledger, local_env, scratch, watchers
 from jobs import venv as venv_job
 from jobs.backoff import pause
 from jobs.blocking import off_loop
@@ -76,7 +79,10 @@ class Pipeline:
         self.installer: Installer | None = None
         self.supervisor: MarimoSupervisor | None = None
         self._env = dict(settings.env)
-        self._steps = EnvironmentSteps(settings, self.reporter, self.drop_head_start)
+        self._steps = EnvironmentSteps(
+            settings, self.reporter, self.drop_head_start, self._install_once_space_is_freed
+        )
+        self._space_wait: asyncio.Task[None] | None = None
         self._replicas: Replicas | None = None
         self._venv_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -89,6 +95,8 @@ class Pipeline:
         self._built = asyncio.Event()
         """Set once the start-up build is over: marimo started early watches only then."""
         self._start_crashed = False
+        self._fallback: Path | None = None
+        """The temporary state folder this run fell back to, until it is removed."""
 
     async def run(self) -> None:
         """The startup sequence, then marimo until it is given up or replaced.
@@ -213,7 +221,8 @@ class Pipeline:
                 await self.drop_head_start(str(error))
                 if head.lock is not None:
                     head.lock.release()
-            self.layout = ephemeral_layout()
+            self.layout = await off_loop(ephemeral_layout)
+            self._fallback = self.layout.root
             warning = f"{error}; using {self.layout.root}: installed packages will not persist"
             self.reporter.step_finished("state", "failed", warning)
             self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
@@ -354,6 +363,25 @@ class Pipeline:
                     layout, python, self.reporter, self._venv_lock, self.restart_marimo
                 )
             )
+
+    def _install_once_space_is_freed(self, layout: StateLayout, installer: Installer) -> None:
+        """The requirements failed for a full disk: install again once space is freed, as long
+        as the last install failed that way (one wait at a time; a click may win the race)."""
+        if self._space_wait is not None and not self._space_wait.done():
+            return  # that wait goes on with a new level after this failure
+        cache = layout.uv_cache if installer.name == "uv" else layout.pip_cache
+        paths = [layout.run_root, cache, scratch.temp_root()]
+
+        async def wait_then_install() -> None:
+            while self._steps.full_disk is not None:
+                freed = await free_space.wait_for_space(paths)
+                if self._steps.full_disk is None:
+                    return  # installed meanwhile (Reinstall requirements)
+                reason = f"Space was freed ({freed}): installing again"
+                self.reporter.log("requirements", "orchestrator", reason)
+                await self.reinstall(force=False, reason=reason)
+
+        self._space_wait = self._spawn(wait_then_install())
 
     def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         async def guarded() -> None:
@@ -516,3 +544,12 @@ class Pipeline:
             self.lock.release()
         if self._replicas is not None:
             self._replicas.leave()
+
+    async def remove_fallback(self) -> None:
+        """Remove the temporary state folder, if this run fell back to one. Called last at an
+        orderly exit, once marimo and every installer have ended (nothing writes into it)."""
+        root, self._fallback = self._fallback, None
+        if root is not None:
+            import shutil
+
+            await off_loop(shutil.rmtree, root, ignore_errors=True)

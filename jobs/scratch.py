@@ -1,5 +1,6 @@
-"""Private scratch folders in ``$TMPDIR`` (install work files, marimo's token), named after
-the orchestrator that owns them, so leftovers of a killed one can be found and removed.
+"""Private scratch folders in ``$TMPDIR`` (install work files, marimo's token, the temporary
+state folder used when the real one is unusable), named after the orchestrator that owns them,
+so leftovers of a killed one can be found and removed.
 
 Invariant: a folder is removed only when the process named in it is gone; several
 orchestrators may share one ``$TMPDIR``, and a live one's folders are never touched.
@@ -11,7 +12,9 @@ import os
 import re
 from pathlib import Path
 
-PREFIXES = ("orchestrator-install", "marimo-token")
+FALLBACK_STATE = "marimo-orchestrator-state"
+"""The temporary state folder (jobs/state.py's ``ephemeral_layout``); removed at exit too."""
+PREFIXES = ("orchestrator-install", "marimo-token", FALLBACK_STATE)
 _OWNED = re.compile(rf"^(?:{'|'.join(PREFIXES)})-(\d+)-[0-9a-z_]+$")
 
 

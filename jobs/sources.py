@@ -4,7 +4,10 @@ The sources, read without running anything:
 - the requirements file (default ``<notebook_dir>/requirements.txt``, may be missing) with every
   file it includes (``-r``/``-c``, jobs/requirement_includes.py);
 - the file ``UV_CONFIG_FILE`` names in the children's environment (a relative name is taken
-  from the orchestrator's working directory, which the installers inherit);
+  from the orchestrator's working directory; the installers get it made absolute);
+- the local files and folders the requirement lines name by path (a wheel next to the
+  requirements file), by their ``stat`` (jobs/direct_references.py); a path is relative to the
+  requirements file's folder, where the installers run;
 - each notebook's PEP 723 header (jobs/script_headers.py);
 - ``pyproject.toml`` with ``uv.lock`` (the locked versions, exported by jobs/install_input.py),
   or ``pyproject.toml`` alone (its ``[project] dependencies``).
@@ -12,7 +15,8 @@ The sources, read without running anything:
 Invariants:
 - :attr:`Declared.digest` covers the contents of every file that decides what gets installed
   and nothing else: a header's text but not the cells around it; a missing file hashes to a
-  value of its own. It changes exactly when one of them changes;
+  value of its own; a local distribution named by path counts by size and mtime. It changes
+  exactly when one of them changes;
 - :attr:`Declared.files` lists every file read, missing ones included (a watcher waits for them);
 - nothing is dropped silently: what cannot be applied is in :attr:`Declared.problems`;
 - a bare ``marimo`` requirement (no version, extras, URL; marimo adds one to the headers it
@@ -34,6 +38,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
+from jobs.direct_references import DirectReference, local_state, parse
 from jobs.dist_metadata import canonical
 from jobs.requirement_includes import SourcedRequirement, follow
 from jobs.script_headers import HeaderCache, HeaderScan, ScriptHeader, parse_requirements
@@ -71,6 +76,16 @@ class Declared:
     parts: tuple[tuple[str, str | None], ...] = ()
     """What :attr:`digest` hashes: ``(role:name, sha256 or None)`` per source, e.g.
     ``("header:sales.py", …)``; comparing two tells which source changed."""
+    references: tuple[DirectReference, ...] = ()
+    """Lines naming a path, a URL or a repository instead of a project, in the requirements
+    files and the headers, with where each is (for messages naming the line)."""
+
+    @property
+    def install_folder(self) -> Path:
+        """Where the installers run, so relative paths mean what they mean next to the
+        requirements file: its folder, or the notebook folder when that folder is missing."""
+        folder = self.requirements_file.parent
+        return folder if folder.is_dir() else self.notebook_dir
 
     def label(self, path: Path) -> str:
         """A file's name in messages: relative to the notebook folder when inside it."""
@@ -115,6 +130,11 @@ def collect(
     for entry in followed.files:
         add(entry.kind, entry.path, entry.content)
     problems.extend(followed.problems)
+    references = list(followed.references)
+    for reference in followed.references:
+        if reference.kind == "path":
+            state = local_state(reference, top.parent)
+            material.append((f"local:{reference.location}", state))
 
     if config := env.get("UV_CONFIG_FILE"):
         path = Path(os.path.abspath(config))
@@ -122,6 +142,11 @@ def collect(
 
     scans = (cache or HeaderCache()).scan(notebook_dir, excluded)
     headers = _headers(notebook_dir, scans, Version(python_version), problems)
+    for header in headers:
+        label = f"{_name(notebook_dir, header.path)}'s header"
+        for dependency in header.dependencies:
+            if dependency.url and (found := parse(str(dependency), label, None)):
+                references.append(found)
     for scan in scans:
         material.append((f"header:{_name(notebook_dir, scan.path)}", _header_sha(scan)))
         files.append(scan.path)
@@ -147,6 +172,7 @@ def collect(
         index_options=index_options,
         problems=tuple(problems),
         parts=tuple(material),
+        references=tuple(references),
     )
 
 

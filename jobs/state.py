@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import IO
 
+from jobs import scratch
 from jobs.errors import PermanentError, TransientError
 from jobs.layout import StateLayout
 
@@ -87,7 +88,10 @@ def lock_holder(layout: StateLayout) -> str:
 
 
 def ephemeral_layout() -> StateLayout:
-    """A private temporary state directory, used when the real one cannot be had."""
-    import tempfile
+    """A private temporary state directory (0700), used when the real one cannot be had.
 
-    return StateLayout(Path(tempfile.mkdtemp(prefix="marimo-orchestrator-state-")))
+    Named after this process (jobs/scratch.py): the pipeline removes it at an orderly exit, and
+    the next orchestrator's sweep removes it after a kill."""
+    root = scratch.temp_root() / scratch.owned_name(scratch.FALLBACK_STATE)
+    root.mkdir(mode=0o700)
+    return StateLayout(root)

@@ -294,6 +294,7 @@ class Server:
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.close_all_connections(), timeout=1.0)
+        await pipeline.remove_fallback()  # every writer into it has ended
         log.info("stopped")
 
 

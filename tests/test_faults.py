@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -203,6 +204,48 @@ def test_a_logout_on_a_full_state_volume_ends_every_session_for_good(
     assert request(fourth, "GET", "/-/status", {"Cookie": leaving})[0] == 401
 
 
+@pytest.fixture
+def volume_100m(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "volume-100m"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_an_install_that_failed_for_a_full_disk_runs_again_once_space_is_freed(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, wheelhouse: Path, volume_100m: Path
+) -> None:
+    build_wheel(wheelhouse, "orch-bulky", "1.0", padding=40_000_000)
+    (notebook_dir / "requirements.txt").write_text("orch-bulky\n")
+    user_data = volume_100m / "user-data.bin"  # someone's big file on the volume
+    with user_data.open("wb") as sink:
+        for _ in range(70):
+            sink.write(bytes(1_000_000))
+    run = orchestrator(notebook_dir, volume_100m)
+    failed = run.wait_for(
+        lambda s: run.step(s, "requirements")["status"] == "failed", timeout=120, what="failure"
+    )
+    message = run.step(failed, "requirements")["message"]
+    assert f"the disk holding {volume_100m} is full" in message, message
+    assert "once space is freed the install runs again by itself" in message, message
+    assert '"Reinstall requirements" in the Environment panel' in message, message
+    assert 'POST /-/restart {"scope": "install"}' in message, message
+    assert run.wait_ready()["phase"] == "degraded"
+
+    user_data.unlink()  # space comes back; nobody clicks anything
+    recovered = run.wait_for(
+        lambda s: run.step(s, "requirements")["status"] == "done", timeout=120, what="recovery"
+    )
+    assert recovered["phase"] == "ready", recovered
+    assert imports(volume_100m, "orch_bulky")
+    assert "Space was freed (" in run.log_text()
+
+
 def test_a_download_stalled_mid_file_names_the_timeout_and_is_retried(
     orchestrator: OrchestratorFactory, notebook_dir: Path, index: LocalIndex, tmp_path: Path
 ) -> None:
@@ -245,6 +288,63 @@ def test_a_killed_orchestrator_leaves_nothing_in_tmpdir(
     assert f"Removed {tmpdir}/orchestrator-install-{first.process.pid}-" in second.log_text()
 
 
+@pytest.fixture
+def unusable_volume(tmp_path: Path) -> Iterator[Path]:
+    """A state volume mounted read-only: the orchestrator falls back to a temporary folder."""
+    mount_point = tmp_path / "ro-volume"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fallback_folders(tmpdir: Path) -> list[str]:
+    return sorted(p.name for p in tmpdir.iterdir() if p.name.startswith("marimo-orchestrator-"))
+
+
+def test_the_fallback_state_folder_is_removed_at_exit(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path, unusable_volume: Path
+) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
+    run = orchestrator(notebook_dir, unusable_volume, env={"TMPDIR": str(tmpdir)})
+    status = run.wait_ready()
+    fallback = Path(status["state"]["path"])
+    assert status["state"]["persistent"] is False and fallback.parent == tmpdir, status
+    assert fallback.name.startswith(f"marimo-orchestrator-state-{run.process.pid}-")
+    assert imports(fallback, "orch_alpha"), "the fallback holds a venv with the requirements"
+    assert run.terminate() == 0
+    assert fallback_folders(tmpdir) == []
+    assert sorted(p.name for p in tmpdir.iterdir()) == [], "nothing at all is left in TMPDIR"
+
+
+def test_a_killed_orchestrators_fallback_folder_is_removed_at_the_next_start(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path, unusable_volume: Path
+) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+    first = orchestrator(notebook_dir, unusable_volume, env=env)
+    killed = Path(first.wait_ready()["state"]["path"])
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(timeout=10)
+    first.kill_everything()  # its marimo dies with it (PR_SET_PDEATHSIG); reap for certain
+    assert killed.is_dir(), "a SIGKILL leaves the folder behind"
+    # A live orchestrator's fallback folder (this test process stands for one) is never touched.
+    foreign = tmpdir / f"marimo-orchestrator-state-{os.getpid()}-0123456789abcdef"
+    foreign.mkdir()
+    second = orchestrator(notebook_dir, unusable_volume, env=env)
+    own = Path(second.wait_ready()["state"]["path"])
+    assert not killed.exists()
+    assert fallback_folders(tmpdir) == sorted([foreign.name, own.name])
+    assert f"Removed {killed}: its orchestrator died" in second.log_text()
+
+
 def test_the_install_button_runs_in_the_state_venv_and_never_copies_the_images_packages(
     orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
 ) -> None:
@@ -281,6 +381,42 @@ def test_a_failed_install_is_not_taken_for_an_interrupted_one(
     second = orchestrator(notebook_dir, state)
     second.wait_for(lambda s: second.step(s, "requirements")["status"] == "failed", what="again")
     assert "interrupted" not in second.log_text()
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_package_the_index_does_not_have_fails_at_once_naming_it(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path, installer: str
+) -> None:
+    (notebook_dir / "requirements.txt").write_text("orch-alpha\nno-such-package-at-all\n")
+    run = orchestrator(notebook_dir, tmp_path / "state", "--installer", installer)
+    status = run.wait_ready()
+    step = run.step(status, "requirements")
+    assert status["phase"] == "degraded", "marimo serves: the user can fix the file"
+    assert step["status"] == "failed" and step["attempt"] == 1, step
+    assert "cannot install 'no-such-package-at-all'" in step["message"], step
+    runs = [line for line in run.log_text().splitlines() if INSTALLER_RUN.search(line)]
+    assert len(runs) == 1, runs
+
+
+INSTALLER_RUN = re.compile(r"\[requirements:orchestrator\] Running \S+ (?:-m )?pip install ")
+"""The log line of each installer run (uv's ``…/uv pip install``, pip's ``python -m pip install``)."""
+
+
+def test_a_git_line_that_cannot_be_fetched_is_named_with_its_line(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    from tests.test_requirements_job import closed_port
+
+    git = f"git+http://127.0.0.1:{closed_port()}/x.git"
+    (notebook_dir / "requirements.txt").write_text(f"orch-alpha\n\n{git}\n")
+    run = orchestrator(notebook_dir, tmp_path / "state")
+    status = run.wait_for(
+        lambda s: "could not" in run.step(s, "requirements")["message"], what="the failure"
+    )
+    message = run.step(status, "requirements")["message"]
+    assert f"could not fetch {git} (requirements.txt line 3): " in message, message
+    assert "Couldn't connect to server" in message, "git's own reason"
+    assert "package index" not in message
 
 
 def build_marimo_copy(directory: Path, version: str) -> Path:

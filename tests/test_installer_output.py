@@ -99,3 +99,29 @@ def test_uvs_downloads_are_not_counted_against_a_total_it_never_gave() -> None:
     pip.feed("Collecting pandas")
     update = pip.feed("  Downloading numpy-2.0-cp311.whl (16.1 MB)")
     assert update is not None and update[0].endswith("(1 of 2)")
+
+
+def test_a_git_line_without_git_says_so_naming_the_line() -> None:
+    from jobs.direct_references import parse
+
+    line = "git+https://example.com/org/x.git"
+    reference = parse(line, "requirements.txt", 3)
+    assert reference is not None
+    outputs = {  # uv 0.13 and pip 26 with no git on PATH
+        "uv": [
+            "   Updating https://example.com/org/x.git (HEAD)",
+            "error: Git operation failed",
+            "  cause: Git executable not found. Ensure that Git is installed and available.",
+        ],
+        "pip": [
+            "  ERROR: Error [Errno 2] No such file or directory: 'git' while executing command git",
+            "ERROR: Cannot find command 'git' - do you have 'git' installed and in your PATH?",
+        ],
+    }
+    for installer, output in outputs.items():
+        error = classify_failure(installer, 1, output, references=[reference])  # type: ignore[arg-type]
+        assert isinstance(error, PermanentError), error
+        assert str(error) == (
+            f"could not fetch {line} (requirements.txt line 3): the git command is not "
+            "installed here (a git+ requirement needs it)"
+        )

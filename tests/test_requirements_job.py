@@ -15,7 +15,7 @@ import pytest
 
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
-from jobs.errors import JobError, PermanentError
+from jobs.errors import JobError, PermanentError, TransientError
 from jobs.installers import resolve_installer
 from jobs.layout import StateLayout
 from jobs.ledger import scan
@@ -198,3 +198,135 @@ def test_what_an_install_that_failed_half_way_put_in_is_never_the_users(
     synced = ledger.sync(layout, requirements)
     assert "orch-alpha" not in synced.user and "orch-needs-new-packaging" not in synced.user
     assert synced.user == {}, synced
+
+
+def venv_prints(layout: StateLayout, code: str) -> str:
+    """What the venv's interpreter prints, run from elsewhere (no import from the cwd)."""
+    import subprocess
+
+    done = subprocess.run(
+        [str(layout.venv_python), "-c", code], capture_output=True, text=True, cwd="/"
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_relative_paths_mean_what_they_mean_next_to_the_requirements_file(
+    tmp_path: Path, index: LocalIndex, installer: str
+) -> None:
+    from jobs import ledger
+    from tests.support.wheels import build_wheel, write_local_project
+
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, installer, env)
+    app = tmp_path / "app"
+    wheel = build_wheel(app, "orch-local", "1.0", module_source="EDITION = 1\n")
+    write_local_project(app / "localpkg", "localpkg")
+    (app / "extra.txt").write_text("orch-alpha\n")
+    requirements = app / "requirements.txt"
+    requirements.write_text(f"./{wheel.name}\n-e ./localpkg\n-r extra.txt\n")
+    assert Path.cwd() != app, "the test runs from elsewhere, as the orchestrator does"
+
+    outcome, reporter = install(layout, installer, requirements, env)
+    assert outcome.kind == "installed", outcome
+    printed = venv_prints(
+        layout, "import orch_local, localpkg, orch_alpha; print(orch_local.EDITION)"
+    )
+    assert printed == "1"
+    assert any(line.endswith(f" in {app}") for line in reporter.lines if "Running" in line)
+    assert ledger.sync(layout, requirements).user == {}, "a local wheel is ours, not the user's"
+
+    # Another build of the wheel under the same version is a change, and it gets installed.
+    build_wheel(app, "orch-local", "1.0", module_source="EDITION = 2\n")
+    again, reporter = install(layout, installer, requirements, env)
+    assert again.kind == "installed", (again, reporter.lines)
+    assert venv_prints(layout, "import orch_local; print(orch_local.EDITION)") == "2"
+    assert install(layout, installer, requirements, env)[0].kind == "unchanged"
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on: connecting is refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def runs_of(reporter: RecordingReporter) -> int:
+    return sum(1 for line in reporter.lines if line.startswith("[orchestrator] Running "))
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("no-such-package-at-all", "no-such-package-at-all"),  # not on the index at all
+        ("orch-alpha>=5", "orch-alpha>=5"),  # the index has 1.0 only
+    ],
+)
+def test_an_answer_that_cannot_change_fails_at_once(
+    tmp_path: Path, index: LocalIndex, installer: str, line: str, named: str
+) -> None:
+    from jobs.retry import POLICIES, run_step
+
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, installer, env)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"orch-gamma\n{line}\n")
+    reporter = RecordingReporter()
+    chosen = resolve_installer(installer)  # type: ignore[arg-type]
+
+    async def attempt() -> InstallOutcome:
+        return await requirements_job.install(requirements, layout, chosen, env, reporter)
+
+    with pytest.raises(PermanentError) as failure:
+        asyncio.run(run_step("requirements", attempt, reporter, POLICIES["requirements"]))
+    assert f"cannot install '{named}'" in str(failure.value), failure.value
+    assert runs_of(reporter) == 1, reporter.lines
+    assert not [event for event in reporter.events if event[0] == "retrying"]
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_failing_git_or_url_line_is_named_with_its_line(
+    tmp_path: Path, index: LocalIndex, installer: str
+) -> None:
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, installer, env)
+    requirements = tmp_path / "requirements.txt"
+    port = closed_port()
+    refused = f"git+http://127.0.0.1:{port}/x.git@v1"
+    url = f"orch-x @ http://127.0.0.1:{port}/files/orch_x-1.0-py3-none-any.whl"
+    missing = f"git+{index.url.removesuffix('/simple')}/no-such-repository.git"  # answers 404
+    cases: list[tuple[str, str, int, type[JobError]]] = [
+        # Refused: the network, worth another try.
+        (f"orch-alpha\n# a comment\n{refused}\n", refused, 3, TransientError),
+        (f"orch-alpha\n{url}\n", url, 2, TransientError),
+        # The server answers that there is no such repository: that will not change.
+        (f"{missing}\norch-alpha\n", missing, 1, PermanentError),
+    ]
+    for content, line, number, kind in cases:
+        requirements.write_text(content)
+        with pytest.raises(JobError) as failure:
+            install(layout, installer, requirements, env)
+        said = str(failure.value)
+        assert type(failure.value) is kind, said
+        assert said.startswith(f"could not fetch {line} (requirements.txt line {number}): "), said
+        assert "package index" not in said
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_missing_local_wheel_is_named_with_its_line(
+    tmp_path: Path, index: LocalIndex, installer: str
+) -> None:
+    env = hermetic_env(index.env())
+    layout = make_venv(tmp_path, installer, env)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("orch-alpha\n./orch_gone-1.0-py3-none-any.whl\n")
+    with pytest.raises(PermanentError) as failure:
+        install(layout, installer, requirements, env)
+    said = str(failure.value)
+    assert said.startswith(
+        "could not install ./orch_gone-1.0-py3-none-any.whl (requirements.txt line 2): "
+    ), said

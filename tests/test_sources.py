@@ -391,6 +391,83 @@ def test_include_forms_and_comments() -> None:
     assert includes("--extra-index-url https://x") == []
 
 
+def test_path_url_and_repository_lines_are_found_with_their_line(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text(
+        "attrs\n"
+        "./wheels/orch_local-1.0-py3-none-any.whl  # next to the file\n"
+        "-e ./localpkg\n"
+        "git+https://example.com/org/repo.git@v1.2#egg=orch-repo\n"
+        "orch-url @ https://example.com/f/orch_url-2.0.tar.gz \\\n"
+        "  ; python_version > '3'\n"
+        "-r extra.txt\n"
+    )
+    (tmp_path / "extra.txt").write_text("\n../sdists/orch_sdist-0.3.tar.gz\n")
+    found = {ref.text: ref for ref in declared(tmp_path).references}
+    described = {
+        text: (ref.where(), ref.kind, ref.location, ref.name) for text, ref in found.items()
+    }
+    assert described == {
+        "./wheels/orch_local-1.0-py3-none-any.whl": (
+            "requirements.txt line 2",
+            "path",
+            "./wheels/orch_local-1.0-py3-none-any.whl",
+            "orch-local",
+        ),
+        "-e ./localpkg": ("requirements.txt line 3", "path", "./localpkg", None),
+        "git+https://example.com/org/repo.git@v1.2#egg=orch-repo": (
+            "requirements.txt line 4",
+            "vcs",
+            "https://example.com/org/repo.git",
+            "orch-repo",
+        ),
+        "orch-url @ https://example.com/f/orch_url-2.0.tar.gz   ; python_version > '3'": (
+            "requirements.txt line 5",
+            "url",
+            "https://example.com/f/orch_url-2.0.tar.gz",
+            "orch-url",
+        ),
+        "../sdists/orch_sdist-0.3.tar.gz": (
+            "extra.txt line 2",
+            "path",
+            "../sdists/orch_sdist-0.3.tar.gz",
+            "orch-sdist",
+        ),
+    }
+
+
+def test_a_local_wheel_counts_by_its_stat_and_a_folder_by_its_build_files(tmp_path: Path) -> None:
+    from jobs.declared_install import changes
+
+    wheel = tmp_path / "orch_local-1.0-py3-none-any.whl"
+    (tmp_path / "requirements.txt").write_text(f"./{wheel.name}\n./localpkg\n")
+    first = declared(tmp_path)
+    wheel.write_bytes(b"a wheel")  # appears
+    appeared = declared(tmp_path)
+    assert appeared.digest != first.digest
+    assert changes(first, appeared) == f"./{wheel.name} changed"
+    assert declared(tmp_path).digest == appeared.digest, "unchanged: the same digest"
+    os.utime(wheel, ns=(0, 10**9))  # another build, same size
+    assert declared(tmp_path).digest != appeared.digest
+    (tmp_path / "localpkg").mkdir()
+    folder = declared(tmp_path)
+    (tmp_path / "localpkg" / "code.py").write_text("X = 1\n")
+    assert declared(tmp_path).digest == folder.digest, "code in a folder is not its build"
+    (tmp_path / "localpkg" / "pyproject.toml").write_text("[project]\nname = 'localpkg'\n")
+    assert declared(tmp_path).digest != folder.digest
+
+
+def test_relative_installer_settings_keep_their_meaning_from_another_folder(
+    tmp_path: Path,
+) -> None:
+    from jobs.installers import anchored
+
+    here = os.getcwd()
+    assert anchored("uv.toml") == os.path.join(here, "uv.toml")
+    assert anchored("wheels https://x/simple,/abs") == (
+        f"{os.path.join(here, 'wheels')} https://x/simple,/abs"
+    )
+
+
 def test_header_indexes_become_options_and_two_defaults_are_reported(tmp_path: Path) -> None:
     def header(body: str) -> str:
         return "# /// script\n# dependencies = []\n# [tool.uv]\n" + body + "# ///\n"
