@@ -31,12 +31,9 @@ import sys
 from collections.abc import Awaitable
 from pathlib import Path
 
-from tenacity import wait_exponential
-
 from jobs import declared_install as declared_job
-from jobs import free_space, ledger, local_env, scratch, watchers
+from jobs import free_space, ledger, local_env, scratch, state_step, watchers
 from jobs import venv as venv_job
-from jobs.backoff import pause
 from jobs.blocking import off_loop
 from jobs.environment import EnvironmentSteps
 from jobs.errors import JobError, PermanentError
@@ -47,12 +44,9 @@ from jobs.layout import StateLayout
 from jobs.marimo import MarimoSupervisor
 from jobs.replicas import Replicas
 from jobs.reporting import STEP_NAMES, Reporter, StepTracker
-from jobs.retry import POLICIES, RetryPolicy, run_step
+from jobs.retry import POLICIES, run_step
 from jobs.settings import JobSettings
-from jobs.state import StateLock, check_directory, ephemeral_layout, lock_holder, try_lock
-
-_LOCK_POLL = wait_exponential(multiplier=0.2, max=5.0)
-"""Trying the state lock again while another orchestrator edits from the folder."""
+from jobs.state import StateLock
 
 
 def visible_marimo(layout: StateLayout) -> str | None:
@@ -196,37 +190,14 @@ class Pipeline:
             await head.discard(self.reporter, reason)
 
     async def _state(self) -> StateLayout:
-        self.reporter.step_running(
-            "state", f"Waiting for the state directory {self.settings.state_dir}"
+        folder = await state_step.resolve(
+            self.settings, self.reporter, self._head_start, self.drop_head_start
         )
-        wanted = StateLayout(self.settings.state_dir)
-        policy = POLICIES["state"]
-        policy = RetryPolicy(
-            policy.attempts, policy.initial, policy.maximum, self.settings.state_timeout
-        )
-
-        async def attempt() -> None:
-            check_directory(wanted.root, create=not self.settings.wait_for_state)
-
-        try:
-            await run_step("state", attempt, self.reporter, policy)
-            if self.settings.marimo_mode == "run":
-                pass  # replicas share the folder: the build lease guards building (module doc)
-            elif self._head_start is not None and self._head_start.lock is not None:
-                self.lock = self._head_start.lock  # taken before marimo was started early
-            else:
-                self.lock = await self._acquire_lock(wanted)
-        except JobError as error:
-            if (head := self._head_start) is not None:
-                await self.drop_head_start(str(error))
-                if head.lock is not None:
-                    head.lock.release()
-            self.layout = await off_loop(ephemeral_layout)
-            self._fallback = self.layout.root
-            warning = f"{error}; using {self.layout.root}: installed packages will not persist"
-            self.reporter.step_finished("state", "failed", warning)
-            self.reporter.state_resolved(self.layout.root, persistent=False, warning=warning)
+        self.lock = folder.lock
+        if folder.fallback is not None:
+            self.layout, self._fallback = folder.layout, folder.fallback
             return self.layout
+        wanted = folder.layout
         lost = self.settings.not_persistent
         wanted = await self._place(wanted, persistent=lost is None)
         self.layout = wanted
@@ -258,21 +229,6 @@ class Pipeline:
         """The venv may have changed: the volume's snapshot follows (jobs/local_env.py)."""
         if self._keeper is not None:
             self._keeper.after_change(self._steps, only_if_stale)
-
-    async def _acquire_lock(self, layout: StateLayout) -> StateLock:
-        """Wait as long as it takes: a second orchestrator must never touch the venv."""
-        tries = 0
-        while (lock := try_lock(layout)) is None:
-            holder = lock_holder(layout)
-            self.reporter.step_progress(
-                "state",
-                f"Another orchestrator{f' (pid {holder})' if holder else ''} is editing from "
-                f"{layout.root}: edit mode serves from one replica per state folder, so this "
-                "one stands by and takes over when that one stops",
-            )
-            tries += 1
-            await asyncio.sleep(pause(_LOCK_POLL, tries))
-        return lock
 
     async def _installer(self) -> Installer:
         try:
