@@ -1,9 +1,9 @@
 """Packages installed from a terminal go to the ledger (its ``user`` set), and ``/-/requirements``
-offers them for requirements.txt: ``GET`` lists them, ``POST {"add": name}`` appends the
-ledger's ``name==version``; the requirements step then runs (installing nothing new), the
+offers them for requirements.txt (to a signed-in user): ``GET`` lists them, ``POST {"add":
+name}`` appends the ledger's ``name==version``; the requirements step then runs (installing nothing new), the
 package moves to the ledger's baseline, notebook sync pushes requirements.txt, and a new
 deployment (an empty state folder) installs it. What is refused: a package that is not the
-user's, a cross-site request, a field of the wrong type.
+user's, a cross-site request, a field of the wrong type, anyone not signed in.
 
 Real orchestrators in Quix's layout, real marimo, real uv and pip, wheels from the local index;
 the file logic (jobs/user_requirements.py) also alone, on real files.
@@ -15,6 +15,7 @@ import json
 import platform
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -68,11 +69,18 @@ def listed(run: Orchestrator, name: str, timeout: float = 60) -> dict[str, Any]:
     raise AssertionError(f"{name} was never listed; last {answer}\n{run.log_text()}")
 
 
-def terminal_install(state: Path, index: LocalIndex, package: str) -> None:
-    """What a user types in marimo's terminal: the venv's own pip, against the index."""
+def terminal_install(state: Path, index: LocalIndex, package: str, tool: str = "pip") -> None:
+    """What a user types in marimo's terminal, against the index: the venv's own pip, or uv
+    (``uv pip install --python <the venv's python>``)."""
     python = StateLayout(state).venv_python
+    uv = str(Path(sys.executable).with_name("uv"))
+    command = (
+        [str(python), "-m", "pip", "install", "--no-input", package]
+        if tool == "pip"
+        else [uv, "pip", "install", "--python", str(python), package]
+    )
     done = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-input", package],
+        command,
         env=hermetic_env(index.env()),
         capture_output=True,
         text=True,
@@ -119,7 +127,18 @@ def test_a_terminal_install_offered_added_pushed_and_installed_by_a_new_deployme
             "needed_by": [],
         }
 
-        # Refused: what is not the user's, a cross-site request, a field of the wrong type.
+        # Refused: anyone not signed in, what is not the user's, a cross-site request, a field
+        # of the wrong type.
+        assert run.get("/-/requirements", signed_in=False)[0] == 401
+        anonymous = urllib.request.Request(
+            run.base + "/-/requirements",
+            data=b'{"add": "orch-gamma"}',
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(anonymous, timeout=30)
+        assert refused.value.code == 401
         code, answer = requirements_api(run, {"add": "orch-zeta"})
         assert code == 404 and answer["field"] == "add", answer
         assert "orch-zeta is not among the packages you installed" in answer["error"], answer

@@ -1,5 +1,5 @@
-"""The Environment panel offers the packages a user installed from a terminal for
-requirements.txt: one click writes ``name==version`` there, the line leaves the section and a
+"""The Environment panel offers the packages a user installed from a terminal (here with
+``uv pip install --python <the venv's python>``) for requirements.txt: one click writes ``name==version`` there, the line leaves the section and a
 notice says so."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def test_the_panel_adds_a_terminal_install_to_requirements_txt(
     sign_in(page, run)
     expect_editor(page, run)
     run.wait_ready()
-    terminal_install(notebooks / "state", index, "orch-cowsay")
+    terminal_install(notebooks / "state", index, "orch-cowsay", tool="uv")
     listed(run, "orch-cowsay")  # the ledger has seen it
 
     page.get_by_role("button", name=re.compile("^Environment")).click()
