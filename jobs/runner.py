@@ -46,6 +46,7 @@ from jobs.replicas import Replicas
 from jobs.reporting import STEP_NAMES, Reporter, StepTracker
 from jobs.retry import POLICIES, run_step
 from jobs.settings import JobSettings
+from jobs.sources import Declared
 from jobs.state import StateLock
 
 
@@ -400,6 +401,11 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.supervisor = None
+
+    def declared(self) -> Declared:
+        """Every declared source as it is now (blocking: reads files; shares the watchers'
+        header cache, so unchanged notebooks are not read again)."""
+        return self._steps.declared()
 
     @property
     def can_restart_marimo(self) -> bool:

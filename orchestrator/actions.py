@@ -50,6 +50,11 @@ class Actions:
         self._sync = sync
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """The jobs' pipeline once its modules have loaded, else None."""
+        return self._pipeline.result() if self._pipeline.done() else None
+
     def _enqueue(
         self, name: str, work: Any, until_ready: bool = False, withdraw: bool = True
     ) -> None:

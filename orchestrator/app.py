@@ -44,6 +44,7 @@ from orchestrator.web.login import LoginHandler, LogoutHandler
 from orchestrator.web.metrics_route import MetricsHandler
 from orchestrator.web.panel import panel_transform
 from orchestrator.web.protected import require_guards
+from orchestrator.web.requirements import RequirementsHandler
 from orchestrator.web.restart import RestartHandler
 from proxy.precompressed import AssetStore
 from proxy.routes import proxy_rules
@@ -107,6 +108,11 @@ def make_app(
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/restart"),
             RestartHandler,
+            {"actions": actions, "guard": guard},
+        ),
+        tornado.routing.Rule(
+            tornado.routing.PathMatches(r"/-/requirements"),
+            RequirementsHandler,
             {"actions": actions, "guard": guard},
         ),
         tornado.routing.Rule(

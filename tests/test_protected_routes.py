@@ -28,6 +28,7 @@ from orchestrator.web.handlers import (
 )
 from orchestrator.web.metrics_route import MetricsHandler
 from orchestrator.web.protected import Protected, require_guards
+from orchestrator.web.requirements import RequirementsHandler
 from orchestrator.web.restart import RestartHandler
 
 
@@ -47,6 +48,7 @@ def _routes(board: StatusBoard) -> list[tuple[str, str, type, dict[str, Any]]]:
         ("GET", "/-/events", EventsHandler, {"board": board, "keepalive": 0.1}),
         ("GET", "/-/loading", LoadingPageHandler, {"board": board, "page": LoadingPage(board)}),
         ("POST", "/-/restart", RestartHandler, {"actions": None}),
+        ("GET", "/-/requirements", RequirementsHandler, {"actions": None}),
         ("GET", "/-/metrics", MetricsHandler, {"public": False, "metrics": metrics}),
         ("GET", "/open/(?P<name>.*)", OpenNotebookHandler, {}),
     ]

@@ -1,6 +1,7 @@
 // The Environment panel and notices inside marimo's pages (added by the proxy's HTML transform).
 // Invariants: it only reads /-/status and /-/events and posts to /-/restart, like the loading
-// page; it never reloads the page (an open tab survives restarts by itself, see README); one
+// page (and /-/requirements: the packages a user installed, offered for requirements.txt);
+// it never reloads the page (an open tab survives restarts by itself, see README); one
 // events stream per browser: one tab leads (a Web Lock, else a heartbeat in localStorage) and
 // shares every status over a BroadcastChannel; in run mode it shows status only, no actions.
 "use strict";
@@ -266,6 +267,7 @@
       const since = requirementsFinished;
       requirementsFinished = requirements.finished_at;
       announceInstall(requirements, since);
+      refreshUserPackages();
     }
     if (pending && status.ready && !running) {
       const p = pending;
@@ -372,6 +374,60 @@
       const action = ACTIONS.find((a) => a.id === button.dataset.action);
       button.hidden = !!action.needs && !(status.capabilities && status.capabilities[action.needs]);
     }
+  }
+
+  // -- packages the user installed (a terminal), offered for requirements.txt ---------------
+  // GET and POST /-/requirements (orchestrator/web/requirements.py), fetched when the panel
+  // opens and after an install: offered are the ledger's user packages that no source names
+  // yet and that no other such package needs (adding that one brings them along).
+  const userBox = el("div", { class: "mo-orch-user", "data-section": "user-packages", hidden: true });
+  if (EDIT) {
+    panel.insertBefore(userBox, result);
+    new MutationObserver(() => { if (!panel.hidden) refreshUserPackages(); })
+      .observe(panel, { attributes: true, attributeFilter: ["hidden"] });
+  }
+
+  async function refreshUserPackages() {
+    if (!EDIT) return;
+    try {
+      const response = await fetch("/-/requirements", { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.ok) renderUserPackages(await response.json());
+    } catch (e) { /* asked again when the panel opens */ }
+  }
+
+  function renderUserPackages(answer) {
+    const file = (answer && typeof answer.file === "string" && answer.file) || "requirements.txt";
+    const offered = (answer && Array.isArray(answer.packages) ? answer.packages : [])
+      .filter((p) => p && !(p.declared_in || []).length && !(p.needed_by || []).length);
+    userBox.hidden = offered.length === 0;
+    userBox.replaceChildren(...(offered.length ? [
+      el("h3", { text: "Added by you (not in " + file + " yet)" }),
+      el("ul", {}, ...offered.map((p) => {
+        const add = el("button", { type: "button", "aria-label": "Add to " + file + ": " + p.name + " " + p.version }, "Add to " + file);
+        add.addEventListener("click", () => addUserPackage(p.name, add));
+        return el("li", { "data-package": p.name }, el("span", { text: p.name + " " + p.version }), add);
+      })),
+    ] : []));
+  }
+
+  async function addUserPackage(name, button) {
+    button.disabled = true;
+    try {
+      const response = await fetch("/-/requirements", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ add: name }),
+      });
+      const answer = await response.json().catch(() => ({}));
+      if (response.ok) {
+        renderUserPackages(answer);
+        notice("requirements-added", answer.added + " added to " + answer.file, true);
+        return;
+      }
+      result.textContent = answer.error || "Adding " + name + " was refused (" + response.status + ").";
+    } catch (e) {
+      result.textContent = "The server could not be reached; try again in a moment.";
+    }
+    button.disabled = false;
   }
 
   // -- one events stream per browser -------------------------------------------------------

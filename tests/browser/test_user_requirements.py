@@ -1,0 +1,46 @@
+"""The Environment panel offers the packages a user installed from a terminal (here with
+``uv pip install --python <the venv's python>``) for requirements.txt: one click writes ``name==version`` there, the line leaves the section and a
+notice says so."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.browser.ui import Shots, expect, expect_editor, sign_in, write_notebook
+from tests.conftest import OrchestratorFactory
+from tests.support.index import LocalIndex
+from tests.test_user_requirements import listed, terminal_install
+
+
+def test_the_panel_adds_a_terminal_install_to_requirements_txt(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path, index: LocalIndex
+) -> None:
+    notebooks = write_notebook(tmp_path / "app", "1 + 1", requirements="orch-alpha\n")
+    run = orchestrator(notebooks)
+    sign_in(page, run)
+    expect_editor(page, run)
+    run.wait_ready()
+    terminal_install(notebooks / "state", index, "orch-cowsay", tool="uv")
+    listed(run, "orch-cowsay")  # the ledger has seen it
+
+    page.get_by_role("button", name=re.compile("^Environment")).click()
+    panel = page.get_by_role("region", name="Environment", exact=True)
+    section = panel.locator("[data-section=user-packages]")
+    expect(section).to_be_visible()
+    expect(section.get_by_role("heading")).to_have_text(
+        "Added by you (not in requirements.txt yet)"
+    )
+    expect(section.get_by_role("listitem")).to_have_count(1)
+    expect(section.get_by_role("listitem")).to_contain_text("orch-cowsay 1.0")
+    shots("offered")
+
+    section.get_by_role("button", name="Add to requirements.txt: orch-cowsay 1.0").click()
+    notices = page.get_by_role("region", name="Environment notices")
+    expect(notices).to_contain_text("orch-cowsay==1.0 added to requirements.txt")
+    expect(section).to_be_hidden()
+    assert (notebooks / "requirements.txt").read_text(encoding="utf-8") == (
+        "orch-alpha\norch-cowsay==1.0\n"
+    )
+    shots("added")
