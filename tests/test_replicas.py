@@ -362,3 +362,33 @@ def test_a_session_works_on_every_replica_and_a_logout_on_one_ends_it_on_all(
         }
         time.sleep(0.1)  # between polls
     assert refused == {0, 1, 2}, "a logout on one replica ends the session on every replica"
+
+
+def test_without_memory_for_two_marimos_a_replica_restarts_marimo_and_says_why(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+) -> None:
+    """The memory check is the operator's margin: with more to keep free than any machine has,
+    the move falls back to stopping marimo and starting it on the new environment."""
+    state = tmp_path / "shared"
+    requirements = notebook_dir / "requirements.txt"
+    requirements.write_text("orch-alpha\n", encoding="utf-8")
+    margin = ("--marimo-switch-margin", str(10**9))  # MiB: a petabyte
+    run = orchestrator(notebook_dir, state, *RUN, *margin)
+    run.wait_ready()
+    first = generation_python(run)
+    assert first is not None
+    requirements.write_text("orch-alpha\norch-gamma\n", encoding="utf-8")
+    run.wait_for(
+        lambda _: len(moves(run)) == 1 and generation_python(run) not in (None, first),
+        timeout=180,
+        what="the move to the new environment",
+    )
+    status = run.wait_ready()
+    log = run.log_text()
+    why = "not enough memory to run the new marimo beside the running one"
+    assert f"marimo is restarted instead: {why}" in log, "the log says why"
+    assert f"Restarting marimo: {why}" in log, "so did the board, while marimo restarted"
+    assert "Starting marimo on" not in log and "Stopped the previous marimo" not in log
+    assert status["marimo"]["last_exit"] == "stopping", "stopped first, then started"
+    assert len(marimo_servers(run)) == 1
+    assert "orch-alpha" in app_output(run)
