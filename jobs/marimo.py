@@ -422,7 +422,9 @@ class MarimoSupervisor:
         serving, settings = self._serving, self.switching
         if settings is None:
             return "switching beside the running marimo is off"
-        if serving is None or self._stopping or self._switch is not None:
+        if self._switch is not None:
+            return "another switch is under way"
+        if serving is None or self._stopping:
             return "no marimo is serving"
         old = serving[0]
         if old is not self._process or old.returncode is not None:
@@ -440,6 +442,10 @@ class MarimoSupervisor:
                 process, port, token = await self._start(python, layout, beside=True)
             except (TransientError, PermanentError, OSError) as error:
                 return f"the new marimo did not start: {error}"
+            except asyncio.CancelledError:  # the orchestrator stops: so does the new one
+                if (candidate := self._candidate) is not None and candidate.returncode is None:
+                    await terminate_tree_async(candidate.pid)
+                raise
             finally:
                 self._candidate = None
             if self._stopping:
@@ -465,7 +471,7 @@ class MarimoSupervisor:
         """Let ``old`` answer what the proxy still has open toward it, for at most ``drain``
         seconds, then end its whole tree."""
         self._retiring.add(old)
-        try:
+        try:  # however this ends (even cancelled: the orchestrator stops), the old tree goes
             loop = asyncio.get_running_loop()
             deadline = loop.time() + drain
             while (
@@ -483,12 +489,10 @@ class MarimoSupervisor:
                     f"{left} requests or WebSockets to the previous marimo (pid {old.pid}) were "
                     f"still open after {drain:g} s (--marimo-switch-drain); stopping it anyway",
                 )
-            await terminate_tree_async(old.pid)
-            self.reporter.log(
-                "marimo", "orchestrator", f"Stopped the previous marimo (pid {old.pid})"
-            )
         finally:
+            await terminate_tree_async(old.pid)
             self._retiring.discard(old)
+        self.reporter.log("marimo", "orchestrator", f"Stopped the previous marimo (pid {old.pid})")
 
     async def stop(self) -> None:
         self._stopping = True

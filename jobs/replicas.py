@@ -5,7 +5,8 @@ Using a finished generation needs no lease and no installer, so every replica se
 one exists for its requirements. Building one needs the build lease (jobs/lease.py): one replica
 builds, beside the generation in use, and publishes it when its requirements installed; the
 others wait and follow. Moving marimo onto a newly published generation needs the move lease,
-so replicas restart one at a time while the others keep serving.
+so replicas move one at a time while the others keep serving; each switches to a marimo
+started beside its running one (jobs/marimo.py), so it keeps serving too.
 
 Invariants: a lease is held only inside :func:`holding`, whose heartbeat keeps it alive and whose
 exit gives it up; this replica's use record names the generation its marimo runs from (kept

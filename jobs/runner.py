@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
 from tenacity import wait_exponential
@@ -50,7 +50,6 @@ from jobs.reporting import STEP_NAMES, Reporter, StepTracker
 from jobs.retry import POLICIES, RetryPolicy, run_step
 from jobs.settings import JobSettings
 from jobs.state import StateLock, check_directory, ephemeral_layout, lock_holder, try_lock
-from jobs.switch_room import available_memory
 
 _LOCK_POLL = wait_exponential(multiplier=0.2, max=5.0)
 """Trying the state lock again while another orchestrator edits from the folder."""
@@ -74,11 +73,8 @@ class Pipeline:
         settings: JobSettings,
         reporter: Reporter,
         head_start: HeadStart | None = None,
-        memory: Callable[[], int] = available_memory,
     ) -> None:
-        """``memory`` tells how many bytes a new process may still use (jobs/switch_room.py)."""
         self.settings = settings
-        self._memory = memory
         self._head_start = head_start
         self.reporter = StepTracker(reporter)
         self.layout: StateLayout | None = None
@@ -308,7 +304,6 @@ class Pipeline:
             record_installs=self.settings.record_installs,
             liveness=self.settings.marimo_liveness,
             switching=self.settings.marimo_switch,
-            memory=self._memory,
         )
         if (head := self._head_start) is not None:
             self._head_start = None  # the supervisor owns it now
