@@ -1,18 +1,30 @@
-"""Run mode replicas: time to ready on one shared state folder vs a state folder each.
+"""Run mode replicas: time to ready on one shared state folder vs a state folder each; with
+``--switch``, the requests that fail while a requirements change moves every replica.
 
     .venv/bin/python bench/replicas.py [--runs 3] [--replicas 3] [--packages 6] [--package-mb 2]
         [--index-delay 0]
+    .venv/bin/python bench/replicas.py --switch [--runs 3] [--replicas 3] [--packages 6]
+        [--package-mb 2]
 
 Each run starts ``--replicas`` orchestrators in run mode at the same moment, twice, alternating
 which scenario goes first: all on one empty state folder (one builds, the others use what it
 built), and each on its own empty state folder (every replica installs). Times are from spawn to
 ``/-/ready`` (marimo answering behind the proxy); the requirements are a handful of padded
 wheels from a local index, so installs take measurable time. Also counted: installer runs.
+
+``--switch``: each run starts ``--replicas`` orchestrators in run mode on one shared state folder,
+waits until they serve, then, under a steady load (a viewer per replica loading the app page and
+making an API call, and a tab per replica holding the app's WebSocket: tests/support/viewers.py),
+adds a package to the requirements and waits until every replica serves from the new
+environment with one marimo left. Counted: every answer that was not a 200 with the app (or
+marimo's answer to the call), and the close codes the tabs saw.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -24,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.index import LocalIndex  # noqa: E402
 from tests.support.orchestrator import Orchestrator, hermetic_env  # noqa: E402
+from tests.support.viewers import Viewers  # noqa: E402
 from tests.support.wheels import build_wheel  # noqa: E402
 
 NOTEBOOK = (
@@ -98,6 +111,112 @@ def scale_out(
     return first, scenario(base, index, notebooks, replicas - 1, True, [one])
 
 
+def marimo_pythons(run: Orchestrator) -> list[str]:
+    """The interpreters of the replica's marimo server processes (two while it switches)."""
+    import psutil
+
+    found = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(run.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.cmdline()[1:3] == ["-m", "marimo"]:
+                    found.append(child.cmdline()[0])
+    return found
+
+
+def switch_under_load(
+    base: Path, index: LocalIndex, notebooks: Path, replicas: int, packages: int
+) -> tuple[Viewers, float]:
+    """One requirements change across ``replicas`` replicas under load: what the viewers saw,
+    and the seconds from the change until every replica served from the new environment."""
+    base.mkdir()
+    requirements = notebooks / "requirements.txt"
+    requirements.write_text(
+        "".join(f"bench-pkg-{number}\n" for number in range(packages)), encoding="utf-8"
+    )
+    env = hermetic_env(index.env())
+    runs = [
+        Orchestrator(
+            notebooks, base / "shared", base / f"replica-{n}.log", env, ("--marimo-mode", "run")
+        )
+        for n in range(replicas)
+    ]
+    try:
+        deadline = time.monotonic() + 300
+        while not all(ready(run) for run in runs):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not all replicas became ready; see the logs in {base}")
+            time.sleep(0.1)
+        (first,) = {python for run in runs for python in marimo_pythons(run)}
+        with Viewers(runs, tabs=True) as viewers:
+            changed = time.monotonic()
+            requirements.write_text(
+                requirements.read_text(encoding="utf-8") + "bench-pkg-extra\n", encoding="utf-8"
+            )
+            deadline = changed + 600
+            while True:
+                pythons = [marimo_pythons(run) for run in runs]
+                if all(len(p) == 1 and p[0] != first for p in pythons) and all(
+                    ready(run) for run in runs
+                ):
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the replicas did not all move; see the logs in {base}")
+                time.sleep(0.1)
+            took = time.monotonic() - changed
+            after = time.monotonic() + 2.0  # the load goes on a little on the new environment
+            while time.monotonic() < after:
+                time.sleep(0.1)
+        return viewers, took
+    finally:
+        for run in runs:
+            run.terminate()
+
+
+def ready(run: Orchestrator) -> bool:
+    try:
+        return run.get("/-/ready", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def switch_main(options: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-replicas-switch-") as scratch:
+        root = Path(scratch)
+        wheels = root / "wheels"
+        padding = int(options.package_mb * 1_000_000)
+        for number in range(options.packages):
+            build_wheel(wheels, f"bench-pkg-{number}", "1.0", padding=padding)
+        build_wheel(wheels, "bench-pkg-extra", "1.0", padding=padding)
+        notebooks = root / "notebooks"
+        notebooks.mkdir()
+        (notebooks / "notebook.py").write_text(NOTEBOOK, encoding="utf-8")
+        print(
+            f"{options.replicas} replicas in run mode on one state folder, a requirements change "
+            f"under load ({options.packages} + 1 wheels of {options.package_mb} MB), "
+            f"{options.runs} runs"
+        )
+        failed_total = requests_total = 0
+        with LocalIndex(wheels) as index:
+            for run in range(options.runs):
+                viewers, took = switch_under_load(
+                    root / f"run-{run}", index, notebooks, options.replicas, options.packages
+                )
+                failed = viewers.failures()
+                codes = collections.Counter(str(sample.code) for sample in failed)
+                closes = collections.Counter(
+                    str(close.code) if close.code else "refused" for close in viewers.closes
+                )
+                failed_total += len(failed)
+                requests_total += len(viewers.samples)
+                print(
+                    f"  run {run + 1}: {len(failed)} of {len(viewers.samples)} requests failed "
+                    f"{dict(codes) or ''}; every replica moved within {took:.1f} s; "
+                    f"WebSocket closes {dict(closes)}"
+                )
+        print(f"  in all: {failed_total} of {requests_total} requests failed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -110,7 +229,15 @@ def main() -> None:
         default=0.0,
         help="seconds every index request waits first (a remote index's latency)",
     )
+    parser.add_argument(
+        "--switch",
+        action="store_true",
+        help="count the requests that fail while a requirements change moves every replica",
+    )
     options = parser.parse_args()
+    if options.switch:
+        switch_main(options)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as scratch:
         root = Path(scratch)
         wheels = root / "wheels"

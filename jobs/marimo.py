@@ -9,11 +9,21 @@ A marimo that stops answering without exiting (hung) is watched for (jobs/livene
 the way of a crash: reported down, its whole tree killed, started again with the same backoff
 and the same count towards a crash loop.
 
+Moving to another environment (run mode, a new generation: jobs/replicas.py) is a *switch*, not
+a restart: :meth:`MarimoSupervisor.switch` starts the new marimo beside the running one (its own
+port and token, the new venv's interpreter), and only once it answers ``/health`` reports it up,
+which replaces the proxy's upstream in one step; the old one is then drained (what the proxy
+still has open toward it, at most ``Switching.drain`` seconds) and its whole tree ended. A
+switch is no crash and no hang: nothing is reported down, no restart is counted, and the
+liveness watch moves to the new process. Two marimos run only for the switch, and only when
+there is memory for both (jobs/switch_room.py); else the caller stops marimo first, as before.
+
 Invariants: :meth:`MarimoSupervisor.stop` and restarts report marimo down *before* the process is
 signalled, so the proxy stops routing to it first; every marimo process tree is ended through
 :func:`jobs.processes.terminate_tree` (or :func:`jobs.processes.kill_tree` when it is hung);
 the liveness watch runs only while a marimo that answered is being watched, and is cancelled
-before any restart or stop the supervisor makes.
+before any restart, switch or stop the supervisor makes; at most one switch runs at a time, and
+a marimo being started or drained by a switch is ended by :meth:`MarimoSupervisor.stop` too.
 """
 
 from __future__ import annotations
@@ -22,8 +32,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from tenacity import wait_exponential_jitter
 
@@ -52,13 +63,17 @@ from jobs.processes import (
 )
 from jobs.redact import redact
 from jobs.reporting import Reporter
-from jobs.settings import Liveness, MarimoMode, RunAs
+from jobs.settings import Liveness, MarimoMode, RunAs, Switching
+from jobs.switch_room import available_memory, why_no_room
 
 HUNG = "marimo stopped answering; restarting it"
 """What the board says (the step's message, ``marimo.last_exit``) of a hung marimo."""
 
 _RELAUNCH_WAIT = wait_exponential_jitter(initial=1.0, max=30.0, jitter=1.0)
 """Before the next relaunch after quick crash number n: 2**(n-1) s plus up to 1 s, at most 30 s."""
+
+_DRAIN_POLL = 0.05
+"""Seconds between two looks at what is still open toward a marimo being drained."""
 
 
 def configure_package_manager(layout: StateLayout, installer: Installer) -> None:
@@ -122,9 +137,13 @@ class MarimoSupervisor:
         user: RunAs | None = None,
         record_installs: bool = False,
         liveness: Liveness | None = None,
+        switching: Switching | None = None,
+        memory: Callable[[], int] = available_memory,
     ) -> None:
         self.notebook_dir = notebook_dir
         self.liveness = liveness
+        self.switching = switching
+        self._memory = memory
         self.record_installs = record_installs
         self.user = user
         self.mode = mode
@@ -148,6 +167,16 @@ class MarimoSupervisor:
         self._probe: asyncio.Task[None] | None = None
         self._hung: ChildProcess | None = None
         """The marimo the liveness watch declared hung (already reported down)."""
+        self._tokens: tuple[str, ...] = ()
+        """The tokens of the marimos whose output may still come (kept out of the log)."""
+        self._candidate: ChildProcess | None = None
+        """The marimo a switch is starting beside the served one, until it answers."""
+        self._switch: asyncio.Future[bool] | None = None
+        """The switch under way (its result: whether it replaced the served marimo)."""
+        self._handover: asyncio.Future[None] | None = None
+        """Resolved by a switch once another marimo is served: :meth:`watch` follows it."""
+        self._retiring: set[ChildProcess] = set()
+        """Marimos a switch replaced, being drained before their tree is ended."""
 
     @property
     def pid(self) -> int | None:
@@ -166,40 +195,55 @@ class MarimoSupervisor:
                 return
             # It read a config whose Install button would use another installer.
             await head.discard(self.reporter, "marimo's package manager setting needs writing")
-        if not self.python.exists():
-            raise PermanentError(f"the interpreter {self.python} for marimo does not exist")
-        configure_package_manager(self.layout, self.installer)
+        process, port, self._token = await self._start(self.python, self.layout, beside=False)
+        self._serving = (process, port)
+        self.reporter.marimo_up(process.pid, "127.0.0.1", port, self._token)
+
+    async def _start(
+        self, python: Path, layout: StateLayout, *, beside: bool
+    ) -> tuple[ChildProcess, int, str]:
+        """A new marimo on ``python`` answering ``/health``: the process, its port and token.
+
+        It becomes :attr:`_process` at once unless it starts ``beside`` the served one (a
+        switch), then it is :attr:`_candidate` until this returns. Raises as :meth:`launch`.
+        """
+        if not python.exists():
+            raise PermanentError(f"the interpreter {python} for marimo does not exist")
+        configure_package_manager(layout, self.installer)
         if self.record_installs and self.mode == "edit" and self.installer.name != "uv":
             self.reporter.log("marimo", "orchestrator", NOT_RECORDED_WITH_PIP)
         if self.installer.name == "uv":
             from jobs.image import write_excludes
 
-            write_excludes(self.layout)
+            write_excludes(layout)
         port = free_port()
         token = TokenFile.create(shared=self.user is not None)
-        self._token = token.token
+        self._tokens = (*self._tokens[-2:], token.token)
         env = marimo_environment(
             self.base_env,
-            self.python,
-            self.layout,
+            python,
+            layout,
             self.installer,
             self.user,
             records_installs(self.record_installs, self.mode, self.installer),
         )
-        argv = marimo_argv(self.python, self.mode, self.notebook_dir, port, token.path)
+        argv = marimo_argv(python, self.mode, self.notebook_dir, port, token.path)
         try:
             process = await spawn(argv, env=env, cwd=self.notebook_dir, user=self.user)
-            self._process = process
+            if beside:
+                self._candidate = process
+            else:
+                self._process = process
             reader = asyncio.create_task(self._pump(process))
             await self._wait_ready(process, port, reader)
         finally:
             token.remove()
-        self._serving = (process, port)
-        self.reporter.marimo_up(process.pid, "127.0.0.1", port, self._token)
+        return process, port, token.token
 
     async def _adopt(self, head: HeadStart) -> None:
         """Take over the marimo that jobs/head_start.py started; same contract as :meth:`launch`."""
         self._token = head.token.token
+        self._tokens = (*self._tokens[-2:], self._token)
         try:
             process = await AdoptedProcess.adopt(head.popen)
             self._process = process
@@ -212,7 +256,7 @@ class MarimoSupervisor:
 
     async def _pump(self, process: ChildProcess) -> None:
         async for line in lines(process):
-            clean = redact(line, (self._token,))
+            clean = redact(line, self._tokens)
             self.output.append(clean)
             self.reporter.log("marimo", "marimo", clean)
 
@@ -249,12 +293,16 @@ class MarimoSupervisor:
                 return
             started = time.monotonic()
             self._watch_liveness(process)
+            handover = self._handover = asyncio.get_running_loop().create_future()
             try:
-                code = await process.wait()
+                code = await self._exit_or_handover(process, handover)
             finally:
                 self._stop_probe()
             if self._stopping:
                 return
+            if code is None or process is not self._process:
+                quick_crashes = 0  # switched: the new marimo is watched from now on
+                continue
             hung, self._hung = self._hung is process, None
             if self._deliberate_restart:
                 self._deliberate_restart = False
@@ -272,13 +320,30 @@ class MarimoSupervisor:
                 # Whatever it left behind (kernels keep its process group, and its listening
                 # socket, alive) goes with it before a new one starts.
                 await terminate_tree_async(process.pid, timeout=2.0)
-                if quick_crashes >= self.max_quick_crashes:
-                    what = "stopped answering" if hung else "crashed"
-                    raise PermanentError(
-                        f"marimo {what} {quick_crashes} times in a row; giving up: "
-                        + " ".join(list(self.output)[-3:])
-                    )
+            switch = self._switch
+            if switch is not None and await asyncio.shield(switch):
+                continue  # a marimo started beside this one by a switch serves instead
+            if quick_crashes >= self.max_quick_crashes:
+                what = "stopped answering" if hung else "crashed"
+                raise PermanentError(
+                    f"marimo {what} {quick_crashes} times in a row; giving up: "
+                    + " ".join(list(self.output)[-3:])
+                )
             await self._relaunch(quick_crashes, HUNG if hung else None)
+
+    @staticmethod
+    async def _exit_or_handover(
+        process: ChildProcess, handover: asyncio.Future[None]
+    ) -> int | None:
+        """``process``'s exit code, or None once a switch served another marimo instead."""
+        exited = asyncio.ensure_future(process.wait())
+        waiting: set[asyncio.Future[Any]] = {exited, handover}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not exited.done():
+                exited.cancel()
+        return exited.result() if exited.done() and not exited.cancelled() else None
 
     def _watch_liveness(self, process: ChildProcess) -> None:
         """Start probing ``process`` if it is the marimo that answered and was reported up."""
@@ -291,7 +356,12 @@ class MarimoSupervisor:
 
         async def probe() -> None:
             why = await until_hung(port, liveness)
-            if self._stopping or self._deliberate_restart or process.returncode is not None:
+            if (
+                self._stopping
+                or self._deliberate_restart
+                or process.returncode is not None
+                or process is not self._process  # switched away from: drained, not hung
+            ):
                 return
             self._hung = process
             self.restarts += 1
@@ -339,6 +409,91 @@ class MarimoSupervisor:
         self.reporter.marimo_down(reason, self.restarts, [], "requested")
         await terminate_tree_async(self._process.pid)
 
+    async def switch(self, python: Path, layout: StateLayout) -> str | None:
+        """Serve marimo from ``python`` (``layout``'s venv) from now on without a moment
+        without marimo: started beside the served one, reported up once it answers (the
+        proxy's upstream changes then, in one step), the old one drained and its tree ended.
+
+        Returns None once switched, else why not, with nothing changed (the served marimo
+        keeps serving): no marimo serving, no switch settings, not enough memory for two
+        (jobs/switch_room.py), or the new one did not start (it is gone then). The caller
+        may then stop and start marimo as a restart does.
+        """
+        serving, settings = self._serving, self.switching
+        if settings is None:
+            return "switching beside the running marimo is off"
+        if self._switch is not None:
+            return "another switch is under way"
+        if serving is None or self._stopping:
+            return "no marimo is serving"
+        old = serving[0]
+        if old is not self._process or old.returncode is not None:
+            return "no marimo is serving"
+        loop = asyncio.get_running_loop()
+        why = await loop.run_in_executor(None, why_no_room, old.pid, settings.margin, self._memory)
+        if why is not None:
+            return why
+        self._switch = switch = loop.create_future()
+        try:
+            self.reporter.log(
+                "marimo", "orchestrator", f"Starting marimo on {python} beside the running one"
+            )
+            try:
+                process, port, token = await self._start(python, layout, beside=True)
+            except (TransientError, PermanentError, OSError) as error:
+                return f"the new marimo did not start: {error}"
+            except asyncio.CancelledError:  # the orchestrator stops: so does the new one
+                if (candidate := self._candidate) is not None and candidate.returncode is None:
+                    await terminate_tree_async(candidate.pid)
+                raise
+            finally:
+                self._candidate = None
+            if self._stopping:
+                await terminate_tree_async(process.pid)
+                return "stopping"
+            self._stop_probe()  # the old one is drained from now on, not watched
+            old = self._process or old
+            self.python, self.layout = python, layout
+            self._process, self._serving, self._token = process, (process, port), token
+            self.reporter.marimo_up(process.pid, "127.0.0.1", port, token)
+            self.reporter.step_finished("marimo", "done", f"marimo is running (pid {process.pid})")
+            switch.set_result(True)
+            if self._handover is not None and not self._handover.done():
+                self._handover.set_result(None)
+            await self._retire(old, settings.drain)
+            return None
+        finally:
+            if not switch.done():
+                switch.set_result(False)
+            self._switch = None
+
+    async def _retire(self, old: ChildProcess, drain: float) -> None:
+        """Let ``old`` answer what the proxy still has open toward it, for at most ``drain``
+        seconds, then end its whole tree."""
+        self._retiring.add(old)
+        try:  # however this ends (even cancelled: the orchestrator stops), the old tree goes
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + drain
+            while (
+                self.reporter.draining()
+                and old.returncode is None
+                and not self._stopping
+                and loop.time() < deadline
+            ):
+                await asyncio.sleep(_DRAIN_POLL)
+            left = self.reporter.draining()
+            if left and old.returncode is None and not self._stopping:
+                self.reporter.log(
+                    "marimo",
+                    "orchestrator",
+                    f"{left} requests or WebSockets to the previous marimo (pid {old.pid}) were "
+                    f"still open after {drain:g} s (--marimo-switch-drain); stopping it anyway",
+                )
+        finally:
+            await terminate_tree_async(old.pid)
+            self._retiring.discard(old)
+        self.reporter.log("marimo", "orchestrator", f"Stopped the previous marimo (pid {old.pid})")
+
     async def stop(self) -> None:
         self._stopping = True
         self._stop_probe()
@@ -348,3 +503,6 @@ class MarimoSupervisor:
         if self._process is not None and self._process.returncode is None:
             self.reporter.marimo_down("stopping", self.restarts, [], "stopping")
             await terminate_tree_async(self._process.pid)
+        for other in [self._candidate, *self._retiring]:
+            if other is not None and other.returncode is None:
+                await terminate_tree_async(other.pid)

@@ -5,7 +5,8 @@ Using a finished generation needs no lease and no installer, so every replica se
 one exists for its requirements. Building one needs the build lease (jobs/lease.py): one replica
 builds, beside the generation in use, and publishes it when its requirements installed; the
 others wait and follow. Moving marimo onto a newly published generation needs the move lease,
-so replicas restart one at a time while the others keep serving.
+so replicas move one at a time while the others keep serving; each switches to a marimo
+started beside its running one (jobs/marimo.py), so it keeps serving too.
 
 Invariants: a lease is held only inside :func:`holding`, whose heartbeat keeps it alive and whose
 exit gives it up; this replica's use record names the generation its marimo runs from (kept
@@ -54,11 +55,9 @@ class Host(Protocol):
     async def drop_head_start(self, reason: str) -> None:
         """End the marimo started early, if any, saying why."""
 
-    async def end_marimo(self) -> None:
-        """Stop marimo (before what it runs from changes)."""
-
-    def serve_from(self, layout: StateLayout) -> None:
-        """Start marimo on ``layout``'s venv, which is from now on the one in use."""
+    async def move_marimo(self, layout: StateLayout) -> None:
+        """Serve marimo from ``layout``'s venv from now on: once this returns, the marimo that
+        ran from the previous one is gone, and the new one serves or is being started."""
 
 
 @contextlib.asynccontextmanager
@@ -288,22 +287,24 @@ class Replicas:
         return False
 
     async def move_to(self, generation: StateLayout) -> None:
-        """Restart marimo on ``generation``, holding the move lease so that replicas move one
-        at a time (the others keep serving); then remove generations nobody uses."""
+        """Move marimo to ``generation`` (switched beside the running one when it can be, see
+        :meth:`Host.move_marimo`), holding the move lease so that replicas move one at a time
+        (the others keep serving); then remove generations nobody uses. The generation left
+        stays registered as in use until its marimo is gone."""
         lease = await wait_for(self._lease(self.root.move_lease), poll=0.2)
         async with holding(lease, self.reporter):
             assert generation.env is not None
-            self.reporter.log(
-                "marimo", "orchestrator", f"Moving marimo to the environment {generation.env.name}"
-            )
-            await self._host.end_marimo()
+            name = generation.env.name
+            self.reporter.log("marimo", "orchestrator", f"Moving marimo to the environment {name}")
+            generations.register(generation, self._holder)
+            await self._host.move_marimo(generation)
             self._use(generation)
-            self._host.serve_from(generation)
             deadline = time.monotonic() + self.settings.marimo_ready_timeout + 30
             while self.reporter.status("marimo") in ("pending", "running"):
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
+            self.reporter.log("marimo", "orchestrator", f"Moved marimo to the environment {name}")
             stale_after = 10 * self.settings.lease_seconds
             collected = await asyncio.get_running_loop().run_in_executor(
                 None, generations.collect, self.root, stale_after

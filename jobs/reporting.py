@@ -55,6 +55,11 @@ class Reporter(Protocol):
     ) -> None:
         """marimo stopped being reachable; ``kind`` says why (``reason`` says it to people)."""
 
+    def draining(self) -> int:
+        """How many requests and WebSockets are still open toward marimos that a later
+        :meth:`marimo_up` replaced while they were up (a switch); 0 when there are none."""
+        return 0
+
 
 class StepTracker:
     """A :class:`Reporter` that passes everything on and remembers where each step stands, so
@@ -116,3 +121,6 @@ class StepTracker:
         if self._status["marimo"] == "done":  # as the board does: marimo is being brought back
             self._status["marimo"] = "running"
         self.inner.marimo_down(reason, restarts, last_output, kind)
+
+    def draining(self) -> int:
+        return self.inner.draining()

@@ -64,7 +64,10 @@ class Pipeline:
     fallback, or (run mode on a persistent folder) the generation ``_replicas`` chose."""
 
     def __init__(
-        self, settings: JobSettings, reporter: Reporter, head_start: HeadStart | None = None
+        self,
+        settings: JobSettings,
+        reporter: Reporter,
+        head_start: HeadStart | None = None,
     ) -> None:
         self.settings = settings
         self._head_start = head_start
@@ -239,8 +242,10 @@ class Pipeline:
             self.installer = resolve_installer("pip")
         return self.installer
 
-    async def _marimo(self, layout: StateLayout, installer: Installer, python: Path) -> None:
-        self.reporter.step_running("marimo", "Starting marimo")
+    async def _marimo(
+        self, layout: StateLayout, installer: Installer, python: Path, why: str
+    ) -> None:
+        self.reporter.step_running("marimo", why)
         supervisor = MarimoSupervisor(
             notebook_dir=self.settings.notebook_dir,
             mode=self.settings.marimo_mode,
@@ -255,6 +260,7 @@ class Pipeline:
             user=self.settings.marimo_user,
             record_installs=self.settings.record_installs,
             liveness=self.settings.marimo_liveness,
+            switching=self.settings.marimo_switch,
         )
         if (head := self._head_start) is not None:
             self._head_start = None  # the supervisor owns it now
@@ -369,26 +375,41 @@ class Pipeline:
         if self.reporter.status("marimo") != "failed":
             self.reporter.step_finished("marimo", "failed", f"marimo was not started: {message}")
 
-    def _start_marimo(self, python: Path) -> asyncio.Task[None]:
+    def _start_marimo(self, python: Path, why: str = "Starting marimo") -> asyncio.Task[None]:
         assert self.layout is not None and self.installer is not None
         layout, installer = self.layout, self.installer
 
         async def serve() -> None:
             try:
-                await self._marimo(layout, installer, python)
+                await self._marimo(layout, installer, python, why)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 await self._crashed(error)
 
-        self.reporter.step_running("marimo", "Starting marimo")  # before the task runs
+        self.reporter.step_running("marimo", why)  # before the task runs
         self._marimo_task = asyncio.create_task(serve(), name="marimo")
         return self._marimo_task
 
-    def serve_from(self, layout: StateLayout) -> None:
-        """Start marimo on ``layout``'s venv, from now on the environment in use."""
+    async def move_marimo(self, layout: StateLayout) -> None:
+        """Serve marimo from ``layout``'s venv from now on (run mode's move to another
+        generation). Switched without a moment without marimo when it can be
+        (:meth:`MarimoSupervisor.switch`: the new one beside the old one until it answers);
+        else, as the log and the board say, stopped and started on it."""
+        python = layout.venv_python
+        supervisor, task = self.supervisor, self._marimo_task
+        why = None
+        if supervisor is not None and task is not None and not task.done():
+            why = await supervisor.switch(python, layout)
+            if why is None:
+                self.layout = layout
+                if self.installer is not None:
+                    self._watch(layout, self.installer, python)
+                return
+            self.reporter.log("marimo", "orchestrator", f"marimo is restarted instead: {why}")
+        await self.end_marimo()
         self.layout = layout
-        self._start_marimo(layout.venv_python)
+        self._start_marimo(python, f"Restarting marimo: {why}" if why else "Starting marimo")
 
     async def end_marimo(self) -> None:
         """Stop the supervised marimo and its watch, if any (before it is replaced)."""

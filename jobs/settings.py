@@ -64,6 +64,17 @@ class Liveness(NamedTuple):
         return self.interval + (self.misses - 1) * max(self.interval, self.timeout) + self.timeout
 
 
+class Switching(NamedTuple):
+    """How run mode moves marimo to another environment without failing requests
+    (``--marimo-switch-*``, :meth:`jobs.marimo.MarimoSupervisor.switch`)."""
+
+    drain: float
+    """Seconds the replaced marimo may take to answer what it was sent before it is stopped."""
+    margin: int
+    """Bytes of memory that must stay available beyond a second marimo as large as the running
+    one (its whole process tree) for both to run side by side; else it is stopped first."""
+
+
 class JobSettings(NamedTuple):
     """Everything the jobs need to know; no job reads ``os.environ`` or the CLI itself.
 
@@ -94,6 +105,8 @@ class JobSettings(NamedTuple):
     """marimo exits within this many seconds of its start count towards a crash loop."""
     marimo_liveness: Liveness
     """How a running marimo is probed, and when it counts as hung (jobs/liveness.py)."""
+    marimo_switch: Switching
+    """Run mode: how marimo moves to a new environment generation (jobs/switch_room.py)."""
     lease_seconds: float
     """Run mode: a build lease whose heartbeat stopped this long ago is taken over."""
     env: Mapping[str, str]

@@ -18,6 +18,7 @@ from jobs.settings import (
     Liveness,
     MarimoMode,
     RunAs,
+    Switching,
     repr_without,
 )
 from orchestrator.auth_modes import AuthMode
@@ -241,6 +242,8 @@ def resolve(
     marimo_probe_interval: float,
     marimo_probe_timeout: float,
     marimo_probe_misses: int,
+    marimo_switch_drain: float,
+    marimo_switch_margin: int,
     auth: str | None,
     token: str | None,
     frame_ancestors: str | None,
@@ -326,6 +329,10 @@ def resolve(
                 interval=_positive("--marimo-probe-interval", marimo_probe_interval),
                 timeout=_positive("--marimo-probe-timeout", marimo_probe_timeout),
                 misses=_not_negative("--marimo-probe-misses", marimo_probe_misses),
+            ),
+            marimo_switch=Switching(
+                drain=_positive("--marimo-switch-drain", marimo_switch_drain),
+                margin=_not_negative("--marimo-switch-margin", marimo_switch_margin) * 1024 * 1024,
             ),
             env=notebook_environment(env),
             not_persistent=_not_persistent(env, quix, state),

@@ -190,6 +190,24 @@ OPTIONS: tuple[Option, ...] = (
         convert=int,
     ),
     Option(
+        "--marimo-switch-drain",
+        "run mode: a move to a new environment starts the new marimo beside the running one "
+        "and serves it once it answers; the old one then has this many seconds to answer "
+        "the requests it was sent before it is stopped (its WebSockets close at once with "
+        "the restart code, so open tabs reconnect)",
+        default=30.0,
+        convert=float,
+    ),
+    Option(
+        "--marimo-switch-margin",
+        "run mode: MiB of memory that must stay available beyond a second marimo as large as "
+        "the running one (its kernels included) for a move to a new environment to run both "
+        "side by side; with less, marimo is stopped first and started on the new "
+        "environment, with a short outage (the log and the board say so)",
+        default=256,
+        convert=int,
+    ),
+    Option(
         "--auth",
         "`quix` (Quix tokens: portal iframe, PAT form, Bearer), `token` (one access token), "
         "`none` (no sign-in; warns beyond loopback)",

@@ -6,7 +6,10 @@ a subscriber that missed something is always corrected by the next event.
 
 Invariants: nothing secret is stored in a field that is published (marimo's token lives only in
 the :class:`proxy.upstream.Upstream` handed to the proxy, and every published text is redacted);
-``ready`` is true exactly while there is an upstream and we are not stopping.
+``ready`` is true exactly while there is an upstream and we are not stopping; a marimo that is
+up when another one comes up (a switch, jobs/marimo.py) is replaced in one step: the proxy's
+next lookup gets the new upstream, and the old one is retired (its WebSockets closed with the
+restart code) and drained (:meth:`StatusBoard.draining`).
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class StatusBoard:
         self.logs: deque[dict[str, Any]] = deque(maxlen=log_capacity)
         self.subscribers: set[Subscriber] = set()
         self._upstream: Upstream | None = None
+        self._retired: deque[Upstream] = deque(maxlen=4)
+        """Upstreams replaced while they still answered (switches), until they are drained."""
         self._generation = 0
         self._secrets: tuple[str, ...] = ()
         self.capabilities: dict[str, bool] = {"restart_deployment": False}
@@ -258,7 +263,11 @@ class StatusBoard:
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self._secrets = (*self._secrets[-4:], token)
         self._generation += 1
+        previous = self._upstream
         self._upstream = Upstream.for_marimo(host, port, self._generation, token)
+        if previous is not None:  # a switch: the old marimo still answers what it was sent
+            previous.traffic.retire()
+            self._retired.append(previous)
         self.marimo.pid = pid
         log.info("marimo is ready (pid %s)", pid, extra={"step": "marimo"})
         for listener in self.on_marimo:
@@ -284,6 +293,10 @@ class StatusBoard:
         for listener in self.on_marimo:
             listener(False)
         self._publish()
+
+    def draining(self) -> int:
+        """Requests and WebSockets still open toward marimos that were replaced while up."""
+        return sum(upstream.traffic.open for upstream in self._retired)
 
     def announce(self, message: str) -> None:
         """Something users should know about now (a restart they or someone else asked for)."""

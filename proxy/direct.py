@@ -181,6 +181,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
             forwarding.drop_stream()
             self._connection.close()
         finally:
+            forwarding.end()
             self._connection.set_close_callback(None)
             # The forwarding holds this object as its front: letting go of it here leaves no
             # cycle, so both (and the request, its headers, Tornado's connection object) are

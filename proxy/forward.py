@@ -17,6 +17,10 @@ Invariants:
   nothing at all reached marimo.
 * The upstream stream is closed or given back to the pool exactly once; it returns to the pool
   only after a complete exchange that both sides allow to continue.
+* A request that goes to marimo is counted in its upstream's
+  :class:`~proxy.upstream.Traffic` from the moment it starts connecting until it ends (its
+  answer relayed, failed, or its client gone): counted in and out once, so a marimo being
+  replaced is stopped only once what was sent to it has been answered.
 * The status line and headers leave with the first body piece when it is already there, else
   alone on the next loop turn, so a stream whose first event comes late still opens at once.
 * An HTML document the transform applies to (:mod:`proxy.html`) is read whole before anything
@@ -164,6 +168,7 @@ class Forwarding:
         self.client_gone = False
         self._pending_head: asyncio.Handle | None = None
         self._head_out = False
+        self._counted = False
 
     @property
     def upstream(self) -> Upstream:
@@ -175,7 +180,22 @@ class Forwarding:
 
     def on_client_gone(self) -> None:
         self.client_gone = True
+        self.end()
+
+    def end(self) -> None:
+        """Nothing more goes to or comes from marimo for this request."""
         self.drop_stream()
+        self._count_out()
+
+    def _count_in(self) -> None:
+        if not self._counted:
+            self._counted = True
+            self._upstream.traffic.requests += 1
+
+    def _count_out(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._upstream.traffic.requests -= 1
 
     def drop_stream(self) -> None:
         if self._stream is not None:
@@ -187,16 +207,20 @@ class Forwarding:
         A request a stored copy answers (:mod:`proxy.precompressed`) needs no connection."""
         if self._stored is not None:
             return True
+        self._count_in()
         try:
             stream, reused = await self._pool.acquire(self._upstream, fresh=fresh)
         except TimeoutError:
+            self._count_out()
             self.fail(Failure.TOO_SLOW, "connect-timeout")
             return False
         except (OSError, StreamClosedError):
+            self._count_out()
             self.fail(Failure.UNAVAILABLE, "connect-refused")
             return False
         if self.client_gone:
             stream.close()
+            self._count_out()
             return False
         self._stream, self._reused = stream, reused
         try:  # noqa: SIM105 (once per request: contextlib.suppress is an object and two calls)
@@ -208,6 +232,7 @@ class Forwarding:
             self.drop_stream()
             if reused:
                 return await self.open(fresh=True)
+            self._count_out()
             self.fail(Failure.UNAVAILABLE, "closed-on-send")
             return False
         return True
@@ -232,6 +257,12 @@ class Forwarding:
 
     async def run(self) -> None:
         """Ends the request and relays marimo's answer, retrying once where that is allowed."""
+        try:
+            await self._run()
+        finally:
+            self._count_out()
+
+    async def _run(self) -> None:
         if self._stored is not None:
             served = await self._serve_stored(self._stored)
             self._stored = None

@@ -158,7 +158,7 @@ class HttpForwarder(RequestHandler):
 
     def on_finish(self) -> None:
         if self._forwarding is not None:
-            self._forwarding.drop_stream()
+            self._forwarding.end()
 
     def start_response(
         self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders

@@ -7,7 +7,8 @@ Invariants:
   with :meth:`ConnectionPool.release` or closes it.
 * Streams are keyed by ``(host, port, generation)``. Taking a stream for one generation closes
   every idle stream of the others: a restarted marimo never sees a connection opened against
-  its predecessor.
+  its predecessor. A stream to a retired marimo (one a switch replaced while it still answered,
+  :class:`proxy.upstream.Traffic`) is closed when its exchange ends, never pooled.
 * A stream that marimo closed while it sat idle is noticed (non-blocking peek) and closed
   instead of being handed out; one idle longer than ``idle_timeout`` is never handed out, and is
   closed by the pool's single sweep timer at most ``idle_timeout`` later, so idle streams never
@@ -105,8 +106,12 @@ class ConnectionPool:
         return stream, False
 
     def release(self, upstream: Upstream, stream: IOStream) -> None:
-        """Gives back a stream whose exchange ended cleanly and that may carry another one."""
+        """Gives back a stream whose exchange ended cleanly and that may carry another one
+        (closed instead when its marimo is retired: no new request goes there)."""
         if stream.closed():
+            return
+        if upstream.traffic.retired:
+            stream.close()
             return
         key = (upstream.host, upstream.port, upstream.generation)
         idle = self._idle.setdefault(key, [])

@@ -5,6 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+RESTART_CODE = 1012
+"""The close code of a WebSocket whose marimo restarts or is replaced: the tab reconnects."""
+RESTART_REASON = "marimo is restarting"
+
+SocketCloser = Callable[[int, str], None]
+"""Ends one relayed WebSocket with a close code and reason (both sides)."""
+
 
 class MarimoSession:
     """marimo's own session cookie, learnt from its answers and sent back on the proxy's behalf.
@@ -36,6 +43,54 @@ class MarimoSession:
         return f"MarimoSession({self.name!r}, known={self.cookie is not None})"
 
 
+class Traffic:
+    """What the proxy has open toward one marimo process: requests being forwarded and
+    WebSockets being relayed. Its marimo is *retired* once the proxy routes new requests to
+    another one (a switch of environment, jobs/marimo.py): then what is still open is drained.
+
+    Invariants:
+
+    * :attr:`open` counts requests from the moment they start connecting to marimo until they
+      let go of their connection (given back or closed), and relayed WebSockets from the end
+      of both handshakes until both connections ended; each is counted in and out once;
+    * once :meth:`retire` is called, every WebSocket relayed to this marimo is closed with
+      :data:`RESTART_CODE`, those opened later as soon as they register; nothing is ever
+      reopened toward a retired marimo by the pool (:meth:`proxy.pool.ConnectionPool.release`).
+    """
+
+    __slots__ = ("_sockets", "requests", "retired")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self._sockets: dict[object, SocketCloser] = {}
+        self.retired = False
+
+    @property
+    def open(self) -> int:
+        """Requests and WebSockets still open toward this marimo."""
+        return self.requests + len(self._sockets)
+
+    def socket_opened(self, key: object, close: SocketCloser) -> None:
+        """A WebSocket relayed to this marimo (closed at once when it is already retired)."""
+        self._sockets[key] = close
+        if self.retired:
+            close(RESTART_CODE, RESTART_REASON)
+
+    def socket_ended(self, key: object) -> None:
+        self._sockets.pop(key, None)
+
+    def retire(self) -> None:
+        """New requests go elsewhere: every WebSocket relayed here closes as for a restart."""
+        if self.retired:
+            return
+        self.retired = True
+        for close in list(self._sockets.values()):
+            close(RESTART_CODE, RESTART_REASON)
+
+    def __repr__(self) -> str:
+        return f"Traffic(requests={self.requests}, sockets={len(self._sockets)})"
+
+
 @dataclass(frozen=True)
 class Upstream:
     """One running marimo process as the proxy sees it.
@@ -46,7 +101,8 @@ class Upstream:
     ``authorization`` is the value of the ``Authorization`` header injected into every proxied
     request and upgrade; it is a secret and must never be logged or echoed to a client.
     ``session``, when set, is marimo's session cookie as the proxy learns it (see
-    :class:`MarimoSession`).
+    :class:`MarimoSession`). ``traffic`` is what the proxy has open toward this process, so
+    that a marimo being replaced can be drained (see :class:`Traffic`).
     """
 
     host: str
@@ -54,6 +110,7 @@ class Upstream:
     generation: int
     authorization: str | None = field(default=None, repr=False)
     session: MarimoSession | None = field(default=None, repr=False, compare=False)
+    traffic: Traffic = field(default_factory=Traffic, repr=False, compare=False)
 
     @classmethod
     def for_marimo(cls, host: str, port: int, generation: int, token: str) -> Upstream:

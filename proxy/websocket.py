@@ -13,6 +13,9 @@ Invariants:
   close frame (1006) becomes 1011 on the other side, except when marimo vanished because it is
   restarting (the current upstream is gone, of another generation, or refuses connections):
   then the client gets 1012 so the editor reconnects.
+* A relay is counted in its upstream's :class:`~proxy.upstream.Traffic` while its tunnel runs;
+  when that marimo is retired (the proxy switched to another one beside it), the relay is
+  closed with 1012 on both sides, as for a restart, so the tab reconnects to the new one.
 """
 
 from __future__ import annotations
@@ -34,13 +37,11 @@ from tornado.websocket import WebSocketProtocol13
 from proxy import gate
 from proxy.headers import WEBSOCKET_HANDSHAKE, tokens, toward_marimo
 from proxy.hold import KernelHold
-from proxy.upstream import Upstream, UpstreamLookup
+from proxy.upstream import RESTART_CODE, RESTART_REASON, Upstream, UpstreamLookup
 from proxy.wstunnel import INTERNAL_ERROR, Leg, Tunnel, UpstreamLeg, sendable
 
 log = logging.getLogger(__name__)
 
-RESTART_CODE = 1012
-RESTART_REASON = "marimo is restarting"
 _RESTART_PROBE_TIMEOUT = 1.0
 
 
@@ -173,12 +174,15 @@ class WebSocketRelay(RequestHandler):
         tunnel = Tunnel(client, marimo, self._marimo_ended)
         self._tunnel = tunnel
         WebSocketRelay.open_relays += 1
+        traffic = upstream.traffic
         try:
             tunnel.start()
+            traffic.socket_opened(self, self._retired)
             if self._ending is not None:  # the session ended during the client's handshake
                 tunnel.close(*self._ending)
             await tunnel.done
         finally:
+            traffic.socket_ended(self)
             WebSocketRelay.open_relays -= 1
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
@@ -191,6 +195,11 @@ class WebSocketRelay(RequestHandler):
 
     def on_connection_close(self) -> None:
         self._client_closed = True
+
+    def _retired(self, code: int, reason: str) -> None:
+        """Its marimo is being replaced by another one: both sides end with ``code``."""
+        log.info("proxy.ws.retired code=%d path=%s", code, self.request.path)
+        self.close(code, reason)
 
     async def _accept(self, subprotocol: str | None) -> Leg | None:
         """Completes the client's handshake and takes its socket over; None if it left.

@@ -108,6 +108,9 @@ class RecordingReporter:
     ) -> None:
         self.events.append(("down", reason))
 
+    def draining(self) -> int:
+        return 0
+
 
 @pytest.fixture
 def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFactory]:
