@@ -13,7 +13,9 @@ Invariants:
   pipeline, jobs/lease.py); marimo starts from the generation published for this image
   (jobs/generations.py); no head start while another replica holds the build lease;
 - nothing here writes to the state directory (the lock file aside) or raises: any surprise
-  means no head start, and the ordinary path runs;
+  means no head start, and the ordinary path runs; after a container replacement it may make a
+  skeleton venv in the local env folder and start marimo on it (kernels held while the
+  pipeline restores the snapshot: jobs/runner.py), never adopted as a complete venv;
 - the process is not routed to until the pipeline adopted it (the board learns of marimo only
   through the supervisor).
 """
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 class HeadStart:
     """A marimo started early, and the state lock it was started under."""
 
-    __slots__ = ("installer", "lock", "popen", "port", "python", "started", "token")
+    __slots__ = ("installer", "lock", "popen", "port", "python", "skeleton", "started", "token")
 
     def __init__(
         self,
@@ -60,7 +62,11 @@ class HeadStart:
         token: TokenFile,
         python: Path,
         installer: Installer,
+        skeleton: bool = False,
     ) -> None:
+        self.skeleton = skeleton
+        """Started from a skeleton of a venv the snapshot is about to be restored into
+        (jobs/local_env.py): adopted only by the pipeline's serving-while-restoring path."""
         self.lock = lock
         self.popen = popen
         self.port = port
@@ -145,11 +151,14 @@ def begin(settings: JobSettings) -> HeadStart | None:
         if lock is None:
             return None
     token: TokenFile | None = None
+    skeleton = False
     try:
         if why_not(settings, layout, installer):
-            if lock is not None:
-                lock.release()
-            return None
+            skeleton = lock is not None and _skeleton_made(layout)
+            if not skeleton:
+                if lock is not None:
+                    lock.release()
+                return None
         python = layout.venv_python
         port = free_port()
         token = TokenFile.create(shared=settings.marimo_user is not None)
@@ -179,4 +188,19 @@ def begin(settings: JobSettings) -> HeadStart | None:
         if lock is not None:
             lock.release()
         return None
-    return HeadStart(lock, popen, port, token, python, installer)
+    return HeadStart(lock, popen, port, token, python, installer, skeleton)
+
+
+def _skeleton_made(layout: StateLayout) -> bool:
+    """After a container replacement (edit mode, the venv on local disk and not there yet):
+    a skeleton made at the venv's path when the volume's snapshot lets marimo serve while it is
+    restored (:func:`jobs.local_env.why_not_serve_early`), so marimo starts now. Writes only to
+    the local env folder, never to the state folder."""
+    if layout.local is None:
+        return False
+    from jobs import local_env
+
+    if local_env.why_not_serve_early(layout):
+        return False
+    local_env.make_skeleton(layout)
+    return True

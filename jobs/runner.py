@@ -143,14 +143,19 @@ class Pipeline:
     async def _serve_while_restoring(self, layout: StateLayout) -> bool:
         """Start marimo from a skeleton of the venv, kernels held, when the venv is about to be
         restored from a snapshot that allows it (:func:`local_env.why_not_serve_early`)."""
-        if self.settings.marimo_mode != "edit" or self._head_start is not None:
+        head = self._head_start
+        skeleton = head is not None and head.skeleton and head.python == layout.venv_python
+        if self.settings.marimo_mode != "edit" or (head is not None and not skeleton):
             return False
-        why_not = await off_loop(local_env.why_not_serve_early, layout)
-        if why_not:
-            if layout.local is not None:
-                self.reporter.log("venv", "orchestrator", f"marimo waits for the venv: {why_not}")
-            return False
-        await off_loop(local_env.make_skeleton, layout)
+        if not skeleton:  # else the head start made it and started marimo on it already
+            why_not = await off_loop(local_env.why_not_serve_early, layout)
+            if why_not:
+                if layout.local is not None:
+                    self.reporter.log(
+                        "venv", "orchestrator", f"marimo waits for the venv: {why_not}"
+                    )
+                return False
+            await off_loop(local_env.make_skeleton, layout)
         self.reporter.kernels_held(True)
         self._steps.before_rebuild = self._stop_early_marimo
         self.reporter.log(
@@ -159,7 +164,8 @@ class Pipeline:
             "marimo starts while your Python packages are restored; notebooks connect once "
             "they are in place",
         )
-        self._start_marimo(layout.venv_python)
+        self._head_start = None  # adopted by this marimo task, never dropped by the venv step
+        self._start_marimo(layout.venv_python, head_start=head)
         return True
 
     async def _stop_early_marimo(self, reason: str) -> None:
@@ -243,7 +249,12 @@ class Pipeline:
         return self.installer
 
     async def _marimo(
-        self, layout: StateLayout, installer: Installer, python: Path, why: str
+        self,
+        layout: StateLayout,
+        installer: Installer,
+        python: Path,
+        why: str,
+        head_start: HeadStart | None = None,
     ) -> None:
         self.reporter.step_running("marimo", why)
         supervisor = MarimoSupervisor(
@@ -256,18 +267,20 @@ class Pipeline:
             reporter=self.reporter,
             ready_timeout=self.settings.marimo_ready_timeout,
             stable_after=self.settings.marimo_crash_window,
-            head_start=self._head_start,
+            head_start=head_start or self._head_start,
             user=self.settings.marimo_user,
             record_installs=self.settings.record_installs,
             liveness=self.settings.marimo_liveness,
             switching=self.settings.marimo_switch,
         )
-        if (head := self._head_start) is not None:
-            self._head_start = None  # the supervisor owns it now
+        if (head := head_start or self._head_start) is not None:
+            if head is self._head_start:
+                self._head_start = None  # the supervisor owns it now
             self.reporter.log(
                 "marimo",
                 "orchestrator",
-                f"Serving the marimo started early (pid {head.popen.pid}): nothing changed",
+                f"Serving the marimo started early (pid {head.popen.pid}): "
+                + ("kernels wait for the restore" if head.skeleton else "nothing changed"),
             )
         self.supervisor = supervisor
         self._marimo_version = (
@@ -375,13 +388,17 @@ class Pipeline:
         if self.reporter.status("marimo") != "failed":
             self.reporter.step_finished("marimo", "failed", f"marimo was not started: {message}")
 
-    def _start_marimo(self, python: Path, why: str = "Starting marimo") -> asyncio.Task[None]:
+    def _start_marimo(
+        self, python: Path, why: str = "Starting marimo", head_start: HeadStart | None = None
+    ) -> asyncio.Task[None]:
+        """marimo's task on ``python``; it adopts ``head_start`` (or the pipeline's own, when
+        it is still there then) instead of starting a process."""
         assert self.layout is not None and self.installer is not None
         layout, installer = self.layout, self.installer
 
         async def serve() -> None:
             try:
-                await self._marimo(layout, installer, python, why)
+                await self._marimo(layout, installer, python, why, head_start)
             except asyncio.CancelledError:
                 raise
             except Exception as error:

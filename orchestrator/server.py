@@ -88,9 +88,11 @@ class Server:
 
     def head_start(self) -> HeadStart | None:
         """On a warm state marimo starts now, booting while the server's modules load and the
-        jobs check that nothing changed; marimo's own start is most of a warm start."""
+        jobs check that nothing changed; marimo's own start is most of a warm start. After a
+        container replacement (a snapshot on the volume) it may start on a skeleton venv while
+        the snapshot is restored (jobs/head_start.py)."""
         warm = StateLayout(self.config.jobs.state_dir)
-        if not (warm.manifest.is_file() or warm.envs.is_dir()):
+        if not (warm.manifest.is_file() or warm.envs.is_dir() or warm.snapshot_record.is_file()):
             return None  # nothing warm: no need to import the head start's modules
         from jobs.head_start import begin
 

@@ -280,6 +280,8 @@ def test_after_a_replacement_the_editor_is_served_while_the_packages_are_restore
             what="the editor served while the packages are restored",
         )
         assert second.step(serving, "venv")["status"] == "running", serving
+        # Spawned by the head start, before the server's own modules loaded.
+        assert "kernels wait for the restore" in second.log_text()
         code, _, page = second.get("/", headers={"Accept": "text/html"})
         assert code == 200 and b"<marimo-version" in page, page[:300]
 
