@@ -218,7 +218,9 @@ class EnvironmentSteps:
         self.installed = read[0] if read else self.installed
         if restored:  # the installer ran, if only for the user's packages
             base = outcome.message if outcome.kind == "installed" else "Requirements unchanged"
-            self.reporter.step_finished("requirements", "done", f"{base}{restored}")
+            self.reporter.step_finished(
+                "requirements", "done", f"{base}{restored}", changes=outcome.changes
+            )
         else:
             # A source changed under a running marimo: say what that brought, for which file.
             told = f"; {outcome.summary}" if reason is not None and outcome.summary else ""
@@ -226,5 +228,6 @@ class EnvironmentSteps:
                 "requirements",
                 "done" if outcome.kind == "installed" else "skipped",
                 f"{outcome.message}{told}",
+                changes=outcome.changes,
             )
         return True

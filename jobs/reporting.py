@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -30,8 +31,17 @@ class Reporter(Protocol):
     ) -> None:
         """Attempt ``attempt`` failed with a transient error; the next one starts in ``delay`` s."""
 
-    def step_finished(self, step: StepName, outcome: Outcome, message: str) -> None:
-        """Final word on the step for this run of the pipeline."""
+    def step_finished(
+        self,
+        step: StepName,
+        outcome: Outcome,
+        message: str,
+        *,
+        changes: dict[str, Any] | None = None,
+    ) -> None:
+        """Final word on the step for this run of the pipeline. ``changes``: what the run
+        changed in the venv's packages (the requirements step; jobs/install_summary.py
+        ``changes``), ``None`` when unknown."""
 
     def log(self, step: StepName | None, source: str, line: str) -> None:
         """One line of output; ``source`` names its origin (``uv``, ``pip``, ``marimo``, …)."""
@@ -46,6 +56,10 @@ class Reporter(Protocol):
     def kernels_held(self, held: bool) -> None:
         """While True, marimo serves from a skeleton of the venv being restored: requests that
         would start a kernel or use the packages must wait (proxy/hold.py)."""
+
+    def user_packages(self, packages: Mapping[str, str]) -> None:
+        """The packages a user added to the venv (marimo's Install button, a terminal), name →
+        version, as the ledger has them now (jobs/ledger.py); replaces what was said before."""
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         """marimo answers ``/health`` at host:port and accepts ``Authorization: Bearer token``."""
@@ -95,10 +109,17 @@ class StepTracker:
     ) -> None:
         self.inner.step_retrying(step, attempt, max_attempts, delay, error)
 
-    def step_finished(self, step: StepName, outcome: Outcome, message: str) -> None:
+    def step_finished(
+        self,
+        step: StepName,
+        outcome: Outcome,
+        message: str,
+        *,
+        changes: dict[str, Any] | None = None,
+    ) -> None:
         self._status[step] = outcome
         self._message[step] = message
-        self.inner.step_finished(step, outcome, message)
+        self.inner.step_finished(step, outcome, message, changes=changes)
 
     def log(self, step: StepName | None, source: str, line: str) -> None:
         self.inner.log(step, source, line)
@@ -111,6 +132,9 @@ class StepTracker:
 
     def kernels_held(self, held: bool) -> None:
         self.inner.kernels_held(held)
+
+    def user_packages(self, packages: Mapping[str, str]) -> None:
+        self.inner.user_packages(packages)
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self.inner.marimo_up(pid, host, port, token)

@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from jobs import declared_install as declared_job
 from jobs import image as image_job
@@ -34,7 +34,7 @@ from jobs.blocking import off_loop
 from jobs.declared_install import InstallInput
 from jobs.direct_references import local_files
 from jobs.errors import DiskFullError, JobError, PermanentError, TransientError
-from jobs.install_summary import summary
+from jobs.install_summary import changes, no_changes, summary
 from jobs.installer_output import ProgressParser, classify_failure
 from jobs.installers import Installer, find_uv
 from jobs.layout import StateLayout
@@ -57,6 +57,9 @@ class InstallOutcome(NamedTuple):
     message: str
     summary: str = ""
     """What the install added or changed, for the files that asked (jobs/install_summary.py)."""
+    changes: dict[str, Any] | None = None
+    """The same, structured, for ``/-/status`` (jobs/install_summary.py ``changes``); every
+    outcome has one (empty lists when nothing was installed)."""
 
 
 def validate(path: Path, content: str) -> None:
@@ -205,10 +208,13 @@ async def install(
             "no_file",
             f"nothing declared: no requirements file at {requirements}, no notebook header "
             f"dependencies, no pyproject.toml{noted}",
+            changes=no_changes(),
         )
-    image, wanted, unchanged = prepared
-    if unchanged:
-        return InstallOutcome("unchanged", f"{named} unchanged since the last install{noted}")
+    image, wanted, skip = prepared
+    if skip:
+        return InstallOutcome(
+            "unchanged", f"{named} unchanged since the last install{noted}", changes=no_changes()
+        )
     workdir = scratch.temp_root() / scratch.owned_name("orchestrator-install")
     await off_loop(workdir.mkdir, mode=0o700)
     given: InstallInput | None = None
@@ -246,8 +252,13 @@ async def install(
     finally:
         await off_loop(_clean_up, workdir, layout, None if given is None else given.names_file)
     added = None if previous is None else declared_job.header_additions(previous, declared)
-    said = summary(before, await off_loop(ledger.scan, layout.venv), declared, added)
-    return InstallOutcome("installed", f"{outcome}{noted}", said)
+    after = await off_loop(ledger.scan, layout.venv)
+    return InstallOutcome(
+        "installed",
+        f"{outcome}{noted}",
+        summary(before, after, declared, added),
+        changes(before, after, declared, added),
+    )
 
 
 async def _run_installer(

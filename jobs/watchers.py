@@ -55,20 +55,26 @@ async def watch_ledger(
     interval: float = 5.0,
     declared: Callable[[], set[str]] = set,
 ) -> None:
-    """Keep the ledger in step with packages installed from marimo's UI or a terminal, and call
-    ``on_change`` when the venv changed since the watcher first looked. ``declared`` (blocking,
-    cheap) names what every source declares now: a package marimo recorded in a notebook's
-    header is ours, not the user's."""
-    seen = 0.0
+    """Keep the ledger in step with packages installed from marimo's UI or a terminal, report
+    the user's packages (``reporter.user_packages``) after every look, the first one at once,
+    and call ``on_change`` when the venv changed since the watcher first looked. ``declared``
+    (blocking, cheap) names what every source declares now: a package marimo recorded in a
+    notebook's header is ours, not the user's. The ledger is read under ``venv_lock``: an
+    install that starts meanwhile cannot show its packages before it records them as ours."""
+    seen: float | None = None
     while True:
-        await asyncio.sleep(interval)
         mtime = ledger.site_packages_mtime(layout)
         if mtime != seen and not venv_lock.locked():
-            first, seen = seen == 0.0, mtime
-            await off_loop(lambda: ledger.sync(layout, requirements, None, declared()))
-            if not first:
+            async with venv_lock:
+                current = await off_loop(
+                    lambda: ledger.sync(layout, requirements, None, declared())
+                )
+            reporter.user_packages(current.user)
+            if seen is not None:
                 on_change()
+            seen = mtime
             await _install_what_ui_packages_need(layout, installer, env, reporter, venv_lock)
+        await asyncio.sleep(interval)
 
 
 async def _install_what_ui_packages_need(

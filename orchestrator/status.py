@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,10 @@ class Step:
     finished_at: float | None = None
     next_attempt_at: float | None = None
     expected_seconds: float | None = None
+    changes: dict[str, Any] | None = None
+    """What the step's last finished run changed in the venv's packages (the requirements
+    step: jobs/install_summary.py ``changes``); ``None`` while running, after a failure, and
+    for the other steps."""
 
 
 @dataclass
@@ -84,6 +88,9 @@ class StatusBoard:
         self.state: dict[str, Any] = {"path": None, "persistent": None, "warning": None}
         self.environment: dict[str, Any] | None = None
         """Where the Python packages live and their snapshot (jobs/env_location.py)."""
+        self.added_by_user: list[dict[str, str]] | None = None
+        """The packages a user added (Install button, terminal), as the ledger has them;
+        ``None`` while unknown (no ledger watcher: run mode, a state that does not persist)."""
         self.kernel_hold = KernelHold()
         """Closed while marimo serves from a venv still being restored (proxy/hold.py)."""
         self.stopping = False
@@ -141,6 +148,7 @@ class StatusBoard:
             "state": dict(self.state),
             "environment": self.environment,
             "kernels_held": self.kernel_hold.held,
+            "user_packages": None if self.added_by_user is None else list(self.added_by_user),
             "notice": self.notice,
             "capabilities": dict(self.capabilities),
             "sync": self.sync,
@@ -163,6 +171,16 @@ class StatusBoard:
     def _clean(self, text: str) -> str:
         return redact(text, self._secrets)
 
+    def _clean_all(self, value: Any) -> Any:
+        """``value`` (JSON-like) with every string in it redacted."""
+        if isinstance(value, str):
+            return self._clean(value)
+        if isinstance(value, list):
+            return [self._clean_all(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self._clean_all(item) for key, item in value.items()}
+        return value
+
     def _publish(self) -> None:
         data = self.snapshot_json()
         for subscriber in self.subscribers:
@@ -183,6 +201,7 @@ class StatusBoard:
             entry.started_at = time.time()
             entry.finished_at = None
             entry.progress = None
+            entry.changes = None
         entry.status = "running"
         entry.attempt = max(entry.attempt, 1)
         entry.message = self._clean(message)
@@ -215,10 +234,18 @@ class StatusBoard:
         self._tell("retrying", step, attempt=attempt)
         self._publish()
 
-    def step_finished(self, step: StepName, outcome: Outcome, message: str) -> None:
+    def step_finished(
+        self,
+        step: StepName,
+        outcome: Outcome,
+        message: str,
+        *,
+        changes: dict[str, Any] | None = None,
+    ) -> None:
         entry = self._step(step)
         entry.status = outcome
         entry.message = self._clean(message)
+        entry.changes = None if changes is None else self._clean_all(changes)
         entry.finished_at = time.time()
         entry.next_attempt_at = None
         if outcome == "done":
@@ -259,6 +286,15 @@ class StatusBoard:
         else:
             self.kernel_hold.open()
         self._publish()
+
+    def user_packages(self, packages: Mapping[str, str]) -> None:
+        listed = [
+            {"name": self._clean(name), "version": self._clean(version)}
+            for name, version in sorted(packages.items())
+        ]
+        if listed != self.added_by_user:
+            self.added_by_user = listed
+            self._publish()
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self._secrets = (*self._secrets[-4:], token)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,10 @@ class RecordingReporter:
         self.events: list[tuple[str, ...]] = []
         self.lines: list[str] = []
         self.environments: list[dict[str, Any]] = []
+        self.changes: list[dict[str, Any] | None] = []
+        """Each finished step's ``changes`` (what an install changed), in order."""
+        self.users: list[dict[str, str]] = []
+        """Each report of the user's packages (the ledger watcher's)."""
 
     def step_running(self, step: str, message: str) -> None:
         self.events.append(("running", step, message))
@@ -85,8 +89,11 @@ class RecordingReporter:
     ) -> None:
         self.events.append(("retrying", step, str(attempt), error))
 
-    def step_finished(self, step: str, outcome: str, message: str) -> None:
+    def step_finished(
+        self, step: str, outcome: str, message: str, *, changes: dict[str, Any] | None = None
+    ) -> None:
         self.events.append((outcome, step, message))
+        self.changes.append(changes)
 
     def log(self, step: str | None, source: str, line: str) -> None:
         self.lines.append(f"[{source}] {line}")
@@ -99,6 +106,9 @@ class RecordingReporter:
 
     def kernels_held(self, held: bool) -> None:
         self.events.append(("kernels_held", str(held)))
+
+    def user_packages(self, packages: Mapping[str, str]) -> None:
+        self.users.append(dict(packages))
 
     def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
         self.events.append(("up", str(pid)))

@@ -145,6 +145,37 @@ def test_bearer_and_login_form(served: Orchestrator) -> None:
     assert code == 200 and b"<marimo-" in body
 
 
+def test_the_login_url_pasted_into_the_form_signs_in_and_a_doubtful_one_is_refused(
+    served: Orchestrator,
+) -> None:
+    """What the terminal prints, pasted whole into the token field (other parameters, a
+    trailing slash, spaces); a URL of the sign-in page whose token is missing, empty or
+    repeated is refused like a wrong token, never guessed at."""
+    token = urllib.parse.quote(served.token)
+    printed = f"http://localhost:{served.port}/-/login?token={token}"
+    assert login(served, served.token)[0] == 303  # (a clean throttle record for this client)
+    for doubtful in (
+        f"http://localhost:{served.port}/-/login?next=%2F",
+        f"http://localhost:{served.port}/-/login?token={token}&token={token}",
+        f"http://localhost:{served.port}/-/login?token=",
+        f"http://localhost:{served.port}/-/loading?token={token}",
+    ):
+        code, headers, body = login(served, doubtful)
+        assert code == 401 and b"That token was not accepted" in body, doubtful
+        assert "set-cookie" not in headers, doubtful
+    for pasted in (
+        printed,
+        f"  {printed}\n",
+        f"http://127.0.0.1:{served.port}/-/login/?next=%2F&token={token}",
+        f"/-/login?token={token}",
+    ):
+        code, headers, _ = login(served, pasted, "/-/status")
+        assert code == 303 and headers["location"] == "/-/status", pasted
+        code, _, _ = request(served, "GET", "/-/status", {"Cookie": cookie_of(headers)})
+        assert code == 200, pasted
+    assert served.token not in served.log_text()
+
+
 def test_tokens_in_the_wrong_place_are_refused(served: Orchestrator) -> None:
     token = served.token
     for path, headers in (

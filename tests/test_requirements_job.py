@@ -16,6 +16,7 @@ import pytest
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
 from jobs.errors import JobError, PermanentError, TransientError
+from jobs.install_summary import no_changes
 from jobs.installers import resolve_installer
 from jobs.layout import StateLayout
 from jobs.ledger import scan
@@ -57,6 +58,12 @@ def test_what_the_image_provides_is_neither_downloaded_nor_copied(
     in_venv = scan(layout.venv)
     assert "orch-needs-packaging" in in_venv
     assert "packaging" not in in_venv and "requests" not in in_venv
+    # What the install changed, the same whichever installer ran (the venv before and after).
+    assert outcome.changes is not None
+    assert outcome.changes["added"] == [
+        {"name": "orch-needs-packaging", "version": "1.0", "for": ["requirements.txt"]}
+    ]
+    assert outcome.changes["changed"] == outcome.changes["removed"] == []
     assert not any(
         "/simple/packaging" in path or "/simple/requests" in path for path in index.control.requests
     )
@@ -83,10 +90,15 @@ def test_skip_when_unchanged_and_rerun_on_any_change(tmp_path: Path, index: Loca
     layout = make_venv(tmp_path, "uv", env)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("orch-alpha\n")
-    assert install(layout, "uv", requirements, env)[0].kind == "installed"
+    first = install(layout, "uv", requirements, env)[0]
+    assert first.kind == "installed"
+    assert first.changes is not None
+    assert first.changes["added"] == [
+        {"name": "orch-alpha", "version": "1.0", "for": ["requirements.txt"]}
+    ]
     index.control.requests.clear()
     assert install(layout, "uv", requirements, env)[0] == InstallOutcome(
-        "unchanged", "requirements.txt unchanged since the last install"
+        "unchanged", "requirements.txt unchanged since the last install", changes=no_changes()
     )
     assert index.control.requests == []
     # Another index setting is another install (incremental: nothing new is fetched).

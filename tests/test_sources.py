@@ -11,7 +11,7 @@ import pytest
 from jobs.declared_install import header_additions, notes
 from jobs.errors import PermanentError
 from jobs.install_input import write_install_input
-from jobs.install_summary import summary
+from jobs.install_summary import LISTED, changes, summary
 from jobs.installers import find_uv
 from jobs.script_headers import HeaderCache
 from jobs.source_conflicts import conflicts, yielded
@@ -529,3 +529,44 @@ def test_a_header_line_for_a_package_already_installed_is_said_as_added(tmp_path
     # Not in the venv (uninstalled meanwhile): nothing is claimed.
     assert summary({"attrs": "23.1"}, {"attrs": "23.1"}, after, added) == ""
     assert header_additions(after, after) == {}
+
+
+def test_what_an_install_changed_is_structured_for_the_status(tmp_path: Path) -> None:
+    """The venv before and after, whichever installer ran: added, changed (a downgrade too),
+    removed and recorded, each with the files that ask for it; dependencies listed without."""
+    (tmp_path / "requirements.txt").write_text("orch-gamma==3.0\norch-beta\n")
+    notebook(tmp_path, "sales.py", header="")
+    before_sources = declared(tmp_path)
+    recorded = '# /// script\n# dependencies = ["emoji==2.14"]\n# ///\n'
+    notebook(tmp_path, "sales.py", header=recorded)
+    after_sources = declared(tmp_path)
+    added = header_additions(before_sources, after_sources)
+    before = {"orch-beta": "1.0", "attrs": "24.1", "six": "1.16", "emoji": "2.14", "pip": "24.0"}
+    after = {
+        "orch-beta": "2.0",
+        "attrs": "23.1",
+        "orch-gamma": "3.0",
+        "idna": "3.7",
+        "emoji": "2.14",
+        "pip": "24.0",
+    }
+    assert changes(before, after, after_sources, added) == {
+        "added": [
+            {"name": "orch-gamma", "version": "3.0", "for": ["requirements.txt"]},
+            {"name": "idna", "version": "3.7", "for": []},
+        ],
+        "changed": [
+            {"name": "orch-beta", "from": "1.0", "to": "2.0", "for": ["requirements.txt"]},
+            {"name": "attrs", "from": "24.1", "to": "23.1", "for": []},
+        ],
+        "removed": [{"name": "six", "version": "1.16", "for": []}],
+        "recorded": [{"name": "emoji", "version": "2.14", "for": ["sales.py"]}],
+        "more": 0,
+    }
+    nothing = changes(after, after, after_sources, {})
+    assert nothing == {"added": [], "changed": [], "removed": [], "recorded": [], "more": 0}
+    # A large install lists what the sources ask for first, and counts the rest.
+    many = {f"dep-{number:03}": "1.0" for number in range(LISTED + 10)}
+    big = changes({}, {**many, "orch-gamma": "3.0"}, after_sources, {})
+    assert big["added"][0]["name"] == "orch-gamma"
+    assert len(big["added"]) == LISTED and big["more"] == 11

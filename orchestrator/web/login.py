@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import tornado.web
 
@@ -32,6 +32,28 @@ _SIGNED_OUT = {
 }
 """The notice the sign-in page shows after a logout that went further, or less far, than this
 session (orchestrator/secret_rotation.py); chosen by name, never text from the URL."""
+
+
+LOGIN_PATH = "/-/login"
+
+
+def token_from_login_url(text: str) -> str:
+    """The token of a pasted sign-in URL, as the terminal prints it
+    (``http://host:port/-/login?token=…``, other parameters and a trailing slash allowed);
+    ``text`` itself when it is no URL of the sign-in page. Fails closed: such a URL whose
+    ``token`` is missing, empty or given more than once yields ``""``, which no verifier
+    accepts (refused, and counted by the throttle, like any wrong token). The token is never
+    logged here."""
+    if not text.lower().startswith(("http://", "https://", LOGIN_PATH)):
+        return text
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # a malformed address (an unclosed IPv6 bracket): not a sign-in URL
+        return text
+    if parts.path.rstrip("/") != LOGIN_PATH:
+        return text
+    tokens = parse_qs(parts.query, keep_blank_values=True).get("token", [])
+    return tokens[0] if len(tokens) == 1 else ""
 
 
 class LoginHandler(tornado.web.RequestHandler):
@@ -113,7 +135,8 @@ class LoginHandler(tornado.web.RequestHandler):
         if not same_origin(self, self.guard.trust_proxy):
             self._answer(is_json, 403, "origin", target)
             return
-        outcome, wait = await self.guard.try_token(self, token.strip())
+        token = token_from_login_url(token.strip())  # the login URL pasted whole
+        outcome, wait = await self.guard.try_token(self, token)
         if outcome == "throttled":
             self.set_header("Retry-After", self.guard.throttle.retry_after(wait))
             self._answer(is_json, 429, "throttled", target)
@@ -124,7 +147,7 @@ class LoginHandler(tornado.web.RequestHandler):
         if outcome != "ok":
             self._answer(is_json, 401, "rejected", target)
             return
-        self.guard.open_session(self, token.strip())
+        self.guard.open_session(self, token)
         if is_json:
             self.finish({"ok": True, "next": target})
         else:

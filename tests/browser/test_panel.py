@@ -109,7 +109,9 @@ def test_reinstall_and_rebuild_from_the_panel(
 
     _confirm(page, panel, "Rebuild environment")
     expect(result).to_have_text("Rebuild environment: done.", timeout=START_TIMEOUT)
-    expect(notices).to_contain_text("Installed orch-alpha 1.0: run the cells that import them")
+    expect(notices).to_contain_text(
+        "orch-alpha 1.0 installed for requirements.txt: run the cells that import them again"
+    )
     shots("rebuilt")
     # A rebuild ends with marimo restarted on the new venv (nothing may run from a venv that is
     # replaced): the same tab, not reloaded, carries on with a new kernel, and is told so.
@@ -235,6 +237,74 @@ def test_the_panel_is_reachable_and_closable_from_the_keyboard(
     assert _covered_marimo_controls(page) == []  # the button sits clear of marimo's controls
     page.set_viewport_size({"width": 800, "height": 700})
     assert _covered_marimo_controls(page) == []
+
+
+def _tab_to(page: Any, target: Any, most: int = 12) -> None:
+    """Press Tab until ``target`` has the focus (a user tabbing through the panel)."""
+    for _ in range(most):
+        if target.evaluate("node => node === document.activeElement"):
+            return
+        page.keyboard.press("Tab")
+    expect(target).to_be_focused()
+
+
+def test_keyboard_only_the_shortcut_opens_the_panel_and_escape_closes_it_after_a_confirmation(
+    page: Any, shots: Shots, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    """Alt+Shift+E from a code cell opens the panel; after confirming a restart, and after
+    cancelling one, focus is inside the panel (no stale "done" after Cancel), so Escape closes
+    it, and focus returns to the cell."""
+    run = orchestrator(write_notebook(tmp_path / "notebooks", KERNEL_CELL))
+    run.wait_ready()
+    sign_in(page, run, EDITOR_PATH)
+    expect_editor(page, run)
+    button = page.get_by_role("button", name=re.compile("^Environment"))
+    expect(button).to_have_attribute("aria-keyshortcuts", "Alt+Shift+E")
+    expect(button).to_have_attribute("title", re.compile(r"\(Alt\+Shift\+E\)"))
+    cell = page.get_by_test_id("cell-editor").first.locator(".cm-content")
+    cell.focus()
+    expect(cell).to_be_focused()
+    panel = page.get_by_role("region", name="Environment", exact=True)
+    restart = panel.get_by_role("button", name="Restart marimo", exact=True)
+    result = panel.locator(".mo-orch-result")
+
+    page.keyboard.press("Alt+Shift+E")
+    expect(panel).to_be_visible()
+    expect(panel.get_by_role("button", name="Close the Environment panel")).to_be_focused()
+    _tab_to(page, restart)
+    page.keyboard.press("Enter")
+    expect(panel.get_by_role("button", name="Yes, restart marimo")).to_be_focused()
+    pid = run.status()["marimo"]["pid"]
+    page.keyboard.press("Enter")
+    expect(restart).to_be_focused()  # not the page's body
+    expect(result).to_have_text("Restart marimo: done.", timeout=START_TIMEOUT)
+    assert run.status()["marimo"]["pid"] != pid
+    expect(restart).to_be_focused()
+    shots("confirmed")
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(cell).to_be_focused()
+
+    page.keyboard.press("Alt+Shift+E")
+    expect(panel).to_be_visible()
+    _tab_to(page, restart)
+    page.keyboard.press("Enter")
+    cancel = panel.get_by_role("button", name="Cancel")
+    _tab_to(page, cancel)
+    page.keyboard.press("Enter")
+    expect(cancel).to_be_hidden()
+    expect(restart).to_be_focused()
+    expect(result).to_have_text("")  # no stale "Restart marimo: done."
+    shots("cancelled")
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(cell).to_be_focused()
+
+    # The shortcut closes it too.
+    page.keyboard.press("Alt+Shift+E")
+    expect(panel).to_be_visible()
+    page.keyboard.press("Alt+Shift+E")
+    expect(panel).to_be_hidden()
 
 
 BETA_CELL = """

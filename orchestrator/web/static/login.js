@@ -1,5 +1,7 @@
 // Sign-in: inside the Quix portal's iframe, ask the parent for a token (postMessage); otherwise
-// the form takes a Personal Access Token (quix) or the access token (token mode).
+// the form takes a Personal Access Token (quix) or the access token (token mode). The field is
+// focused on load, and the login URL the terminal prints, pasted whole, signs in with its token
+// (the server reads such a URL too: orchestrator/web/login.py token_from_login_url).
 "use strict";
 (function () {
   const mode = document.body.dataset.mode;
@@ -16,6 +18,21 @@
     hint.textContent = "Open this page from the Quix portal to sign in automatically, or paste a token from your Quix profile.";
   } else {
     hint.textContent = "The token is printed in the server's log when it starts, or set with ORCHESTRATOR_TOKEN.";
+  }
+
+  const field = document.getElementById("token");
+  if (document.activeElement !== field) field.focus();
+
+  // ".../-/login?token=abc&next=..." → "abc"; anything else is sent as it is (a URL of this page
+  // whose token is missing or repeated is left for the server to refuse).
+  function tokenFrom(text) {
+    const value = text.trim();
+    if (!/^(https?:\/\/|\/-\/login)/i.test(value)) return value;
+    let url;
+    try { url = new URL(value, window.location.href); } catch (e) { return value; }
+    if (url.pathname.replace(/\/+$/, "") !== "/-/login") return value;
+    const tokens = url.searchParams.getAll("token");
+    return tokens.length === 1 && tokens[0] ? tokens[0] : value;
   }
 
   async function signIn(token) {
@@ -61,7 +78,7 @@
     button.disabled = true;
     error.textContent = "";
     try {
-      await signIn(document.getElementById("token").value.trim());
+      await signIn(tokenFrom(field.value));
     } finally {
       button.disabled = false;
     }

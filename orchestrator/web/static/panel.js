@@ -4,6 +4,11 @@
 // it never reloads the page (an open tab survives restarts by itself, see README); one
 // events stream per browser: one tab leads (a Web Lock, else a heartbeat in localStorage) and
 // shares every status over a BroadcastChannel; in run mode it shows status only, no actions.
+// What an install changed and the packages a user added are the server's word (/-/status: the
+// requirements step's ``changes``, ``user_packages``): installer output is never read here.
+// Focus follows the dialog pattern: Alt+Shift+E (free in marimo's keymap) opens and closes the
+// panel from anywhere, focus stays inside it after a confirmation or Cancel, Escape closes it
+// and focus returns to where it was before.
 "use strict";
 (function () {
   if (window.__marimoOrchestratorPanel) return;
@@ -41,7 +46,9 @@
 
   // -- the elements -----------------------------------------------------------------------
   const label = el("span", { text: "Environment" });
-  const toggle = el("button", { type: "button", class: "mo-orch-toggle", "aria-expanded": "false", "aria-controls": "mo-orch-panel" },
+  const SHORTCUT = "Alt+Shift+E";
+  const toggle = el("button", { type: "button", class: "mo-orch-toggle", "aria-expanded": "false", "aria-controls": "mo-orch-panel",
+    title: "Environment: Python packages and restarts (" + SHORTCUT + ")", "aria-keyshortcuts": SHORTCUT },
     el("span", { class: "mo-orch-dot", "aria-hidden": "true" }), label);
   const stepsList = el("ul", { class: "mo-orch-steps", "aria-label": "Startup steps" });
   const details = el("div", { class: "mo-orch-details" });
@@ -62,16 +69,41 @@
   }
   mount();
 
+  let returnTo = null; // where focus was when the panel opened: it goes back there on close
   function setOpen(open) {
     panel.hidden = !open;
     toggle.setAttribute("aria-expanded", String(open));
     if (open) close.focus();
+    else {
+      confirmBox.hidden = true;
+      if (!pending) result.textContent = ""; // a finished action's word is not kept for later
+    }
   }
-  toggle.addEventListener("click", () => setOpen(panel.hidden));
-  close.addEventListener("click", () => { setOpen(false); toggle.focus(); });
-  panel.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") { event.stopPropagation(); setOpen(false); toggle.focus(); }
+  function openPanel() {
+    const active = document.activeElement;
+    returnTo = active && active !== document.body && !panel.contains(active) ? active : toggle;
+    setOpen(true);
+  }
+  function closePanel() {
+    const back = returnTo && returnTo.isConnected ? returnTo : toggle;
+    setOpen(false);
+    returnTo = null;
+    back.focus();
+  }
+  toggle.addEventListener("click", () => (panel.hidden ? openPanel() : closePanel()));
+  close.addEventListener("click", closePanel);
+  root.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !panel.hidden) { event.stopPropagation(); closePanel(); }
   });
+  // Capturing on the window: before marimo's code editors, which keep most keys for themselves.
+  window.addEventListener("keydown", (event) => {
+    if (!event.altKey || !event.shiftKey || event.ctrlKey || event.metaKey) return;
+    if (event.code !== "KeyE" && (event.key || "").toLowerCase() !== "e") return;
+    event.preventDefault();
+    event.stopPropagation();
+    if (panel.hidden) openPanel();
+    else closePanel();
+  }, true);
 
   // -- actions, confirmed inside the page -------------------------------------------------
   let latest = null;
@@ -82,13 +114,21 @@
     actionsBox.append(button);
   }
 
+  // After Yes or Cancel focus goes back to the action's own button, inside the panel (never to
+  // the page's body, where Escape would no longer reach the panel).
   function askConfirm(action) {
     const yes = el("button", { type: "button", class: "mo-orch-yes" }, "Yes, " + action.label.charAt(0).toLowerCase() + action.label.slice(1));
     const no = el("button", { type: "button" }, "Cancel");
+    const back = () => actionsBox.querySelector('[data-action="' + action.id + '"]') || close;
+    if (!pending) result.textContent = ""; // what an earlier action ended with is over
     confirmBox.replaceChildren(el("p", { text: action.confirm }), yes, no);
     confirmBox.hidden = false;
-    yes.addEventListener("click", () => { confirmBox.hidden = true; run(action); });
-    no.addEventListener("click", () => { confirmBox.hidden = true; result.textContent = ""; });
+    yes.addEventListener("click", () => { confirmBox.hidden = true; back().focus(); run(action); });
+    no.addEventListener("click", () => {
+      confirmBox.hidden = true;
+      if (!pending) result.textContent = "";
+      back().focus();
+    });
     yes.focus();
   }
 
@@ -162,60 +202,75 @@
     shown.delete(kind);
   }
 
-  // -- what an install changed, from the installer's own lines -----------------------------
-  // uv and pip name what they add and remove (" + pandas==2.1", " - pandas==2.0"); those of the
-  // requirements run under way are kept, so its end can say what changed.
-  const CHANGE = /^\s*([+-]) ([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)/;
-  const installLines = new Map(); // "t|line" -> record, the requirements step's recent lines
+  // -- what an install changed, as the server says it ----------------------------------------
+  // The requirements step's ``changes`` (/-/status): added, changed (from → to), removed, and
+  // recorded (a notebook's header newly declares a package the venv had), each entry with the
+  // files that ask for it (none: a dependency), and ``more`` left uncounted in the lists.
+  function listed(entries, say, more) {
+    const named = entries.slice(0, 3).map(say);
+    const rest = entries.length - named.length + (more || 0);
+    return named.join(", ") + (rest > 0 ? " (and " + rest + " more package" + (rest > 1 ? "s" : "") + ")" : "");
+  }
+  const forFiles = (entry) => (entry.for && entry.for.length ? " for " + entry.for.join(" and ") : "");
+  const sayAdded = (entry) => entry.name + " " + entry.version + " installed" + forFiles(entry);
+  const sayChanged = (entry) => entry.name + " " + entry.from + " → " + entry.to;
+  const sayRemoved = (entry) => entry.name + " " + entry.version + " removed";
+  const sayRecorded = (entry) => entry.name + " " + entry.version + " added to " + (entry.for || []).join(" and ") + "'s dependencies";
 
-  function handleLog(record) {
-    if (!record || record.step !== "requirements" || typeof record.t !== "number") return;
-    installLines.set(record.t + "|" + record.line, record);
-    if (installLines.size > 1000) installLines.delete(installLines.keys().next().value);
+  function changesOf(step) {
+    const c = step && step.changes;
+    if (!c || typeof c !== "object") return null;
+    const list = (key) => (Array.isArray(c[key]) ? c[key] : []);
+    return { added: list("added"), changed: list("changed"), removed: list("removed"), recorded: list("recorded"),
+      more: typeof c.more === "number" ? c.more : 0 };
   }
 
-  function changesSince(started) {
-    const changes = { added: new Map(), removed: new Map() };
-    for (const record of installLines.values()) {
-      if (record.t < started) continue;
-      const found = CHANGE.exec(record.line || "");
-      if (found) (found[1] === "+" ? changes.added : changes.removed).set(found[2].toLowerCase(), found[3]);
+  // One sentence for what an install changed ("" when nothing did): what a source asked for is
+  // named, dependencies are counted.
+  function describeChanges(c) {
+    const asked = c.added.filter((e) => e.for && e.for.length);
+    const parts = [];
+    if (c.changed.length) parts.push("Changed " + listed(c.changed, sayChanged, 0));
+    if (asked.length || c.recorded.length) {
+      parts.push(listed([...c.recorded, ...asked], (e) => (c.recorded.includes(e) ? sayRecorded(e) : sayAdded(e)), 0));
     }
-    return changes;
-  }
-
-  function describeChanges(changes) {
-    const changed = [], added = [];
-    for (const [name, version] of changes.added) {
-      if (changes.removed.has(name)) changed.push(name + " " + changes.removed.get(name) + " → " + version);
-      else added.push(name + " " + version);
+    const others = c.added.length - asked.length + c.removed.length + c.more;
+    if (!parts.length) {
+      return others ? listed([...c.added, ...c.removed], (e) => (c.removed.includes(e) ? sayRemoved(e) : sayAdded(e)), c.more) : "";
     }
-    return { changed, added };
+    return parts.join("; ") + (others > 0 ? " (and " + others + " other package" + (others > 1 ? "s" : "") + ")" : "");
   }
 
-  // ``since``: the end of the install announced before (runs can follow each other quickly, and
-  // the stream may only show the last one finishing).
-  function announceInstall(requirements, since) {
+  function announceInstall(requirements) {
     if (requirements.status !== "done") return;
-    const start = typeof since === "number" ? since : requirements.started_at || 0;
-    const { changed, added } = describeChanges(changesSince(start));
-    // After a source changed under marimo the step's message ends with what that brought, for
-    // which file: "orch-gamma 3.0 installed for sales.py", or what a header now records that
-    // was installed already: "numpy 2.1.3 added to notebook.py's dependencies"
-    // (jobs/install_summary.py).
-    const last = (requirements.message || "").split("; ").pop();
-    const installedFor = last.includes(" installed for ");
-    const recorded = / added to \S.*'s dependencies/.test(last);
-    const told = installedFor || recorded ? last : "";
-    if (changed.length) {
-      changeNotice("Changed " + changed.join(", ") + ". The kernel keeps the versions it already imported until marimo restarts.");
-    } else if (told) {
-      notice("installed", installedFor ? told + ": run the cells that import them again." : told + ".", true);
-    } else if (added.length) {
-      notice("installed", "Installed " + added.join(", ") + ": run the cells that import them again.", true);
+    const c = changesOf(requirements);
+    if (!c) return;
+    const said = describeChanges(c);
+    if (c.changed.length) {
+      changeNotice(said + ". The kernel keeps the versions it already imported until marimo restarts.");
+    } else if (c.added.length || c.removed.length) {
+      notice("installed", said + ": run the cells that import them again.", true);
+    } else if (c.recorded.length) {
+      notice("installed", said + ".", true);
     } else if (!shown.has("installed")) { // what an earlier run changed stays in view
       notice("installed", "Requirements installed: nothing changed.", true);
     }
+  }
+
+  // Packages a user added (marimo's Install button, a terminal), as the ledger has them: new
+  // ones are announced; what was there when this page first heard is not news.
+  let userPackages = null; // name -> version, as last heard
+  function announceUserPackages(list) {
+    if (!Array.isArray(list)) return;
+    const now = new Map(list.map((p) => [p.name, p.version]));
+    if (userPackages) {
+      const fresh = list.filter((p) => userPackages.get(p.name) !== p.version);
+      if (fresh.length) {
+        notice("user-installed", listed(fresh, (p) => p.name + " " + p.version, 0)
+          + " installed from the editor; kept across restarts.", true);
+      }
+    }
+    userPackages = now;
   }
 
   function changeNotice(text) {
@@ -224,7 +279,7 @@
     if (!node || !EDIT) return;
     const restart = el("button", { type: "button", class: "mo-orch-yes" }, "Restart marimo");
     restart.addEventListener("click", () => {
-      setOpen(true);
+      if (panel.hidden) openPanel();
       askConfirm(ACTIONS[0]);
     });
     node.insertBefore(restart, node.lastChild);
@@ -264,11 +319,11 @@
       }
     }
     if (requirements && requirements.finished_at && requirements.finished_at !== requirementsFinished) {
-      const since = requirementsFinished;
       requirementsFinished = requirements.finished_at;
-      announceInstall(requirements, since);
+      announceInstall(requirements);
       refreshUserPackages();
     }
+    announceUserPackages(status.user_packages);
     if (pending && status.ready && !running) {
       const p = pending;
       const over = p.action.body.scope === "marimo" ? pid && pid !== p.pid
@@ -351,6 +406,22 @@
     return parts.join("; ");
   }
 
+  function packagesLine(kind, title, text) {
+    return text ? el("p", { class: "mo-orch-packages", "data-packages": kind }, el("strong", { text: title }), text) : null;
+  }
+
+  function lastInstall(requirements, now) {
+    const c = requirements && requirements.status === "done" ? changesOf(requirements) : null;
+    if (!c) return "";
+    const when = typeof requirements.finished_at === "number" ? " (" + ago(now - requirements.finished_at) + ")" : "";
+    return (describeChanges(c) || "nothing changed") + when;
+  }
+
+  function addedByYou(list) {
+    if (!Array.isArray(list) || !list.length) return "";
+    return listed(list, (p) => p.name + " " + p.version, 0) + " (installed from the editor; kept across restarts)";
+  }
+
   function renderPanel(status) {
     const items = status.steps.map((step) =>
       el("li", { "data-step": step.name, "data-status": step.status, class: "mo-orch-" + step.status },
@@ -368,6 +439,8 @@
         state.persistent === false ? "not persistent. " + (state.warning || "") : state.persistent ? "persistent" : "not known yet"),
       el("p", { "data-environment": (status.environment && status.environment.location) || "" },
         el("strong", { text: "Python packages: " }), environmentSummary(status.environment, status.at || Date.now() / 1000)),
+      packagesLine("last-install", "Last install: ", lastInstall(requirements, status.at || Date.now() / 1000)),
+      packagesLine("added-by-you", "Added by you: ", addedByYou(status.user_packages)),
       el("p", {}, el("strong", { text: "Notebook sync: " }), syncSummary(status.sync)),
     ].filter((node) => node !== null));
     for (const button of actionsBox.querySelectorAll("button")) {
@@ -450,14 +523,6 @@
     source.addEventListener("status", (event) => {
       try { publish(JSON.parse(event.data)); } catch (e) { /* a malformed event: the next corrects it */ }
     });
-    source.addEventListener("log", (event) => {
-      if (event.data.indexOf('"step":"requirements"') < 0) return; // the only lines read here
-      let record = null;
-      try { record = JSON.parse(event.data); } catch (e) { return; }
-      if (!record || record.step !== "requirements") return; // the only lines the panel reads
-      handleLog(record);
-      if (channel) channel.postMessage({ type: "log", record });
-    });
     source.onerror = () => {
       // The browser retries a dropped stream by itself; one it gave up on (an answer that was
       // not a stream, such as a sign-in that expired) is tried again later.
@@ -477,7 +542,6 @@
   if (channel) {
     channel.onmessage = (event) => {
       if (event.data && event.data.type === "status") handle(event.data.status);
-      else if (event.data && event.data.type === "log") handleLog(event.data.record);
     };
   }
 
