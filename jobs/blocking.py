@@ -22,7 +22,12 @@ T = TypeVar("T")
 async def off_loop(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``work(*args, **kwargs)`` in the loop's default executor."""
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, functools.partial(work, *args, **kwargs))
+    return await _to_the_end(loop.run_in_executor(None, functools.partial(work, *args, **kwargs)))
+
+
+async def _to_the_end(future: asyncio.Future[T]) -> T:
+    """``future``'s result; a cancellation of the awaiting task waits for the work to end first
+    (a thread cannot be stopped half-way), then goes on."""
     cancelled = False
     while True:
         try:
@@ -63,15 +68,4 @@ async def at_low_priority(work: Callable[P, T], *args: P.args, **kwargs: P.kwarg
             loop.call_soon_threadsafe(deliver, functools.partial(future.set_result, result))
 
     threading.Thread(target=run, name="low-priority", daemon=True).start()
-    cancelled = False
-    while True:
-        try:
-            value = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            if future.done():
-                raise
-            cancelled = True
-            continue
-        if cancelled:
-            raise asyncio.CancelledError
-        return value
+    return await _to_the_end(future)
