@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tornado.web import RequestHandler
+
 from orchestrator.bounds import OWN_BODY_LIMIT
 
 MAX_DEPTH = 16
@@ -170,3 +172,26 @@ def text_field(arguments: Mapping[str, list[bytes]], name: str) -> str | None:
     except UnicodeDecodeError:
         raise BadInput(f"{name!r} is not valid UTF-8", name) from None
     return _check_text(text, name)
+
+
+def answer_bad_input(handler: RequestHandler, bad: BadInput) -> None:
+    """Answer ``bad`` (its status, and a body naming the field)."""
+    handler.set_status(bad.status)
+    handler.finish(bad.body())
+
+
+def json_request(
+    handler: RequestHandler, fields: Mapping[str, Field], shape: str
+) -> dict[str, Any] | None:
+    """The request's JSON object read by :func:`json_object`; ``None`` once the refusal is
+    answered (415 for a body that is not declared as JSON: a cross-site form cannot send one)."""
+    content_type = handler.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
+    if content_type != "application/json":
+        handler.set_status(415)
+        handler.finish({"error": "send JSON: Content-Type: application/json"})
+        return None
+    try:
+        return json_object(handler.request.body, fields, shape)
+    except BadInput as bad:
+        answer_bad_input(handler, bad)
+        return None

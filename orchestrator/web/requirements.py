@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.actions import Actions
 from orchestrator.auth import Guard, same_origin
-from orchestrator.web.json_body import BadInput, Field, json_object
+from orchestrator.web.json_body import BadInput, Field, answer_bad_input, json_request
 from orchestrator.web.protected import Protected
 
 if TYPE_CHECKING:
@@ -83,21 +83,15 @@ class RequirementsHandler(Protected):
         pipeline = self._pipeline()
         if pipeline is None:
             return
-        content_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
-        if content_type != "application/json":
-            self._fail(415, "send JSON: Content-Type: application/json")
+        payload = json_request(self, FIELDS, SHAPE)
+        if payload is None:
             return
-        try:
-            payload = json_object(self.request.body, FIELDS, SHAPE)
-            if not NAME.fullmatch(payload["add"]):
-                raise BadInput(
-                    "'add' must be a package name such as emoji (no version: the installed "
-                    f"one is written); expected {SHAPE}",
-                    "add",
-                )
-        except BadInput as bad:
-            self.set_status(bad.status)
-            self.finish(bad.body())
+        if not NAME.fullmatch(payload["add"]):
+            message = (
+                "'add' must be a package name such as emoji (no version: the installed one is "
+                f"written); expected {SHAPE}"
+            )
+            answer_bad_input(self, BadInput(message, "add"))
             return
         from jobs import user_requirements
 

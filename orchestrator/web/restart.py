@@ -6,7 +6,7 @@ from typing import Any
 
 from orchestrator.actions import Actions
 from orchestrator.auth import Guard, same_origin
-from orchestrator.web.json_body import BadInput, Field, json_object
+from orchestrator.web.json_body import Field, json_request
 from orchestrator.web.protected import Protected
 
 FIELDS = {"scope": Field(str, required=True), "rebuild": Field(bool)}
@@ -35,15 +35,8 @@ class RestartHandler(Protected):
         if not same_origin(self, self.guard.trust_proxy):
             self._fail(403, "cross-site requests to /-/restart are refused")
             return
-        content_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip()
-        if content_type != "application/json":
-            self._fail(415, "send JSON: Content-Type: application/json")
-            return
-        try:
-            payload = json_object(self.request.body, FIELDS, SHAPE)
-        except BadInput as bad:
-            self.set_status(bad.status)
-            self.finish(bad.body())
+        payload = json_request(self, FIELDS, SHAPE)
+        if payload is None:
             return
         rebuild: bool = payload.get("rebuild", False)
         token = self.guard.user_token(self)
