@@ -14,7 +14,7 @@ Invariants (each checked against real uv and pip output, tests/test_installer_ou
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from jobs.direct_references import DirectReference, blamed
@@ -119,6 +119,21 @@ _PERMANENT_MARKERS = (
 )
 
 
+def _cannot_install(culprit: str, explanation: str, sources: Mapping[str, str]) -> str:
+    """The resolver refused ``culprit`` (before anything was installed: uv and pip resolve
+    first): the line that asks for it, when known, and what to do about it."""
+    from jobs.dist_metadata import canonical
+
+    name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", culprit)
+    where = sources.get(canonical(name.group(0))) if name else None
+    if where is None:
+        return f"cannot install {culprit!r}: {explanation}"
+    return (
+        f"{where}: cannot install {culprit!r}, so nothing was installed; fix or remove that "
+        f"line and the install runs again by itself once the file is saved: {explanation}"
+    )
+
+
 def classify_failure(
     installer: InstallerName,
     exit_code: int,
@@ -127,13 +142,16 @@ def classify_failure(
     timeout: str | None = None,
     references: Sequence[DirectReference] = (),
     folder: Path | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> JobError:
     """The installer failed: is it worth retrying, and which requirement is to blame?
 
     A full disk (``where`` is the volume installs write to) is permanent and says how much is
     free; a stalled download is transient and names the timeout that ended it; a path, URL or
     repository line among ``references`` that the error names is reported with its line
-    (``folder``: where the installer ran, which relative paths are resolved against)."""
+    (``folder``: where the installer ran, which relative paths are resolved against); a
+    requirement that cannot be installed is named with the line that asks for it (``sources``:
+    canonical name → ``requirements.txt line 2``), with what to do about it."""
     text = "\n".join(output)
     lowered = text.lower()
     explanation = _explanation(output)
@@ -151,13 +169,15 @@ def classify_failure(
     if installer == "uv" and "no solution found" in lowered:
         # The resolver's conclusion: every index answered, so another try answers the same.
         return PermanentError(
-            f"cannot install {culprit!r}: {explanation}" if culprit else f"uv failed: {explanation}"
+            _cannot_install(culprit, explanation, sources or {})
+            if culprit
+            else f"uv failed: {explanation}"
         )
     if stalled := _stalled(installer, lowered, timeout):
         return TransientError(f"{stalled}: {explanation}")
     transient = any(marker in lowered for marker in _TRANSIENT_MARKERS)
     if culprit and not transient:
-        return PermanentError(f"cannot install {culprit!r}: {explanation}")
+        return PermanentError(_cannot_install(culprit, explanation, sources or {}))
     if transient:
         return TransientError(f"{installer} could not reach the package index: {explanation}")
     if any(marker in lowered for marker in _PERMANENT_MARKERS):

@@ -53,6 +53,8 @@ class SourcedRequirement:
     origin: Path
     requirement: Requirement
     kind: IncludeKind
+    where: str = ""
+    """The file's label and the line, for messages: ``requirements.txt line 2``."""
 
 
 @dataclass(frozen=True)
@@ -163,5 +165,7 @@ def follow(top: Path, env: Mapping[str, str], name: str) -> Followed:
                 requirement = Requirement(line)
             except InvalidRequirement:
                 continue
-            requirements.append(SourcedRequirement(path, requirement, kind))
+            requirements.append(
+                SourcedRequirement(path, requirement, kind, f"{label} line {number}")
+            )
     return Followed(tuple(files), tuple(requirements), tuple(problems), tuple(references))

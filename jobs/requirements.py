@@ -101,6 +101,7 @@ class InstallerRun:
         self.parser = ProgressParser()
         self.folder = None if declared is None else declared.install_folder
         self.references = () if declared is None else declared.references
+        self.asked_where = {} if declared is None else declared.asked_where()
 
     async def __call__(self, argv: list[str]) -> list[str]:
         where = "" if self.folder is None else f" in {self.folder}"
@@ -126,6 +127,7 @@ class InstallerRun:
                 timeout,
                 self.references,
                 self.folder,
+                self.asked_where,
             )
         return output
 

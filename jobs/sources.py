@@ -87,6 +87,20 @@ class Declared:
         folder = self.requirements_file.parent
         return folder if folder.is_dir() else self.notebook_dir
 
+    def asked_where(self) -> dict[str, str]:
+        """canonical name → the line that asks for it (``requirements.txt line 2``, ``sales.py's
+        header``), for failure messages; the first source wins."""
+        from jobs.dist_metadata import canonical
+
+        found: dict[str, str] = {}
+        for entry in self.requirement_lines:
+            if entry.kind != "constraint" and entry.where:
+                found.setdefault(canonical(entry.requirement.name), entry.where)
+        for header in self.headers:
+            for dependency in header.dependencies:
+                found.setdefault(canonical(dependency.name), f"{self.label(header.path)}'s header")
+        return found
+
     def label(self, path: Path) -> str:
         """A file's name in messages: relative to the notebook folder when inside it."""
         try:

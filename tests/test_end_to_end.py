@@ -121,6 +121,8 @@ def test_a_missing_package_degrades_but_marimo_still_serves(
     step = run.step(status, "requirements")
     assert step["status"] == "failed"
     assert "no-such-package-xyz" in step["message"]
+    assert step["message"].startswith("requirements.txt line 2: cannot install"), step
+    assert "nothing was installed; fix or remove that line" in step["message"], step
     assert step["attempt"] == 1, "a missing package is permanent: no retries"
     code, _, body = run.get("/", HTML)
     assert code == 200 and b"Starting your marimo environment" not in body

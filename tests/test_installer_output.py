@@ -41,6 +41,16 @@ def test_a_missing_package_is_permanent_and_named() -> None:
         assert "no-such-package-xyz" in str(error)
 
 
+def test_a_missing_package_names_the_line_that_asks_for_it() -> None:
+    sources = {"no-such-package-xyz": "extra.txt line 4"}
+    for installer, output in (("uv", UV_MISSING), ("pip", PIP_MISSING)):
+        error = classify_failure(installer, 1, output, sources=sources)  # type: ignore[arg-type]
+        assert str(error).startswith("extra.txt line 4: cannot install"), error
+        assert "nothing was installed" in str(error), error
+    unknown = classify_failure("uv", 1, UV_MISSING, sources={"other": "x line 1"})
+    assert str(unknown).startswith("cannot install"), "no line is invented"
+
+
 def test_an_unreachable_index_is_transient() -> None:
     for installer, output in (("uv", UV_503), ("pip", PIP_UNREACHABLE)):
         error = classify_failure(installer, 1, output)  # type: ignore[arg-type]

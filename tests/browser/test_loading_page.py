@@ -92,9 +92,11 @@ def _degraded_start(page: Any, orchestrator: OrchestratorFactory, tmp_path: Path
     )
     expect(page.get_by_role("heading", name="Something needs your attention")).to_be_visible()
     expect(page.locator("#problem-text")).to_contain_text(
-        "Some requirements could not be installed"
+        "The Python packages could not be installed"
     )
-    expect(loading_step(page, "requirements")).to_contain_text("no-such-package-xyz")
+    expect(loading_step(page, "requirements")).to_contain_text(
+        "requirements.txt line 2: cannot install 'no-such-package-xyz', so nothing was installed"
+    )
     # The installer's plain cause is in the problem box, the state in words, the bar amber.
     expect(page.locator("#problem-text")).to_contain_text("not found in the package registry")
     expect(loading_step(page, "requirements").locator(".state")).to_have_text("Failed")

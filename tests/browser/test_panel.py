@@ -131,7 +131,7 @@ def test_a_failed_requirement_shows_a_banner_on_a_fresh_visit(
     expect_editor(page, run)
     notices = page.get_by_role("region", name="Environment notices")
     problem = notices.get_by_role("alert")
-    expect(problem).to_contain_text("Some requirements could not be installed")
+    expect(problem).to_contain_text("The Python packages could not be installed")
     expect(problem).to_contain_text("no-such-package-xyz")
     expect(page.get_by_role("button", name="Environment: needs attention")).to_be_visible()
     shots("failed-requirement-banner")

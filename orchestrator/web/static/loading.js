@@ -11,7 +11,7 @@
   const EXPLAIN = {
     state: "The persistent state volume could not be used, so a temporary folder is used: packages installed now will not persist across restarts.",
     venv: "The virtual environment could not be prepared, so marimo runs without its Install button.",
-    requirements: "Some requirements could not be installed. marimo can still run; fix requirements.txt and retry, or open marimo and install what you need from there.",
+    requirements: "The Python packages could not be installed. marimo can still run: fix the line named below (the install runs again by itself once the file is saved), or open marimo and install what you need from there.",
     marimo: "marimo could not be started. Its last output is in the log below.",
   };
   const $ = (id) => document.getElementById(id);

@@ -351,7 +351,7 @@
 
   function renderBanners(status, requirements) {
     if (requirements && requirements.status === "failed") {
-      banner("requirements", "Some requirements could not be installed. " + (requirements.message || ""), String(requirements.finished_at), "problem");
+      banner("requirements", "The Python packages could not be installed. " + (requirements.message || ""), String(requirements.finished_at), "problem");
     } else clearNotice("requirements");
     const state = status.state || {};
     if (state.persistent === false) {
