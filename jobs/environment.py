@@ -61,6 +61,9 @@ class EnvironmentSteps:
         self.before_rebuild: Callable[[str], Awaitable[None]] | None = None
         """Awaited with the reason before a venv is built anew (not restored): whatever runs
         from the venv's path must stop first (jobs/runner.py, serving while restoring)."""
+        self.last_read: Declared | None = None
+        """The sources as the requirements step last read them: what the live watcher compares
+        with, so an edit made between that read and the watcher's start is installed too."""
         self.headers = HeaderCache()
         """The notebooks' headers, shared by the step and the watcher: each notebook is read
         again only when its size or mtime changed."""
@@ -173,6 +176,7 @@ class EnvironmentSteps:
         async def attempt() -> requirements_job.InstallOutcome:
             declared = await off_loop(self.declared)
             read[:] = [declared]
+            self.last_read = declared
             named = declared_job.describe(declared)
             return await requirements_job.install(
                 path,

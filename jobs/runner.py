@@ -329,6 +329,7 @@ class Pipeline:
                         self._steps.declared,
                         self.reporter,
                         lambda reason: self.reinstall(force=False, reason=reason),
+                        baseline=self._steps.last_read,
                     )
                 )
         if self._venv_watch is not None:

@@ -29,11 +29,14 @@ async def watch_declared(
     reporter: StepTracker,
     reinstall: Callable[[str], Awaitable[None]],
     interval: float = 2.0,
+    baseline: Declared | None = None,
 ) -> None:
     """``reinstall(reason)`` whenever a declared source changes (the requirements file or an
     include, ``UV_CONFIG_FILE``'s file, a notebook's header, ``pyproject.toml``, ``uv.lock``).
-    ``read`` is blocking and cheap (notebooks are read only when their size or mtime changed)."""
-    last = await off_loop(read)
+    ``read`` is blocking and cheap (notebooks are read only when their size or mtime changed).
+    Changes are counted from ``baseline`` (what the requirements step last read) when given, so
+    an edit made while marimo started is not taken for the starting point."""
+    last = baseline if baseline is not None else await off_loop(read)
     while True:
         await asyncio.sleep(interval)
         current = await off_loop(read)
