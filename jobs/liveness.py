@@ -48,21 +48,50 @@ async def health_ok(port: int, host: str = "127.0.0.1", timeout: float = 5.0) ->
                 await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
 
 
-async def until_hung(port: int, liveness: Liveness, host: str = "127.0.0.1") -> str:
+BUSY_CPU_SECONDS = 0.1
+"""CPU time marimo's server process spends between two unanswered probes that shows it is at
+work (slow under load), not hung: a stopped or deadlocked process spends none."""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time the process has spent so far (user and system), or None when it is gone."""
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
+async def until_hung(
+    port: int, liveness: Liveness, host: str = "127.0.0.1", pid: int | None = None
+) -> str:
     """Probe marimo at ``host:port`` until it is hung; returns why, in words for the log.
 
     Never returns while probes are answered; the caller cancels it when marimo goes for
-    another reason. The first probe waits one ``interval``: marimo has just answered.
+    another reason. The first probe waits one ``interval``: marimo has just answered. With
+    ``pid`` (marimo's server process), an unanswered probe while that process kept spending
+    CPU time (:data:`BUSY_CPU_SECONDS` or more since the last probe) is a busy marimo, not a
+    hung one, and counts as no miss: 200 clients at once must not get marimo killed. A marimo
+    spinning in an endless loop on its event loop is therefore not noticed; stopped, deadlocked
+    or starved ones are.
     """
     loop = asyncio.get_running_loop()
     missed = 0
     first_miss = 0.0
     began = loop.time()
+    spent = cpu_seconds(pid) if pid is not None else None
     while True:
         await asyncio.sleep(max(0.0, began + liveness.interval - loop.time()))
         began = loop.time()
-        if await health_ok(port, host, liveness.timeout):
+        answered = await health_ok(port, host, liveness.timeout)
+        before, spent = spent, (cpu_seconds(pid) if pid is not None else None)
+        if answered:
             missed = 0
+            continue
+        if before is not None and spent is not None and spent - before >= BUSY_CPU_SECONDS:
+            missed = 0  # at work: slow, not hung
             continue
         missed += 1
         if missed == 1:

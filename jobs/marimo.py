@@ -355,7 +355,7 @@ class MarimoSupervisor:
             return  # a relaunch that failed: it exits, and the loop counts it
 
         async def probe() -> None:
-            why = await until_hung(port, liveness)
+            why = await until_hung(port, liveness, pid=process.pid)
             if (
                 self._stopping
                 or self._deliberate_restart
