@@ -27,7 +27,8 @@ def owned_name(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}-{os.urandom(8).hex()}"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (one we may not signal counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -50,7 +51,7 @@ def remove_stale(root: Path | None = None) -> list[Path]:
         match = _OWNED.match(entry.name)
         if match is None or not entry.is_dir(follow_symlinks=False):
             continue
-        if int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+        if int(match.group(1)) == os.getpid() or alive(int(match.group(1))):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(Path(entry.path))

@@ -280,15 +280,9 @@ def _writer_alive(name: str) -> bool:
 
 def _pid_alive(pid: str) -> bool:
     """Whether the process of that id (as written in a file name) still runs."""
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from jobs.scratch import alive
+
+    return pid.isdigit() and alive(int(pid))
 
 
 def _entries(folder: Path) -> Iterator[Path]:

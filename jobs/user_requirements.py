@@ -138,25 +138,15 @@ def append_line(path: Path, line: str) -> None:
 
 def _naming(declared: Declared) -> dict[str, list[str]]:
     """canonical name → the sources that ask for it (the names
-    :func:`jobs.declared_install.declared_names` counts as ours)."""
-    naming: dict[str, list[str]] = {}
+    :func:`jobs.declared_install.declared_names` counts as ours): the files an install names
+    (:func:`jobs.install_summary.asking_files`) and ``pyproject.toml``'s dependencies."""
+    from jobs.install_summary import asking_files
 
-    def note(name: str, source: str) -> None:
-        sources = naming.setdefault(canonical(name), [])
-        if source not in sources:
-            sources.append(source)
-
-    for entry in declared.requirement_lines:
-        if entry.kind != "constraint":
-            note(entry.requirement.name, declared.label(entry.origin))
-    for header in declared.headers:
-        for dep in header.dependencies:
-            note(dep.name, declared.label(header.path))
+    naming = asking_files(declared)
     for dep in declared.project_dependencies:
-        note(dep.name, "pyproject.toml")
-    if declared.lock is not None:
-        for name in declared.lock.pins:
-            note(name, "uv.lock")
+        sources = naming.setdefault(canonical(dep.name), [])
+        if "pyproject.toml" not in sources:
+            sources.append("pyproject.toml")
     return naming
 
 
