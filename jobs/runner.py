@@ -181,8 +181,7 @@ class Pipeline:
         """The marimo task, started on ``python`` unless the one started early (if any) still
         serves from it."""
         task, supervisor = self._marimo_task, self.supervisor
-        alive = task is not None and not task.done() and supervisor is not None
-        if alive and task is not None and supervisor is not None and supervisor.python == python:
+        if task is not None and not task.done() and supervisor and supervisor.python == python:
             return task
         await self.end_marimo()
         return self._start_marimo(python)
