@@ -104,7 +104,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     args = parser.parse_args(list(argv))
     if env_errors:
         raise ConfigError(env_errors[0])
-    return resolve(env=env, **vars(args))
+    return resolve(vars(args), env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

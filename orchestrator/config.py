@@ -9,29 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple, cast
+from typing import Any, NamedTuple
 
-from jobs.env_location import ENV_LOCATIONS, EnvLocation, default_env_dir
-from jobs.settings import (
-    InstallerChoice,
-    JobSettings,
-    Liveness,
-    MarimoMode,
-    RunAs,
-    Switching,
-    repr_without,
-)
+from jobs.env_location import default_env_dir
+from jobs.settings import JobSettings, Liveness, RunAs, Switching, repr_without
 from orchestrator.auth_modes import AuthMode
 from orchestrator.hosts import parse_allowed
+from orchestrator.options import OPTIONS, LogFormat, LogLevel
 from orchestrator.quix_settings import DELETE_METHODS, RESTART_METHODS, PortalCall, QuixSettings
 
-INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
-MODES: tuple[MarimoMode, ...] = ("edit", "run")
-LogLevel = Literal["debug", "info", "warning", "error"]
-LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
-LogFormat = Literal["text", "json"]
-LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
-AUTH_MODES: tuple[AuthMode, ...] = ("quix", "token", "none")
 QUIX_STATE_PATH = "Quix__Deployment__State__Path"
 QUIX_STATE_ENABLED = "Quix__Deployment__State__Enabled"
 QUIX_PORTAL_ORIGINS = "https://portal.cloud.quix.io"
@@ -135,18 +121,6 @@ def _marimo_user(value: str | None) -> RunAs | None:
     return RunAs(uid, os.getgid(), home)
 
 
-def _positive(name: str, value: float) -> float:
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
-    return value
-
-
-def _not_negative(name: str, value: int) -> int:
-    if value < 0:
-        raise ConfigError(f"{name} must be 0 or more, got {value}")
-    return value
-
-
 def _notebook_inside(name: str, value: str | None) -> str | None:
     """A path relative to NOTEBOOK_DIR that stays inside it (it may not exist yet)."""
     if not value:
@@ -155,12 +129,6 @@ def _notebook_inside(name: str, value: str | None) -> str | None:
     if path.is_absolute() or ".." in path.parts:
         raise ConfigError(f"{name} {value!r} must be a path inside NOTEBOOK_DIR, relative to it")
     return path.as_posix()
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
 
 
 def _state_parent_usable(path: Path) -> None:
@@ -222,68 +190,60 @@ def _sync_wanted(flag: bool | None, quix: QuixSettings | None, mode: str = "edit
     return flag
 
 
-def resolve(
-    *,
-    notebook_dir: str,
-    host: str,
-    port: int,
-    state_dir: str | None,
-    wait_for_state: bool | None,
-    state_timeout: float,
-    requirements: str | None,
-    installer: str,
-    record_installs: bool,
-    env_location: str,
-    env_dir: str | None,
-    marimo_mode: str,
-    marimo_ready_timeout: float,
-    lease_seconds: float,
-    marimo_crash_window: float,
-    marimo_probe_interval: float,
-    marimo_probe_timeout: float,
-    marimo_probe_misses: int,
-    marimo_switch_drain: float,
-    marimo_switch_margin: int,
-    auth: str | None,
-    token: str | None,
-    frame_ancestors: str | None,
-    allowed_hosts: str | None,
-    trust_proxy: bool | None,
-    quix_recheck: float,
-    quix_grace: float,
-    portal_origins: str | None,
-    marimo_user: str | None,
-    quix_restart_call: str | None,
-    quix_commit_message_param: str | None,
-    quix_delete_call: str | None,
-    sync_to_quix: bool | None,
-    sync_debounce: float,
-    metrics_public: bool,
-    open_notebook: str | None,
-    environment_panel: bool,
-    log_format: str,
-    log_level: str,
-    sse_keepalive: float,
-    env: Mapping[str, str],
-) -> Config:
-    """Validate the already-merged values (flag or env twin or default) into a Config.
+class _Values:
+    """The options' merged values, checked by their own ``Option.accept``; remembers which were
+    read so that :func:`resolve` can refuse an option nobody uses (a programming error)."""
 
-    One keyword per option of orchestrator/options.py (its ``key``), with no defaults of its
-    own: those are declared there, once."""
+    def __init__(self, merged: Mapping[str, Any]) -> None:
+        unknown = set(merged) - {option.key for option in OPTIONS}
+        if unknown:
+            raise TypeError(f"not options: {', '.join(sorted(unknown))}")
+        self._values: dict[str, Any] = {}
+        for option in OPTIONS:
+            try:
+                self._values[option.key] = option.accept(merged[option.key])
+            except KeyError:
+                raise TypeError(f"option {option.key} has no value") from None
+            except ValueError as error:
+                raise ConfigError(f"{option.name} {error}") from None
+        self._read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self._read.add(key)
+        return self._values[key]
+
+    def copied(self, into: str) -> dict[str, Any]:
+        """The options that land as they are in ``into`` (``config`` or ``jobs``)."""
+        keys = [option.key for option in OPTIONS if option.into == into]
+        return {key: self[key] for key in keys}
+
+    def unread(self) -> list[str]:
+        return [key for key in self._values if key not in self._read]
+
+
+def resolve(merged: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """Validate the already-merged values (flag or env twin or default, one per option of
+    orchestrator/options.py, keyed by its ``key``) into a Config.
+
+    Each option is checked by its own declaration (choices, ``check``) and either copied where
+    its ``into`` says or derived from here, together with Quix's variables; defaults are
+    declared there, once, and nowhere here."""
+    values = _Values(merged)
     env = dict(env)
-    notebooks = Path(notebook_dir).expanduser().resolve()
+    notebooks = Path(values["notebook_dir"]).expanduser().resolve()
     if not notebooks.is_dir():
         what = "does not exist" if not notebooks.exists() else "is not a directory"
         raise ConfigError(f"NOTEBOOK_DIR {notebooks} {what}")
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    state_dir: str | None = values["state_dir"]
     quix_state = env.get(QUIX_STATE_PATH) or None
     from_quix = state_dir is None and quix_state is not None
     state = Path(state_dir or quix_state or "./state").expanduser().absolute()
     _state_parent_usable(state)
+    wait_for_state: bool | None = values["wait_for_state"]
     if wait_for_state is None:
         # A volume Quix promises must be waited for; creating it ourselves would lose data.
         wait_for_state = from_quix or env.get(QUIX_STATE_ENABLED, "").lower() == "true"
+    requirements: str | None = values["requirements"]
     reqs = (
         Path(requirements).expanduser().absolute()
         if requirements
@@ -293,15 +253,16 @@ def resolve(
         raise ConfigError(f"--requirements {reqs} is a directory, not a file")
     quix = QuixSettings.from_env(
         env,
-        _portal_call(quix_restart_call, "--quix-restart-call", RESTART_METHODS),
-        _portal_call(quix_delete_call, "--quix-delete-call", DELETE_METHODS),
-        quix_commit_message_param or None,
+        _portal_call(values["quix_restart_call"], "--quix-restart-call", RESTART_METHODS),
+        _portal_call(values["quix_delete_call"], "--quix-delete-call", DELETE_METHODS),
+        values["quix_commit_message_param"] or None,
     )
-    mode = cast(AuthMode, _choice("--auth", auth or ("quix" if quix else "token"), AUTH_MODES))
+    mode: AuthMode = values["auth"] or ("quix" if quix else "token")
     if mode == "quix" and quix is None:
         raise ConfigError(
             "--auth quix needs Quix__Portal__Api and Quix__Workspace__Id in the environment"
         )
+    token: str | None = values["token"]
     generated = mode == "token" and not token
     if generated:
         # What secrets.token_urlsafe(24) returns, without importing secrets (and hashlib,
@@ -311,53 +272,45 @@ def resolve(
         token = base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"=").decode("ascii")
     if mode == "token" and token is not None and len(token) < 12:
         raise ConfigError("--token must be at least 12 characters long")
-    return Config(
+    env_dir: str | None = values["env_dir"]
+    trust_proxy: bool | None = values["trust_proxy"]
+    config = Config(
         jobs=JobSettings(
+            **values.copied("jobs"),
             notebook_dir=notebooks,
             requirements=reqs,
             state_dir=state,
-            env_location=cast(EnvLocation, _choice("--env-location", env_location, ENV_LOCATIONS)),
             env_dir=(Path(env_dir).expanduser().absolute() if env_dir else default_env_dir(state)),
             wait_for_state=wait_for_state,
-            state_timeout=_positive("--state-timeout", state_timeout),
-            installer=cast(InstallerChoice, _choice("--installer", installer, INSTALLERS)),
-            record_installs=record_installs,
-            marimo_mode=cast(MarimoMode, _choice("--marimo-mode", marimo_mode, MODES)),
-            marimo_ready_timeout=_positive("--marimo-ready-timeout", marimo_ready_timeout),
-            marimo_crash_window=_positive("--marimo-crash-window", marimo_crash_window),
             marimo_liveness=Liveness(
-                interval=_positive("--marimo-probe-interval", marimo_probe_interval),
-                timeout=_positive("--marimo-probe-timeout", marimo_probe_timeout),
-                misses=_not_negative("--marimo-probe-misses", marimo_probe_misses),
+                interval=values["marimo_probe_interval"],
+                timeout=values["marimo_probe_timeout"],
+                misses=values["marimo_probe_misses"],
             ),
             marimo_switch=Switching(
-                drain=_positive("--marimo-switch-drain", marimo_switch_drain),
-                margin=_not_negative("--marimo-switch-margin", marimo_switch_margin) * 1024 * 1024,
+                drain=values["marimo_switch_drain"],
+                margin=values["marimo_switch_margin"] * 1024 * 1024,
             ),
             env=notebook_environment(env),
             not_persistent=_not_persistent(env, quix, state),
-            marimo_user=_marimo_user(marimo_user),
-            lease_seconds=_positive("--lease-seconds", lease_seconds),
+            marimo_user=_marimo_user(values["marimo_user"]),
         ),
-        host=host,
-        port=port,
-        log_level=cast(LogLevel, _choice("--log-level", log_level, LOG_LEVELS)),
-        sse_keepalive=_positive("--sse-keepalive", sse_keepalive),
+        **values.copied("config"),
         quix=quix,
         auth=mode,
         token=token if mode == "token" else None,
         token_generated=generated,
-        frame_ancestors=frame_ancestors or ("*" if mode == "quix" else "'self'"),
-        metrics_public=metrics_public,
-        environment_panel=environment_panel,
-        open_notebook=_notebook_inside("--open", open_notebook),
-        sync_to_quix=_sync_wanted(sync_to_quix, quix, marimo_mode),
-        sync_debounce=_positive("--sync-debounce", sync_debounce),
-        log_format=cast(LogFormat, _choice("--log-format", log_format, LOG_FORMATS)),
-        allowed_hosts=parse_allowed(allowed_hosts),
+        frame_ancestors=values["frame_ancestors"] or ("*" if mode == "quix" else "'self'"),
+        open_notebook=_notebook_inside("--open", values["open_notebook"]),
+        sync_to_quix=_sync_wanted(values["sync_to_quix"], quix, values["marimo_mode"]),
+        allowed_hosts=parse_allowed(values["allowed_hosts"]),
         # Inside Quix the ingress in front is the only way in: trust what it forwards.
         trust_proxy=quix is not None if trust_proxy is None else trust_proxy,
-        quix_recheck=_positive("--quix-recheck", quix_recheck),
-        portal_origins=_origins(portal_origins, (QUIX_PORTAL_ORIGINS,) if mode == "quix" else ()),
-        quix_grace=_positive("--quix-grace", quix_grace),
+        portal_origins=_origins(
+            values["portal_origins"], (QUIX_PORTAL_ORIGINS,) if mode == "quix" else ()
+        ),
     )
+    unread = values.unread()
+    if unread:
+        raise TypeError(f"options read nowhere: {', '.join(unread)}")
+    return config

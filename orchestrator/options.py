@@ -3,10 +3,10 @@
 The command-line parser (orchestrator/cli.py), ``--help``, README's options table and the
 container entry point's list of switches are all made from :data:`OPTIONS`;
 ``python -m orchestrator.options README.md docker/entrypoint.sh`` rewrites the table and the
-list (``make readme-options``) and tests/test_options.py fails when either disagrees. What a value
-means beyond its type (ranges, choices given through the environment, how settings combine,
-Quix's variables) is checked in orchestrator/config.py's ``resolve``, whose keywords are the
-options' ``dest`` names.
+list (``make readme-options``) and tests/test_options.py fails when either disagrees. An
+option's own checks (choices, ``check``) are declared with it; what needs several settings or
+Quix's variables is derived in orchestrator/config.py's ``resolve``, which takes the merged values
+by ``key``, copies those with an ``into`` as they are and refuses an option it never read.
 
 Only the standard library is imported here (no ``dataclasses``): this is on the start-up path.
 """
@@ -14,12 +14,21 @@ Only the standard library is imported here (no ``dataclasses``): this is on the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from jobs.env_location import ENV_LOCATIONS
-from orchestrator.config import AUTH_MODES, INSTALLERS, LOG_FORMATS, LOG_LEVELS, MODES
+from jobs.settings import InstallerChoice, MarimoMode
+from orchestrator.auth_modes import AuthMode
 
 ENV_PREFIX = "ORCHESTRATOR_"
+INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")
+MODES: tuple[MarimoMode, ...] = ("edit", "run")
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+AUTH_MODES: tuple[AuthMode, ...] = ("quix", "token", "none")
+Destination = Literal["", "config", "jobs"]
 
 
 def boolean(text: str) -> bool:
@@ -32,6 +41,24 @@ def boolean(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"must be positive, got {value}")
+    return value
+
+
+def not_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
+def port_number(value: int) -> int:
+    if not 0 < value < 65536:
+        raise ValueError(f"must be between 1 and 65535, got {value}")
+    return value
+
+
 class Option(NamedTuple):
     """One setting. ``name`` is ``--flag`` or, for the positional argument, its metavar.
 
@@ -40,6 +67,13 @@ class Option(NamedTuple):
     neither the flag nor its environment twin is given; ``None`` leaves the choice to
     ``resolve`` and then ``default_text`` says what it picks. A ``switch`` is ``--x/--no-x``
     with a true/false twin.
+
+    Once the flag, its twin and the default are merged, ``choices`` and then ``check`` are
+    applied to the value (``check`` may also convert it; it raises ``ValueError`` with a message
+    that reads after the flag's name). ``into`` says where the checked value lands as it is:
+    the ``Config`` field or the ``JobSettings`` field named ``key``; an empty ``into`` means
+    ``orchestrator.config.resolve`` derives something from it (every option is read there or
+    copied, never both forgotten: ``resolve`` fails on an option nobody read).
     """
 
     name: str
@@ -50,6 +84,8 @@ class Option(NamedTuple):
     choices: tuple[str, ...] | None = None
     switch: bool = False
     dest: str | None = None
+    check: Callable[[Any], Any] | None = None
+    into: Destination = ""
 
     @property
     def env(self) -> str:
@@ -59,6 +95,12 @@ class Option(NamedTuple):
     def key(self) -> str:
         """The keyword ``resolve`` takes this setting as."""
         return self.dest or self.name.lstrip("-").replace("-", "_").lower()
+
+    def accept(self, value: Any) -> Any:
+        """The merged value, checked; ``ValueError`` says what is wrong (without the name)."""
+        if self.choices is not None and value is not None and value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}; got {value!r}")
+        return value if self.check is None else self.check(value)
 
     @property
     def shown_default(self) -> str | None:
@@ -79,8 +121,20 @@ OPTIONS: tuple[Option, ...] = (
         "folder of notebooks marimo serves",
         default=".",
     ),
-    Option("--host", "address to listen on (auth is on by default)", default="0.0.0.0"),
-    Option("--port", "public port", default=8080, convert=int),
+    Option(
+        "--host",
+        "address to listen on (auth is on by default)",
+        default="0.0.0.0",
+        into="config",
+    ),
+    Option(
+        "--port",
+        "public port",
+        default=8080,
+        convert=int,
+        check=port_number,
+        into="config",
+    ),
     Option(
         "--state-dir",
         "persistent state folder: the venv, caches, marimo's settings (see state_layout.md)",
@@ -98,6 +152,8 @@ OPTIONS: tuple[Option, ...] = (
         "(packages then do not persist; status says so)",
         default=300.0,
         convert=float,
+        check=positive,
+        into="jobs",
     ),
     Option(
         "--requirements",
@@ -111,6 +167,7 @@ OPTIONS: tuple[Option, ...] = (
         "available; uv ships as a dependency), `uv` or `pip`",
         default="auto",
         choices=INSTALLERS,
+        into="jobs",
     ),
     Option(
         "--record-installs",
@@ -125,6 +182,7 @@ OPTIONS: tuple[Option, ...] = (
         default=True,
         default_text="on",
         switch=True,
+        into="jobs",
     ),
     Option(
         "--env-location",
@@ -134,6 +192,7 @@ OPTIONS: tuple[Option, ...] = (
         "network filesystem); see state_layout.md",
         default="auto",
         choices=ENV_LOCATIONS,
+        into="jobs",
     ),
     Option(
         "--env-dir",
@@ -145,12 +204,15 @@ OPTIONS: tuple[Option, ...] = (
         "`edit` (the notebook editor) or `run` (notebooks as read-only apps)",
         default="edit",
         choices=MODES,
+        into="jobs",
     ),
     Option(
         "--marimo-ready-timeout",
         "seconds marimo may take to answer `/health` after it starts",
         default=300.0,
         convert=float,
+        check=positive,
+        into="jobs",
     ),
     Option(
         "--lease-seconds",
@@ -159,6 +221,8 @@ OPTIONS: tuple[Option, ...] = (
         "state_layout.md",
         default=30.0,
         convert=float,
+        check=positive,
+        into="jobs",
     ),
     Option(
         "--marimo-crash-window",
@@ -166,6 +230,8 @@ OPTIONS: tuple[Option, ...] = (
         "in a row stop the restarts (restarts back off exponentially with jitter)",
         default=30.0,
         convert=float,
+        check=positive,
+        into="jobs",
     ),
     Option(
         "--marimo-probe-interval",
@@ -174,12 +240,14 @@ OPTIONS: tuple[Option, ...] = (
         "as after a crash, and open tabs reconnect",
         default=2.0,
         convert=float,
+        check=positive,
     ),
     Option(
         "--marimo-probe-timeout",
         "seconds one check may take before it counts as missed",
         default=2.0,
         convert=float,
+        check=positive,
     ),
     Option(
         "--marimo-probe-misses",
@@ -188,6 +256,7 @@ OPTIONS: tuple[Option, ...] = (
         "default), so a shorter pause fails nothing",
         default=5,
         convert=int,
+        check=not_negative,
     ),
     Option(
         "--marimo-switch-drain",
@@ -197,6 +266,7 @@ OPTIONS: tuple[Option, ...] = (
         "the restart code, so open tabs reconnect)",
         default=30.0,
         convert=float,
+        check=positive,
     ),
     Option(
         "--marimo-switch-margin",
@@ -206,6 +276,7 @@ OPTIONS: tuple[Option, ...] = (
         "environment, with a short outage (the log and the board say so)",
         default=256,
         convert=int,
+        check=not_negative,
     ),
     Option(
         "--auth",
@@ -245,12 +316,16 @@ OPTIONS: tuple[Option, ...] = (
         "seconds after which a Quix session's token is checked with the portal again",
         default=300.0,
         convert=float,
+        check=positive,
+        into="config",
     ),
     Option(
         "--quix-grace",
         "seconds a Quix session is kept while the portal cannot be reached to re-check it",
         default=1800.0,
         convert=float,
+        check=positive,
+        into="config",
     ),
     Option(
         "--portal-origins",
@@ -298,6 +373,8 @@ OPTIONS: tuple[Option, ...] = (
         "seconds without further edits before they are saved to Quix",
         default=5.0,
         convert=float,
+        check=positive,
+        into="config",
     ),
     Option(
         "--metrics-public",
@@ -305,6 +382,7 @@ OPTIONS: tuple[Option, ...] = (
         default=False,
         default_text="off",
         switch=True,
+        into="config",
     ),
     Option(
         "--open",
@@ -319,24 +397,29 @@ OPTIONS: tuple[Option, ...] = (
         "pages pass unchanged)",
         default=True,
         convert=boolean,
+        into="config",
     ),
     Option(
         "--log-format",
         "`text` for people, or `json` for one JSON object per line (tagged with step and source)",
         default="text",
         choices=LOG_FORMATS,
+        into="config",
     ),
     Option(
         "--log-level",
         "log verbosity: `debug`, `info`, `warning`, `error`",
         default="info",
         choices=LOG_LEVELS,
+        into="config",
     ),
     Option(
         "--sse-keepalive",
         "seconds between keep-alive comments on `/-/events`",
         default=15.0,
         convert=float,
+        check=positive,
+        into="config",
     ),
 )
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orchestrator.cli import build_parser, parse
+from orchestrator.config import ConfigError
 from orchestrator.options import OPTIONS, TABLE_END, TABLE_START, readme_table
 from tests.support.orchestrator import ROOT
 
@@ -62,3 +65,28 @@ def test_every_env_twin_reaches_the_configuration(tmp_path: Path) -> None:
     assert parse([str(tmp_path)], {}).jobs.record_installs is True
     # The flag wins over its twin.
     assert parse([str(tmp_path), "--port", "9124"], twins).port == 9124
+
+
+def test_an_option_that_nothing_reads_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A setting declared but never read would be silently ignored: resolve refuses it."""
+    import orchestrator.config
+    from orchestrator.options import Option
+
+    forgotten = Option("--forgotten", "declared and read nowhere", default=1, convert=int)
+    monkeypatch.setattr(orchestrator.config, "OPTIONS", (*OPTIONS, forgotten))
+    values = {option.key: option.default for option in OPTIONS}
+    values.update(notebook_dir=str(tmp_path), forgotten=1)
+    with pytest.raises(TypeError, match="forgotten"):
+        orchestrator.config.resolve(values, {})
+
+
+def test_an_env_twin_outside_the_choices_names_its_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--marimo-mode must be one of edit, run; got 'view'"):
+        parse([str(tmp_path)], {"ORCHESTRATOR_MARIMO_MODE": "view"})
+
+
+def test_a_checked_env_twin_names_its_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--sse-keepalive must be positive, got 0.0"):
+        parse([str(tmp_path)], {"ORCHESTRATOR_SSE_KEEPALIVE": "0"})
