@@ -151,7 +151,7 @@ class NotebookSync:
         credential: Callable[[], str | None] = lambda: None,
         durable: bool = True,
         poll: float = 1.0,
-        debounce: float = 5.0,
+        debounce: float,
         max_backoff: float = 60.0,
     ) -> None:
         self.root = Path(os.path.realpath(root))

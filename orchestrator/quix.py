@@ -123,9 +123,7 @@ class QuixPortal:
     Concurrent checks of one token share one portal call.
     """
 
-    def __init__(
-        self, settings: QuixSettings, yes_ttl: float = 300.0, no_ttl: float = 10.0
-    ) -> None:
+    def __init__(self, settings: QuixSettings, *, yes_ttl: float, no_ttl: float = 10.0) -> None:
         self.settings = settings
         self.yes_ttl = yes_ttl
         self.no_ttl = no_ttl

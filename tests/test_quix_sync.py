@@ -372,6 +372,7 @@ def test_a_rename_is_a_push_and_a_delete_when_the_portal_can_delete(tmp_path: Pa
         lambda _: None,
         delete=delete,
         excluded=(layout.root,),
+        debounce=5.0,
     )
     sync.reconcile()
     assert set(sync.state.synced) == {"notebook.py"}, "nothing under the state folder"
