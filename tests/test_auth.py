@@ -20,9 +20,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from orchestrator.session_crypto import binding
-from tests.conftest import NOTEBOOK, OrchestratorFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator, hermetic_env
+from tests.support.notebooks import NOTEBOOK
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory, hermetic_env
 from tests.support.quix_portal import FakeQuixPortal
 from tests.support.wheels import build_wheel
 

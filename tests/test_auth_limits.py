@@ -26,9 +26,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from orchestrator.session_crypto import binding
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator, hermetic_env
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory, hermetic_env
 from tests.support.quix_portal import FakeQuixPortal
 from tests.test_auth import COOKIE, HTML, cookie_of, login, request
 

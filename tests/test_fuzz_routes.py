@@ -31,7 +31,7 @@ import pytest
 import tornado.web
 
 from orchestrator.session_crypto import binding
-from tests.conftest import NOTEBOOK
+from tests.support.notebooks import NOTEBOOK
 from tests.support.orchestrator import Orchestrator, hermetic_env, quix_layout_env
 from tests.support.quix_portal import FakeQuixPortal
 from tests.test_auth import COOKIE, cookie_of, login, request

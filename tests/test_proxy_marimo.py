@@ -32,7 +32,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from orchestrator.status import StatusBoard
-from tests.conftest_proxy import (
+from tests.support.proxy_harness import (
     LOADING_PAGE,
     RawClient,
     Switch,

@@ -24,9 +24,8 @@ import psutil
 from websockets.sync.client import connect
 
 from jobs.layout import StateLayout
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.viewers import Viewers
 
 RUN = ("--marimo-mode", "run")

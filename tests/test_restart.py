@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import ROOT, Orchestrator, hermetic_env
+from tests.support.orchestrator import ROOT, Orchestrator, OrchestratorFactory, hermetic_env
 from tests.support.quix_portal import FakeQuixPortal
 from tests.test_operators import metric
 

@@ -27,8 +27,15 @@ from jobs.layout import StateLayout
 from jobs.marimo import HUNG, MarimoSupervisor
 from jobs.settings import Liveness, Switching
 from orchestrator.status import StatusBoard
-from tests.conftest_proxy import RawClient, Switch, async_test, raw_exchange, run_proxy, wait_for
 from tests.support.orchestrator import hermetic_env, stopped
+from tests.support.proxy_harness import (
+    RawClient,
+    Switch,
+    async_test,
+    raw_exchange,
+    run_proxy,
+    wait_for,
+)
 from tests.test_supervision import NOTEBOOK
 
 MARIMO_BOOT = 120.0
