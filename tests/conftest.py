@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.in_process import InProcess, InProcessFactory
 from tests.support.index import LocalIndex
 from tests.support.notebooks import NOTEBOOK
 from tests.support.orchestrator import (
@@ -48,6 +49,43 @@ def notebook_dir(tmp_path: Path) -> Path:
     return directory
 
 
+class Deployments:
+    """What the ``orchestrator`` and ``in_process`` fixtures share: one deployment token per
+    test (a restart within a test keeps it, as a real one does), Quix's layout by default and
+    one fake portal for it."""
+
+    def __init__(self) -> None:
+        self.token = "test-token-" + secrets.token_hex(8)
+        self.portals: list[FakeQuixPortal] = []
+
+    def layout(
+        self,
+        notebook_dir: Path,
+        state_dir: Path | None,
+        args: tuple[str, ...],
+        env: dict[str, str] | None,
+        quix: bool,
+        default_state: Path,
+    ) -> tuple[Path, dict[str, str]]:
+        """The state folder and the environment of one start (see ``orchestrator``)."""
+        env = dict(env or {})
+        if quix and "Quix__Portal__Api" not in env:
+            state_dir = state_dir or notebook_dir / "state"
+            if not self.portals:
+                self.portals.append(FakeQuixPortal().__enter__())
+            portal = self.portals[0]
+            portal.state.allowed_tokens.add(portal.env()["Quix__Sdk__Token"])
+            # Sign-in stays the test's (token mode; --auth on the command line wins).
+            env = {**quix_layout_env(portal.env(), state_dir), "ORCHESTRATOR_AUTH": "token", **env}
+            if "--wait-for-state" not in args:
+                state_dir.mkdir(parents=True, exist_ok=True)  # the volume Quix mounts
+        return state_dir or default_state, env
+
+    def close(self) -> None:
+        for portal in self.portals:
+            portal.__exit__()
+
+
 @pytest.fixture
 def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFactory]:
     """Start real orchestrators; every one is ended, with its whole process tree, at teardown.
@@ -57,11 +95,11 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
     sync is on. Sign-in stays the test's: token mode unless the test passes ``--auth`` or its own
     portal's ``env``. ``quix=False`` runs outside Quix (the state in ``tmp_path/state``); a test
     passing ``--wait-for-state`` makes its state folder appear itself.
+
+    A test using it is marked ``marimo`` (:func:`pytest_collection_modifyitems`).
     """
     started: list[Orchestrator] = []
-    portals: list[FakeQuixPortal] = []
-    # One deployment, one ORCHESTRATOR_TOKEN: a restart within a test keeps it, as a real one does.
-    deployment_token = "test-token-" + secrets.token_hex(8)
+    deployments = Deployments()
 
     def start(
         notebook_dir: Path,
@@ -72,25 +110,17 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
         quix: bool = True,
     ) -> Orchestrator:
         log_path = tmp_path / f"orchestrator-{len(started)}.log"
-        env = dict(env or {})
-        if quix and "Quix__Portal__Api" not in env:
-            state_dir = state_dir or notebook_dir / "state"
-            if not portals:
-                portals.append(FakeQuixPortal().__enter__())
-            portal = portals[0]
-            portal.state.allowed_tokens.add(portal.env()["Quix__Sdk__Token"])
-            # Sign-in stays the test's (token mode; --auth on the command line wins).
-            env = {**quix_layout_env(portal.env(), state_dir), "ORCHESTRATOR_AUTH": "token", **env}
-            if "--wait-for-state" not in args:
-                state_dir.mkdir(parents=True, exist_ok=True)  # the volume Quix mounts
+        state, env = deployments.layout(
+            notebook_dir, state_dir, args, env, quix, tmp_path / "state"
+        )
         process = Orchestrator(
             notebook_dir,
-            state_dir or tmp_path / "state",
+            state,
             log_path,
             hermetic_env({**index.env(), **env}),
             args,
             port,
-            token=deployment_token,
+            token=deployments.token,
         )
         started.append(process)
         return process
@@ -99,5 +129,45 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
     index.control.release_all()
     for process in started:
         process.kill_everything()
-    for portal in portals:
-        portal.__exit__()
+    deployments.close()
+
+
+@pytest.fixture
+def in_process(tmp_path: Path) -> Iterator[InProcessFactory]:
+    """The orchestrator's web side in this process, in front of a stand-in marimo
+    (tests/support/in_process.py): for what needs neither a venv nor marimo (sign-in, origins,
+    Host rules, limits, sessions). Same arguments and defaults as ``orchestrator``; every one is
+    stopped at teardown."""
+    started: list[InProcess] = []
+    deployments = Deployments()
+
+    def start(
+        notebook_dir: Path,
+        state_dir: Path | None = None,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        quix: bool = True,
+    ) -> InProcess:
+        state, env = deployments.layout(
+            notebook_dir, state_dir, args, env, quix, tmp_path / "state"
+        )
+        run = InProcess(notebook_dir, state, hermetic_env(env), args, port, token=deployments.token)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.terminate()
+    deployments.close()
+
+
+MARIMO_FIXTURES = frozenset({"orchestrator"})
+"""Fixtures that start a real orchestrator (a venv, marimo): a test using one, directly or
+through another fixture, is marked ``marimo``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MARIMO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.marimo)

@@ -43,6 +43,8 @@ from tests.support.proxy_harness import (
 )
 from tests.test_proxy_streaming import MiB, python_heap_peak, rss
 
+pytestmark = pytest.mark.marimo  # every test here starts a real marimo
+
 NOTEBOOK = """import marimo
 
 app = marimo.App()

@@ -27,6 +27,8 @@ from tests.support.orchestrator import hermetic_env
 from tests.support.proxy_harness import async_test, wait_for
 from tests.support.reporter import RecordingReporter
 
+pytestmark = pytest.mark.marimo  # every test here starts a real marimo
+
 NOTEBOOK = "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    return\n"
 BROKEN = "ImportError: cannot import name 'broken' from 'user_package'"
 """What the stand-in interpreter prints before exiting 1, once marimo ran once."""

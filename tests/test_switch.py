@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psutil
+import pytest
 from tornado.websocket import websocket_connect
 
 from jobs.errors import PermanentError
@@ -37,6 +38,8 @@ from tests.support.proxy_harness import (
     wait_for,
 )
 from tests.test_supervision import NOTEBOOK
+
+pytestmark = pytest.mark.marimo  # every test here starts a real marimo
 
 MARIMO_BOOT = 120.0
 """Seconds a marimo may take to answer after its start on a machine other tests share."""
