@@ -525,6 +525,8 @@ def test_an_unreachable_portal_keeps_sessions_for_a_bounded_grace(
 def test_ending_a_session_closes_its_terminal(
     in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
+    """The terminal behind is the stand-in's (it echoes); what closes it is the orchestrator's
+    relay, the same for marimo's."""
     run = in_process(notebook_dir)
     run.wait_ready()
     cookie = cookie_of(login(run, run.token)[1])

@@ -39,13 +39,12 @@ import tornado.netutil
 
 from jobs.layout import StateLayout
 from jobs.redact import redact
+from jobs.reporting import STEP_NAMES
 from tests.backends import marimo_standin
 from tests.support.orchestrator import free_port, http_get
 
 LOGGERS = ("orchestrator", "proxy", "jobs", "tornado")
 """The loggers whose lines make :meth:`InProcess.log_text` (the orchestrator's own log)."""
-
-STEPS = ("state", "venv", "requirements", "marimo")
 
 _LEVELS_LOCK = threading.Lock()
 _SAVED_LEVELS: dict[str, int] = {}
@@ -119,7 +118,7 @@ class InProcess:
         self._thread.start()
         if not self._started.wait(30) or self._error is not None:
             self.terminate()
-            raise AssertionError(f"the in-process server did not start: {self._error!r}")
+            raise AssertionError("the in-process server did not start") from self._error
 
     # -- the server's thread ---------------------------------------------------------------------
 
@@ -245,10 +244,10 @@ class InProcess:
         upstream.add_sockets(upstream_sockets)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         board.state_resolved(self.state_dir, True, None)
-        for step in STEPS:
-            board.step_running(step, "stand-in")  # type: ignore[arg-type]
+        for step in STEP_NAMES:
+            board.step_running(step, "stand-in")
             if step != "marimo":
-                board.step_finished(step, "done", "stand-in")  # type: ignore[arg-type]
+                board.step_finished(step, "done", "stand-in")
         marimo_port = upstream_sockets[0].getsockname()[1]
         board.marimo_up(os.getpid(), "127.0.0.1", marimo_port, self.marimo_token)
         board.step_finished("marimo", "done", f"serving on port {marimo_port}")
@@ -259,15 +258,6 @@ class InProcess:
         tasks: set[asyncio.Task[None]], work: Coroutine[object, object, None]
     ) -> None:
         tasks.add(asyncio.get_running_loop().create_task(work))
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Runs ``fn`` on the server's event loop and returns its result."""
-        assert self._loop is not None
-
-        async def run() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(30)
 
     # -- observation -----------------------------------------------------------------------------
 
