@@ -37,8 +37,9 @@ test-reliability: $(BIN)/marimo-orchestrator
 
 test-slow: test-reliability
 
+# The inner loop: every test that starts neither marimo nor Chromium (README, "Tests").
 test-fast: $(BIN)/marimo-orchestrator git-deps
-	$(BIN)/python -m pytest -q -x --ignore=tests/test_end_to_end.py
+	$(BIN)/python -m pytest -q -x -m "not marimo and not browser and not slow"
 
 # uv and pip fetch `git+` requirements with the git command: the tests of a failing git line
 # (tests/test_faults.py, tests/test_requirements_job.py) need Debian's git.

@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from jobs.reporting import MarimoExit
+from tests.support.in_process import InProcess, InProcessFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator, hermetic_env, quix_layout_env
+from tests.support.notebooks import NOTEBOOK
+from tests.support.orchestrator import (
+    Orchestrator,
+    OrchestratorFactory,
+    hermetic_env,
+    quix_layout_env,
+)
 from tests.support.quix_portal import FakeQuixPortal
 from tests.support.wheels import build_wheel
-
-NOTEBOOK = """import marimo
-
-app = marimo.App()
-
-
-@app.cell
-def _():
-    import orch_alpha
-    orch_alpha.NAME
-    return
-
-
-if __name__ == "__main__":
-    app.run()
-"""
 
 
 @pytest.fixture(scope="session")
@@ -60,66 +49,41 @@ def notebook_dir(tmp_path: Path) -> Path:
     return directory
 
 
-OrchestratorFactory = Callable[..., Orchestrator]
-
-
-class RecordingReporter:
-    """A Reporter (jobs/reporting.py) that keeps what it is told, for job-level tests."""
+class Deployments:
+    """What the ``orchestrator`` and ``in_process`` fixtures share: one deployment token per
+    test (a restart within a test keeps it, as a real one does), Quix's layout by default and
+    one fake portal for it."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, ...]] = []
-        self.lines: list[str] = []
-        self.environments: list[dict[str, Any]] = []
-        self.changes: list[dict[str, Any] | None] = []
-        """Each finished step's ``changes`` (what an install changed), in order."""
-        self.users: list[dict[str, str]] = []
-        """Each report of the user's packages (the ledger watcher's)."""
+        self.token = "test-token-" + secrets.token_hex(8)
+        self.portals: list[FakeQuixPortal] = []
 
-    def step_running(self, step: str, message: str) -> None:
-        self.events.append(("running", step, message))
+    def layout(
+        self,
+        notebook_dir: Path,
+        state_dir: Path | None,
+        args: tuple[str, ...],
+        env: dict[str, str] | None,
+        quix: bool,
+        default_state: Path,
+    ) -> tuple[Path, dict[str, str]]:
+        """The state folder and the environment of one start (see ``orchestrator``)."""
+        env = dict(env or {})
+        if quix and "Quix__Portal__Api" not in env:
+            state_dir = state_dir or notebook_dir / "state"
+            if not self.portals:
+                self.portals.append(FakeQuixPortal().__enter__())
+            portal = self.portals[0]
+            portal.state.allowed_tokens.add(portal.env()["Quix__Sdk__Token"])
+            # Sign-in stays the test's (token mode; --auth on the command line wins).
+            env = {**quix_layout_env(portal.env(), state_dir), "ORCHESTRATOR_AUTH": "token", **env}
+            if "--wait-for-state" not in args:
+                state_dir.mkdir(parents=True, exist_ok=True)  # the volume Quix mounts
+        return state_dir or default_state, env
 
-    def step_progress(self, step: str, message: str, fraction: float | None = None) -> None:
-        self.events.append(("progress", step, message))
-
-    def step_expected(self, step: str, seconds: float) -> None:
-        self.events.append(("expected", step, str(seconds)))
-
-    def step_retrying(
-        self, step: str, attempt: int, max_attempts: int, delay: float, error: str
-    ) -> None:
-        self.events.append(("retrying", step, str(attempt), error))
-
-    def step_finished(
-        self, step: str, outcome: str, message: str, *, changes: dict[str, Any] | None = None
-    ) -> None:
-        self.events.append((outcome, step, message))
-        self.changes.append(changes)
-
-    def log(self, step: str | None, source: str, line: str) -> None:
-        self.lines.append(f"[{source}] {line}")
-
-    def state_resolved(self, path: Path, persistent: bool, warning: str | None) -> None:
-        self.events.append(("state", str(path), str(persistent)))
-
-    def environment_changed(self, environment: dict[str, Any]) -> None:
-        self.environments.append(dict(environment))
-
-    def kernels_held(self, held: bool) -> None:
-        self.events.append(("kernels_held", str(held)))
-
-    def user_packages(self, packages: Mapping[str, str]) -> None:
-        self.users.append(dict(packages))
-
-    def marimo_up(self, pid: int, host: str, port: int, token: str) -> None:
-        self.events.append(("up", str(pid)))
-
-    def marimo_down(
-        self, reason: str, restarts: int, last_output: list[str], kind: MarimoExit
-    ) -> None:
-        self.events.append(("down", reason))
-
-    def draining(self) -> int:
-        return 0
+    def close(self) -> None:
+        for portal in self.portals:
+            portal.__exit__()
 
 
 @pytest.fixture
@@ -131,11 +95,11 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
     sync is on. Sign-in stays the test's: token mode unless the test passes ``--auth`` or its own
     portal's ``env``. ``quix=False`` runs outside Quix (the state in ``tmp_path/state``); a test
     passing ``--wait-for-state`` makes its state folder appear itself.
+
+    A test using it is marked ``marimo`` (:func:`pytest_collection_modifyitems`).
     """
     started: list[Orchestrator] = []
-    portals: list[FakeQuixPortal] = []
-    # One deployment, one ORCHESTRATOR_TOKEN: a restart within a test keeps it, as a real one does.
-    deployment_token = "test-token-" + secrets.token_hex(8)
+    deployments = Deployments()
 
     def start(
         notebook_dir: Path,
@@ -146,25 +110,17 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
         quix: bool = True,
     ) -> Orchestrator:
         log_path = tmp_path / f"orchestrator-{len(started)}.log"
-        env = dict(env or {})
-        if quix and "Quix__Portal__Api" not in env:
-            state_dir = state_dir or notebook_dir / "state"
-            if not portals:
-                portals.append(FakeQuixPortal().__enter__())
-            portal = portals[0]
-            portal.state.allowed_tokens.add(portal.env()["Quix__Sdk__Token"])
-            # Sign-in stays the test's (token mode; --auth on the command line wins).
-            env = {**quix_layout_env(portal.env(), state_dir), "ORCHESTRATOR_AUTH": "token", **env}
-            if "--wait-for-state" not in args:
-                state_dir.mkdir(parents=True, exist_ok=True)  # the volume Quix mounts
+        state, env = deployments.layout(
+            notebook_dir, state_dir, args, env, quix, tmp_path / "state"
+        )
         process = Orchestrator(
             notebook_dir,
-            state_dir or tmp_path / "state",
+            state,
             log_path,
             hermetic_env({**index.env(), **env}),
             args,
             port,
-            token=deployment_token,
+            token=deployments.token,
         )
         started.append(process)
         return process
@@ -173,5 +129,45 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
     index.control.release_all()
     for process in started:
         process.kill_everything()
-    for portal in portals:
-        portal.__exit__()
+    deployments.close()
+
+
+@pytest.fixture
+def in_process(tmp_path: Path) -> Iterator[InProcessFactory]:
+    """The orchestrator's web side in this process, in front of a stand-in marimo
+    (tests/support/in_process.py): for what needs neither a venv nor marimo (sign-in, origins,
+    Host rules, limits, sessions). Same arguments and defaults as ``orchestrator``; every one is
+    stopped at teardown."""
+    started: list[InProcess] = []
+    deployments = Deployments()
+
+    def start(
+        notebook_dir: Path,
+        state_dir: Path | None = None,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        quix: bool = True,
+    ) -> InProcess:
+        state, env = deployments.layout(
+            notebook_dir, state_dir, args, env, quix, tmp_path / "state"
+        )
+        run = InProcess(notebook_dir, state, hermetic_env(env), args, port, token=deployments.token)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.terminate()
+    deployments.close()
+
+
+MARIMO_FIXTURES = frozenset({"orchestrator"})
+"""Fixtures that start a real orchestrator (a venv, marimo): a test using one, directly or
+through another fixture, is marked ``marimo``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MARIMO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.marimo)

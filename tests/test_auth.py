@@ -1,12 +1,14 @@
 """Nobody gets in without being allowed; allowed people get in without friction.
 
-One orchestrator in token mode serves the whole bypass corpus (nothing here changes its state);
-Quix mode runs against the fake portal.
+The orchestrator's web side in this process (tests/support/in_process.py: the real application,
+guard and bounded server on 127.0.0.1, a stand-in marimo behind the proxy); one instance in
+token mode serves the whole bypass corpus (nothing here changes its state); Quix mode runs
+against the fake portal. One test signs in to a real orchestrator and reaches real marimo's page
+and WebSocket, so the wiring of the real process stays covered.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import time
@@ -20,89 +22,26 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from orchestrator.session_crypto import binding
-from tests.conftest import NOTEBOOK, OrchestratorFactory
-from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator, hermetic_env
+from tests.support.in_process import InProcess, InProcessFactory, serving
+from tests.support.notebooks import NOTEBOOK
+from tests.support.orchestrator import OrchestratorFactory, hermetic_env
 from tests.support.quix_portal import FakeQuixPortal
-from tests.support.wheels import build_wheel
-
-COOKIE = "marimo_orchestrator_session"
-HTML = {"Accept": "text/html"}
-
-
-def request(
-    run: Orchestrator,
-    method: str,
-    path: str,
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """A raw request: the path goes on the wire exactly as given (no normalisation)."""
-    connection = http.client.HTTPConnection("127.0.0.1", run.port, timeout=30)
-    try:
-        connection.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
-            connection.putheader(name, value)
-        if body is not None:
-            connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders(body)
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
-
-
-def first_events(run: Orchestrator) -> bytes:
-    """The burst /-/events sends at once: the status and the recent log lines."""
-    connection = http.client.HTTPConnection("127.0.0.1", run.port, timeout=30)
-    try:
-        connection.request("GET", "/-/events", headers=run.auth)
-        response = connection.getresponse()
-        assert response.status == 200
-        data = b""
-        while b"event: status" not in data or not data.endswith(b"\n\n"):
-            data += response.read1(65536)
-        return data
-    finally:
-        connection.close()
-
-
-def login(run: Orchestrator, token: str, next_path: str = "/") -> tuple[int, dict[str, str], bytes]:
-    form = urllib.parse.urlencode({"token": token, "next": next_path}).encode()
-    return request(
-        run,
-        "POST",
-        "/-/login",
-        {"Content-Type": "application/x-www-form-urlencoded", "Origin": run.base},
-        form,
-    )
-
-
-def cookie_of(headers: dict[str, str]) -> str:
-    value = headers["set-cookie"]
-    assert value.startswith(COOKIE + "=")
-    return value.split(";", 1)[0]
+from tests.support.sign_in import COOKIE, HTML, cookie_of, first_events, login, request
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
+    """The web side in this process, token mode, marimo (the stand-in) up."""
     root = tmp_path_factory.mktemp("auth")
-    build_wheel(root / "wheels", "orch-alpha", "1.0")
     notebooks = root / "notebooks"
     notebooks.mkdir()
     (notebooks / "notebook.py").write_text(NOTEBOOK)
-    with LocalIndex(root / "wheels") as index:
-        run = Orchestrator(
-            notebooks, root / "state", root / "orchestrator.log", hermetic_env(index.env())
-        )
-        try:
-            run.wait_ready()
-            yield run
-        finally:
-            run.kill_everything()
+    with serving(notebooks, root / "state", hermetic_env()) as run:
+        run.wait_ready()
+        yield run
 
 
-def test_probes_and_login_are_public_everything_else_is_not(served: Orchestrator) -> None:
+def test_probes_and_login_are_public_everything_else_is_not(served: InProcess) -> None:
     assert served.get("/-/healthy", signed_in=False)[0] == 200
     assert served.get("/-/ready", signed_in=False)[0] == 200
     assert served.get("/-/login", HTML, signed_in=False)[0] == 200
@@ -125,7 +64,7 @@ def test_probes_and_login_are_public_everything_else_is_not(served: Orchestrator
     )
 
 
-def test_bearer_and_login_form(served: Orchestrator) -> None:
+def test_bearer_and_login_form(served: InProcess) -> None:
     assert served.get("/-/status")[0] == 200
     assert (
         request(served, "GET", "/-/status", {"Authorization": "Bearer wrong-token-value"})[0] == 401
@@ -146,7 +85,7 @@ def test_bearer_and_login_form(served: Orchestrator) -> None:
 
 
 def test_the_login_url_pasted_into_the_form_signs_in_and_a_doubtful_one_is_refused(
-    served: Orchestrator,
+    served: InProcess,
 ) -> None:
     """What the terminal prints, pasted whole into the token field (other parameters, a
     trailing slash, spaces); a URL of the sign-in page whose token is missing, empty or
@@ -176,7 +115,7 @@ def test_the_login_url_pasted_into_the_form_signs_in_and_a_doubtful_one_is_refus
     assert served.token not in served.log_text()
 
 
-def test_tokens_in_the_wrong_place_are_refused(served: Orchestrator) -> None:
+def test_tokens_in_the_wrong_place_are_refused(served: InProcess) -> None:
     token = served.token
     for path, headers in (
         (f"/-/status?token={token}", {}),
@@ -191,9 +130,7 @@ def test_tokens_in_the_wrong_place_are_refused(served: Orchestrator) -> None:
         assert request(served, "GET", path, headers)[0] == 401, (path, headers)
 
 
-def test_forged_resigned_and_expired_cookies_are_refused(
-    served: Orchestrator, tmp_path: Path
-) -> None:
+def test_forged_resigned_and_expired_cookies_are_refused(served: InProcess, tmp_path: Path) -> None:
     _, headers, _ = login(served, served.token)
     genuine = cookie_of(headers)
     # Our own route, and marimo's (a session's GET to marimo is checked without RequestHandler:
@@ -205,7 +142,7 @@ def test_forged_resigned_and_expired_cookies_are_refused(
     other = tornado.web.create_signed_value(
         b"x" * 48, COOKIE, json.dumps({"sid": "s", "iat": time.time()})
     )
-    secret = (Path(served.log_path).parent / "state" / "session-secret").read_bytes()
+    secret = (served.state_dir / "session-secret").read_bytes()
     old = tornado.web.create_signed_value(
         secret, COOKIE, json.dumps({"sid": "s", "iat": time.time() - 9 * 3600})
     )
@@ -242,7 +179,7 @@ def test_forged_resigned_and_expired_cookies_are_refused(
     )
 
 
-def test_path_tricks_do_not_reach_anything_protected(served: Orchestrator) -> None:
+def test_path_tricks_do_not_reach_anything_protected(served: InProcess) -> None:
     for path in (
         "//-/status",
         "/-/../-/status",
@@ -262,7 +199,7 @@ def test_path_tricks_do_not_reach_anything_protected(served: Orchestrator) -> No
         assert b'"boot_id"' not in body, path
 
 
-def test_websocket_upgrades_need_a_session_and_our_origin(served: Orchestrator) -> None:
+def test_websocket_upgrades_need_a_session_and_our_origin(served: InProcess) -> None:
     url = served.base.replace("http", "ws") + "/ws?session_id=s_auth_1&file=notebook.py"
     with pytest.raises(InvalidStatus) as refused:
         connect(url, open_timeout=10).close()
@@ -276,7 +213,7 @@ def test_websocket_upgrades_need_a_session_and_our_origin(served: Orchestrator) 
         assert json.loads(ws.recv(timeout=60))
 
 
-def test_cross_site_posts_are_refused(served: Orchestrator) -> None:
+def test_cross_site_posts_are_refused(served: InProcess) -> None:
     _, headers, _ = login(served, served.token)
     cookie = cookie_of(headers)
     evil = {"Cookie": cookie, "Origin": "https://evil.example", "Content-Type": "application/json"}
@@ -297,7 +234,7 @@ def test_cross_site_posts_are_refused(served: Orchestrator) -> None:
     assert request(served, "POST", "/-/login", evil_login, form)[0] == 403
 
 
-def test_redirects_stay_on_this_server_and_headers_cannot_be_injected(served: Orchestrator) -> None:
+def test_redirects_stay_on_this_server_and_headers_cannot_be_injected(served: InProcess) -> None:
     for target in (
         "//evil.example/x",
         "https://evil.example/",
@@ -312,7 +249,7 @@ def test_redirects_stay_on_this_server_and_headers_cannot_be_injected(served: Or
             assert "x=1" not in headers.get("set-cookie", "").split(";", 1)[0]
 
 
-def test_oversized_headers_are_refused_and_the_server_survives(served: Orchestrator) -> None:
+def test_oversized_headers_are_refused_and_the_server_survives(served: InProcess) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(b"GET /-/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
         answer = b""
@@ -325,7 +262,7 @@ def test_oversized_headers_are_refused_and_the_server_survives(served: Orchestra
     assert served.get("/-/healthy")[0] == 200
 
 
-def test_logout_revokes_the_session(served: Orchestrator) -> None:
+def test_logout_revokes_the_session(served: InProcess) -> None:
     _, headers, _ = login(served, served.token)
     cookie = cookie_of(headers)
     assert request(served, "GET", "/-/status", {"Cookie": cookie})[0] == 200
@@ -336,7 +273,7 @@ def test_logout_revokes_the_session(served: Orchestrator) -> None:
     assert request(served, "GET", "/health", {"Cookie": cookie})[0] == 401
 
 
-def test_framing_defaults_to_same_origin(served: Orchestrator) -> None:
+def test_framing_defaults_to_same_origin(served: InProcess) -> None:
     for path in ("/-/login", "/"):
         _, headers, _ = served.get(path, HTML)
         assert "frame-ancestors 'self'" in headers.get("Content-Security-Policy", ""), (
@@ -355,7 +292,7 @@ def test_framing_defaults_to_same_origin(served: Orchestrator) -> None:
         assert "x-frame-options" not in headers, path
 
 
-def test_no_secret_reaches_logs_status_events_or_pages(served: Orchestrator) -> None:
+def test_no_secret_reaches_logs_status_events_or_pages(served: InProcess) -> None:
     token = served.token
     login(served, token)
     request(served, "GET", f"/-/login?token={token}&next=%2F")
@@ -367,11 +304,11 @@ def test_no_secret_reaches_logs_status_events_or_pages(served: Orchestrator) -> 
 
 
 def test_sessions_survive_a_restart(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+    in_process: InProcessFactory, notebook_dir: Path, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    first = orchestrator(notebook_dir, state)
+    first = in_process(notebook_dir, state)
     first.wait_listening()
     _, headers, _ = login(first, first.token)
     cookie = cookie_of(headers)
@@ -379,15 +316,15 @@ def test_sessions_survive_a_restart(
     first.wait_for(lambda s: s["state"]["path"] == str(state), what="state resolved")
     assert (state / "session-secret").stat().st_mode & 0o777 == 0o600
     assert first.terminate() == 0
-    second = orchestrator(notebook_dir, state, "--token", first.token)
+    second = in_process(notebook_dir, state, "--token", first.token)
     second.wait_listening()
     assert request(second, "GET", "/-/status", {"Cookie": cookie})[0] == 200
 
 
 def test_a_generated_token_is_printed_once_with_a_login_url(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir, None, "--auth", "token")
+    run = in_process(notebook_dir, None, "--auth", "token")
     run.wait_listening()
     lines = [line for line in run.log_text().splitlines() if "Sign in with:" in line]
     assert len(lines) == 1
@@ -400,11 +337,11 @@ def test_a_generated_token_is_printed_once_with_a_login_url(
 
 
 def test_a_session_made_with_a_generated_token_survives_a_restart(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
     """A generated token is new at every start without anyone rotating it: the open tab's
     session outlives the restart (a token given with --token binds its sessions instead)."""
-    first = orchestrator(notebook_dir, None, "--auth", "token")
+    first = in_process(notebook_dir, None, "--auth", "token")
     first.wait_listening()
     url = next(line for line in first.log_text().splitlines() if "Sign in with:" in line)
     first.token = url.split("token=", 1)[1].strip()  # what first.status() sends
@@ -414,15 +351,15 @@ def test_a_session_made_with_a_generated_token_survives_a_restart(
     # Signed with the secret kept on the state volume once the state step has adopted it.
     first.wait_for(lambda s: s["state"]["path"] is not None, what="state resolved")
     assert first.terminate() == 0
-    second = orchestrator(notebook_dir, None, "--auth", "token", port=first.port)
+    second = in_process(notebook_dir, None, "--auth", "token", port=first.port)
     second.wait_listening()
     assert request(second, "GET", "/-/status", {"Cookie": cookie})[0] == 200
 
 
 def test_none_mode_is_open_and_warns_beyond_loopback(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir, None, "--auth", "none", "--host", "0.0.0.0")
+    run = in_process(notebook_dir, None, "--auth", "none", "--host", "0.0.0.0")
     run.wait_listening()
     assert run.get("/-/status", signed_in=False)[0] == 200
     assert "--auth none on 0.0.0.0" in run.log_text()
@@ -435,9 +372,9 @@ def portal() -> Iterator[FakeQuixPortal]:
 
 
 def test_quix_mode_validates_with_the_portal_and_caches(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
+    in_process: InProcessFactory, notebook_dir: Path, portal: FakeQuixPortal
 ) -> None:
-    run = orchestrator(notebook_dir, None, "--auth", "quix", env=portal.env())
+    run = in_process(notebook_dir, None, "--auth", "quix", env=portal.env())
     run.token = "quix-user-pat-123456"
     portal.state.allowed_tokens.add(run.token)
     run.wait_listening()
@@ -465,10 +402,10 @@ def test_quix_mode_validates_with_the_portal_and_caches(
 
 
 def test_a_token_mode_page_other_sites_may_frame_gets_a_cross_site_cookie(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
     """Inside another site's frame a Lax cookie is never sent back: sign-in would loop."""
-    framed = orchestrator(notebook_dir, None, "--frame-ancestors", "https://portal.example")
+    framed = in_process(notebook_dir, None, "--frame-ancestors", "https://portal.example")
     framed.wait_listening()
     code, headers, _ = request(framed, "GET", f"/-/login?token={framed.token}")
     assert code == 302
@@ -477,7 +414,7 @@ def test_a_token_mode_page_other_sites_may_frame_gets_a_cross_site_cookie(
 
 
 def test_a_visit_to_the_front_page_opens_the_notebook(
-    orchestrator: OrchestratorFactory, tmp_path: Path
+    in_process: InProcessFactory, tmp_path: Path
 ) -> None:
     """One notebook: it opens; several: main.py; --open names it; marimo's own URLs and API
     calls to / pass as they were; a visitor not signed in learns nothing about the folder."""
@@ -486,7 +423,7 @@ def test_a_visit_to_the_front_page_opens_the_notebook(
     notebook = 'import marimo\n\napp = marimo.App()\n\nif __name__ == "__main__":\n    app.run()\n'
     (folder / "only.py").write_text(notebook)
     (folder / "helpers.py").write_text("def helper():\n    return 1\n")  # not a notebook
-    run = orchestrator(folder)
+    run = in_process(folder)
     run.wait_listening()
     code, headers, _ = request(run, "GET", "/", {**HTML, **run.auth})
     assert (code, headers["location"]) == (302, "/?file=only.py")
@@ -507,7 +444,37 @@ def test_a_visit_to_the_front_page_opens_the_notebook(
     assert request(run, "GET", "/", ours)[1]["location"] == "/?file=main.py"
     assert request(run, "GET", "/", {"Accept": "application/json", **run.auth})[0] != 302
 
-    chosen = orchestrator(folder, tmp_path / "state2", "--open", "other.py")
+    chosen = in_process(folder, tmp_path / "state2", "--open", "other.py")
     chosen.wait_listening()
     code, headers, _ = request(chosen, "GET", "/", {**HTML, **chosen.auth})
     assert (code, headers["location"]) == (302, "/?file=other.py")
+
+
+def test_a_signed_in_browser_reaches_marimo_through_a_real_orchestrator(
+    orchestrator: OrchestratorFactory, notebook_dir: Path
+) -> None:
+    """The real process end to end: sign in, the cookie, marimo's own page through the proxy,
+    then a notebook's WebSocket with the cookie alone (a browser's upgrade)."""
+    run = orchestrator(notebook_dir)
+    run.wait_ready()
+    page = "/?file=notebook.py"
+    code, headers, _ = request(run, "GET", page, HTML)
+    assert code == 302 and headers["location"].startswith("/-/login?next=")
+    code, headers, _ = login(run, run.token, page)
+    assert code == 303 and headers["location"] == page
+    cookie = cookie_of(headers)
+    code, _, body = request(run, "GET", page, {"Cookie": cookie, **HTML})
+    assert code == 200 and b"<marimo-server-token" in body, body[:300]
+    url = run.base.replace("http", "ws") + "/ws?session_id=s_e2e_1&file=notebook.py"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=30, origin=run.base).close()  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 401
+    with connect(
+        url,
+        open_timeout=60,
+        origin=run.base,  # type: ignore[arg-type]
+        additional_headers={"Cookie": cookie},
+    ) as ws:
+        ops = []
+        while "kernel-ready" not in ops:
+            ops.append(json.loads(ws.recv(timeout=60))["op"])

@@ -1,7 +1,10 @@
 """What an unauthenticated client can make the server do is bounded, and what a session is worth
 ends with the credential it was made from (issue 15's findings, one test or more each).
 
-Real orchestrators on 127.0.0.1; the Quix portal is the fake (tests/support/quix_portal.py).
+The orchestrator's web side in this process (tests/support/in_process.py: the real application,
+guard and bounded server on 127.0.0.1, a stand-in marimo behind the proxy), except where the
+process itself or marimo is what is tested: SIGTERM, marimo's environment, the process's memory
+(real orchestrators, marked ``marimo``). The Quix portal is the fake (tests/support/quix_portal.py).
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from orchestrator.session_crypto import binding
-from tests.conftest import OrchestratorFactory
+from tests.support.in_process import InProcess, InProcessFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator, hermetic_env
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory, hermetic_env
 from tests.support.quix_portal import FakeQuixPortal
-from tests.test_auth import COOKIE, HTML, cookie_of, login, request
+from tests.support.sign_in import COOKIE, HTML, Served, cookie_of, login, request
 
 USER = "quix-user-pat-0123456789"
 
@@ -51,12 +54,12 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def quix(
-    orchestrator: OrchestratorFactory,
+    start: OrchestratorFactory | InProcessFactory,
     notebook_dir: Path,
     portal: FakeQuixPortal,
     state: Path | None = None,
     *args: str,
-) -> Orchestrator:
+) -> Orchestrator | InProcess:
     portal.state.allowed_tokens.add(USER)
     env = portal.env()
     if state is not None:  # a volume Quix mounted: what is kept there persists
@@ -66,13 +69,13 @@ def quix(
                 "Quix__Deployment__State__Enabled": "true",
             }
         )
-    run = orchestrator(notebook_dir, state, "--auth", "quix", *args, env=env)
+    run = start(notebook_dir, state, "--auth", "quix", *args, env=env)
     run.token = USER
     run.wait_listening()
     return run
 
 
-def bearer(run: Orchestrator, token: str, path: str = "/-/status", client: str = "") -> int:
+def bearer(run: Served, token: str, path: str = "/-/status", client: str = "") -> int:
     """A Bearer request; ``client`` is the address a trusted proxy would forward (quix mode
     trusts one by default), so that many attempts are not one client's."""
     headers = {"Authorization": f"Bearer {token}"}
@@ -85,9 +88,9 @@ def bearer(run: Orchestrator, token: str, path: str = "/-/status", client: str =
 
 
 def test_the_quix_check_denies_every_answer_it_does_not_document(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
+    in_process: InProcessFactory, notebook_dir: Path, portal: FakeQuixPortal
 ) -> None:
-    run = quix(orchestrator, notebook_dir, portal)
+    run = quix(in_process, notebook_dir, portal)
     denied = [
         (200, "text/html; charset=utf-8", b"<html><body>Sign in to continue</body></html>"),
         (200, "application/json", b"{}"),
@@ -120,7 +123,7 @@ def test_the_quix_check_denies_every_answer_it_does_not_document(
 # -- 2. bounded before sign-in --------------------------------------------------------------------
 
 
-def head_only(run: Orchestrator, head: bytes, timeout: float = 5) -> bytes:
+def head_only(run: Served, head: bytes, timeout: float = 5) -> bytes:
     """Sends a request's head (no body) and returns what comes back before the server closes."""
     with socket.create_connection(("127.0.0.1", run.port), timeout=timeout) as sock:
         sock.sendall(head)
@@ -134,11 +137,11 @@ def head_only(run: Orchestrator, head: bytes, timeout: float = 5) -> bytes:
 
 
 def test_bodies_on_our_routes_are_refused_from_their_headers(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir)
+    run = in_process(notebook_dir)
     run.wait_listening()
-    rss_before = psutil.Process(run.process.pid).memory_info().rss
+    rss_before = psutil.Process(run.pid).memory_info().rss
     for path in ("/-/login", "/-/logout", "/-/restart", "/-/status", "/-/healthy"):
         started = time.monotonic()
         answer = head_only(
@@ -167,7 +170,7 @@ def test_bodies_on_our_routes_are_refused_from_their_headers(
         except OSError:
             pass  # the server answered 413 and closed: what should happen
         sockets.append(sock)
-    grown = psutil.Process(run.process.pid).memory_info().rss - rss_before
+    grown = psutil.Process(run.pid).memory_info().rss - rss_before
     for sock in sockets:
         sock.close()
     print(f"RSS growth after 9 clients sent 4 MB of a 64 MB body each: {grown / 1e6:.1f} MB")
@@ -177,9 +180,9 @@ def test_bodies_on_our_routes_are_refused_from_their_headers(
 
 
 def test_slow_and_idle_unauthenticated_connections_are_cut_and_capped(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir)
+    run = in_process(notebook_dir)
     run.wait_listening()
     quiet = socket.create_connection(("127.0.0.1", run.port), timeout=30)
     slow = []
@@ -266,7 +269,7 @@ def test_sigterm_is_prompt_with_a_hung_portal_under_load(
 # -- 4. sign-in throttling ------------------------------------------------------------------------
 
 
-def wrong_login(run: Orchestrator, headers: dict[str, str] | None = None) -> tuple[int, str]:
+def wrong_login(run: Served, headers: dict[str, str] | None = None) -> tuple[int, str]:
     form = urllib.parse.urlencode({"token": "wrong-token-value"}).encode()
     code, answer, _ = request(
         run,
@@ -283,14 +286,23 @@ def wrong_login(run: Orchestrator, headers: dict[str, str] | None = None) -> tup
 
 
 def test_sign_in_is_throttled_per_client_and_the_right_token_works_after(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir, quix=False)  # no proxy in front is trusted
+    run = in_process(notebook_dir, quix=False)  # no proxy in front is trusted
     run.wait_listening()
     codes = [wrong_login(run)[0] for _ in range(5)]
     assert codes == [401] * 5
     code, retry_after = wrong_login(run)
     assert code == 429 and int(retry_after) >= 1
+
+    # Each failure once a block has passed doubles the next block (1, 2, 4 s): the client
+    # keeps trying until it is blocked for 8 s, which the checks below need, under any load,
+    # to run within one block.
+    def blocked_for_eight_seconds() -> bool:
+        code, retry_after = wrong_login(run)
+        return code == 429 and int(retry_after) >= 8
+
+    eventually(blocked_for_eight_seconds, 30, "the block to double up to 8 s")
     # Neither the right token nor a spoofed X-Forwarded-For (no proxy is trusted) gets past.
     assert login(run, run.token)[0] == 429
     assert wrong_login(run, {"X-Forwarded-For": "203.0.113.9"})[0] == 429
@@ -305,9 +317,9 @@ def test_sign_in_is_throttled_per_client_and_the_right_token_works_after(
 
 
 def test_behind_a_trusted_proxy_clients_are_told_apart_under_a_global_ceiling(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir, None, "--trust-proxy")
+    run = in_process(notebook_dir, None, "--trust-proxy")
     run.wait_listening()
     for _ in range(5):
         assert wrong_login(run, {"X-Forwarded-For": "10.0.0.1, 203.0.113.1"})[0] == 401
@@ -337,7 +349,7 @@ def test_behind_a_trusted_proxy_clients_are_told_apart_under_a_global_ceiling(
 # -- 5. Host rules (DNS rebinding) ----------------------------------------------------------------
 
 
-def with_host(run: Orchestrator, host: str, path: str = "/-/healthy") -> tuple[int, bytes]:
+def with_host(run: Served, host: str, path: str = "/-/healthy") -> tuple[int, bytes]:
     """A GET whose only Host header is ``host`` (what a browser sends for a rebound name)."""
     connection = http.client.HTTPConnection("127.0.0.1", run.port, timeout=30)
     try:
@@ -351,9 +363,9 @@ def with_host(run: Orchestrator, host: str, path: str = "/-/healthy") -> tuple[i
 
 
 def test_on_loopback_only_loopback_names_and_ip_literals_are_served(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir, None, "--allowed-hosts", "notebooks.example.test")
+    run = in_process(notebook_dir, None, "--allowed-hosts", "notebooks.example.test")
     run.wait_for(lambda _: True, what="the full server (the early one answers probes only)")
     for host in (
         "127.0.0.1",
@@ -377,9 +389,9 @@ def test_on_loopback_only_loopback_names_and_ip_literals_are_served(
 
 
 def test_auth_none_on_loopback_refuses_a_rebound_name(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir, None, "--auth", "none")
+    run = in_process(notebook_dir, None, "--auth", "none")
     run.wait_listening()
     assert with_host(run, "attacker.example", "/-/status")[0] == 403
     assert with_host(run, f"attacker.example:{run.port}", "/")[0] == 403
@@ -387,10 +399,10 @@ def test_auth_none_on_loopback_refuses_a_rebound_name(
 
 
 def test_beyond_loopback_allowed_hosts_apply_when_given(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    open_run = orchestrator(notebook_dir, None, "--auth", "none", "--host", "0.0.0.0")
-    listed = orchestrator(
+    open_run = in_process(notebook_dir, None, "--auth", "none", "--host", "0.0.0.0")
+    listed = in_process(
         notebook_dir,
         None,
         "--auth",
@@ -414,11 +426,11 @@ def test_beyond_loopback_allowed_hosts_apply_when_given(
 
 
 def test_logout_survives_a_restart_and_a_new_token_ends_old_sessions(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+    in_process: InProcessFactory, notebook_dir: Path, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    first = orchestrator(notebook_dir, state)
+    first = in_process(notebook_dir, state)
     first.wait_listening()
     first.wait_for(lambda s: s["state"]["path"] == str(state), what="state resolved")
     ended = cookie_of(login(first, first.token)[1])
@@ -428,14 +440,14 @@ def test_logout_survives_a_restart_and_a_new_token_ends_old_sessions(
     assert request(first, "GET", "/-/status", {"Cookie": ended})[0] == 401
     assert first.terminate() == 0
 
-    same = orchestrator(notebook_dir, state, "--token", first.token)
+    same = in_process(notebook_dir, state, "--token", first.token)
     same.wait_listening()
     assert request(same, "GET", "/-/status", {"Cookie": ended})[0] == 401
     assert request(same, "GET", "/-/status", {"Cookie": kept})[0] == 200
     assert same.terminate() == 0
     assert (state / "sessions-revoked").stat().st_mode & 0o777 == 0o600
 
-    renewed = orchestrator(notebook_dir, state, "--token", "a-brand-new-access-token")
+    renewed = in_process(notebook_dir, state, "--token", "a-brand-new-access-token")
     renewed.wait_listening()
     for path in ("/-/status", "/health"):
         assert request(renewed, "GET", path, {"Cookie": kept})[0] == 401, path
@@ -449,11 +461,11 @@ def test_logout_survives_a_restart_and_a_new_token_ends_old_sessions(
 
 
 def test_a_quix_session_ends_when_the_portal_stops_accepting_its_token(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal, tmp_path: Path
+    in_process: InProcessFactory, notebook_dir: Path, portal: FakeQuixPortal, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    run = quix(orchestrator, notebook_dir, portal, state, "--quix-recheck", "2")
+    run = quix(in_process, notebook_dir, portal, state, "--quix-recheck", "2")
     run.wait_for(lambda s: s["state"]["path"] == str(state), what="state resolved")
     code, headers, _ = login(run, USER)
     assert code == 303
@@ -466,7 +478,7 @@ def test_a_quix_session_ends_when_the_portal_stops_accepting_its_token(
     assert portal.state.permission_queries() == queries
     # After a restart the session is still good: its sealed token is checked again.
     assert run.terminate() == 0
-    run = quix(orchestrator, notebook_dir, portal, state, "--quix-recheck", "2")
+    run = quix(in_process, notebook_dir, portal, state, "--quix-recheck", "2")
     assert request(run, "GET", "/-/status", {"Cookie": cookie})[0] == 200
     assert portal.state.permission_queries() > queries
     # Revoked at the portal: the session ends within the re-check interval.
@@ -482,9 +494,9 @@ def test_a_quix_session_ends_when_the_portal_stops_accepting_its_token(
 
 
 def test_an_unreachable_portal_keeps_sessions_for_a_bounded_grace(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
+    in_process: InProcessFactory, notebook_dir: Path, portal: FakeQuixPortal
 ) -> None:
-    run = quix(orchestrator, notebook_dir, portal, None, "--quix-recheck", "1", "--quix-grace", "4")
+    run = quix(in_process, notebook_dir, portal, None, "--quix-recheck", "1", "--quix-grace", "4")
     cookie = cookie_of(login(run, USER)[1])
     portal.state.down = True
     queries = portal.state.permission_queries()
@@ -511,9 +523,11 @@ def test_an_unreachable_portal_keeps_sessions_for_a_bounded_grace(
 
 
 def test_ending_a_session_closes_its_terminal(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir)
+    """The terminal behind is the stand-in's (it echoes); what closes it is the orchestrator's
+    relay, the same for marimo's."""
+    run = in_process(notebook_dir)
     run.wait_ready()
     cookie = cookie_of(login(run, run.token)[1])
     url = run.base.replace("http", "ws") + "/terminal/ws"
@@ -536,10 +550,10 @@ def test_ending_a_session_closes_its_terminal(
 
 
 def test_a_revoked_quix_token_closes_its_terminal(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
+    in_process: InProcessFactory, notebook_dir: Path, portal: FakeQuixPortal
 ) -> None:
     """An open terminal makes no new requests: the session behind it is re-checked anyway."""
-    run = quix(orchestrator, notebook_dir, portal, None, "--quix-recheck", "1")
+    run = quix(in_process, notebook_dir, portal, None, "--quix-recheck", "1")
     run.wait_ready()
     cookie = cookie_of(login(run, USER)[1])
     url = run.base.replace("http", "ws") + "/terminal/ws"
@@ -575,9 +589,9 @@ def _drain(terminal: object) -> bytes:
 
 
 def test_origins_compare_the_scheme_and_cookies_are_secure_over_https(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    plain = orchestrator(notebook_dir, quix=False)  # no proxy in front is trusted
+    plain = in_process(notebook_dir, quix=False)  # no proxy in front is trusted
     plain.wait_listening()
     form = urllib.parse.urlencode({"token": plain.token}).encode()
     https_origin = plain.base.replace("http://", "https://")
@@ -595,7 +609,7 @@ def test_origins_compare_the_scheme_and_cookies_are_secure_over_https(
     code, answer, _ = request(plain, "POST", "/-/login", {**headers, "Origin": plain.base}, form)
     assert code == 303 and "Secure" not in answer["set-cookie"]
 
-    proxied = orchestrator(notebook_dir, None, "--trust-proxy", port=None)
+    proxied = in_process(notebook_dir, None, "--trust-proxy", port=None)
     proxied.wait_listening()
     form = urllib.parse.urlencode({"token": proxied.token}).encode()
     code, answer, _ = request(
@@ -628,9 +642,9 @@ def test_origins_compare_the_scheme_and_cookies_are_secure_over_https(
 
 
 def test_the_sign_in_page_names_the_portal_origins(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
+    in_process: InProcessFactory, notebook_dir: Path, portal: FakeQuixPortal
 ) -> None:
-    run = quix(orchestrator, notebook_dir, portal)
+    run = quix(in_process, notebook_dir, portal)
     _, _, body = request(run, "GET", "/-/login", HTML)
     assert b'data-portal-origins="https://portal.cloud.quix.io"' in body
 
@@ -669,7 +683,7 @@ def test_marimo_runs_without_the_orchestrators_secrets(
 
 
 def test_quix_tokens_of_every_length_sign_in_within_a_cookie_browsers_keep(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal, tmp_path: Path
+    in_process: InProcessFactory, notebook_dir: Path, portal: FakeQuixPortal, tmp_path: Path
 ) -> None:
     """A portal JWT is about 1-2 KB: sealed in the cookie it survives restarts. One too long for
     a 4 KB cookie still signs in, for this process's life (said in the log)."""
@@ -677,7 +691,7 @@ def test_quix_tokens_of_every_length_sign_in_within_a_cookie_browsers_keep(
     state.mkdir()
     usual, huge = "eyJ" + "a" * 1500, "eyJ" + "b" * 3000
     portal.state.allowed_tokens.update({usual, huge})
-    run = quix(orchestrator, notebook_dir, portal, state)
+    run = quix(in_process, notebook_dir, portal, state)
     run.wait_for(lambda s: s["state"]["path"] == str(state), what="state resolved")
     cookies = {}
     for token in (usual, huge):
@@ -688,7 +702,7 @@ def test_quix_tokens_of_every_length_sign_in_within_a_cookie_browsers_keep(
         assert request(run, "GET", "/-/status", {"Cookie": cookies[token]})[0] == 200
     assert "too long to keep in the session cookie" in run.log_text()
     assert run.terminate() == 0
-    run = quix(orchestrator, notebook_dir, portal, state)
+    run = quix(in_process, notebook_dir, portal, state)
     assert request(run, "GET", "/-/status", {"Cookie": cookies[usual]})[0] == 200
     assert request(run, "GET", "/-/status", {"Cookie": cookies[huge]})[0] == 401
 
@@ -698,6 +712,7 @@ UNPRIVILEGED = ("setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-
 root container (the tests run as root, whose CAP_SYS_PTRACE would read anything)."""
 
 
+@pytest.mark.marimo
 def test_notebook_code_cannot_read_the_orchestrators_environment_or_memory(
     tmp_path: Path, notebook_dir: Path, index: LocalIndex
 ) -> None:
@@ -735,7 +750,7 @@ def test_notebook_code_cannot_read_the_orchestrators_environment_or_memory(
 
 
 def test_a_session_secret_planted_by_another_user_is_not_used(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, tmp_path: Path
+    in_process: InProcessFactory, notebook_dir: Path, tmp_path: Path
 ) -> None:
     """marimo's user can write where the orchestrator shares with it; a secret it put in the
     state folder would let it forge sessions. Only the orchestrator's own file is used."""
@@ -744,7 +759,7 @@ def test_a_session_secret_planted_by_another_user_is_not_used(
     planted = b"p" * 48
     (state / "session-secret").write_bytes(planted)
     os.chown(state / "session-secret", 4343, 4343)
-    run = orchestrator(notebook_dir, state)
+    run = in_process(notebook_dir, state)
     run.wait_for(lambda s: s["state"]["path"] == str(state), what="state resolved")
     forged = tornado.web.create_signed_value(
         planted,

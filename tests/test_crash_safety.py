@@ -49,6 +49,7 @@ def all_gone(pids: set[int], timeout: float = 10) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.marimo
 def test_sigkill_at_random_moments_of_a_cold_start_always_recovers(
     tmp_path: Path, heavy_index: LocalIndex, notebook_dir: Path
 ) -> None:

@@ -19,9 +19,10 @@ from jobs import venv as venv_job
 from jobs.errors import PermanentError
 from jobs.installers import find_uv, resolve_installer
 from jobs.layout import StateLayout
-from tests.conftest import NOTEBOOK, OrchestratorFactory, RecordingReporter
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator, hermetic_env
+from tests.support.notebooks import NOTEBOOK
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory, hermetic_env
+from tests.support.reporter import RecordingReporter
 from tests.support.wheels import build_wheel
 
 

@@ -21,8 +21,8 @@ import pytest
 from websockets.sync.client import connect
 
 from jobs.layout import StateLayout
-from tests.conftest import NOTEBOOK, OrchestratorFactory
-from tests.support.orchestrator import Orchestrator
+from tests.support.notebooks import NOTEBOOK
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.wheels import build_wheel
 
 

@@ -16,9 +16,8 @@ import tornado.web
 
 from orchestrator.early import EarlyResponder
 from orchestrator.listen import bind
-from tests.conftest import OrchestratorFactory
-from tests.conftest_proxy import async_test
-from tests.support.orchestrator import free_port
+from tests.support.orchestrator import OrchestratorFactory, free_port
+from tests.support.proxy_harness import async_test
 
 
 async def exchange(port: int, request: bytes, pause_after: int | None = None) -> bytes:

@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 from websockets.sync.client import connect
 
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
+from tests.support.orchestrator import OrchestratorFactory
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 

@@ -21,8 +21,7 @@ import psutil
 import pytest
 
 from jobs.layout import StateLayout
-from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import Orchestrator
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.slow_volume import slow_volume
 from tests.support.wheels import build_wheel
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import OrchestratorFactory
+from tests.support.orchestrator import OrchestratorFactory
 
 
 def sse_events(

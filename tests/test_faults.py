@@ -16,11 +16,10 @@ import psutil
 import pytest
 
 from jobs.layout import StateLayout
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
+from tests.support.sign_in import cookie_of, login, request
 from tests.support.wheels import build_wheel
-from tests.test_auth import cookie_of, login, request
 from tests.test_persistent_env import imports, wait_for_file
 from tests.test_restart import post_restart
 

@@ -1,8 +1,10 @@
 """Whatever a client sends to ``/-/``, the answer is never a 5xx and the log gets no traceback.
 
-One real orchestrator (Quix's layout, token sign-in, marimo running) takes a seeded stream of
-requests over keep-alive connections: random methods, paths (odd bytes, percent-encodings, dot
-segments, NULs; always under ``/-/`` on the wire, what does not start so is marimo's), headers
+One orchestrator's web side in this process (tests/support/in_process.py: the real application,
+guard and bounded server; Quix's layout, token sign-in, a stand-in marimo up) takes a seeded
+stream of requests over keep-alive connections: random methods, paths (odd bytes,
+percent-encodings, dot segments, NULs; always under ``/-/`` on the wire, what does not start so
+is marimo's), headers
 (origins, cookies, bearer tokens, content types, ranges, dates) and bodies (JSON of every shape
 and type, nested thousands deep, duplicated keys, NaN, lone surrogates, invalid UTF-8; forms;
 noise), signed in or not. ``FUZZ_SEED`` replays a run (the seed is printed); ``FUZZ_REQUESTS``
@@ -24,23 +26,23 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import tornado.web
 
 from orchestrator.session_crypto import binding
-from tests.conftest import NOTEBOOK
-from tests.support.orchestrator import Orchestrator, hermetic_env, quix_layout_env
+from tests.support.in_process import InProcess, serving
+from tests.support.notebooks import NOTEBOOK
+from tests.support.orchestrator import hermetic_env, quix_layout_env
 from tests.support.quix_portal import FakeQuixPortal
-from tests.test_auth import COOKIE, cookie_of, login, request
+from tests.support.sign_in import COOKIE, cookie_of, login, request
 
 REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "10000"))
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
     root = tmp_path_factory.mktemp("fuzz")
     notebooks = root / "app"
     notebooks.mkdir()
@@ -49,18 +51,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
     state.mkdir()
     with FakeQuixPortal() as portal:
         env = {**quix_layout_env(portal.env(), state), "ORCHESTRATOR_AUTH": "token"}
-        run = Orchestrator(notebooks, state, root / "orchestrator.log", hermetic_env(env))
-        try:
+        with serving(notebooks, state, hermetic_env(env)) as run:
             run.wait_ready()
             yield run
-        finally:
-            run.kill_everything()
 
 
-def mint_cookie(run: Orchestrator) -> str:
+def mint_cookie(run: InProcess) -> str:
     """A fresh session of the fuzz's own, signed as the orchestrator signs (for logouts)."""
-    state = Path(run.log_path).parent / "app" / "state"
-    secret = (state / "session-secret").read_bytes()
+    secret = (run.state_dir / "session-secret").read_bytes()
     value = json.dumps(
         {"sid": secrets.token_urlsafe(24), "iat": time.time(), "cb": binding(secret, run.token)}
     )
@@ -322,7 +320,7 @@ def path(rng: random.Random, token: str) -> str:
     return base
 
 
-def build(rng: random.Random, run: Orchestrator, cookie: str) -> tuple[bytes, bytes, str]:
+def build(rng: random.Random, run: InProcess, cookie: str) -> tuple[bytes, bytes, str]:
     """(method, the request's bytes, the route it names).
 
     A third of the requests are well-formed envelopes for the routes that read a body (POST,
@@ -404,7 +402,7 @@ def build(rng: random.Random, run: Orchestrator, cookie: str) -> tuple[bytes, by
     return method.encode("utf-8", "surrogatepass"), raw, route
 
 
-def test_no_request_to_our_routes_gets_a_5xx_or_a_traceback(served: Orchestrator) -> None:
+def test_no_request_to_our_routes_gets_a_5xx_or_a_traceback(served: InProcess) -> None:
     seed = int(os.environ.get("FUZZ_SEED", str(secrets.randbits(32))))
     print(f"FUZZ_SEED={seed} FUZZ_REQUESTS={REQUESTS}")
     rng = random.Random(seed)
@@ -456,7 +454,7 @@ def test_no_request_to_our_routes_gets_a_5xx_or_a_traceback(served: Orchestrator
 
 
 def post_json(
-    run: Orchestrator, route: str, body: bytes, cookie: str | None = None
+    run: InProcess, route: str, body: bytes, cookie: str | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     headers = {"Content-Type": "application/json", "Origin": run.base}
     if cookie:
@@ -464,7 +462,7 @@ def post_json(
     return request(run, "POST", route, headers, body)
 
 
-def test_a_string_is_not_a_boolean_and_the_field_is_named(served: Orchestrator) -> None:
+def test_a_string_is_not_a_boolean_and_the_field_is_named(served: InProcess) -> None:
     cookie = mint_cookie(served)  # the fuzz's failed sign-ins may have this client throttled
 
     def status() -> dict[str, object]:
@@ -494,7 +492,7 @@ def test_a_string_is_not_a_boolean_and_the_field_is_named(served: Orchestrator) 
     assert after["steps"] == before["steps"]
 
 
-def test_odd_sign_in_bodies_and_static_paths_are_refused_cleanly(served: Orchestrator) -> None:
+def test_odd_sign_in_bodies_and_static_paths_are_refused_cleanly(served: InProcess) -> None:
     log_start = len(served.log_text())
     code, headers, answer = post_json(
         served, "/-/login", json.dumps({"token": {"a": 1}, "next": {"x": 1}}).encode()

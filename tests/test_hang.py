@@ -21,8 +21,7 @@ from websockets.sync.client import connect
 from jobs.marimo import HUNG
 from jobs.settings import Liveness
 from orchestrator.options import OPTIONS
-from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import Orchestrator, stopped
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory, stopped
 from tests.test_operators import metric
 
 QUICK = Liveness(interval=0.5, timeout=1.0, misses=3)

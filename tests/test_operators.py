@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import OrchestratorFactory
+from tests.support.orchestrator import OrchestratorFactory
 
 
 def metric(text: str, name: str, **labels: str) -> float:

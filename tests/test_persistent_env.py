@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from jobs.layout import StateLayout
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
+from tests.support.orchestrator import OrchestratorFactory
 
 HTML = {"Accept": "text/html"}
 

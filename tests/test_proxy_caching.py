@@ -18,8 +18,8 @@ from tornado.web import Application, RequestHandler
 
 from proxy.caching import IMMUTABLE
 from proxy.html import HtmlTransform
-from tests.conftest import OrchestratorFactory
-from tests.conftest_proxy import (
+from tests.support.orchestrator import OrchestratorFactory
+from tests.support.proxy_harness import (
     FORWARDING_PATHS,
     RawResponse,
     Switch,

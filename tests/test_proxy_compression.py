@@ -12,7 +12,7 @@ from tornado.httputil import HTTPHeaders
 
 from proxy import compression
 from tests.backends import assets, sse
-from tests.conftest_proxy import (
+from tests.support.proxy_harness import (
     RawClient,
     RawResponse,
     Switch,

@@ -14,7 +14,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.websocket import websocket_connect
 
 from tests.backends import slow
-from tests.conftest_proxy import (
+from tests.support.proxy_harness import (
     LOADING_PAGE,
     Proxy,
     Switch,

@@ -11,7 +11,7 @@ from tornado.web import Application, RequestHandler
 from tornado.websocket import WebSocketHandler, websocket_connect
 
 from proxy.hold import KernelHold
-from tests.conftest_proxy import (
+from tests.support.proxy_harness import (
     Switch,
     async_test,
     each_front_end,

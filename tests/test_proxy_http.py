@@ -19,7 +19,7 @@ from proxy.forward import Exchange, Forwarding
 from proxy.html import HtmlTransform
 from tests.backends import counting, echo, headers
 from tests.backends.one_shot import one_shot_server
-from tests.conftest_proxy import (
+from tests.support.proxy_harness import (
     RawClient,
     Switch,
     async_test,

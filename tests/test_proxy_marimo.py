@@ -32,7 +32,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from orchestrator.status import StatusBoard
-from tests.conftest_proxy import (
+from tests.support.proxy_harness import (
     LOADING_PAGE,
     RawClient,
     Switch,
@@ -42,6 +42,8 @@ from tests.conftest_proxy import (
     wait_for,
 )
 from tests.test_proxy_streaming import MiB, python_heap_peak, rss
+
+pytestmark = pytest.mark.marimo  # every test here starts a real marimo
 
 NOTEBOOK = """import marimo
 

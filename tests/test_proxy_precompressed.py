@@ -19,7 +19,7 @@ from tornado.web import Application, RequestHandler
 from jobs.atomic import write_atomically
 from proxy.caching import IMMUTABLE
 from proxy.precompressed import AssetStore
-from tests.conftest_proxy import (
+from tests.support.proxy_harness import (
     FORWARDING_PATHS,
     Proxy,
     RawResponse,

@@ -14,7 +14,7 @@ import pytest
 from tornado.iostream import StreamClosedError
 
 from tests.backends import echo, sse
-from tests.conftest_proxy import (
+from tests.support.proxy_harness import (
     RawClient,
     Switch,
     async_test,

@@ -19,7 +19,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from proxy.websocket import WebSocketRelay
 from proxy.wsframes import Close, FrameScanner
 from tests.backends import ws_echo
-from tests.conftest_proxy import Proxy, Switch, async_test, run_proxy, serve
+from tests.support.proxy_harness import Proxy, Switch, async_test, run_proxy, serve
 
 MiB = 1024 * 1024
 

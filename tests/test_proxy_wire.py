@@ -6,7 +6,7 @@ import pytest
 
 from proxy import wire
 from tests.backends.scripted import scripted_server
-from tests.conftest_proxy import RawClient, Switch, async_test, raw_exchange, run_proxy
+from tests.support.proxy_harness import RawClient, Switch, async_test, raw_exchange, run_proxy
 
 GET = "GET /x HTTP/1.1\nHost: t\nAccept: application/json\n"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import NOTEBOOK, OrchestratorFactory
-from tests.support.orchestrator import Orchestrator
+from tests.support.notebooks import NOTEBOOK
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.quix_portal import FakeQuixPortal
 
 USER = "quix-user-token-0001"

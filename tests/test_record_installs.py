@@ -24,8 +24,8 @@ from jobs import ledger as ledger_job
 from jobs.installers import resolve_installer
 from jobs.layout import StateLayout
 from jobs.marimo_command import MANAGE_SCRIPT_METADATA, marimo_environment, records_installs
-from tests.conftest import NOTEBOOK, OrchestratorFactory
-from tests.support.orchestrator import Orchestrator
+from tests.support.notebooks import NOTEBOOK
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.wheels import build_wheel
 
 

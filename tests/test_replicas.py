@@ -24,9 +24,8 @@ import psutil
 from websockets.sync.client import connect
 
 from jobs.layout import StateLayout
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.viewers import Viewers
 
 RUN = ("--marimo-mode", "run")
@@ -336,7 +335,7 @@ def test_a_session_works_on_every_replica_and_a_logout_on_one_ends_it_on_all(
 ) -> None:
     """Behind one load balancer a viewer's requests land on any replica: replicas started
     together agree on one signing secret, and a logout on one is refused by the others."""
-    from tests.test_auth import cookie_of, login, request
+    from tests.support.sign_in import cookie_of, login, request
 
     state = tmp_path / "shared"
     replicas = [orchestrator(notebook_dir, state, *RUN) for _ in range(3)]

@@ -22,9 +22,9 @@ from jobs.layout import StateLayout
 from jobs.ledger import scan
 from jobs.manifest import Manifest
 from jobs.requirements import InstallOutcome
-from tests.conftest import RecordingReporter
 from tests.support.index import LocalIndex
 from tests.support.orchestrator import hermetic_env
+from tests.support.reporter import RecordingReporter
 
 
 def make_venv(tmp_path: Path, installer_name: str, env: dict[str, str]) -> StateLayout:

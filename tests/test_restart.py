@@ -1,4 +1,8 @@
-"""The restart API: marimo, reinstall (and rebuild), the deployment through Quix, and the CLI."""
+"""The restart API: marimo, reinstall (and rebuild), the deployment through Quix, and the CLI.
+
+What needs no marimo (refusals, the Quix call, the CLI's messages) runs against the web side in
+this process (tests/support/in_process.py); restarts of marimo and installs against real
+orchestrators."""
 
 from __future__ import annotations
 
@@ -12,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import ROOT, Orchestrator, hermetic_env
+from tests.support.in_process import InProcessFactory
+from tests.support.orchestrator import ROOT, OrchestratorFactory, hermetic_env
 from tests.support.quix_portal import FakeQuixPortal
+from tests.support.sign_in import Served
 from tests.test_operators import metric
 
 
 def post_restart(
-    run: Orchestrator,
+    run: Served,
     body: object,
     content_type: str = "application/json",
     headers: dict[str, str] | None = None,
@@ -90,10 +95,8 @@ def test_restart_install_reruns_and_rebuild_restores(
     )
 
 
-def test_bad_requests_are_refused_clearly(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
-) -> None:
-    run = orchestrator(notebook_dir, quix=False)  # the deployment needs Quix
+def test_bad_requests_are_refused_clearly(in_process: InProcessFactory, notebook_dir: Path) -> None:
+    run = in_process(notebook_dir, quix=False)  # the deployment needs Quix
     run.wait_listening()
     assert post_restart(run, {"scope": "everything"})[0] == 400
     assert post_restart(run, b"scope=marimo", "application/x-www-form-urlencoded")[0] == 415
@@ -102,9 +105,9 @@ def test_bad_requests_are_refused_clearly(
 
 
 def test_restart_deployment_asks_quix_once(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, portal: FakeQuixPortal
+    in_process: InProcessFactory, notebook_dir: Path, portal: FakeQuixPortal
 ) -> None:
-    run = orchestrator(notebook_dir, env=portal.env())
+    run = in_process(notebook_dir, env=portal.env())
     portal.state.allowed_tokens.add(run.token)  # a Quix user who may use the workspace
     run.wait_listening()
     code, body = post_restart(run, {"scope": "deployment"})
@@ -173,9 +176,9 @@ def test_the_cli_names_a_refusal(tmp_path: Path) -> None:
 
 
 def test_the_cli_says_which_option_carries_the_token(
-    orchestrator: OrchestratorFactory, notebook_dir: Path
+    in_process: InProcessFactory, notebook_dir: Path
 ) -> None:
-    run = orchestrator(notebook_dir)
+    run = in_process(notebook_dir)
     run.wait_listening()
     command = [sys.executable, "-m", "orchestrator", "restart", "--scope", "marimo"]
     command += ["--url", run.base, "--no-wait"]

@@ -23,9 +23,11 @@ from jobs.liveness import health_ok
 from jobs.marimo import HUNG, MarimoSupervisor
 from jobs.reporting import MarimoExit
 from jobs.settings import Liveness
-from tests.conftest import RecordingReporter
-from tests.conftest_proxy import async_test, wait_for
 from tests.support.orchestrator import hermetic_env
+from tests.support.proxy_harness import async_test, wait_for
+from tests.support.reporter import RecordingReporter
+
+pytestmark = pytest.mark.marimo  # every test here starts a real marimo
 
 NOTEBOOK = "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    return\n"
 BROKEN = "ImportError: cannot import name 'broken' from 'user_package'"

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psutil
+import pytest
 from tornado.websocket import websocket_connect
 
 from jobs.errors import PermanentError
@@ -27,9 +28,18 @@ from jobs.layout import StateLayout
 from jobs.marimo import HUNG, MarimoSupervisor
 from jobs.settings import Liveness, Switching
 from orchestrator.status import StatusBoard
-from tests.conftest_proxy import RawClient, Switch, async_test, raw_exchange, run_proxy, wait_for
 from tests.support.orchestrator import hermetic_env, stopped
+from tests.support.proxy_harness import (
+    RawClient,
+    Switch,
+    async_test,
+    raw_exchange,
+    run_proxy,
+    wait_for,
+)
 from tests.test_supervision import NOTEBOOK
+
+pytestmark = pytest.mark.marimo  # every test here starts a real marimo
 
 MARIMO_BOOT = 120.0
 """Seconds a marimo may take to answer after its start on a machine other tests share."""

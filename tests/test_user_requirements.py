@@ -28,9 +28,13 @@ from jobs import ledger as ledger_job
 from jobs import user_requirements
 from jobs.layout import StateLayout
 from jobs.sources import collect
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
-from tests.support.orchestrator import Orchestrator, hermetic_env, quix_layout_env
+from tests.support.orchestrator import (
+    Orchestrator,
+    OrchestratorFactory,
+    hermetic_env,
+    quix_layout_env,
+)
 from tests.support.quix_portal import FakeQuixPortal
 
 

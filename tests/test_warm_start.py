@@ -16,8 +16,7 @@ from pathlib import Path
 import psutil
 
 from jobs.layout import StateLayout
-from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import Orchestrator
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.test_end_to_end import _kernel_first_message
 from tests.test_persistent_env import imports
 

@@ -18,8 +18,8 @@ from tests.browser.ui import (
     sign_in,
     write_notebook,
 )
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
+from tests.support.orchestrator import OrchestratorFactory
 
 # The outputs are computed, so the cell's source never contains them.
 ALPHA_CELL = """

@@ -24,8 +24,7 @@ from tests.browser.ui import (
     sign_in,
     write_notebook,
 )
-from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import quix_layout_env
+from tests.support.orchestrator import OrchestratorFactory, quix_layout_env
 from tests.support.quix_portal import FakeQuixPortal
 
 COWSAY_CELL = """

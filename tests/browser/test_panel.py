@@ -21,7 +21,7 @@ from tests.browser.ui import (
     sign_in,
     write_notebook,
 )
-from tests.conftest import OrchestratorFactory
+from tests.support.orchestrator import OrchestratorFactory
 from tests.support.wheels import build_wheel
 
 COVERED = """() => {

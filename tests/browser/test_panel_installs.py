@@ -32,8 +32,7 @@ from tests.browser.ui import (
     sign_in,
     write_notebook,
 )
-from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import Orchestrator
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.wheels import build_wheel
 
 INSTALLERS = ["uv", "pip"]

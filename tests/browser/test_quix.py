@@ -15,8 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.browser.ui import EDITOR_PATH, START_TIMEOUT, Shots, expect, write_notebook
-from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import Orchestrator
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.quix_portal import FakeQuixPortal
 
 CELL = """

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.browser.ui import Shots, expect, sign_in, write_notebook
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
+from tests.support.orchestrator import OrchestratorFactory
 
 CELL = """
 import orch_alpha

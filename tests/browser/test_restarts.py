@@ -23,8 +23,7 @@ from tests.browser.ui import (
     sign_in,
     write_notebook,
 )
-from tests.conftest import OrchestratorFactory
-from tests.support.orchestrator import Orchestrator, stopped
+from tests.support.orchestrator import Orchestrator, OrchestratorFactory, stopped
 from tests.test_hang import QUICK_ARGS
 from tests.test_restart import post_restart
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.browser.ui import EDITOR_PATH, Shots, expect, write_notebook
-from tests.conftest import OrchestratorFactory
+from tests.support.orchestrator import OrchestratorFactory
 
 
 def test_the_token_form_refuses_a_wrong_token_and_admits_the_right_one(

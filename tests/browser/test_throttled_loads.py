@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.browser.ui import EDITOR_PATH, expect, expect_editor, sign_in, write_notebook
-from tests.conftest import OrchestratorFactory
+from tests.support.orchestrator import OrchestratorFactory
 from tests.support.slow_link import SlowLink
 
 try:

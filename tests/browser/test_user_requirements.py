@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.browser.ui import Shots, expect, expect_editor, sign_in, write_notebook
-from tests.conftest import OrchestratorFactory
 from tests.support.index import LocalIndex
+from tests.support.orchestrator import OrchestratorFactory
 from tests.test_user_requirements import listed, terminal_install
 
 

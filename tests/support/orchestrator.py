@@ -311,3 +311,7 @@ class Orchestrator:
             self.process.wait(timeout=10)
         if not self._log.closed:
             self._log.close()
+
+
+OrchestratorFactory = Callable[..., Orchestrator]
+"""The ``orchestrator`` fixture (tests/conftest.py): starts one, ended at the test's teardown."""

@@ -1,4 +1,4 @@
-"""Shared harness for the proxy tests (imported explicitly by ``tests/test_proxy_*.py``).
+"""Shared harness for the proxy tests (``tests/test_proxy_*.py`` and the other in-process ones).
 
 Every test runs in its own asyncio loop (:func:`async_test`); servers listen on 127.0.0.1 with
 ports chosen by the kernel, and are closed when their ``async with`` block ends.
