@@ -69,8 +69,8 @@ class DirectSettings:
     loading_page: Callable[[], bytes]
     pool: ConnectionPool
     response_timeout: float
-    admits_at_once: Callable[[httputil.HTTPServerRequest], bool] | None
-    """True when the request may pass without waiting; None admits everything."""
+    admits_at_once: Callable[[httputil.HTTPServerRequest], bool]
+    """True when the request may pass without waiting for the guard."""
     finish_headers: Callable[[httputil.HTTPHeaders], None] | None = None
     """Applied to every response's headers just before they are sent."""
     on_finished: Callable[[httputil.HTTPServerRequest, int], None] | None = None
@@ -100,8 +100,7 @@ class DirectRouter(Router):
         hold = self.settings.hold
         if hold is not None and hold.held and hold.holds_http(request):
             return None  # HttpForwarder waits for the environment
-        admits = self.settings.admits_at_once
-        if admits is not None and not admits(request):
+        if not self.settings.admits_at_once(request):
             return None  # the guard must look closer (and may answer): HttpForwarder
         return DirectExchange(self.settings, request, request.connection, upstream)
 

@@ -67,10 +67,10 @@ class HttpForwarder(RequestHandler):
     def initialize(
         self,
         lookup: UpstreamLookup,
+        guard: Callable[[RequestHandler], Awaitable[bool]],
         loading_page: Callable[[], bytes],
         pool: ConnectionPool,
         response_timeout: float,
-        guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
         require_server_token: bool = False,
         html_transform: html.HtmlTransform | None = None,
         asset_store: AssetStore | None = None,
@@ -93,7 +93,7 @@ class HttpForwarder(RequestHandler):
         return None
 
     async def prepare(self) -> None:
-        if self._guard is not None and not await self._guard(self):
+        if not await self._guard(self):
             return  # refused and answered: nothing reaches marimo
         # Proxied bodies pass as marimo sent them, or through proxy.compression: never through
         # Tornado's gzip transform (headers-only transforms the application adds, such as the
