@@ -36,7 +36,8 @@ from tornado.http1connection import HTTP1Connection
 from tornado.routing import Router
 
 from proxy import compression, gate, html, wire
-from proxy.forward import Failure, Forwarding, valid_target
+from proxy.forward import Forwarding
+from proxy.front import Failure, valid_target
 from proxy.headers import learn_session, toward_client, toward_marimo
 from proxy.hold import KernelHold
 from proxy.pool import ConnectionPool
@@ -189,7 +190,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
             if self._settings.on_finished is not None and self._status:
                 self._settings.on_finished(self._request, self._status)
 
-    # -- proxy.forward.Front -----------------------------------------------------------------
+    # -- proxy.front.Front -------------------------------------------------------------------
 
     def start(self, response: wire.Response) -> None:
         code = response.start_line.code

@@ -27,7 +27,8 @@ from tornado.http1connection import HTTP1Connection
 from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 
 from proxy import compression, gate, html, wire
-from proxy.forward import Failure, Forwarding, valid_target
+from proxy.forward import Forwarding
+from proxy.front import Failure, valid_target
 from proxy.headers import learn_session, tokens, toward_client, toward_marimo
 from proxy.hold import KernelHold
 from proxy.pool import ConnectionPool
@@ -188,7 +189,7 @@ class HttpForwarder(RequestHandler):
             except ValueError:
                 log.debug("proxy.http.drop-header name=%s reason=unsafe-value", name)
 
-    # -- proxy.forward.Front -----------------------------------------------------------------
+    # -- proxy.front.Front -------------------------------------------------------------------
 
     def start(self, response: wire.Response) -> None:
         self.start_response(response.start_line, response.headers)
