@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from jobs import ledger, snapshot
 from jobs.atomic import write_atomically
@@ -38,6 +38,9 @@ from jobs.layout import StateLayout
 from jobs.manifest import Manifest
 from jobs.reporting import Reporter
 from jobs.settings import JobSettings
+
+if TYPE_CHECKING:
+    from jobs.head_start import HeadStart
 
 DEBOUNCE = 3.0
 """Seconds without further change before a snapshot is taken (an install comes in bursts)."""
@@ -193,6 +196,32 @@ def why_not_serve_early(layout: StateLayout) -> str:
     if shadowed:
         return f"the snapshot replaces packages of the image ({', '.join(shadowed[:5])})"
     return ""
+
+
+async def serves_early(
+    mode: str, layout: StateLayout, head: HeadStart | None, reporter: Reporter
+) -> bool:
+    """Whether marimo serves from a skeleton of the venv, kernels held, while the venv is
+    restored (edit mode, :func:`why_not_serve_early`): the skeleton is made here unless the
+    marimo started early (``head``) runs from one already; a marimo started early on anything
+    else rules it out."""
+    skeleton = head is not None and head.skeleton and head.python == layout.venv_python
+    if mode != "edit" or (head is not None and not skeleton):
+        return False
+    if not skeleton:  # else the head start made it and started marimo on it already
+        why_not = await off_loop(why_not_serve_early, layout)
+        if why_not:
+            if layout.local is not None:
+                reporter.log("venv", "orchestrator", f"marimo waits for the venv: {why_not}")
+            return False
+        await off_loop(make_skeleton, layout)
+    reporter.log(
+        "venv",
+        "orchestrator",
+        "marimo starts while your Python packages are restored; notebooks connect once "
+        "they are in place",
+    )
+    return True
 
 
 def make_skeleton(layout: StateLayout) -> None:
