@@ -20,8 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from jobs import declared_install as declared_job
-from jobs import free_space, ledger, scratch
-from jobs import requirements as requirements_job
+from jobs import free_space, ledger, scratch, user_installs
 from jobs.blocking import off_loop
 from jobs.environment import EnvironmentSteps
 from jobs.errors import JobError
@@ -102,7 +101,7 @@ async def _install_what_ui_packages_need(
         return
     async with venv_lock:
         try:
-            replaced = await requirements_job.install_what_ui_packages_need(
+            replaced = await user_installs.install_what_ui_packages_need(
                 layout, installer, env, reporter
             )
         except JobError as error:
