@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from jobs import ledger, snapshot
+from jobs import ledger, snapshot, snapshot_restore
 from jobs.atomic import write_atomically
 from jobs.blocking import at_low_priority, off_loop
 from jobs.env_location import Placement, decide
@@ -131,7 +131,7 @@ async def restore(layout: StateLayout, reporter: Reporter) -> Restored:
     await off_loop(_clear, layout, True)
     try:
         seconds = await at_low_priority(
-            snapshot.restore, record, layout.snapshot_archives, layout.venv
+            snapshot_restore.restore, record, layout.snapshot_archives, layout.venv
         )
     except snapshot.CorruptSnapshot as error:
         aside = await off_loop(
@@ -156,7 +156,7 @@ def _clear(layout: StateLayout, keep_skeleton: bool = False) -> None:
 
     with contextlib.suppress(FileNotFoundError):
         layout.manifest.unlink()
-    if keep_skeleton and (layout.venv / snapshot.SKELETON_MARK).is_file():
+    if keep_skeleton and (layout.venv / snapshot_restore.SKELETON_MARK).is_file():
         return
     if layout.venv.exists() or layout.venv.is_symlink():
         remove(layout.venv)
@@ -238,7 +238,7 @@ def make_skeleton(layout: StateLayout) -> None:
         layout.venv
     )
     write_layer(layout)
-    (layout.venv / snapshot.SKELETON_MARK).write_text(
+    (layout.venv / snapshot_restore.SKELETON_MARK).write_text(
         "No packages yet: the snapshot on the volume is being restored.\n", encoding="utf-8"
     )
 
