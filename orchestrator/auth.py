@@ -159,9 +159,9 @@ class Guard:
         """The Quix user's token behind a request (its bearer, or its session's), if any."""
         if self.mode != "quix":
             return None
-        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and bearer.strip():
-            return bearer.strip()
+        bearer = _bearer(request)
+        if bearer is not None:
+            return bearer
         session = self._live(self.cookies.of_request(request))
         return self.cookies.credential(session) if session is not None else None
 
@@ -176,7 +176,7 @@ class Guard:
 
     def user_token(self, handler: tornado.web.RequestHandler) -> str | None:
         """The signed-in Quix user's token, for calls made on their behalf (never shown)."""
-        bearer = _bearer(handler)
+        bearer = _bearer(handler.request)
         if bearer is not None:
             return bearer
         session = self.session(handler)
@@ -266,7 +266,7 @@ class Guard:
                 self.on_admit(request)
                 return True
             self.cookies.clear(handler)
-        token = _bearer(handler)
+        token = _bearer(handler.request)
         if token is not None:
             outcome, wait = await self.try_token(handler, token)
             if outcome == "ok":
@@ -294,8 +294,9 @@ class Guard:
         return False
 
 
-def _bearer(handler: tornado.web.RequestHandler) -> str | None:
-    value = handler.request.headers.get("Authorization", "")
+def _bearer(request: HTTPServerRequest) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if any."""
+    value = request.headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
