@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from jobs import declared_install as declared_job
-from jobs import ledger, local_env
+from jobs import ledger, local_env, user_installs
 from jobs import requirements as requirements_job
 from jobs import venv as venv_job
 from jobs.blocking import off_loop
@@ -191,7 +191,7 @@ class EnvironmentSteps:
             )
 
         async def restore_attempt() -> str:
-            return await requirements_job.restore_user_packages(
+            return await user_installs.restore_user_packages(
                 layout, installer, self._env, self.reporter
             )
 

@@ -33,24 +33,12 @@ import socket
 import time
 from pathlib import Path
 
-from jobs.atomic import write_atomically
+from jobs.atomic import link_exclusively, write_atomically, write_private
 
 
 def holder_id() -> str:
     """host:pid:random, unique to one process."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(6).hex()}"
-
-
-def _write_private(path: Path, content: bytes) -> Path:
-    """``content`` in a new file beside ``path`` (unique name), flushed to disk."""
-    private = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return private
 
 
 def read_record(path: Path) -> bytes | None:
@@ -135,9 +123,9 @@ class LeaseWaiter:
     def try_take(self) -> Lease | None:
         """The lease when it was free (or its holder's heartbeat stopped), else ``None``."""
         lease = Lease(self.path, holder_id(), self.ttl)
-        private = _write_private(self.path, lease.record())
+        private = write_private(self.path, lease.record())
         try:
-            if _link(private, self.path):
+            if link_exclusively(private, self.path):
                 return lease
             current = read_record(self.path)
             now = time.monotonic()
@@ -147,7 +135,7 @@ class LeaseWaiter:
             if now - self._seen_at < self.ttl:
                 return None
             self._break(current, private)
-            if _link(private, self.path):
+            if link_exclusively(private, self.path):
                 return lease
             return None
         finally:
@@ -157,7 +145,7 @@ class LeaseWaiter:
     def _break(self, stale: bytes, private: Path) -> None:
         digest = hashlib.sha256(stale).hexdigest()[:16]
         marker = self.path.with_name(f".{self.path.name}.break-{digest}")
-        if not _link(private, marker):
+        if not link_exclusively(private, marker):
             return  # another waiter breaks this very record
         try:
             if read_record(self.path) == stale:
@@ -166,21 +154,3 @@ class LeaseWaiter:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 marker.unlink()
-
-
-def _link(source: Path, target: Path) -> bool:
-    """Exclusive creation of ``target`` with ``source``'s content: True when this call made it.
-
-    On NFS a lost reply can make a successful ``link`` report an error; the link count of the
-    private file then says what happened (the open(2) manual's recipe).
-    """
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        return False
-    except OSError:
-        try:
-            return os.stat(source).st_nlink == 2
-        except OSError:
-            return False
-    return True

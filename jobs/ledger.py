@@ -33,7 +33,7 @@ from pathlib import Path
 from jobs.atomic import write_atomically
 from jobs.dist_metadata import canonical, distributions
 from jobs.layout import StateLayout
-from jobs.manifest import Manifest
+from jobs.manifest import Manifest, read_object
 
 
 def site_packages(venv: Path) -> list[Path]:
@@ -65,11 +65,8 @@ class Ledger:
     @classmethod
     def load(cls, path: Path) -> Ledger:
         """The ledger on disk; unreadable or wrong-shaped parts are read as empty, never raised."""
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return cls()
-        if not isinstance(raw, dict):
+        raw = read_object(path)
+        if raw is None:
             return cls()
         return cls(
             baseline=_packages(raw.get("baseline")),

@@ -15,14 +15,20 @@ Invariants:
 * the watch only starts once marimo has answered ``/health`` (the supervisor starts it after
   the start is reported), and the supervisor cancels it before any restart or stop it makes,
   so a marimo being started or stopped on purpose is never taken for a hung one;
-* probes go straight to marimo's port, not through the proxy: they are no user's activity.
+* probes go straight to marimo's port, not through the proxy: they are no user's activity;
+* :func:`wait_ready` (a starting marimo) returns only once ``/health`` answered, and never
+  leaves a marimo that did not answer in time running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Sequence
 
+from jobs.errors import TransientError
+from jobs.processes import ChildProcess, terminate_tree_async
 from jobs.settings import Liveness
 
 
@@ -101,3 +107,35 @@ async def until_hung(
                 f"no answer to /health within {liveness.timeout:g} s, {missed} times in a row "
                 f"over {loop.time() - first_miss:.1f} s"
             )
+
+
+async def wait_ready(
+    process: ChildProcess,
+    port: int,
+    reader: asyncio.Task[None],
+    timeout: float,
+    output: Sequence[str],
+) -> None:
+    """Return once a starting marimo answers ``/health``. Raises :class:`TransientError` when
+    it exits first (with the last lines of ``output``, once ``reader`` read them all) or does
+    not answer within ``timeout`` (its tree ended first)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        # Every 5 ms while a normal start could still be under way (a refused connection
+        # costs microseconds, and every millisecond here is one users wait), then every
+        # 100 ms.
+        delay = 0.005 if time.monotonic() - started < 10.0 else 0.1
+        if process.returncode is not None:
+            await reader
+            raise TransientError(
+                f"marimo exited with code {process.returncode} before it was ready: "
+                + " ".join(list(output)[-3:])
+            )
+        if await health_ok(port):
+            return
+        if time.monotonic() > deadline:
+            await terminate_tree_async(process.pid)
+            raise TransientError(f"marimo did not answer within {timeout:.0f} s")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(process.wait()), timeout=delay)

@@ -26,9 +26,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from jobs import ledger, snapshot
+from jobs import ledger, snapshot, snapshot_restore
 from jobs.atomic import write_atomically
 from jobs.blocking import at_low_priority, off_loop
 from jobs.env_location import Placement, decide
@@ -38,6 +38,9 @@ from jobs.layout import StateLayout
 from jobs.manifest import Manifest
 from jobs.reporting import Reporter
 from jobs.settings import JobSettings
+
+if TYPE_CHECKING:
+    from jobs.head_start import HeadStart
 
 DEBOUNCE = 3.0
 """Seconds without further change before a snapshot is taken (an install comes in bursts)."""
@@ -128,7 +131,7 @@ async def restore(layout: StateLayout, reporter: Reporter) -> Restored:
     await off_loop(_clear, layout, True)
     try:
         seconds = await at_low_priority(
-            snapshot.restore, record, layout.snapshot_archives, layout.venv
+            snapshot_restore.restore, record, layout.snapshot_archives, layout.venv
         )
     except snapshot.CorruptSnapshot as error:
         aside = await off_loop(
@@ -153,7 +156,7 @@ def _clear(layout: StateLayout, keep_skeleton: bool = False) -> None:
 
     with contextlib.suppress(FileNotFoundError):
         layout.manifest.unlink()
-    if keep_skeleton and (layout.venv / snapshot.SKELETON_MARK).is_file():
+    if keep_skeleton and (layout.venv / snapshot_restore.SKELETON_MARK).is_file():
         return
     if layout.venv.exists() or layout.venv.is_symlink():
         remove(layout.venv)
@@ -195,6 +198,32 @@ def why_not_serve_early(layout: StateLayout) -> str:
     return ""
 
 
+async def serves_early(
+    mode: str, layout: StateLayout, head: HeadStart | None, reporter: Reporter
+) -> bool:
+    """Whether marimo serves from a skeleton of the venv, kernels held, while the venv is
+    restored (edit mode, :func:`why_not_serve_early`): the skeleton is made here unless the
+    marimo started early (``head``) runs from one already; a marimo started early on anything
+    else rules it out."""
+    skeleton = head is not None and head.skeleton and head.python == layout.venv_python
+    if mode != "edit" or (head is not None and not skeleton):
+        return False
+    if not skeleton:  # else the head start made it and started marimo on it already
+        why_not = await off_loop(why_not_serve_early, layout)
+        if why_not:
+            if layout.local is not None:
+                reporter.log("venv", "orchestrator", f"marimo waits for the venv: {why_not}")
+            return False
+        await off_loop(make_skeleton, layout)
+    reporter.log(
+        "venv",
+        "orchestrator",
+        "marimo starts while your Python packages are restored; notebooks connect once "
+        "they are in place",
+    )
+    return True
+
+
 def make_skeleton(layout: StateLayout) -> None:
     """A venv with no packages of its own at ``layout.venv``, marked as a skeleton: it runs
     marimo from the image at once; :func:`restore` exchanges it for the restored venv in one
@@ -209,7 +238,7 @@ def make_skeleton(layout: StateLayout) -> None:
         layout.venv
     )
     write_layer(layout)
-    (layout.venv / snapshot.SKELETON_MARK).write_text(
+    (layout.venv / snapshot_restore.SKELETON_MARK).write_text(
         "No packages yet: the snapshot on the volume is being restored.\n", encoding="utf-8"
     )
 

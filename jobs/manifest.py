@@ -70,11 +70,8 @@ class Manifest:
     def load(cls, path: Path) -> Manifest:
         """The manifest on disk; anything unreadable or wrong-shaped (not JSON, not an object,
         a record with missing or mistyped fields) is read as "nothing known", never raised."""
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return cls()
-        if not isinstance(raw, dict):
+        raw = read_object(path)
+        if raw is None:
             return cls()
         history = raw.get("history")
         pending = raw.get("pending_install")
@@ -91,6 +88,16 @@ class Manifest:
 
     def save(self, path: Path) -> None:
         write_atomically(path, json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")
+
+
+def read_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object ``path`` holds; None when it is unreadable, not JSON or not an object
+    (a state file is read leniently: never raised)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def _record(kind: Any, raw: object) -> Any:

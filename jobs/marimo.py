@@ -29,7 +29,6 @@ a marimo being started or drained by a switch is ended by :meth:`MarimoSuperviso
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -43,16 +42,16 @@ from jobs.errors import PermanentError, TransientError
 from jobs.head_start import HeadStart
 from jobs.installers import Installer
 from jobs.layout import StateLayout
-from jobs.liveness import health_ok, until_hung
+from jobs.liveness import until_hung, wait_ready
 from jobs.marimo_command import (
     NOT_RECORDED_WITH_PIP,
     TokenFile,
-    configured_manager,
     free_port,
     marimo_argv,
     marimo_environment,
     records_installs,
 )
+from jobs.marimo_config import configure_package_manager, configured_manager
 from jobs.processes import (
     AdoptedProcess,
     ChildProcess,
@@ -74,42 +73,6 @@ _RELAUNCH_WAIT = wait_exponential_jitter(initial=1.0, max=30.0, jitter=1.0)
 
 _DRAIN_POLL = 0.05
 """Seconds between two looks at what is still open toward a marimo being drained."""
-
-
-def configure_package_manager(layout: StateLayout, installer: Installer) -> None:
-    """Make marimo's Install button use our installer; keep every other user setting.
-
-    A config file that cannot be parsed is kept aside as ``marimo.toml.broken`` (never lost).
-    """
-    if configured_manager(layout) == installer.name:
-        return  # read with the standard library: tomlkit is only needed to write
-    import tomlkit
-
-    path = layout.marimo_config
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document: tomlkit.TOMLDocument
-    try:
-        document = tomlkit.parse(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        document = tomlkit.document()
-    except (OSError, ValueError, tomlkit.exceptions.TOMLKitError):
-        path.replace(path.with_name(path.name + ".broken"))
-        document = tomlkit.document()
-    table = document.get("package_management")
-    if not isinstance(table, dict):  # missing, or a string/number/array where a table belongs
-        if table is not None:
-            path.parent.joinpath(path.name + ".broken").write_text(
-                tomlkit.dumps(document), encoding="utf-8"
-            )
-            del document["package_management"]
-        table = tomlkit.table()
-        document["package_management"] = table
-    if table.get("manager") == installer.name:
-        return
-    table["manager"] = installer.name
-    from jobs.atomic import write_atomically
-
-    write_atomically(path, tomlkit.dumps(document))
 
 
 class MarimoSupervisor:
@@ -235,7 +198,7 @@ class MarimoSupervisor:
             else:
                 self._process = process
             reader = asyncio.create_task(self._pump(process))
-            await self._wait_ready(process, port, reader)
+            await wait_ready(process, port, reader, self.ready_timeout, self.output)
         finally:
             token.remove()
         return process, port, token.token
@@ -248,7 +211,7 @@ class MarimoSupervisor:
             process = await AdoptedProcess.adopt(head.popen)
             self._process = process
             reader = asyncio.create_task(self._pump(process))
-            await self._wait_ready(process, head.port, reader)
+            await wait_ready(process, head.port, reader, self.ready_timeout, self.output)
         finally:
             head.token.remove()
         self._serving = (process, head.port)
@@ -259,30 +222,6 @@ class MarimoSupervisor:
             clean = redact(line, self._tokens)
             self.output.append(clean)
             self.reporter.log("marimo", "marimo", clean)
-
-    async def _wait_ready(
-        self, process: ChildProcess, port: int, reader: asyncio.Task[None]
-    ) -> None:
-        started = time.monotonic()
-        deadline = started + self.ready_timeout
-        while True:
-            # Every 5 ms while a normal start could still be under way (a refused connection
-            # costs microseconds, and every millisecond here is one users wait), then every
-            # 100 ms.
-            delay = 0.005 if time.monotonic() - started < 10.0 else 0.1
-            if process.returncode is not None:
-                await reader
-                raise TransientError(
-                    f"marimo exited with code {process.returncode} before it was ready: "
-                    + " ".join(list(self.output)[-3:])
-                )
-            if await health_ok(port):
-                return
-            if time.monotonic() > deadline:
-                await terminate_tree_async(process.pid)
-                raise TransientError(f"marimo did not answer within {self.ready_timeout:.0f} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(process.wait()), timeout=delay)
 
     async def watch(self) -> None:
         """Keep marimo running until :meth:`stop`; returns when restarts are given up."""

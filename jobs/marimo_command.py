@@ -126,19 +126,6 @@ class TokenFile:
             self.path.parent.rmdir()
 
 
-def configured_manager(layout: StateLayout) -> str | None:
-    """The package manager marimo's config names (``None`` when unset or unreadable)."""
-    import tomllib
-
-    try:
-        with layout.marimo_config.open("rb") as handle:
-            table = tomllib.load(handle).get("package_management")
-    except (OSError, ValueError):  # TOMLDecodeError, and UnicodeDecodeError for non-UTF-8 bytes
-        return None
-    manager = table.get("manager") if isinstance(table, dict) else None
-    return manager if isinstance(manager, str) else None
-
-
 def marimo_argv(
     python: Path, mode: MarimoMode, notebook_dir: Path, port: int, token_file: Path
 ) -> list[str]:

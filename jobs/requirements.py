@@ -2,7 +2,8 @@
 
 The sources (the requirements file with its includes, the notebooks' PEP 723 headers,
 ``pyproject.toml`` + ``uv.lock``) are read by jobs/sources.py and turned into the installer's
-input by jobs/declared_install.py.
+input by jobs/declared_install.py; each installer command runs through jobs/installer_run.py.
+The packages users install themselves are jobs/user_installs.py's.
 
 Invariants:
 - the install is skipped (no installer process at all) exactly when the fingerprint of what
@@ -20,7 +21,6 @@ Invariants:
 from __future__ import annotations
 
 import errno
-import shlex
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,12 +35,10 @@ from jobs.declared_install import InstallInput
 from jobs.direct_references import local_files
 from jobs.errors import DiskFullError, JobError, PermanentError, TransientError
 from jobs.install_summary import changes, no_changes, summary
-from jobs.installer_output import ProgressParser, classify_failure
+from jobs.installer_run import InstallerRun
 from jobs.installers import Installer, find_uv
 from jobs.layout import StateLayout
 from jobs.manifest import InstallRecord, Manifest
-from jobs.processes import lines, spawn
-from jobs.redact import redact
 from jobs.reporting import Reporter
 from jobs.script_headers import HeaderCache
 from jobs.sources import Declared
@@ -77,59 +75,6 @@ def validate(path: Path, content: str) -> None:
                 f"{path} line {number}: {line!r} is not a valid requirement "
                 f"({str(error).splitlines()[0]})"
             ) from None
-
-
-class InstallerRun:
-    """Runs installer commands for one step, streaming their output as log and progress.
-
-    With ``declared``, the installer runs from the requirements file's folder (relative paths
-    in the file mean what they mean next to it), and a failing path, URL or repository line is
-    reported with its file and line."""
-
-    def __init__(
-        self,
-        installer: Installer,
-        layout: StateLayout,
-        env: Mapping[str, str],
-        reporter: Reporter,
-        declared: Declared | None = None,
-    ) -> None:
-        self.installer = installer
-        self.layout = layout
-        self.env = installer.environment(env, layout)
-        self.reporter = reporter
-        self.parser = ProgressParser()
-        self.folder = None if declared is None else declared.install_folder
-        self.references = () if declared is None else declared.references
-        self.asked_where = {} if declared is None else declared.asked_where()
-
-    async def __call__(self, argv: list[str]) -> list[str]:
-        where = "" if self.folder is None else f" in {self.folder}"
-        self.reporter.log(
-            "requirements", "orchestrator", redact(f"Running {shlex.join(argv)}{where}")
-        )
-        process = await spawn(argv, env=self.env, cwd=self.folder)
-        output: list[str] = []
-        async for line in lines(process):
-            clean = redact(line)
-            output.append(clean)
-            self.reporter.log("requirements", self.installer.name, clean)
-            if update := self.parser.feed(clean):
-                self.reporter.step_progress("requirements", update[0], update[1])
-        code = await process.wait()
-        if code != 0:
-            timeout = self.env.get("UV_HTTP_TIMEOUT") if self.installer.name == "uv" else "30"
-            raise classify_failure(
-                self.installer.name,
-                code,
-                output,
-                self.layout.root,
-                timeout,
-                self.references,
-                self.folder,
-                self.asked_where,
-            )
-        return output
 
 
 async def _install_with_uv(
@@ -412,65 +357,3 @@ async def _remove_unrequested_copies(
     )
     await run(run.installer.uninstall_argv(run.layout.venv_python, sorted(stale)))
     return f"; removed the venv's {described}: no longer in {named}"
-
-
-async def install_what_ui_packages_need(
-    layout: StateLayout, installer: Installer, env: Mapping[str, str], reporter: Reporter
-) -> str:
-    """marimo's Install button leaves the image's packages out of uv's resolution (UV_EXCLUDE);
-    when a package it installed truly needs another version of one, that version goes into the
-    venv now. Returns what was replaced and why ("" when nothing was needed)."""
-    image, wanted = await off_loop(_image_packages_needed, layout)
-    if not wanted:
-        return ""
-    run = InstallerRun(installer, layout, env, reporter)
-    specs = [requirement for requirement, _ in wanted.values()]
-    workdir = scratch.temp_root() / scratch.owned_name("orchestrator-install")
-    workdir.mkdir(mode=0o700)
-    try:
-        args = list(specs)
-        if installer.name == "uv":
-            excludes_file = workdir / "image-excludes.txt"
-            others = sorted(set(image) - set(wanted))
-            excludes_file.write_text("".join(f"{name}\n" for name in others), encoding="utf-8")
-            args = ["--excludes", str(excludes_file), *specs]
-        await run(installer.install_argv(layout.venv_python, args))
-    finally:
-        await off_loop(shutil.rmtree, workdir, ignore_errors=True)
-    now = await off_loop(ledger.scan, layout.venv)
-    described = "; ".join(
-        f"the image's {name} {image[name]} is replaced in the venv by {name} "
-        f"{now.get(name, '?')}: {by} needs {requirement}"
-        for name, (requirement, by) in sorted(wanted.items())
-    )
-    reporter.log("requirements", "orchestrator", described)
-    return described
-
-
-async def restore_user_packages(
-    layout: StateLayout, installer: Installer, env: Mapping[str, str], reporter: Reporter
-) -> str:
-    """Reinstall the ledger's packages that a rebuilt venv lacks, at their recorded versions."""
-    pins = await off_loop(ledger.missing_user_packages, layout)
-    if not pins:
-        await off_loop(ledger.mark_restored, layout)
-        return ""
-    reporter.step_progress("requirements", f"Restoring {len(pins)} packages you installed", 0.96)
-    run = InstallerRun(installer, layout, env, reporter)
-    try:
-        await run(installer.install_argv(layout.venv_python, ["--no-deps", *pins]))
-    except TransientError:
-        run.env = {**run.env, "UV_OFFLINE": "1"}
-        await run(installer.install_argv(layout.venv_python, ["--no-deps", *pins]))
-    await off_loop(ledger.mark_restored, layout)
-    return f"; restored {', '.join(pins)}"
-
-
-def _image_packages_needed(
-    layout: StateLayout,
-) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
-    """The image's packages, and those a venv package needs in another version than the
-    image's (name → (requirement, needed by))."""
-    image = image_job.image_distributions()
-    own = set(ledger.scan(layout.venv))
-    return image, image_job.needs(ledger.site_packages(layout.venv), image, set(image) - own)

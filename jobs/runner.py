@@ -18,7 +18,8 @@ Run mode on a persistent state folder shares it between replicas: the build leas
 replica serves as soon as a finished environment for its requirements exists (which
 environment, and when to build or move to another: jobs/replicas.py).
 
-Once marimo runs, background watchers (jobs/watchers.py) hand changes back to the pipeline.
+The ``marimo`` step itself is jobs/marimo_step.py's. Once marimo runs, background watchers
+(jobs/watchers.py) hand changes back to the pipeline.
 Invariant: every change to the venv in use (an install, a rebuild, a repair, a move to another
 generation) happens under the pipeline's venv lock, one at a time.
 """
@@ -28,11 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable
 from pathlib import Path
 
-from jobs import declared_install as declared_job
-from jobs import free_space, ledger, local_env, scratch, state_step, watchers
+from jobs import local_env, marimo_step, scratch, state_step, watchers
 from jobs import venv as venv_job
 from jobs.blocking import off_loop
 from jobs.environment import EnvironmentSteps
@@ -44,17 +43,9 @@ from jobs.layout import StateLayout
 from jobs.marimo import MarimoSupervisor
 from jobs.replicas import Replicas
 from jobs.reporting import STEP_NAMES, Reporter, StepTracker
-from jobs.retry import POLICIES, run_step
 from jobs.settings import JobSettings
 from jobs.sources import Declared
 from jobs.state import StateLock
-
-
-def visible_marimo(layout: StateLayout) -> str | None:
-    """The marimo version the venv's interpreter imports: its own copy's, else the image's."""
-    from jobs.image import image_distributions
-
-    return ledger.scan(layout.venv).get("marimo") or image_distributions().get("marimo")
 
 
 class Pipeline:
@@ -78,16 +69,24 @@ class Pipeline:
         self.supervisor: MarimoSupervisor | None = None
         self._env = dict(settings.env)
         self._steps = EnvironmentSteps(
-            settings, self.reporter, self.drop_head_start, self._install_once_space_is_freed
+            settings,
+            self.reporter,
+            self.drop_head_start,
+            lambda layout, installer: self._watchers.install_once_space_is_freed(layout, installer),
         )
-        self._space_wait: asyncio.Task[None] | None = None
         self._replicas: Replicas | None = None
         self._venv_lock = asyncio.Lock()
-        self._background: set[asyncio.Task[None]] = set()
+        self._watchers = watchers.Watchers(
+            settings,
+            self.reporter,
+            self._steps,
+            self._venv_lock,
+            on_change=self._environment_changed,
+            reinstall=lambda reason: self.reinstall(force=False, reason=reason),
+            repair=self.restart_marimo,
+        )
         self._marimo_task: asyncio.Task[None] | None = None
         self._gave_up = False
-        self._watching = False
-        self._venv_watch: asyncio.Task[None] | None = None
         self._marimo_version: str | None = None
         self._keeper: local_env.SnapshotKeeper | None = None
         self._built = asyncio.Event()
@@ -142,28 +141,12 @@ class Pipeline:
 
     async def _serve_while_restoring(self, layout: StateLayout) -> bool:
         """Start marimo from a skeleton of the venv, kernels held, when the venv is about to be
-        restored from a snapshot that allows it (:func:`local_env.why_not_serve_early`)."""
+        restored from a snapshot that allows it (:func:`local_env.serves_early`)."""
         head = self._head_start
-        skeleton = head is not None and head.skeleton and head.python == layout.venv_python
-        if self.settings.marimo_mode != "edit" or (head is not None and not skeleton):
+        if not await local_env.serves_early(self.settings.marimo_mode, layout, head, self.reporter):
             return False
-        if not skeleton:  # else the head start made it and started marimo on it already
-            why_not = await off_loop(local_env.why_not_serve_early, layout)
-            if why_not:
-                if layout.local is not None:
-                    self.reporter.log(
-                        "venv", "orchestrator", f"marimo waits for the venv: {why_not}"
-                    )
-                return False
-            await off_loop(local_env.make_skeleton, layout)
         self.reporter.kernels_held(True)
         self._steps.before_rebuild = self._stop_early_marimo
-        self.reporter.log(
-            "venv",
-            "orchestrator",
-            "marimo starts while your Python packages are restored; notebooks connect once "
-            "they are in place",
-        )
         self._head_start = None  # adopted by this marimo task, never dropped by the venv step
         self._start_marimo(layout.venv_python, head_start=head)
         return True
@@ -255,123 +238,36 @@ class Pipeline:
         why: str,
         head_start: HeadStart | None = None,
     ) -> None:
+        """The marimo step on ``python`` (jobs/marimo_step.py), adopting ``head_start`` or the
+        pipeline's own marimo started early; the watchers start once the build is over."""
         self.reporter.step_running("marimo", why)
-        supervisor = MarimoSupervisor(
-            notebook_dir=self.settings.notebook_dir,
-            mode=self.settings.marimo_mode,
-            python=python,
-            layout=layout,
-            installer=installer,
-            base_env=self._env,
-            reporter=self.reporter,
-            ready_timeout=self.settings.marimo_ready_timeout,
-            stable_after=self.settings.marimo_crash_window,
-            head_start=head_start or self._head_start,
-            user=self.settings.marimo_user,
-            record_installs=self.settings.record_installs,
-            liveness=self.settings.marimo_liveness,
-            switching=self.settings.marimo_switch,
+        head = head_start or self._head_start
+        if head is not None and head is self._head_start:
+            self._head_start = None  # the supervisor owns it now
+        self.supervisor = supervisor = marimo_step.supervisor(
+            self.settings, self._env, self.reporter, layout, installer, python, head
         )
-        if (head := head_start or self._head_start) is not None:
-            if head is self._head_start:
-                self._head_start = None  # the supervisor owns it now
-            self.reporter.log(
-                "marimo",
-                "orchestrator",
-                f"Serving the marimo started early (pid {head.popen.pid}): "
-                + ("kernels wait for the restore" if head.skeleton else "nothing changed"),
-            )
-        self.supervisor = supervisor
         self._marimo_version = (
-            await off_loop(visible_marimo, layout) if python == layout.venv_python else None
+            await off_loop(marimo_step.visible_marimo, layout)
+            if python == layout.venv_python
+            else None
         )
-        try:
-            await run_step("marimo", supervisor.launch, self.reporter, POLICIES["marimo"])
-        except JobError as error:
+        if not await marimo_step.launch(supervisor, self.reporter):
             self._gave_up = True
-            self.reporter.step_finished("marimo", "failed", str(error))
             return
-        self.reporter.step_finished("marimo", "done", f"marimo is running (pid {supervisor.pid})")
         await self._built.wait()  # served early: the watchers follow a complete venv
         if self._start_crashed:
             return
         self._watch(layout, installer, python)
-        try:
-            await supervisor.watch()
-        except JobError as error:
+        if not await marimo_step.watch(supervisor, self.reporter):
             self._gave_up = True
-            self.reporter.step_finished("marimo", "failed", str(error))
 
     def _watch(self, layout: StateLayout, installer: Installer, python: Path) -> None:
-        """The background watchers, once per pipeline; the venv's anew for each marimo."""
-        if not self._watching:
-            self._watching = True
-            if self.lock is not None:  # edit mode on a persistent state: the Install button
-                self._spawn(
-                    watchers.watch_ledger(
-                        layout,
-                        installer,
-                        self.settings.requirements,
-                        self._env,
-                        self.reporter,
-                        self._venv_lock,
-                        on_change=self._environment_changed,
-                        interval=1.0 if layout.local is not None else 5.0,
-                        declared=lambda: declared_job.declared_names(self._steps.declared()),
-                    )
-                )
-            if self._replicas is not None:
-                self._spawn(self._replicas.watch(installer, self._venv_lock))
-            else:
-                self._spawn(
-                    watchers.watch_declared(
-                        self._steps.declared,
-                        self.reporter,
-                        lambda reason: self.reinstall(force=False, reason=reason),
-                        baseline=self._steps.last_read,
-                    )
-                )
-        if self._venv_watch is not None:
-            self._venv_watch.cancel()
-        if python == layout.venv_python:
-            self._venv_watch = self._spawn(
-                watchers.watch_venv(
-                    layout, python, self.reporter, self._venv_lock, self.restart_marimo
-                )
-            )
-
-    def _install_once_space_is_freed(self, layout: StateLayout, installer: Installer) -> None:
-        """The requirements failed for a full disk: install again once space is freed, as long
-        as the last install failed that way (one wait at a time; a click may win the race)."""
-        if self._space_wait is not None and not self._space_wait.done():
-            return  # that wait goes on with a new level after this failure
-        cache = layout.uv_cache if installer.name == "uv" else layout.pip_cache
-        paths = [layout.run_root, cache, scratch.temp_root()]
-
-        async def wait_then_install() -> None:
-            while self._steps.full_disk is not None:
-                freed = await free_space.wait_for_space(paths)
-                if self._steps.full_disk is None:
-                    return  # installed meanwhile (Reinstall requirements)
-                reason = f"Space was freed ({freed}): installing again"
-                self.reporter.log("requirements", "orchestrator", reason)
-                await self.reinstall(force=False, reason=reason)
-
-        self._space_wait = self._spawn(wait_then_install())
-
-    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
-        async def guarded() -> None:
-            try:
-                await work
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # a watcher must never take marimo down with it
-                self.reporter.log(None, "orchestrator", f"background job failed: {error!r}")
-
-        task = asyncio.create_task(guarded())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        """The background watchers (jobs/watchers.py); the Install button's ledger in edit
+        mode on a persistent state (the state lock is held)."""
+        self._watchers.start(
+            layout, installer, python, ledger_too=self.lock is not None, replicas=self._replicas
+        )
 
     async def _crashed(self, error: BaseException) -> None:
         self._gave_up = True
@@ -477,13 +373,22 @@ class Pipeline:
         reason = await venv_job.why_unusable(layout, Interpreter.current(), self._env)
         if not reason:
             return layout.venv_python
-        await self.end_marimo()  # nothing may run from a venv being replaced
         if self._replicas is not None:  # its generation is gone: use the current one
+            await self.end_marimo()  # nothing may run from a venv being replaced
             self.layout, python = await self._replicas.environment(installer)
             return python or Path(sys.executable)
-        python = await self._steps.rebuild(layout, installer, reason, force=True)
+        python = await self._rebuild(layout, installer, reason, force=True)
         self._environment_changed()
         return python
+
+    async def _rebuild(
+        self, layout: StateLayout, installer: Installer, reason: str, force: bool
+    ) -> Path:
+        """The one venv rebuild under a running pipeline (a repair, Rebuild): marimo ended
+        first (nothing may run from a venv being replaced), then the venv, the requirements and
+        the user's packages (:meth:`EnvironmentSteps.rebuild`); the interpreter to serve from."""
+        await self.end_marimo()
+        return await self._steps.rebuild(layout, installer, reason, force)
 
     async def reinstall(
         self, rebuild: bool = False, force: bool = True, reason: str | None = None
@@ -503,8 +408,7 @@ class Pipeline:
                     await self._replicas.move_to(generation)
             elif rebuild:
                 started = self.can_restart_marimo  # else the start-up sequence starts marimo
-                await self.end_marimo()  # nothing may run from a venv being replaced
-                python = await self._steps.rebuild(layout, installer, "requested", force)
+                python = await self._rebuild(layout, installer, "requested", force)
                 if started:
                     self._start_marimo(python)
             else:
@@ -520,19 +424,13 @@ class Pipeline:
         supervisor, task = self.supervisor, self._marimo_task
         if supervisor is None or task is None or task.done() or supervisor.pid is None:
             return
-        if supervisor.python != layout.venv_python:
-            return
-        now = await off_loop(visible_marimo, layout)
-        if now == self._marimo_version:
-            return
-        reason = f"marimo {self._marimo_version} → {now} after the install"
-        self.reporter.log("marimo", "orchestrator", f"{reason}: restarting marimo")
-        self._marimo_version = now
-        await supervisor.restart(f"{reason} (restart requested)")
+        if supervisor.python == layout.venv_python:
+            self._marimo_version = await marimo_step.follow_version(
+                supervisor, layout, self._marimo_version, self.reporter
+            )
 
     async def stop(self) -> None:
-        for task in list(self._background):
-            task.cancel()
+        self._watchers.cancel()
         if self._keeper is not None:
             await self._keeper.stop()
         await self.drop_head_start("stopping")

@@ -22,11 +22,12 @@ import tornado.web
 from jobs.layout import StateLayout
 from jobs.redact import redact
 from orchestrator.actions import Actions
-from orchestrator.auth import Guard, Verifier, load_secret
+from orchestrator.auth import Guard, Verifier
 from orchestrator.config import Config
 from orchestrator.editors import WATCHED
 from orchestrator.quix import QuixPortal
 from orchestrator.secret_rotation import SignOut
+from orchestrator.signing import SigningSecret
 from orchestrator.status import StatusBoard
 from orchestrator.web.framing import framing_headers, framing_transform
 from orchestrator.web.front_page import FrontPageVisit, OpenNotebookHandler
@@ -61,7 +62,7 @@ access = logging.getLogger("orchestrator.access")
 def make_guard(
     config: Config,
     portal: QuixPortal | None,
-    secret: Callable[[], str | bytes],
+    secret: SigningSecret,
     on_admit: Callable[[tornado.httputil.HTTPServerRequest], None],
     rotate: Callable[[], SignOut],
 ) -> Guard:
@@ -153,10 +154,7 @@ def make_app(
             board.upstream,
             page,
             guard=guard.admit,
-            admits_at_once=lambda request: guard.admits_at_once(
-                request,
-                app.settings["cookie_secret"],  # read at each request: it may be adopted
-            ),
+            admits_at_once=guard.admits_at_once,
             finish_headers=framing_headers(config.frame_ancestors),
             on_finished=lambda request, status: record_request(app, request, status),
             require_server_token=True,  # marimo runs with --no-skew-protection (see there)
@@ -171,11 +169,6 @@ def make_app(
     app = tornado.web.Application(
         rules,
         compress_response=False,
-        cookie_secret=load_secret(
-            StateLayout(config.jobs.state_dir).session_secret
-            if config.jobs.state_dir.is_dir()
-            else None
-        ),
         guard=guard,
         board=board,
         metrics=metrics,
@@ -203,7 +196,7 @@ def record_request(
     if request.path in WATCHED:  # who edits, for notebook sync
         board = app.settings.get("board")
         if board is not None:
-            token = app.settings["guard"].token_of_request(request, app.settings["cookie_secret"])
+            token = app.settings["guard"].token_of_request(request)
             board.editors.saw(request.path, request.method or "", status, token)
     if request.path in ("/-/healthy", "/-/ready") and status in (200, 503):
         level = logging.DEBUG

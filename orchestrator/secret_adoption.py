@@ -15,16 +15,16 @@ import logging
 import os
 from pathlib import Path
 
-import tornado.web
-
+from jobs.atomic import link_exclusively, write_private
 from jobs.layout import StateLayout
+from orchestrator.signing import MIN_LENGTH, SigningSecret
 
 log = logging.getLogger("orchestrator")
 
 
-def adopt_or_persist(app: tornado.web.Application, state: Path) -> None:
+def adopt_or_persist(secret: SigningSecret, state: Path) -> None:
+    """Adopt the secret kept in ``state`` (the orchestrator's own), or keep ``secret``'s there."""
     path = StateLayout(state).session_secret
-    current = app.settings["cookie_secret"]
     try:
         with open(path, "rb") as handle:
             owner = os.fstat(handle.fileno()).st_uid
@@ -37,29 +37,23 @@ def adopt_or_persist(app: tornado.web.Application, state: Path) -> None:
     except OSError as error:
         log.warning("cannot read %s: %s; sessions will not survive a restart", path, error.strerror)
         return
-    if len(existing) >= 32:
-        app.settings["cookie_secret"] = existing
+    if len(existing) >= MIN_LENGTH:
+        secret.replace(existing)
         return
     # Replicas sharing the folder may start together: the secret is written whole to a private
-    # file first and linked into place, which fails when one is already there (link(2) is
-    # atomic on NFS too, O_EXCL is not everywhere); the loser adopts the winner's.
-    private = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # file first and linked into place, which fails when one is already there; the loser adopts
+    # the winner's.
+    private: Path | None = None
     try:
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(current)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(private, path)
-        except FileExistsError:
+        private = write_private(path, secret.current(), mode=0o600)
+        if not link_exclusively(private, path):
             with open(path, "rb") as handle:
                 winner = handle.read()
-            if len(winner) >= 32:
-                app.settings["cookie_secret"] = winner
+            if len(winner) >= MIN_LENGTH:
+                secret.replace(winner)
     except OSError as error:
         log.warning("cannot keep %s: %s; sessions will not survive a restart", path, error.strerror)
     finally:
-        with contextlib.suppress(OSError):
-            private.unlink()
+        if private is not None:
+            with contextlib.suppress(OSError):
+                private.unlink()

@@ -28,7 +28,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-import tornado.web
+from orchestrator.signing import SigningSecret
 
 log = logging.getLogger("orchestrator")
 
@@ -48,10 +48,9 @@ def _holds(path: Path, secret: bytes) -> bool:
         return True
 
 
-def rotate(app: tornado.web.Application, path: Path) -> SignOut:
+def rotate(secret: SigningSecret, path: Path) -> SignOut:
     """End every session for good because a logout could not be recorded (see the module)."""
-    current = app.settings["cookie_secret"]
-    old = current.encode() if isinstance(current, str) else bytes(current)
+    old = secret.current()
     if not _holds(path, old):
         return "here"  # the secret dies with this process; the logout is kept in memory
     new = secrets.token_bytes(48)
@@ -83,7 +82,7 @@ def rotate(app: tornado.web.Application, path: Path) -> SignOut:
                 return "until-restart"
         with contextlib.suppress(OSError):
             fsync_folder(path.parent)
-    app.settings["cookie_secret"] = new
+    secret.replace(new)
     log.warning(
         "a logout could not be recorded on the state volume: every session was ended so that "
         "it stays ended after a restart (the session secret was %s); everyone signs in again",

@@ -164,6 +164,7 @@ class Server:
         from orchestrator.quix import QuixPortal
         from orchestrator.secret_adoption import adopt_or_persist
         from orchestrator.secret_rotation import rotate
+        from orchestrator.signing import SigningSecret
         from orchestrator.status import StatusBoard
         from proxy.precompressed import AssetStore
 
@@ -173,17 +174,23 @@ class Server:
         portal = QuixPortal(config.quix, yes_ttl=config.quix_recheck) if config.quix else None
         board.capabilities["restart_deployment"] = bool(portal and portal.settings.deployment_id)
         actions = Actions(board, portal, pipeline, lambda: self.sync)
+        secret = SigningSecret.load(
+            StateLayout(config.jobs.state_dir).session_secret
+            if config.jobs.state_dir.is_dir()
+            else None
+        )
         guard = make_guard(
             config,
             portal,
-            # Both read at each use, and only by requests, so once the app and the server
-            # below exist: the app holds the signing secret in force (adopted from the state
-            # once it is known), the server counts connections until one of their requests is
-            # admitted. The cycle (server -> app -> guard -> server) is closed here, not patched.
-            secret=lambda: app.settings["cookie_secret"],
+            # The signing secret in force: adopted from the state once it is known, rotated
+            # when a logout cannot be recorded.
+            secret=secret,
+            # Read at each use, and only by requests, so once the server below exists: it
+            # counts connections until one of their requests is admitted. The cycle
+            # (server -> app -> guard -> server) is closed here, not patched.
             on_admit=lambda request: server.trust(request),
             # A logout that cannot be recorded ends every session instead, for good.
-            rotate=lambda: rotate(app, StateLayout(config.jobs.state_dir).session_secret),
+            rotate=lambda: rotate(secret, StateLayout(config.jobs.state_dir).session_secret),
         )
         assets = AssetStore(write_atomically)
         app = make_app(config, board, actions, guard, metrics, assets)
@@ -192,7 +199,7 @@ class Server:
         board.on_state.append(lambda path, persistent: assets.attach(StateLayout(path).asset_cache))
         board.on_marimo.append(lambda serving: assets.resume() if serving else assets.hold())
         board.on_state.append(
-            lambda path, persistent: adopt_or_persist(app, path) if persistent else None
+            lambda path, persistent: adopt_or_persist(secret, path) if persistent else None
         )
         board.on_state.append(
             lambda path, persistent: (

@@ -36,7 +36,8 @@ from tornado.http1connection import HTTP1Connection
 from tornado.routing import Router
 
 from proxy import compression, gate, html, wire
-from proxy.forward import Failure, Forwarding, valid_target
+from proxy.forward import Forwarding
+from proxy.front import Failure, valid_target
 from proxy.headers import learn_session, toward_client, toward_marimo
 from proxy.hold import KernelHold
 from proxy.pool import ConnectionPool
@@ -69,8 +70,8 @@ class DirectSettings:
     loading_page: Callable[[], bytes]
     pool: ConnectionPool
     response_timeout: float
-    admits_at_once: Callable[[httputil.HTTPServerRequest], bool] | None
-    """True when the request may pass without waiting; None admits everything."""
+    admits_at_once: Callable[[httputil.HTTPServerRequest], bool]
+    """True when the request may pass without waiting for the guard."""
     finish_headers: Callable[[httputil.HTTPHeaders], None] | None = None
     """Applied to every response's headers just before they are sent."""
     on_finished: Callable[[httputil.HTTPServerRequest, int], None] | None = None
@@ -100,8 +101,7 @@ class DirectRouter(Router):
         hold = self.settings.hold
         if hold is not None and hold.held and hold.holds_http(request):
             return None  # HttpForwarder waits for the environment
-        admits = self.settings.admits_at_once
-        if admits is not None and not admits(request):
+        if not self.settings.admits_at_once(request):
             return None  # the guard must look closer (and may answer): HttpForwarder
         return DirectExchange(self.settings, request, request.connection, upstream)
 
@@ -190,7 +190,7 @@ class DirectExchange(httputil.HTTPMessageDelegate):
             if self._settings.on_finished is not None and self._status:
                 self._settings.on_finished(self._request, self._status)
 
-    # -- proxy.forward.Front -----------------------------------------------------------------
+    # -- proxy.front.Front -------------------------------------------------------------------
 
     def start(self, response: wire.Response) -> None:
         code = response.start_line.code

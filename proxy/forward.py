@@ -1,7 +1,7 @@
 """The one forwarding sequence: a request to marimo over a pooled connection, its answer back.
 
 :class:`Forwarding` owns the upstream side of one request and the order of events; a
-:class:`Front` (:class:`proxy.http.HttpForwarder` through ``RequestHandler``,
+:class:`proxy.front.Front` (:class:`proxy.http.HttpForwarder` through ``RequestHandler``,
 :class:`proxy.direct.DirectExchange` straight on Tornado's HTTP/1.1 connection) only says how
 bytes and answers reach the client.
 
@@ -25,80 +25,33 @@ Invariants:
   alone on the next loop turn, so a stream whose first event comes late still opens at once.
 * An HTML document the transform applies to (:mod:`proxy.html`) is read whole before anything
   reaches the client: a cut while reading it is "no answer".
-* A request a stored compressed copy answers (:mod:`proxy.precompressed`) never reaches marimo;
-  a copy that is not on disk as recorded is forgotten before anything is sent, and the request
-  goes to marimo as any other; a copy is opened and read in the executor, never on the loop
-  (the state volume may be a slow network disk). marimo's answers the store wants are teed to
-  it chunk by chunk as they pass; the tee is told whether the exchange completed.
+* A request a stored compressed copy answers (:mod:`proxy.precompressed`) never reaches marimo
+  (:func:`proxy.asset_http.serve_copy`); a copy that is not on disk as recorded is forgotten
+  before anything is sent, and the request goes to marimo as any other. marimo's answers the
+  store wants are teed to it chunk by chunk as they pass; the tee is told whether the exchange
+  completed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable
-from typing import Protocol
 
-from tornado.httputil import HTTPServerRequest, ResponseStartLine
+from tornado.httputil import HTTPServerRequest
 from tornado.iostream import IOStream, StreamClosedError
 
 from proxy import html, wire
+from proxy.asset_http import Copy, serve_copy
+from proxy.front import Failure, Front
 from proxy.pool import ConnectionPool
-from proxy.precompressed import CHUNK, AssetStore, Copy, Tee, not_modified
+from proxy.precompressed import AssetStore, Tee
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy.http")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-
-
-class Failure(enum.Enum):
-    """Why marimo gave no answer: the front answers the client accordingly."""
-
-    UNAVAILABLE = "unavailable"
-    TOO_SLOW = "too-slow"
-
-
-def valid_target(uri: str) -> bool:
-    """Whether the target is valid UTF-8 once back in bytes (Tornado decoded it as latin-1);
-    every percent-encoded target is. Others are refused rather than guessed at."""
-    try:
-        uri.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return False
-    return True
-
-
-class Front(Protocol):
-    """How one front end delivers to the client; :class:`Forwarding` decides when.
-
-    ``send`` and ``end`` raise :class:`~tornado.iostream.StreamClosedError` when the client is
-    gone. ``head`` is True when the status line and headers must go out with that write.
-    """
-
-    def start(self, response: wire.Response) -> None:
-        """Takes marimo's status and headers as the response's own; nothing is sent yet."""
-
-    def send_head(self) -> asyncio.Future[None]:
-        """Sends the status line and headers alone."""
-
-    def send(self, chunk: bytes, *, head: bool) -> Awaitable[None]:
-        """Sends one body piece."""
-
-    def end(self, response: wire.Response, *, head: bool) -> Awaitable[None]:
-        """Ends a complete body."""
-
-    def retract(self) -> None:
-        """Forgets what :meth:`start` took: nothing reached the client, another answer will."""
-
-    def answer(self, failure: Failure) -> None:
-        """Answers the client for a marimo that gave no answer (unless already answered)."""
-
-    def cut(self) -> None:
-        """Ends the client's connection after a body cut short."""
 
 
 class Exchange:
@@ -264,7 +217,8 @@ class Forwarding:
 
     async def _run(self) -> None:
         if self._stored is not None:
-            served = await self._serve_stored(self._stored)
+            assert self._assets is not None
+            served = await serve_copy(self._front, *self._assets, self._stored)
             self._stored = None
             if served or self.client_gone or not await self.open():
                 return
@@ -390,48 +344,6 @@ class Forwarding:
         finally:
             if tee is not None:
                 tee.finish(exchange.complete)
-
-    async def _serve_stored(self, copy: Copy) -> bool:
-        """Answers from a stored copy; False (nothing sent) when it is not there as recorded."""
-        assert self._assets is not None
-        store, request = self._assets
-        # The state volume may be slow (a network disk): its reads never run on the loop.
-        loop = asyncio.get_running_loop()
-        try:
-            handle = await loop.run_in_executor(None, copy.path.open, "rb")
-        except OSError:
-            store.forget(copy)
-            return False
-        with handle:
-            if os.fstat(handle.fileno()).st_size != copy.size:
-                log.warning("proxy.assets.size-mismatch path=%s", self._path)
-                store.forget(copy)
-                return False
-            headers = copy.headers()
-            unchanged = not_modified(request, copy)
-            if unchanged:
-                del headers["Content-Length"]
-            code = 304 if unchanged else 200
-            response = wire.Response(
-                ResponseStartLine("HTTP/1.1", code, "Not Modified" if unchanged else "OK"),
-                headers,
-                wire.Framing.NONE if unchanged else wire.Framing.LENGTH,
-                0 if unchanged else copy.size,
-            )
-            front = self._front
-            front.start(response)
-            self._head_out = True
-            head = True
-            try:
-                while not unchanged and (
-                    chunk := await loop.run_in_executor(None, handle.read, CHUNK)
-                ):
-                    await front.send(chunk, head=head)
-                    head = False
-                await front.end(response, head=head)
-            except StreamClosedError:
-                pass
-        return True
 
     def _take_pending_head(self) -> bool:
         """True when the head has not left yet and must go with the next write."""

@@ -27,7 +27,8 @@ from tornado.http1connection import HTTP1Connection
 from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 
 from proxy import compression, gate, html, wire
-from proxy.forward import Failure, Forwarding, valid_target
+from proxy.forward import Forwarding
+from proxy.front import Failure, valid_target
 from proxy.headers import learn_session, tokens, toward_client, toward_marimo
 from proxy.hold import KernelHold
 from proxy.pool import ConnectionPool
@@ -67,10 +68,10 @@ class HttpForwarder(RequestHandler):
     def initialize(
         self,
         lookup: UpstreamLookup,
+        guard: Callable[[RequestHandler], Awaitable[bool]],
         loading_page: Callable[[], bytes],
         pool: ConnectionPool,
         response_timeout: float,
-        guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
         require_server_token: bool = False,
         html_transform: html.HtmlTransform | None = None,
         asset_store: AssetStore | None = None,
@@ -93,7 +94,7 @@ class HttpForwarder(RequestHandler):
         return None
 
     async def prepare(self) -> None:
-        if self._guard is not None and not await self._guard(self):
+        if not await self._guard(self):
             return  # refused and answered: nothing reaches marimo
         # Proxied bodies pass as marimo sent them, or through proxy.compression: never through
         # Tornado's gzip transform (headers-only transforms the application adds, such as the
@@ -188,7 +189,7 @@ class HttpForwarder(RequestHandler):
             except ValueError:
                 log.debug("proxy.http.drop-header name=%s reason=unsafe-value", name)
 
-    # -- proxy.forward.Front -----------------------------------------------------------------
+    # -- proxy.front.Front -------------------------------------------------------------------
 
     def start(self, response: wire.Response) -> None:
         self.start_response(response.start_line, response.headers)

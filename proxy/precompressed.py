@@ -3,39 +3,33 @@
 :mod:`proxy.compression` gzips what marimo sends chunk by chunk at a middling level, on every
 request. For the assets :mod:`proxy.caching` treats as immutable (``/assets/<name>-<hash>.<ext>``:
 the name stands for the bytes), that work is done once here instead, at the best level, and the
-result is served from the state volume.
+result is served from the state volume. This module is the store (the copies on disk, their
+index, the tee and the worker); which requests and answers qualify and how a copy is served are
+:mod:`proxy.asset_http`'s, the compressing child process is :mod:`proxy.asset_encoder`'s.
 
 Invariants:
 
 * The key is the asset's file name (content-hashed, so one name is one content, whichever marimo
-  version serves it; a marimo upgrade names new files). Only names of
-  ``[A-Za-z0-9._-]`` with a type :func:`proxy.compression.compressible` accepts are kept.
-* A copy starts from marimo's own complete ``200`` identity answer to a client's ``GET`` (no
-  ``Content-Encoding``, no range, a ``Content-Length`` of at most :data:`MAX_ASSET`): its chunks
-  are teed to a private file under ``incoming/`` as they pass (never held whole in memory), and
-  kept only if exactly ``Content-Length`` bytes arrived. So copies are made only while marimo
-  serves (never during its start), only for what browsers ask, at most once per name at a time.
-* Compressing (brotli quality 11, gzip level 9) runs in a child process at a lowered CPU priority
-  (:data:`NICENESS`), one batch of queued assets at a time, started and awaited by one worker
-  thread, and only while marimo serves: while it (re)starts the child is stopped (``SIGSTOP``,
-  :meth:`AssetStore.hold`) and no batch begins, so compressing never competes with marimo's
-  start; never on the event loop, never in the orchestrator's memory (brotli 11 holds about
-  60 MiB for marimo's largest bundle). :attr:`AssetStore.compressions` counts the encodings kept
-  (and the log says ``proxy.assets.compressed``). Each is written atomically by the writer given
-  (temp file, fsync, rename) as ``<asset name>.<sha256 of the encoded bytes, 16 hex>.<gz|br>``.
-  An asset whose compressing failed is not tried again by this process (it keeps coming from
-  marimo, gzipped on the way).
+  version serves it; a marimo upgrade names new files).
+* A copy starts from marimo's own complete answer (:func:`proxy.asset_http.copyable`): its
+  chunks are teed to a private file under ``incoming/`` as they pass (never held whole in
+  memory), and kept only if exactly ``Content-Length`` bytes arrived. So copies are made only
+  while marimo serves (never during its start), only for what browsers ask, at most once per
+  name at a time, and at most :data:`MAX_TEES` at once.
+* Compressing runs in the child (:mod:`proxy.asset_encoder`), one batch of queued assets at a
+  time, started and awaited by one worker thread, and only while marimo serves (:meth:`AssetStore
+  .hold`, :meth:`AssetStore.resume`); never on the event loop, never in the orchestrator's memory
+  (brotli 11 holds about 60 MiB for marimo's largest bundle). :attr:`AssetStore.compressions`
+  counts the encodings kept (and the log says ``proxy.assets.compressed``). Each is written
+  atomically by the writer given (temp file, fsync, rename) as ``<asset name>.<sha256 of the
+  encoded bytes, 16 hex>.<gz|br>``. An asset whose compressing failed is not tried again by this
+  process (it keeps coming from marimo, gzipped on the way).
 * Nothing corrupt is served: at :meth:`AssetStore.attach` every file is read and re-hashed in the
   worker, and one whose digest is not its name's is deleted; a file whose size on opening is not
   the recorded size is forgotten and the request goes to marimo.
-* :meth:`AssetStore.find` offers a copy only for an HTTP/1.1 ``GET`` without a body or ``Range``
-  whose ``Accept-Encoding`` admits the encoding (``br`` preferred, then ``gzip``). It is asked
-  only for requests the guard admitted and while marimo is ready (the proxy's routes ask it where
-  they would forward to marimo), so a client gets nothing it could not get from marimo.
-* A served copy carries ``Content-Encoding``, its ``Content-Length``, a strong ``ETag`` (its
-  digest, so a client holding it revalidates to ``304`` without a body), ``Vary:
-  Accept-Encoding``, and :mod:`proxy.caching`'s immutable caching. Every other request (identity,
-  ranges, ``HEAD``) still goes to marimo.
+* :meth:`AssetStore.find` is asked only for requests the guard admitted and while marimo is
+  ready (the proxy's routes ask it where they would forward to marimo), so a client gets
+  nothing it could not get from marimo.
 * The folder is bounded (:data:`MAX_FOLDER`): beyond it, the oldest copies are removed.
 """
 
@@ -48,25 +42,19 @@ import logging
 import os
 import queue
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
-from proxy import caching
-from proxy.compression import compressible, encoding_weights, media_type
+from proxy.asset_encoder import Encoder, output
+from proxy.asset_http import ENCODINGS, SUFFIX, Copy, accepted, copyable, servable
 
 log = logging.getLogger("proxy.assets")
 
-MAX_ASSET = 32 * 1024 * 1024
-"""Largest asset copied (marimo's largest, a plotting bundle, is under 5 MB)."""
 MAX_FOLDER = 256 * 1024 * 1024
 """Bytes of copies kept; beyond, the oldest are removed (a few marimo versions' worth)."""
 MAX_TEES = 1024
@@ -74,115 +62,11 @@ MAX_TEES = 1024
 just pass (a later request copies them)."""
 MAX_BATCH = 64
 """Assets one compressing child process takes."""
-CHUNK = 256 * 1024
-NICENESS = 10
-"""Added to the compressing child's nice value: the editor's requests and marimo go first."""
-
-ENCODINGS = ("br", "gzip")
-"""Preference order when the client accepts several."""
-_SUFFIX = {"br": "br", "gzip": "gz"}
-_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _FILE = re.compile(r"(?P<name>[A-Za-z0-9._-]+)\.(?P<digest>[0-9a-f]{16})\.(?P<suffix>gz|br)")
-_TYPES = {
-    ".js": "application/javascript",
-    ".mjs": "application/javascript",
-    ".css": "text/css",
-    ".svg": "image/svg+xml",
-    ".wasm": "application/wasm",
-    ".json": "application/json",
-    ".map": "application/json",
-}
-"""The type each kept extension is served with (marimo's types for them)."""
 
 Writer = Callable[[Path, bytes], None]
 """Replaces a file atomically (the orchestrator gives ``jobs.atomic.write_atomically``: this
 package never imports :mod:`jobs`)."""
-
-
-@dataclass(frozen=True)
-class Copy:
-    """One encoding of one asset on disk."""
-
-    name: str
-    encoding: str
-    digest: str
-    size: int
-    path: Path
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.digest}.{_SUFFIX[self.encoding]}"'
-
-    def headers(self) -> HTTPHeaders:
-        headers = HTTPHeaders()
-        headers["Content-Type"] = _TYPES[Path(self.name).suffix]
-        headers["Content-Encoding"] = self.encoding
-        headers["Content-Length"] = str(self.size)
-        headers["ETag"] = self.etag
-        headers["Cache-Control"] = caching.IMMUTABLE
-        headers["Vary"] = "Accept-Encoding"
-        return headers
-
-
-def accepted(request_headers: HTTPHeaders) -> list[str]:
-    """The encodings of :data:`ENCODINGS` the client admits with a non-zero weight, in order."""
-    weights = encoding_weights(request_headers)
-    star = weights.get("*", 0.0)
-    return [e for e in ENCODINGS if weights.get(e, star) > 0]
-
-
-def asset_name(request: HTTPServerRequest) -> str | None:
-    """The file name of a content-hashed asset request, None for anything else."""
-    path = request.path
-    if caching.HASHED_ASSET.fullmatch(path) is None:
-        return None
-    name = path.rsplit("/", 1)[1]
-    if _NAME.fullmatch(name) is None or Path(name).suffix not in _TYPES:
-        return None
-    return name
-
-
-def not_modified(request: HTTPServerRequest, copy: Copy) -> bool:
-    """Whether ``If-None-Match`` names this copy (compared weakly, as RFC 9110 says)."""
-    for value in request.headers.get_list("If-None-Match"):
-        for tag in value.split(","):
-            tag = tag.strip().removeprefix("W/")
-            if tag == "*" or tag == copy.etag:
-                return True
-    return False
-
-
-_ENCODER = r"""
-import os, sys, zlib
-try:
-    os.nice(%d)
-except OSError:
-    pass
-import brotli
-parent = os.getppid()
-for job in sys.argv[1:]:
-    if os.getppid() != parent:
-        break  # the orchestrator is gone
-    source, _, encodings = job.rpartition(":")
-    for encoding in encodings.split(","):
-        if encoding == "gzip":
-            z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            process, finish, suffix = z.compress, z.flush, "gz"
-        else:
-            b = brotli.Compressor(quality=11)
-            process, finish, suffix = b.process, b.finish, "br"
-        with open(source, "rb") as src, open(source + "." + suffix + ".part", "wb") as out:
-            while chunk := src.read(%d):
-                out.write(process(chunk))
-            out.write(finish())
-        os.replace(source + "." + suffix + ".part", source + "." + suffix)
-"""
-
-
-def _encoder(niceness: int, chunk: int) -> str:
-    """The compressing child's program: each ``<file>:<encoding>,...`` argument's encodings
-    written beside the file as ``<file>.<gz|br>`` (renamed into place once complete)."""
-    return _ENCODER % (niceness, chunk)
 
 
 class _CompressJob:
@@ -240,10 +124,8 @@ class AssetStore:
         self._failed: set[str] = set()  # not compressed once: not tried again by this process
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
-        self._child: subprocess.Popen[bytes] | None = None
+        self._encoder = Encoder()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._may_work = threading.Event()
-        self._may_work.set()
         self.compressions = 0
         """Encodings made by this process (each asset is compressed once per encoding)."""
 
@@ -269,36 +151,23 @@ class AssetStore:
     def hold(self) -> None:
         """marimo is (re)starting: no compressing competes with it. A running child is
         stopped where it is (``SIGSTOP``) and no new batch starts until :meth:`resume`."""
-        self._may_work.clear()
-        self._signal_child(signal.SIGSTOP)
+        self._encoder.hold()
 
     def resume(self) -> None:
         """marimo serves again: compressing goes on where it stopped."""
-        self._may_work.set()
-        self._signal_child(signal.SIGCONT)
+        self._encoder.resume()
 
     @property
     def encoder_pid(self) -> int | None:
         """The compressing child's pid while one runs (observability and tests)."""
-        child = self._child
-        return child.pid if child is not None and child.returncode is None else None
-
-    def _signal_child(self, signum: int) -> None:
-        child = self._child
-        if child is not None and child.returncode is None:
-            with contextlib.suppress(OSError):
-                child.send_signal(signum)
+        return self._encoder.pid
 
     def close(self) -> None:
         """Stops the worker and its child (queued jobs are dropped; a child cut short leaves
         only files in ``incoming/``, emptied at the next :meth:`attach`)."""
         self._loop = None
         self._jobs.put(None)
-        self._may_work.set()
-        child = self._child
-        if child is not None:
-            with contextlib.suppress(OSError):
-                child.kill()
+        self._encoder.close()
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -350,17 +219,12 @@ class AssetStore:
 
     def find(self, request: HTTPServerRequest) -> Copy | None:
         """The copy to answer this request with, None when it goes to marimo."""
-        if not self._ready or request.method != "GET" or request.version != "HTTP/1.1":
+        if not self._ready:
             return None
-        headers = request.headers
-        if "Range" in headers or "Transfer-Encoding" in headers:
-            return None
-        if headers.get("Content-Length", "0").strip() != "0":
-            return None
-        name = asset_name(request)
+        name = servable(request)
         if name is None:
             return None
-        for encoding in accepted(headers):
+        for encoding in accepted(request.headers):
             copy = self._copies.get((name, encoding))
             if copy is not None:
                 return copy
@@ -376,25 +240,13 @@ class AssetStore:
 
     def tee(self, request: HTTPServerRequest, status: int, headers: HTTPHeaders) -> Tee | None:
         """A copy of marimo's answer to take as it passes, or None (see the invariants)."""
-        if not self._ready or self._folder is None or status != 200:
+        if not self._ready or self._folder is None or len(self._busy) >= MAX_TEES:
             return None
-        if request.method != "GET" or "Range" in request.headers:
+        copied = copyable(request, status, headers)
+        if copied is None or copied[0] in self._busy or copied[0] in self._failed:
             return None
-        name = asset_name(request)
-        if name is None or name in self._busy or name in self._failed:
-            return None
-        if len(self._busy) >= MAX_TEES:
-            return None
+        name, length = copied
         if all((name, e) in self._copies for e in ENCODINGS):
-            return None
-        if "Content-Encoding" in headers or "Content-Range" in headers:
-            return None
-        if not compressible(headers.get("Content-Type")):
-            return None
-        if media_type(headers.get("Content-Type")) != _TYPES[Path(name).suffix]:
-            return None
-        length = headers.get("Content-Length", "")
-        if not length.isdigit() or not 0 < int(length) <= MAX_ASSET:
             return None
         try:
             incoming = self._folder / "incoming"
@@ -403,7 +255,7 @@ class AssetStore:
         except OSError:
             return None
         self._busy.add(name)
-        return Tee(self, name, int(length), os.fdopen(fd, "wb"), Path(path))
+        return Tee(self, name, length, os.fdopen(fd, "wb"), Path(path))
 
     def abandon(self, name: str, source: Path) -> None:
         self._busy.discard(name)
@@ -439,29 +291,8 @@ class AssetStore:
 
     def _encode(self, batch: list[tuple[str, Path, list[str]]]) -> None:
         """Worker: runs the child over ``batch`` (once marimo serves) and waits for it."""
-        self._may_work.wait()
-        if self._loop is None:
-            return  # closed meanwhile
-        argv = [sys.executable, "-c", _encoder(NICENESS, CHUNK)]
-        argv += [f"{source}:{','.join(encodings)}" for _, source, encodings in batch]
-        try:
-            child = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        except OSError as error:
-            log.warning("proxy.assets.no-encoder error=%s", error)
-            return
-        self._child = child
-        if not self._may_work.is_set():  # marimo went down between the wait and the start
-            self._signal_child(signal.SIGSTOP)
-        _, errors = child.communicate()
-        self._child = None
-        if child.returncode != 0:
-            tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:]
-            log.warning("proxy.assets.encoder-failed code=%s %s", child.returncode, tail)
+        if self._loop is not None:  # else closed meanwhile
+            self._encoder.run([(source, encodings) for _, source, encodings in batch])
 
     def _keep(self, name: str, source: Path, encodings: list[str]) -> None:
         """Worker: moves the child's complete outputs for ``source`` into the folder."""
@@ -470,13 +301,13 @@ class AssetStore:
             assert self._folder is not None
             raw = source.stat().st_size
             for encoding in encodings:
-                output = Path(f"{source}.{_SUFFIX[encoding]}")
-                if not output.exists():
+                made_by_child = output(source, encoding)
+                if not made_by_child.exists():
                     continue
-                data = output.read_bytes()
-                output.unlink()
+                data = made_by_child.read_bytes()
+                made_by_child.unlink()
                 digest = hashlib.sha256(data).hexdigest()[:16]
-                path = self._folder / f"{name}.{digest}.{_SUFFIX[encoding]}"
+                path = self._folder / f"{name}.{digest}.{SUFFIX[encoding]}"
                 self._write(path, data)
                 made.append(Copy(name, encoding, digest, len(data), path))
                 log.info(

@@ -1,4 +1,9 @@
-"""The catch-all routes that hand every remaining request to marimo."""
+"""The catch-all routes that hand every remaining request to marimo.
+
+Invariant: the routes cannot be built without a guard (``guard`` is a required argument, and
+each handler requires it too): a proxy that admits everyone says so by passing
+:func:`admit_everyone`, so a change of wiring can never open the door by leaving it out.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ def proxy_rules(
     response_timeout: float = 300.0,
     max_message_size: int = 64 * 1024 * 1024,
     pool: ConnectionPool | None = None,
-    guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
+    guard: Callable[[RequestHandler], Awaitable[bool]],
     admits_at_once: Callable[[HTTPServerRequest], bool] | None = None,
     finish_headers: Callable[[HTTPHeaders], None] | None = None,
     on_finished: Callable[[HTTPServerRequest, int], None] | None = None,
@@ -55,8 +60,9 @@ def proxy_rules(
     handshake): when it returns False it has answered the request and nothing reaches marimo.
 
     Body-less GET and HEAD requests take :mod:`proxy.direct`'s fast path when marimo is ready
-    and the request may pass without awaiting ``guard``: always without a guard, else when
-    ``admits_at_once`` says so (a guard without it leaves every request to the guard). That
+    and the request may pass without awaiting ``guard``: when ``admits_at_once`` says so
+    (without it every request is left to the guard; :func:`admits_everyone_at_once` goes with
+    :func:`admit_everyone`). That
     path bypasses ``RequestHandler``, so what the application does to every response is passed
     here too: ``finish_headers`` edits the headers about to be sent (the application's output
     transforms do it for the rest), ``on_finished`` is told each request and its status.
@@ -74,9 +80,7 @@ def proxy_rules(
     (:mod:`proxy.hold`).
     """
     pool = pool if pool is not None else ConnectionPool(connect_timeout=connect_timeout)
-    if guard is None:
-        admits_at_once = None  # nothing to check: every eligible request takes the fast path
-    elif admits_at_once is None:
+    if admits_at_once is None:
         admits_at_once = _never
     direct = DirectSettings(
         lookup,
@@ -124,3 +128,14 @@ def proxy_rules(
 
 def _never(request: HTTPServerRequest) -> bool:
     return False
+
+
+async def admit_everyone(handler: RequestHandler) -> bool:
+    """The guard of a proxy without sign-in (benchmarks, tests of the proxy alone): chosen by
+    name, never a default."""
+    return True
+
+
+def admits_everyone_at_once(request: HTTPServerRequest) -> bool:
+    """:func:`admit_everyone`'s ``admits_at_once``: every eligible request takes the fast path."""
+    return True

@@ -109,10 +109,10 @@ class WebSocketRelay(RequestHandler):
     def initialize(
         self,
         lookup: UpstreamLookup,
+        guard: Callable[[RequestHandler], Awaitable[bool]],
         connect_timeout: float,
         handshake_timeout: float,
         max_message_size: int,
-        guard: Callable[[RequestHandler], Awaitable[bool]] | None = None,
         hold: KernelHold | None = None,
     ) -> None:
         self._guard = guard
@@ -127,7 +127,7 @@ class WebSocketRelay(RequestHandler):
         self._ending: tuple[int, str | None] | None = None
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        if self._guard is not None and not await self._guard(self):
+        if not await self._guard(self):
             return  # refused before any handshake, and answered
         problem = _handshake_problem(self.request)
         if problem is not None:

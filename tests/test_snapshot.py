@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import snapshot
+from jobs import snapshot, snapshot_restore
 from jobs.env_location import decide, filesystem_type
 
 
@@ -43,7 +43,7 @@ def test_a_snapshot_restores_a_working_venv_on_the_path_it_was_taken_from(tmp_pa
     assert snapshot.load(volume / "rec.json") == record
     subprocess.run(["rm", "-rf", str(venv)], check=True)
     assert _imports(venv) == ""
-    snapshot.restore(record, volume / "archives", venv)
+    snapshot_restore.restore(record, volume / "archives", venv)
     assert _imports(venv) == "42"
     assert (venv / "bin" / "python").is_symlink()  # links stay links
     assert not list(venv.parent.glob(".venv.restoring-*"))
@@ -60,7 +60,7 @@ def test_a_corrupt_archive_is_refused_and_leaves_nothing(tmp_path: Path) -> None
     archive.write_bytes(bytes(data))
     subprocess.run(["rm", "-rf", str(venv)], check=True)
     with pytest.raises(snapshot.CorruptSnapshot, match=r"checksum|not a valid archive|extracted"):
-        snapshot.restore(record, tmp_path / "archives", venv)
+        snapshot_restore.restore(record, tmp_path / "archives", venv)
     assert not venv.exists()
     assert not list(tmp_path.glob(".venv.restoring-*"))
     aside = snapshot.keep_aside(tmp_path / "rec.json", tmp_path / "archives", record)
@@ -76,7 +76,7 @@ def test_a_missing_archive_is_corrupt_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "archives" / record.archive).unlink()
     subprocess.run(["rm", "-rf", str(venv)], check=True)
     with pytest.raises(snapshot.CorruptSnapshot, match="cannot read"):
-        snapshot.restore(record, tmp_path / "archives", venv)
+        snapshot_restore.restore(record, tmp_path / "archives", venv)
 
 
 def test_a_snapshot_restored_elsewhere_has_its_scripts_moved_along(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_a_snapshot_restored_elsewhere_has_its_scripts_moved_along(tmp_path: Pat
     assert record is not None
     elsewhere = tmp_path / "another-replica" / "venv"
     elsewhere.parent.mkdir()
-    snapshot.restore(record, tmp_path / "archives", elsewhere)
+    snapshot_restore.restore(record, tmp_path / "archives", elsewhere)
     subprocess.run(["rm", "-rf", str(venv)], check=True)
     pip = subprocess.run(
         [str(elsewhere / "bin" / "pip"), "--version"], capture_output=True, text=True, check=False
@@ -126,7 +126,7 @@ def test_leftovers_of_a_killed_writer_go_and_the_record_still_names_a_whole_arch
     removed = snapshot.remove_others(tmp_path / "archives", keep=record.archive)
     assert removed == [leftover] and live.exists()
     subprocess.run(["rm", "-rf", str(venv)], check=True)
-    snapshot.restore(record, tmp_path / "archives", venv)
+    snapshot_restore.restore(record, tmp_path / "archives", venv)
     assert _imports(venv) == "42"
 
 
@@ -210,16 +210,16 @@ def test_a_restore_over_a_skeleton_exchanges_it_and_sweeps_killed_restores(
     assert record.distributions == () and record.path_files == ()
     subprocess.run(["rm", "-rf", str(venv)], check=True)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    (venv / snapshot.SKELETON_MARK).write_text("skeleton\n", encoding="utf-8")
+    (venv / snapshot_restore.SKELETON_MARK).write_text("skeleton\n", encoding="utf-8")
     running_from_skeleton = os.open(venv, os.O_RDONLY)  # a process's handle on the old folder
     dead = venv.with_name(".venv.restoring-999999999")
     alive = venv.with_name(f".venv.restoring-{os.getppid()}")
     for leftover in (dead, alive):
         (leftover / "lib").mkdir(parents=True)
     try:
-        snapshot.restore(record, volume / "archives", venv)
+        snapshot_restore.restore(record, volume / "archives", venv)
         assert _imports(venv) == "42"
-        assert not (venv / snapshot.SKELETON_MARK).exists()
+        assert not (venv / snapshot_restore.SKELETON_MARK).exists()
         assert not dead.exists() and alive.exists()
     finally:
         os.close(running_from_skeleton)
@@ -232,6 +232,6 @@ def test_a_restore_refuses_to_replace_a_venv_that_is_not_a_skeleton(tmp_path: Pa
     record = snapshot.take(venv, {"venv": None}, "3.x", volume / "rec.json", volume / "archives")
     assert record is not None
     with pytest.raises(snapshot.JobError, match="appeared while the snapshot was restored"):
-        snapshot.restore(record, volume / "archives", venv)
+        snapshot_restore.restore(record, volume / "archives", venv)
     assert _imports(venv) == "42"
     assert not list(venv.parent.glob(".venv.restoring-*"))

@@ -8,7 +8,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import tornado.web
 
-from orchestrator.auth import Guard, safe_next, same_origin
+from orchestrator.auth import Guard
+from orchestrator.origins import safe_next, same_origin
 from orchestrator.web.handlers import STATIC_DIR
 from orchestrator.web.json_body import BadInput, Field, json_object, text_field
 

@@ -22,7 +22,7 @@ from tornado.tcpclient import TCPClient
 from tornado.web import Application
 
 from proxy.pool import ConnectionPool
-from proxy.routes import proxy_rules
+from proxy.routes import admit_everyone, admits_everyone_at_once, proxy_rules
 from proxy.upstream import MarimoSession, Upstream, UpstreamLookup
 
 LOADING_PAGE = b"<!doctype html><title>Starting marimo</title><p>marimo is starting"
@@ -118,10 +118,6 @@ each_front_end = pytest.mark.usefixtures("front_end")
 """Marks a test of a front end's own behaviour, run through both."""
 
 
-async def _admit_everything(handler: object) -> bool:
-    return True
-
-
 @dataclass
 class Proxy:
     port: int
@@ -151,8 +147,10 @@ async def run_proxy(
         connect_timeout=options.get("connect_timeout", 5.0),
         idle_timeout=options.pop("idle_timeout", 30.0),
     )
-    if _forwarding["path"] == "handler" and "guard" not in options:
-        options["guard"] = _admit_everything  # a guard that cannot admit at once: no fast path
+    if "guard" not in options:  # the proxy alone: no sign-in, chosen by name
+        options["guard"] = admit_everyone
+        if _forwarding["path"] != "handler":  # else no fast path: every request to the handler
+            options.setdefault("admits_at_once", admits_everyone_at_once)
     rules = proxy_rules(lookup or switch, lambda: LOADING_PAGE, pool=pool, **options)
     app = Application(rules)
     async with serve(app) as server:
