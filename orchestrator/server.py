@@ -155,62 +155,15 @@ class Server:
 
         The pipeline and the metrics arrive once the jobs' modules have loaded: the objects that
         use them are given the futures."""
-        from jobs.atomic import write_atomically
-        from orchestrator.actions import Actions
-        from orchestrator.app import make_app, make_guard
-        from orchestrator.bounds import BoundedServer
-        from orchestrator.hosts import HostRule
         from orchestrator.private import keep_private
-        from orchestrator.quix import QuixPortal
-        from orchestrator.secret_adoption import adopt_or_persist
-        from orchestrator.secret_rotation import rotate
-        from orchestrator.signing import SigningSecret
         from orchestrator.status import StatusBoard
-        from proxy.precompressed import AssetStore
+        from orchestrator.web_side import build_web_side
 
         config = self.config
         keep_private()  # before anyone can sign in and run code as this user
         board = StatusBoard(boot_id=self.boot_id)
-        portal = QuixPortal(config.quix, yes_ttl=config.quix_recheck) if config.quix else None
-        board.capabilities["restart_deployment"] = bool(portal and portal.settings.deployment_id)
-        actions = Actions(board, portal, pipeline, lambda: self.sync)
-        secret = SigningSecret.load(
-            StateLayout(config.jobs.state_dir).session_secret
-            if config.jobs.state_dir.is_dir()
-            else None
-        )
-        guard = make_guard(
-            config,
-            portal,
-            # The signing secret in force: adopted from the state once it is known, rotated
-            # when a logout cannot be recorded.
-            secret=secret,
-            # Read at each use, and only by requests, so once the server below exists: it
-            # counts connections until one of their requests is admitted. The cycle
-            # (server -> app -> guard -> server) is closed here, not patched.
-            on_admit=lambda request: server.trust(request),
-            # A logout that cannot be recorded ends every session instead, for good.
-            rotate=lambda: rotate(secret, StateLayout(config.jobs.state_dir).session_secret),
-        )
-        assets = AssetStore(write_atomically)
-        app = make_app(config, board, actions, guard, metrics, assets)
-        # Compressed copies of marimo's assets live on the state volume (or this run's temporary
-        # state folder), and are made only while marimo serves.
-        board.on_state.append(lambda path, persistent: assets.attach(StateLayout(path).asset_cache))
-        board.on_marimo.append(lambda serving: assets.resume() if serving else assets.hold())
-        board.on_state.append(
-            lambda path, persistent: adopt_or_persist(secret, path) if persistent else None
-        )
-        board.on_state.append(
-            lambda path, persistent: (
-                guard.revocations.attach(StateLayout(path).revoked_sessions) if persistent else None
-            )
-        )
-        server = BoundedServer(
-            app,
-            xheaders=False,
-            max_buffer_size=64 * 1024 * 1024,
-            hosts=HostRule(config.host, config.allowed_hosts),
+        portal, guard, _, server, assets = build_web_side(
+            config, board, pipeline, metrics, lambda: self.sync
         )
         early.hand_over(server)
         if config.sync_to_quix and portal is not None:
@@ -319,6 +272,7 @@ def import_web() -> None:
         quix,
         secret_adoption,
         status,
+        web_side,
     )
     from proxy import precompressed  # noqa: F401
 

@@ -1,10 +1,11 @@
 """The orchestrator's web side in this process, in front of a stand-in marimo.
 
-:class:`InProcess` builds what ``orchestrator/server.py``'s ``Server.startup`` builds, from the
-same command line and environment (``orchestrator.cli.parse``): the status board, the Quix
-portal client, the actions, the guard (``make_guard``), the Tornado application (``make_app``,
-every real handler and the proxy), the secret adoption and revocations on the state folder,
-and ``BoundedServer`` with its Host rule, limits and deadlines, serving a real socket on
+:class:`InProcess` builds the web side with the function ``Server.startup`` builds it with
+(``orchestrator.web_side.build_web_side``), from the same command line and environment
+(``orchestrator.cli.parse``): the Quix portal client, the actions, the signing secret, the
+guard, the Tornado application (every real handler and the proxy), the secret adoption and
+revocations on the state folder, and ``BoundedServer`` with its Host rule, limits and
+deadlines, serving a real socket on
 127.0.0.1 from an event loop in a thread of its own. It then plays the startup jobs' part on the
 board, as the pipeline would: the state folder is resolved (persistent), and marimo is up,
 where the stand-in (tests/backends/marimo_standin.py) listens.
@@ -37,7 +38,6 @@ from typing import Any
 import tornado.httpserver
 import tornado.netutil
 
-from jobs.layout import StateLayout
 from jobs.redact import redact
 from jobs.reporting import STEP_NAMES
 from tests.backends import marimo_standin
@@ -182,56 +182,21 @@ class InProcess:
             await asyncio.wait_for(upstream.close_all_connections(), timeout=1.0)
 
     def _startup(self, background: set[asyncio.Task[None]]) -> tuple[Any, Any, Any]:
-        """``Server.startup``'s wiring, then the jobs' reports of a ready marimo."""
-        from jobs.atomic import write_atomically
-        from orchestrator.actions import Actions
-        from orchestrator.app import make_app, make_guard
-        from orchestrator.bounds import BoundedServer
-        from orchestrator.hosts import HostRule
+        """``Server.startup``'s web side, then the jobs' reports of a ready marimo."""
         from orchestrator.metrics import Metrics
-        from orchestrator.quix import QuixPortal
-        from orchestrator.secret_adoption import adopt_or_persist
-        from orchestrator.secret_rotation import rotate
         from orchestrator.server import recheck_sockets
         from orchestrator.status import StatusBoard
-        from proxy.precompressed import AssetStore
+        from orchestrator.web_side import build_web_side
         from proxy.websocket import WebSocketRelay
 
         config = self.config
         loop = asyncio.get_running_loop()
         board = StatusBoard(boot_id=os.urandom(16).hex())
         self.board = board
-        portal = QuixPortal(config.quix, yes_ttl=config.quix_recheck) if config.quix else None
-        board.capabilities["restart_deployment"] = bool(portal and portal.settings.deployment_id)
         pipeline: asyncio.Future[Any] = loop.create_future()  # no jobs: never resolved
         metrics: asyncio.Future[Metrics] = loop.create_future()
         metrics.set_result(Metrics(board, lambda: WebSocketRelay.open_relays))
-        actions = Actions(board, portal, pipeline, lambda: None)
-        guard = make_guard(
-            config,
-            portal,
-            secret=lambda: app.settings["cookie_secret"],
-            on_admit=lambda request: server.trust(request),
-            rotate=lambda: rotate(app, StateLayout(config.jobs.state_dir).session_secret),
-        )
-        assets = AssetStore(write_atomically)
-        app = make_app(config, board, actions, guard, metrics, assets)
-        board.on_state.append(lambda path, persistent: assets.attach(StateLayout(path).asset_cache))
-        board.on_marimo.append(lambda serving: assets.resume() if serving else assets.hold())
-        board.on_state.append(
-            lambda path, persistent: adopt_or_persist(app, path) if persistent else None
-        )
-        board.on_state.append(
-            lambda path, persistent: (
-                guard.revocations.attach(StateLayout(path).revoked_sessions) if persistent else None
-            )
-        )
-        server = BoundedServer(
-            app,
-            xheaders=False,
-            max_buffer_size=64 * 1024 * 1024,
-            hosts=HostRule(config.host, config.allowed_hosts),
-        )
+        _, guard, _, server, assets = build_web_side(config, board, pipeline, metrics, lambda: None)
         server.add_sockets(
             tornado.netutil.bind_sockets(config.port, config.host, family=socket.AF_INET)
         )
