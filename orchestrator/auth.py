@@ -34,7 +34,7 @@ from tornado.httputil import HTTPServerRequest
 
 from orchestrator.auth_modes import AuthMode
 from orchestrator.origins import same_origin, wants_html
-from orchestrator.quix_recheck import QUIX_GRACE, QUIX_RECHECK, QuixRechecks
+from orchestrator.quix_recheck import QuixRechecks
 from orchestrator.revocations import Revocations
 from orchestrator.secret_rotation import SignOut
 from orchestrator.session_cookie import Session, SessionCookies
@@ -83,13 +83,13 @@ class Guard:
         mode: AuthMode,
         verifier: Verifier,
         *,
-        trust_proxy: bool = False,
+        trust_proxy: bool,
         session_seconds: float = SESSION_SECONDS,
-        quix_recheck: float = QUIX_RECHECK,
-        quix_grace: float = QUIX_GRACE,
+        quix_recheck: float,
+        quix_grace: float,
         throttle: SignInThrottle | None = None,
-        framed: bool = False,
-        token_generated: bool = False,
+        framed: bool,
+        token_generated: bool,
         secret: SigningSecret,
         on_admit: Callable[[HTTPServerRequest], None],
         rotate: Callable[[], SignOut],

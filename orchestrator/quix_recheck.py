@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orchestrator")
 
-QUIX_RECHECK = 300.0
-QUIX_GRACE = 30 * 60.0
 PORTAL_RETRY = 30.0
 """While the portal cannot be reached, how often a session in its grace period asks again (at
 most; every ``quix_recheck`` when that is shorter)."""

@@ -76,6 +76,7 @@ def supervisor(tmp_path: Path, python: Path, reporter: TimedReporter) -> MarimoS
         ready_timeout=90,
         max_quick_crashes=3,
         stable_after=60,
+        record_installs=False,
     )
 
 

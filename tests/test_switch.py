@@ -96,6 +96,8 @@ def make_supervisor(
         base_env=hermetic_env({"HOME": str(tmp_path)}),
         reporter=board,
         ready_timeout=MARIMO_BOOT,
+        stable_after=30.0,
+        record_installs=False,
         liveness=liveness,
         switching=Switching(drain=drain, margin=64 * 1024 * 1024),
         memory=memory,
