@@ -12,7 +12,7 @@ a folder of wheels; with none there, a generated tree of 40,000 ``.py`` files un
   time. The earlier loop (every synced file under the notebook folder hashed every second, venv
   included) is measured the same way for comparison.
 - latency: seconds from writing a notebook to the fake Quix portal (tests/support/quix_portal.py)
-  receiving it, through the real :class:`orchestrator.quix.QuixPortal` push, for the default
+  receiving it, through the real :class:`orchestrator.quix.portal.QuixPortal` push, for the default
   debounce (5 s) and a short one (0.5 s); the median of ``--edits`` edits each.
 """
 
@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from jobs.layout import StateLayout  # noqa: E402
 from jobs.notebook_sync import NotebookSync  # noqa: E402
-from orchestrator.quix import QuixPortal  # noqa: E402
-from orchestrator.quix_settings import QuixSettings  # noqa: E402
+from orchestrator.quix.portal import QuixPortal  # noqa: E402
+from orchestrator.quix.settings import QuixSettings  # noqa: E402
 from tests.support.quix_portal import FakeQuixPortal  # noqa: E402
 
 NOTEBOOK = "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    return\n"

@@ -1,7 +1,7 @@
 """Pauses between tries for loops that are not one call retried (a supervisor counting crashes,
 a sync deferring its next push, a replica waiting for a lock or for another's environment),
 computed by tenacity's wait strategies: the same arithmetic as the steps' retry policies
-(jobs/retry.py) and the portal's calls (orchestrator/quix.py).
+(jobs/retry.py) and the portal's calls (orchestrator/quix/portal.py).
 """
 
 from __future__ import annotations

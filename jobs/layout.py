@@ -87,7 +87,7 @@ class StateLayout(NamedTuple):
     @property
     def revoked_sessions(self) -> Path:
         """Sessions ended before their time (logout, a refused Quix token), one per line, so
-        they stay ended across restarts (orchestrator/revocations.py)."""
+        they stay ended across restarts (orchestrator/trust/revocations.py)."""
         return self.root / "sessions-revoked"
 
     @property

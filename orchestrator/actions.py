@@ -16,7 +16,7 @@ from orchestrator.status import StatusBoard
 if TYPE_CHECKING:
     from jobs.notebook_sync import NotebookSync
     from jobs.runner import Pipeline
-    from orchestrator.quix import QuixPortal
+    from orchestrator.quix.portal import QuixPortal
 
 log = logging.getLogger("orchestrator")
 
@@ -118,7 +118,7 @@ class Actions:
         async def restart() -> None:
             sync = self._sync()
             if sync is not None and sync.state.pending:
-                from orchestrator.sync import FLUSH_BEFORE_RESTART
+                from orchestrator.quix.sync import FLUSH_BEFORE_RESTART
 
                 self.board.announce(
                     "Saving notebook edits to Quix before the restart "

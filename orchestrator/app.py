@@ -22,13 +22,13 @@ import tornado.web
 from jobs.layout import StateLayout
 from jobs.redact import redact
 from orchestrator.actions import Actions
-from orchestrator.auth import Guard, Verifier
 from orchestrator.config import Config
-from orchestrator.editors import WATCHED
-from orchestrator.quix import QuixPortal
-from orchestrator.secret_rotation import SignOut
-from orchestrator.signing import SigningSecret
+from orchestrator.quix.editors import WATCHED
+from orchestrator.quix.portal import QuixPortal
 from orchestrator.status import StatusBoard
+from orchestrator.trust.auth import Guard, Verifier
+from orchestrator.trust.secret_rotation import SignOut
+from orchestrator.trust.signing import SigningSecret
 from orchestrator.web.framing import framing_headers, framing_transform
 from orchestrator.web.front_page import FrontPageVisit, OpenNotebookHandler
 from orchestrator.web.handlers import (
@@ -201,7 +201,7 @@ def record_request(
     if request.path in ("/-/healthy", "/-/ready") and status in (200, 503):
         level = logging.DEBUG
     elif status in (401, 429):
-        level = logging.DEBUG  # failed sign-ins are summarised by orchestrator/throttle.py
+        level = logging.DEBUG  # failed sign-ins are summarised by orchestrator/trust/throttle.py
     elif status >= 500:
         level = logging.WARNING
     else:

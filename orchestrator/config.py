@@ -13,10 +13,10 @@ from typing import Any, NamedTuple
 
 from jobs.env_location import default_env_dir
 from jobs.settings import JobSettings, Liveness, RunAs, Switching, repr_without
-from orchestrator.auth_modes import AuthMode
-from orchestrator.hosts import parse_allowed
 from orchestrator.options import OPTIONS, LogFormat, LogLevel
-from orchestrator.quix_settings import DELETE_METHODS, RESTART_METHODS, PortalCall, QuixSettings
+from orchestrator.quix.settings import DELETE_METHODS, RESTART_METHODS, PortalCall, QuixSettings
+from orchestrator.trust.auth_modes import AuthMode
+from orchestrator.trust.hosts import parse_allowed
 
 QUIX_STATE_PATH = "Quix__Deployment__State__Path"
 QUIX_STATE_ENABLED = "Quix__Deployment__State__Enabled"

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 from jobs.env_location import ENV_LOCATIONS
 from jobs.settings import InstallerChoice, MarimoMode
-from orchestrator.auth_modes import AuthMode
+from orchestrator.trust.auth_modes import AuthMode
 
 ENV_PREFIX = "ORCHESTRATOR_"
 INSTALLERS: tuple[InstallerChoice, ...] = ("auto", "uv", "pip")

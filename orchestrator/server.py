@@ -46,12 +46,12 @@ if TYPE_CHECKING:
     from jobs.head_start import HeadStart
     from jobs.notebook_sync import NotebookSync
     from jobs.runner import Pipeline
-    from orchestrator.auth import Guard
-    from orchestrator.bounds import BoundedServer
     from orchestrator.early import EarlyResponder
     from orchestrator.metrics import Metrics
-    from orchestrator.quix import QuixPortal
+    from orchestrator.quix.portal import QuixPortal
     from orchestrator.status import StatusBoard
+    from orchestrator.trust.auth import Guard
+    from orchestrator.trust.bounds import BoundedServer
     from proxy.precompressed import AssetStore
 
 log = logging.getLogger("orchestrator")
@@ -155,8 +155,8 @@ class Server:
 
         The pipeline and the metrics arrive once the jobs' modules have loaded: the objects that
         use them are given the futures."""
-        from orchestrator.private import keep_private
         from orchestrator.status import StatusBoard
+        from orchestrator.trust.private import keep_private
         from orchestrator.web_side import build_web_side
 
         config = self.config
@@ -196,7 +196,7 @@ class Server:
         self, portal: QuixPortal, guard: Guard, board: StatusBoard
     ) -> Callable[[Path, bool], None]:
         """Notebook sync starts once the state directory (where its queue lives) is known."""
-        from orchestrator.sync import make_sync, run_sync
+        from orchestrator.quix.sync import make_sync, run_sync
 
         def start_sync(path: Path, persistent: bool) -> None:
             self.sync = make_sync(self.config, portal, guard, board, path, persistent)
@@ -234,7 +234,7 @@ class Server:
         import asyncio
 
         from jobs.processes import live_children, terminate_tree_async
-        from orchestrator.sync import FLUSH_ON_SIGTERM
+        from orchestrator.quix.sync import FLUSH_ON_SIGTERM
 
         log.info("stopping")
         if self.sync is not None and self.sync.state.pending:
@@ -263,17 +263,9 @@ class Server:
 def import_web() -> None:
     """Tornado and the web modules, all that :meth:`Server.startup` imports; run in a worker
     thread while the early responder answers."""
-    from orchestrator import (  # noqa: F401
-        actions,
-        app,
-        bounds,
-        hosts,
-        private,
-        quix,
-        secret_adoption,
-        status,
-        web_side,
-    )
+    from orchestrator import actions, app, status, web_side  # noqa: F401
+    from orchestrator.quix import portal  # noqa: F401
+    from orchestrator.trust import bounds, hosts, private, secret_adoption  # noqa: F401
     from proxy import precompressed  # noqa: F401
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from jobs.redact import redact
 from jobs.reporting import STEP_NAMES, MarimoExit, Outcome, StepName
-from orchestrator.editors import Editors
+from orchestrator.quix.editors import Editors
 from proxy.hold import KernelHold
 from proxy.upstream import Upstream
 

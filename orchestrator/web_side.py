@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 
     from jobs.notebook_sync import NotebookSync
     from jobs.runner import Pipeline
-    from orchestrator.auth import Guard
-    from orchestrator.bounds import BoundedServer
     from orchestrator.config import Config
     from orchestrator.metrics import Metrics
-    from orchestrator.quix import QuixPortal
+    from orchestrator.quix.portal import QuixPortal
     from orchestrator.status import StatusBoard
+    from orchestrator.trust.auth import Guard
+    from orchestrator.trust.bounds import BoundedServer
     from proxy.precompressed import AssetStore
 
 
@@ -54,12 +54,12 @@ def build_web_side(
     from jobs.atomic import write_atomically
     from orchestrator.actions import Actions
     from orchestrator.app import make_app, make_guard
-    from orchestrator.bounds import BoundedServer
-    from orchestrator.hosts import HostRule
-    from orchestrator.quix import QuixPortal
-    from orchestrator.secret_adoption import adopt_or_persist
-    from orchestrator.secret_rotation import rotate
-    from orchestrator.signing import SigningSecret
+    from orchestrator.quix.portal import QuixPortal
+    from orchestrator.trust.bounds import BoundedServer
+    from orchestrator.trust.hosts import HostRule
+    from orchestrator.trust.secret_adoption import adopt_or_persist
+    from orchestrator.trust.secret_rotation import rotate
+    from orchestrator.trust.signing import SigningSecret
     from proxy.precompressed import AssetStore
 
     portal = QuixPortal(config.quix, yes_ttl=config.quix_recheck) if config.quix else None

@@ -21,7 +21,7 @@ import tornado.web
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from orchestrator.session_crypto import binding
+from orchestrator.trust.session_crypto import binding
 from tests.support.in_process import InProcess, InProcessFactory, serving
 from tests.support.notebooks import NOTEBOOK
 from tests.support.orchestrator import OrchestratorFactory, hermetic_env

@@ -28,7 +28,7 @@ import tornado.web
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from orchestrator.session_crypto import binding
+from orchestrator.trust.session_crypto import binding
 from tests.support.in_process import InProcess, InProcessFactory
 from tests.support.index import LocalIndex
 from tests.support.orchestrator import Orchestrator, OrchestratorFactory, hermetic_env

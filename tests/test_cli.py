@@ -173,7 +173,7 @@ def test_a_portal_call_that_is_not_method_and_path_names_its_setting(tmp_path: P
 
 
 def test_a_portal_call_is_parsed_once_into_its_method_and_path() -> None:
-    from orchestrator.quix_settings import DELETE_METHODS, PortalCall
+    from orchestrator.quix.settings import DELETE_METHODS, PortalCall
 
     call = PortalCall.parse("  delete  workspaces/{workspace_id}/files/{path} ", DELETE_METHODS)
     assert call == PortalCall("DELETE", "workspaces/{workspace_id}/files/{path}")

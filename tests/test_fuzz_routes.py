@@ -31,7 +31,7 @@ from urllib.parse import quote
 import pytest
 import tornado.web
 
-from orchestrator.session_crypto import binding
+from orchestrator.trust.session_crypto import binding
 from tests.support.in_process import InProcess, serving
 from tests.support.notebooks import NOTEBOOK
 from tests.support.orchestrator import hermetic_env, quix_layout_env

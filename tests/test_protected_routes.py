@@ -16,8 +16,8 @@ import tornado.httpclient
 import tornado.routing
 import tornado.web
 
-from orchestrator.auth import Guard
 from orchestrator.status import StatusBoard
+from orchestrator.trust.auth import Guard
 from orchestrator.web.front_page import OpenNotebookHandler
 from orchestrator.web.handlers import (
     EventsHandler,

@@ -329,7 +329,7 @@ def test_pushes_carry_the_token_of_the_person_holding_the_notebook(
 
 
 def test_who_edits_the_latest_saver_first_then_the_kernel_socket() -> None:
-    from orchestrator.editors import Editors
+    from orchestrator.quix.editors import Editors
 
     editors = Editors()
     assert editors.token() is None

@@ -97,7 +97,7 @@ def test_a_warm_start_spawns_marimo_before_the_heavy_imports(
     report = tmp_path / "spawn-report"
     watched = (
         "asyncio inspect dataclasses tornado tornado.web orchestrator.app orchestrator.status"
-        " orchestrator.quix jobs.runner"
+        " orchestrator.quix.portal jobs.runner"
     )
     run = orchestrator(
         notebook_dir,

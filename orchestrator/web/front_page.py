@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 from tornado.httputil import HTTPServerRequest
 from tornado.routing import Matcher
 
-from orchestrator.auth import Guard
+from orchestrator.trust.auth import Guard
 from orchestrator.web.protected import Protected
 from proxy.gate import is_navigation
 

@@ -18,8 +18,8 @@ import tornado.iostream
 import tornado.web
 
 from orchestrator import probes
-from orchestrator.auth import Guard
 from orchestrator.status import StatusBoard, Subscriber
+from orchestrator.trust.auth import Guard
 from orchestrator.web.protected import Protected
 
 STATIC_DIR = Path(__file__).parent / "static"

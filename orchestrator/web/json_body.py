@@ -7,7 +7,7 @@ into a 400 (413 for a body over the limit) and nothing else happens.
 
 Invariants:
 
-* A JSON body is at most :data:`~orchestrator.bounds.OWN_BODY_LIMIT` bytes and nested at most
+* A JSON body is at most :data:`~orchestrator.trust.bounds.OWN_BODY_LIMIT` bytes and nested at most
   :data:`MAX_DEPTH` levels, checked on the raw bytes before the parser runs (so the parser
   never recurses deeply); it is one object whose fields are exactly the declared ones, each of
   its declared type: a boolean is ``true`` or ``false``, never ``"false"``, ``0`` or ``null``;
@@ -27,7 +27,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from orchestrator.bounds import OWN_BODY_LIMIT
+from orchestrator.trust.bounds import OWN_BODY_LIMIT
 
 MAX_DEPTH = 16
 MAX_TEXT = 8 * 1024

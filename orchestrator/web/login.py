@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import tornado.web
 
-from orchestrator.auth import Guard
-from orchestrator.origins import safe_next, same_origin
+from orchestrator.trust.auth import Guard
+from orchestrator.trust.origins import safe_next, same_origin
 from orchestrator.web.handlers import STATIC_DIR
 from orchestrator.web.json_body import BadInput, Field, json_object, text_field
 
@@ -32,7 +32,7 @@ _SIGNED_OUT = {
     "the state volume.",
 }
 """The notice the sign-in page shows after a logout that went further, or less far, than this
-session (orchestrator/secret_rotation.py); chosen by name, never text from the URL."""
+session (orchestrator/trust/secret_rotation.py); chosen by name, never text from the URL."""
 
 
 LOGIN_PATH = "/-/login"

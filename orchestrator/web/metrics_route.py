@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.auth import Guard
+from orchestrator.trust.auth import Guard
 from orchestrator.web.protected import Protected
 
 if TYPE_CHECKING:

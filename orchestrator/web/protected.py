@@ -21,7 +21,7 @@ from typing import Any
 import tornado.routing
 import tornado.web
 
-from orchestrator.auth import Guard
+from orchestrator.trust.auth import Guard
 
 
 class Protected(tornado.web.RequestHandler):

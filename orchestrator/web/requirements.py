@@ -21,8 +21,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.actions import Actions
-from orchestrator.auth import Guard
-from orchestrator.origins import same_origin
+from orchestrator.trust.auth import Guard
+from orchestrator.trust.origins import same_origin
 from orchestrator.web.json_body import BadInput, Field, answer_bad_input, json_request
 from orchestrator.web.protected import Protected
 

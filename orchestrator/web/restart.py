@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.actions import Actions
-from orchestrator.auth import Guard
-from orchestrator.origins import same_origin
+from orchestrator.trust.auth import Guard
+from orchestrator.trust.origins import same_origin
 from orchestrator.web.json_body import Field, json_request
 from orchestrator.web.protected import Protected
 

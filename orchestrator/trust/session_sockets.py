@@ -1,6 +1,6 @@
 """The WebSockets each session opened (marimo's editor and terminal), so that ending a session
 closes them, and sessions that only hold sockets open (they make no new requests) are still
-checked (:meth:`orchestrator.auth.Guard.sweep`).
+checked (:meth:`orchestrator.trust.auth.Guard.sweep`).
 
 Invariants: a socket is held weakly (a closed relay is forgotten with its handler); closing a
 session's sockets sends close code 1008 and never raises (a socket already gone is passed
@@ -14,7 +14,7 @@ import weakref
 
 import tornado.web
 
-from orchestrator.session_cookie import Session
+from orchestrator.trust.session_cookie import Session
 
 
 class SessionSockets:

@@ -4,7 +4,7 @@ and, while the portal cannot be reached, for at most ``grace`` seconds before th
 Invariants: a session the portal refuses, or that has no token to ask about, is reported as not
 allowed (the guard ends it); while the portal is unreachable a session is kept for ``grace``
 seconds from the first failed question, asked again at most every :data:`PORTAL_RETRY` seconds
-(not at every request); the tables kept per session are bounded (orchestrator/session_cookie.py's
+(not at every request); the tables kept per session are bounded (trust/session_cookie.py's
 :func:`remember`). The token is never logged.
 """
 
@@ -14,10 +14,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from orchestrator.session_cookie import remember
+from orchestrator.trust.session_cookie import remember
 
 if TYPE_CHECKING:
-    from orchestrator.auth import Verifier
+    from orchestrator.trust.auth import Verifier
 
 log = logging.getLogger("orchestrator")
 
@@ -53,7 +53,7 @@ class QuixRechecks:
     async def confirm(self, sid: str, token: str | None) -> bool:
         """Ask the portal about ``token`` (session ``sid``, due for a re-check): False when the
         session must end (refused, no token, or unreachable for longer than the grace)."""
-        from orchestrator.quix import PortalUnavailable
+        from orchestrator.quix.portal import PortalUnavailable
 
         if not token:
             return False

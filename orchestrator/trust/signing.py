@@ -1,11 +1,11 @@
 """The signing secret: one object that holds the secret in force, which the session cookie
-codec (orchestrator/session_cookie.py) asks for at each use.
+codec (orchestrator/trust/session_cookie.py) asks for at each use.
 
 The secret is read from the state directory at start when it is there (mode 0600, the
 orchestrator's own file), else made for this run; it is replaced while the process runs in two
 cases only: adopted from, or persisted to, the state directory once it is known
-(orchestrator/secret_adoption.py), and rotated when a logout cannot be recorded
-(orchestrator/secret_rotation.py).
+(orchestrator/trust/secret_adoption.py), and rotated when a logout cannot be recorded
+(orchestrator/trust/secret_rotation.py).
 
 Invariants: the secret is never logged nor shown (its ``repr`` says nothing of it); it is always
 at least 32 bytes; a file another user owns is never taken for it (that user could forge

@@ -3,10 +3,10 @@ sessions and tokens it rests on.
 
 Modes: ``quix`` (tokens validated by the Quix portal), ``token`` (one shared access token) and
 ``none`` (explicit opt-in). The parts, each a module of its own: the session cookie
-(orchestrator/session_cookie.py, signed with orchestrator/signing.py's secret), where a request
-comes from (orchestrator/origins.py), Quix re-checks (orchestrator/quix_recheck.py), the
-WebSockets each session holds (orchestrator/session_sockets.py), ended sessions
-(orchestrator/revocations.py) and the sign-in throttle (orchestrator/throttle.py). Tokens are
+(trust/session_cookie.py, signed with trust/signing.py's secret), where a request
+comes from (orchestrator/trust/origins.py), Quix re-checks (orchestrator/trust/quix_recheck.py), the
+WebSockets each session holds (orchestrator/trust/session_sockets.py), ended sessions
+(trust/revocations.py) and the sign-in throttle (trust/throttle.py). Tokens are
 never put in a cookie in plain text, a log line, the status or a page.
 
 Session lifetime: at most ``session_seconds`` (8 h) from sign-in; ended earlier by logging out,
@@ -32,18 +32,18 @@ from urllib.parse import quote
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
-from orchestrator.auth_modes import AuthMode
-from orchestrator.origins import same_origin, wants_html
-from orchestrator.quix_recheck import QuixRechecks
-from orchestrator.revocations import Revocations
-from orchestrator.secret_rotation import SignOut
-from orchestrator.session_cookie import Session, SessionCookies
-from orchestrator.session_sockets import SessionSockets
-from orchestrator.signing import SigningSecret
-from orchestrator.throttle import SignInThrottle, client_address
+from orchestrator.trust.auth_modes import AuthMode
+from orchestrator.trust.origins import same_origin, wants_html
+from orchestrator.trust.quix_recheck import QuixRechecks
+from orchestrator.trust.revocations import Revocations
+from orchestrator.trust.secret_rotation import SignOut
+from orchestrator.trust.session_cookie import Session, SessionCookies
+from orchestrator.trust.session_sockets import SessionSockets
+from orchestrator.trust.signing import SigningSecret
+from orchestrator.trust.throttle import SignInThrottle, client_address
 
 if TYPE_CHECKING:
-    from orchestrator.quix import QuixPortal
+    from orchestrator.quix.portal import QuixPortal
 
 log = logging.getLogger("orchestrator")
 
@@ -102,10 +102,10 @@ class Guard:
         self.throttle = throttle or SignInThrottle()
         self.revocations = Revocations()
         self.on_admit = on_admit
-        """Told of every admitted request (orchestrator/bounds.py stops counting its connection)."""
+        """Told of every admitted request (trust/bounds.py stops counting its connection)."""
         self.rotate = rotate
         """Ends every session for good when a logout cannot be recorded
-        (orchestrator/secret_rotation.py); says how far the logout went."""
+        (orchestrator/trust/secret_rotation.py); says how far the logout went."""
         self.cookies = SessionCookies(
             mode,
             secret,
@@ -212,7 +212,7 @@ class Guard:
     ) -> tuple[Outcome, float]:
         """Checks a presented token under the throttle: the outcome and, when throttled, the
         seconds to wait."""
-        from orchestrator.quix import PortalUnavailable
+        from orchestrator.quix.portal import PortalUnavailable
 
         client = client_address(handler.request, self.trust_proxy)
         wait = self.throttle.wait(client)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.quix_settings import QuixSettings
+from orchestrator.quix.settings import QuixSettings
 
 PORTAL_THREADS = 4
 """Portal calls in flight at once; more wait (within their deadline) for a free one."""

@@ -1,6 +1,6 @@
 """What the orchestrator reads of Quix's injected ``Quix__*`` variables (see reference/quix.md).
 
-Kept apart from :mod:`orchestrator.quix` (the portal client) because the configuration is read
+Kept apart from :mod:`orchestrator.quix.portal` (the portal client) as the configuration is read
 before marimo's early spawn: this module imports the standard library's ``typing`` and
 ``urllib.parse`` and :mod:`jobs.settings` (itself standard library only), and no ``asyncio``.
 

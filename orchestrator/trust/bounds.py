@@ -2,7 +2,7 @@
 
 :class:`BoundedServer` is Tornado's HTTP server with, in front of the application:
 
-* the Host rule (orchestrator/hosts.py): a foreign Host is answered 403 at once;
+* the Host rule (orchestrator/trust/hosts.py): a foreign Host is answered 403 at once;
 * a body limit on the orchestrator's own routes (``/-/``), checked from the headers before a
   byte of the body is read: more than :data:`OWN_BODY_LIMIT` answers 413, a body without a
   length 411, and the connection is closed instead of reading on;
@@ -25,7 +25,7 @@ import tornado.httpserver
 import tornado.iostream
 from tornado import httputil
 
-from orchestrator.hosts import FLAG, HostRule
+from orchestrator.trust.hosts import FLAG, HostRule
 
 OWN_BODY_LIMIT = 16 * 1024
 FIRST_HEADERS_TIMEOUT = 10.0

@@ -70,7 +70,7 @@ class Revocations:
     def add(self, sid: str, expires: float) -> bool:
         """Remember ``sid`` as ended; True when that is on the volume (appended and fsynced),
         or was already known. False: in this process only (no state folder yet, or the write
-        failed); the caller decides what else makes it last (orchestrator/secret_rotation.py)."""
+        failed); the caller decides what else makes it last (trust/secret_rotation.py)."""
         if sid in self._ended:
             return True
         if len(self._ended) >= MAX_ENTRIES:

@@ -1,6 +1,6 @@
 """A logout that could not be recorded still ends the session for good: the secret rotates.
 
-A logout is remembered in ``<state>/sessions-revoked`` (orchestrator/revocations.py) so the
+A logout is remembered in ``<state>/sessions-revoked`` (orchestrator/trust/revocations.py) so the
 cookie stays refused after a restart. When that record cannot be written (a full or failing
 state volume), the session would come back with the next start. Instead, when the signing
 secret in force is the one kept on the volume, it is rotated:
@@ -28,7 +28,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.signing import SigningSecret
+from orchestrator.trust.signing import SigningSecret
 
 log = logging.getLogger("orchestrator")
 

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobs.layout import StateLayout
-from orchestrator.editors import identity
+from orchestrator.quix.editors import identity
 
 if TYPE_CHECKING:
     from jobs.notebook_sync import NotebookSync
-    from orchestrator.auth import Guard
     from orchestrator.config import Config
-    from orchestrator.quix import QuixPortal
+    from orchestrator.quix.portal import QuixPortal
     from orchestrator.status import StatusBoard
+    from orchestrator.trust.auth import Guard
 
 log = logging.getLogger("orchestrator")
 
@@ -40,7 +40,7 @@ def make_sync(
     persistent: bool,
 ) -> NotebookSync:
     from jobs.notebook_sync import CredentialRefused, FileRefused, NotebookSync
-    from orchestrator.quix import PortalRefused
+    from orchestrator.quix.portal import PortalRefused
 
     def token() -> str | None:
         return board.editors.token() or guard.latest_user_token or portal.settings.sdk_token

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jobs.atomic import link_exclusively, write_private
 from jobs.layout import StateLayout
-from orchestrator.signing import MIN_LENGTH, SigningSecret
+from orchestrator.trust.signing import MIN_LENGTH, SigningSecret
 
 log = logging.getLogger("orchestrator")
 

@@ -3,7 +3,7 @@
 A session is a signed, HttpOnly cookie carrying a random id, its issue time and what ties it to
 its credential: in ``token`` mode a keyed digest of the access token (a new token ends every
 session made with the old one), in ``quix`` mode the user's token sealed with AES-GCM under a
-key derived from the signing secret (orchestrator/session_crypto.py), so the portal can be asked
+key derived from the signing secret (trust/session_crypto.py), so the portal can be asked
 again, after a restart too. A Quix token too long to be sealed within :data:`COOKIE_BUDGET` is
 kept in this process's memory instead (that session then ends with the process).
 
@@ -13,7 +13,7 @@ is read as a session only when its signature, its age (at most ``session_seconds
 sign-in, none from the future), its binding (``token`` mode) and its credential (``quix`` mode)
 all hold; a token is never put in a cookie in plain text; every table kept here is bounded
 (:data:`MAX_TRACKED`). Whether a session was ended (logged out) is the guard's to say
-(orchestrator/auth.py), not the cookie's.
+(orchestrator/trust/auth.py), not the cookie's.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import TypeVar
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
-from orchestrator.auth_modes import AuthMode
-from orchestrator.origins import is_https
-from orchestrator.signing import SigningSecret
+from orchestrator.trust.auth_modes import AuthMode
+from orchestrator.trust.origins import is_https
+from orchestrator.trust.signing import SigningSecret
 
 log = logging.getLogger("orchestrator")
 
@@ -61,7 +61,7 @@ class Session:
     binding: str = ""
     """``token`` mode: the keyed digest of the access token the session was made with."""
     sealed: str = ""
-    """``quix`` mode: the user's token, sealed (orchestrator/session_crypto.py)."""
+    """``quix`` mode: the user's token, sealed (orchestrator/trust/session_crypto.py)."""
 
 
 class SessionCookies:
@@ -92,7 +92,7 @@ class SessionCookies:
         """Quix tokens too long for the cookie, by session id (this process only)."""
 
     def _expected_binding(self, secret: bytes) -> str:
-        from orchestrator.session_crypto import binding
+        from orchestrator.trust.session_crypto import binding
 
         if self._binding is None or self._binding[0] is not secret:
             self._binding = (secret, binding(secret, self._credential))
@@ -141,7 +141,7 @@ class SessionCookies:
         """A Quix session's token: unsealed from its cookie, or from memory."""
         if not session.sealed:
             return self._memory_tokens.get(session.sid)
-        from orchestrator.session_crypto import unseal
+        from orchestrator.trust.session_crypto import unseal
 
         return unseal(self.secret.current(), session.sealed)
 
@@ -154,7 +154,7 @@ class SessionCookies:
     def write(self, handler: tornado.web.RequestHandler, token: str | None) -> str:
         """A new session's cookie set on ``handler``'s answer (the Quix user's ``token`` sealed
         in it); its session id."""
-        from orchestrator.session_crypto import seal
+        from orchestrator.trust.session_crypto import seal
 
         sid = secrets.token_urlsafe(24)
         payload: dict[str, object] = {"sid": sid, "iat": time.time()}

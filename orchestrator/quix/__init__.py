@@ -1,0 +1,2 @@
+"""Quix Cloud: its injected variables, its portal API, and notebook edits saved to the
+application's files."""
