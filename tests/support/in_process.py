@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import logging
 import os
 import secrets
@@ -41,7 +40,7 @@ import tornado.netutil
 from jobs.redact import redact
 from jobs.reporting import STEP_NAMES
 from tests.backends import marimo_standin
-from tests.support.orchestrator import free_port, http_get
+from tests.support.orchestrator import StatusClient, free_port
 
 LOGGERS = ("orchestrator", "proxy", "jobs", "tornado")
 """The loggers whose lines make :meth:`InProcess.log_text` (the orchestrator's own log)."""
@@ -76,10 +75,12 @@ class _Lines(logging.Handler):
         self.lines.append(redact(self.format(record)))
 
 
-class InProcess:
+class InProcess(StatusClient):
     """One orchestrator's web side; the observation methods match
     :class:`tests.support.orchestrator.Orchestrator`'s (``port``, ``base``, ``token``, ``auth``,
     ``get``, ``status``, ``wait_for``, ``log_text``, ``terminate``)."""
+
+    wait_timeout = 30.0
 
     def __init__(
         self,
@@ -231,47 +232,9 @@ class InProcess:
         """The process serving: this one."""
         return os.getpid()
 
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
     def log_text(self) -> str:
         """What the process printed, then its log lines (a real one's log file has both)."""
         return self._printed.getvalue() + "".join(line + "\n" for line in list(self._log.lines))
-
-    def get(
-        self,
-        path: str,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 10,
-        *,
-        signed_in: bool = True,
-    ) -> tuple[int, dict[str, str], bytes]:
-        merged = {**(self.auth if signed_in else {}), **(headers or {})}
-        return http_get(self.base + path, merged, timeout)
-
-    def status(self) -> dict[str, Any]:
-        code, _, body = self.get("/-/status")
-        assert code == 200, body
-        return dict(json.loads(body))
-
-    def wait_for(
-        self,
-        predicate: Callable[[dict[str, Any]], bool],
-        timeout: float = 30,
-        what: str = "condition",
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            last = self.status()
-            if predicate(last):
-                return last
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; last status {last}")
-
-    def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
-        return self.wait_for(lambda s: bool(s["ready"]), timeout, "ready")
 
     def wait_listening(self, timeout: float = 10) -> float:
         """Listening since construction; the seconds that took."""

@@ -75,7 +75,72 @@ def quix_layout_env(portal_env: Mapping[str, str], state_dir: Path) -> dict[str,
     }
 
 
-class Orchestrator:
+class StatusClient:
+    """What a test asks of an orchestrator over HTTP, whichever way it runs (a process here, or
+    in the test's own process, tests/support/in_process.py): ``base`` and ``token`` are set by
+    the subclass, which may also say when waiting is pointless (:meth:`check_running`)."""
+
+    base: str
+    token: str | None
+    wait_timeout: float = 120
+
+    def log_text(self) -> str:
+        raise NotImplementedError
+
+    def check_running(self) -> None:
+        """Raise ``AssertionError`` when the orchestrator has ended (nothing left to wait for)."""
+
+    def observed(self) -> None:
+        """Called after every status read while waiting."""
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """What an API client sends to get in."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(
+        self,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10,
+        *,
+        signed_in: bool = True,
+    ) -> tuple[int, dict[str, str], bytes]:
+        merged = {**(self.auth if signed_in else {}), **(headers or {})}
+        return http_get(self.base + path, merged, timeout)
+
+    def status(self) -> dict[str, Any]:
+        code, _, body = self.get("/-/status")
+        assert code == 200, body
+        return dict(json.loads(body))
+
+    def wait_for(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float | None = None,
+        what: str = "condition",
+    ) -> dict[str, Any]:
+        """Poll /-/status until ``predicate`` holds; fail with the last status and the log."""
+        deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            self.check_running()
+            try:
+                last = self.status()
+            except (OSError, AssertionError):
+                time.sleep(0.05)
+                continue
+            self.observed()
+            if predicate(last):
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; last status {last}\n{self.log_text()}")
+
+    def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.wait_for(lambda s: bool(s["ready"]), timeout, "ready")
+
+
+class Orchestrator(StatusClient):
     def __init__(
         self,
         notebook_dir: Path,
@@ -134,54 +199,14 @@ class Orchestrator:
         except psutil.NoSuchProcess:
             pass
 
-    @property
-    def auth(self) -> dict[str, str]:
-        """What an API client sends to get in."""
-        return {"Authorization": f"Bearer {self.token}"}
+    def check_running(self) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"orchestrator exited ({self.process.returncode}):\n{self.log_text()}"
+            )
 
-    def get(
-        self,
-        path: str,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 10,
-        *,
-        signed_in: bool = True,
-    ) -> tuple[int, dict[str, str], bytes]:
-        merged = {**(self.auth if signed_in else {}), **(headers or {})}
-        return http_get(self.base + path, merged, timeout)
-
-    def status(self) -> dict[str, Any]:
-        code, _, body = self.get("/-/status")
-        assert code == 200, body
-        return dict(json.loads(body))
-
-    def wait_for(
-        self,
-        predicate: Callable[[dict[str, Any]], bool],
-        timeout: float = 120,
-        what: str = "condition",
-    ) -> dict[str, Any]:
-        """Poll /-/status until ``predicate`` holds; fail with the last status and the log."""
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"orchestrator exited ({self.process.returncode}):\n{self.log_text()}"
-                )
-            try:
-                last = self.status()
-            except (OSError, AssertionError):
-                time.sleep(0.05)
-                continue
-            self.remember_tree()
-            if predicate(last):
-                return last
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; last status {last}\n{self.log_text()}")
-
-    def wait_ready(self, timeout: float = 120) -> dict[str, Any]:
-        return self.wait_for(lambda s: bool(s["ready"]), timeout, "ready")
+    def observed(self) -> None:
+        self.remember_tree()
 
     def wait_listening(self, timeout: float = 10) -> float:
         """Seconds from spawn to the first answer on the public port."""
