@@ -3,9 +3,10 @@
 At 800, 1280 and 1920 px wide, in marimo's editor with each of its side panes open, its
 developer panel, its app view and its "Missing packages" card; in a second tab of the same
 notebook (marimo's "You are connected as a reader — Take over" strip); and in run mode: the
-button's (and any notice's) box lies over no visible interactive element of marimo's
-(hit-tested in the page, see ``ui.marimo_controls_covered``). A screenshot of every layout
-checked is kept in ``test-artifacts/browser/layout/`` (``ui.LAYOUT_ARTIFACTS``).
+button's box, and the notice shown beside it (a requirement that could not be installed, so
+there always is one), lie over no visible interactive element or text of marimo's, and the
+notice over no cell (hit-tested in the page, see ``ui.marimo_controls_covered``). A screenshot
+of every layout checked is kept in ``test-artifacts/browser/layout/`` (``ui.LAYOUT_ARTIFACTS``).
 
 One orchestrator (Quix's layout, real marimo) serves the editor's tests of this module; each
 test walks the widths itself (the browser tests are costly).
@@ -27,6 +28,7 @@ from tests.browser.ui import (
     LAYOUT_ARTIFACTS,
     OUTPUT_TIMEOUT,
     START_TIMEOUT,
+    cells_covered,
     expect,
     expect_editor,
     marimo_controls_covered,
@@ -42,6 +44,8 @@ from tests.support.quix_portal import FakeQuixPortal
 WIDTHS = (800, 1280, 1920)
 HEIGHT = 800
 TEXT_CELL = '"a line " + "of text"'
+# Not in the index: the install fails and its banner stays in view through every layout.
+REQUIREMENTS = "orch-alpha\nno-such-package-xyz\n"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,9 @@ def editor_run(
     folder, ``Quix__*`` set for a fake portal); its notebook imports a package nobody asked
     for, so marimo offers to install it."""
     base = tmp_path_factory.mktemp("layout")
-    app = write_notebook(base / "app", KERNEL_CELL, COWSAY_CELL, TEXT_CELL)
+    app = write_notebook(
+        base / "app", KERNEL_CELL, COWSAY_CELL, TEXT_CELL, requirements=REQUIREMENTS
+    )
     state = app / "state"
     state.mkdir()
     with LocalIndex(wheelhouse) as index, FakeQuixPortal() as portal:
@@ -64,9 +70,15 @@ def editor_run(
         }
         run = Orchestrator(app, state, base / "orchestrator.log", hermetic_env(env))
         try:
+            _degraded(run)
             yield run
         finally:
             run.kill_everything()
+
+
+def _degraded(run: Orchestrator) -> None:
+    """marimo serves despite the failed install (a visit then goes straight into marimo)."""
+    run.wait_for(lambda s: s["ready"] and s["phase"] == "degraded", what="a degraded start")
 
 
 class Layouts:
@@ -82,7 +94,9 @@ class Layouts:
     def check(self, scenario: str, width: int) -> None:
         button = self.page.get_by_role("button", name=re.compile("^Environment"))
         expect(button).to_be_visible()
-        covered = marimo_controls_covered(self.page)
+        notices = self.page.get_by_role("region", name="Environment notices")
+        expect(notices.get_by_role("alert")).to_be_visible()  # the failed install's banner
+        covered = marimo_controls_covered(self.page) + cells_covered(self.page)
         shot = LAYOUT_ARTIFACTS / f"{self.mode}-{scenario}-{width}.png"
         self.page.screenshot(path=str(shot))
         self.checked.append(f"{self.mode}/{scenario}/{width}")
@@ -180,9 +194,9 @@ def test_the_button_covers_nothing_of_a_readers_tab(page: Any, editor_run: Orche
 def test_the_button_covers_nothing_in_run_mode(
     page: Any, orchestrator: OrchestratorFactory, tmp_path: Path
 ) -> None:
-    run = orchestrator(
-        write_notebook(tmp_path / "app", KERNEL_CELL, TEXT_CELL), None, "--marimo-mode", "run"
-    )
+    app = write_notebook(tmp_path / "app", KERNEL_CELL, TEXT_CELL, requirements=REQUIREMENTS)
+    run = orchestrator(app, None, "--marimo-mode", "run")
+    _degraded(run)
     sign_in(page, run, EDITOR_PATH)
     expect(page.get_by_text("a line of text")).to_be_visible(timeout=START_TIMEOUT)
     layouts = Layouts(page, "run")

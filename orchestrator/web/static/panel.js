@@ -6,6 +6,8 @@
 // shares every status over a BroadcastChannel; in run mode it shows status only, no actions.
 // What an install changed and the packages a user added are the server's word (/-/status: the
 // requirements step's ``changes``, ``user_packages``): installer output is never read here.
+// The button and the notices share a strip (the dock) placed in a part of marimo's page that
+// nothing of marimo's uses (measured, see place()); notices never lie over the notebook.
 // Focus follows the dialog pattern: Alt+Shift+E (free in marimo's keymap) opens and closes the
 // panel from anywhere, focus stays inside it after a confirmation or Cancel, Escape closes it
 // and focus returns to where it was before.
@@ -45,7 +47,8 @@
   }
 
   // -- the elements -----------------------------------------------------------------------
-  const label = el("span", { text: "Environment" });
+  const suffix = el("span", { class: "mo-orch-suffix" }); // ": needs attention", ": working"
+  const label = el("span", { class: "mo-orch-label" }, "Environment", suffix);
   const SHORTCUT = "Alt+Shift+E";
   const toggle = el("button", { type: "button", class: "mo-orch-toggle", "aria-expanded": "false", "aria-controls": "mo-orch-panel",
     title: "Environment: Python packages and restarts (" + SHORTCUT + ")", "aria-keyshortcuts": SHORTCUT },
@@ -110,36 +113,34 @@
     const footer = document.querySelector("[data-testid=chrome-footer]");
     const footerBox = visibleBox(footer);
     const stretch = footerBox && footerStretch(footer, footerBox);
-    const style = dock.style;
-    let where = "corner";
-    let room = Math.min(innerWidth - 2 * 12, 640);
-    style.left = style.right = style.top = style.bottom = style.width = "";
+    const at = { where: "corner", left: "", right: "", top: "", width: "", room: Math.min(innerWidth - 2 * 12, 640) };
     if (stretch && stretch.right - stretch.left >= 2 * GAP + DOCK_HEIGHT) {
-      where = "footer";
-      room = stretch.right - stretch.left - 2 * GAP;
-      style.left = stretch.left + GAP + "px";
-      style.top = footerBox.top + (footerBox.height - DOCK_HEIGHT) / 2 + "px";
-      style.width = room + "px";
+      at.where = "footer";
+      at.room = stretch.right - stretch.left - 2 * GAP;
+      at.left = stretch.left + GAP + "px";
+      at.top = footerBox.top + (footerBox.height - DOCK_HEIGHT) / 2 + "px";
     } else {
       const menu = visibleBox(document.querySelector("[data-testid=notebook-actions-dropdown]"));
       if (menu) {
-        where = "top";
+        at.where = "top";
         const back = visibleBox(document.querySelector("#App a[aria-label]"));
         const left = (back && back.top < menu.bottom ? back.right : 0) + 2 * GAP;
-        room = Math.max(DOCK_HEIGHT, menu.left - GAP - left);
-        style.right = innerWidth - menu.left + GAP + "px";
-        style.top = menu.top + (menu.height - DOCK_HEIGHT) / 2 + "px";
-        style.width = room + "px";
+        at.room = Math.max(DOCK_HEIGHT, menu.left - GAP - left);
+        at.right = innerWidth - menu.left + GAP + "px";
+        at.top = menu.top + (menu.height - DOCK_HEIGHT) / 2 + "px";
       }
     }
-    dock.dataset.place = where;
-    dock.classList.toggle("mo-orch-compact", room < 200);
-    const key = where + ":" + style.left + ":" + style.right + ":" + style.top + ":" + room;
-    if (key !== placedAt) {
-      placedAt = key;
-      if (!panel.hidden) placePanel();
-      renderNotices();
-    }
+    if (at.where !== "corner") at.width = at.room + "px";
+    const key = JSON.stringify(at);
+    if (key === placedAt) return; // nothing moved: nothing written
+    placedAt = key;
+    Object.assign(dock.style, { left: at.left, right: at.right, top: at.top, width: at.width });
+    dock.dataset.place = at.where;
+    // Narrow: the button's state only as its dot (and its name); compact: only the dot.
+    dock.classList.toggle("mo-orch-narrow", at.room < 560);
+    dock.classList.toggle("mo-orch-compact", at.room < 200);
+    if (!panel.hidden) placePanel();
+    renderNotices();
   }
   function placePanel() {
     const box = toggle.getBoundingClientRect();
@@ -274,7 +275,8 @@
   // all of them, full text and details, above the dock until Escape or a second click), each
   // kept only while it holds: a banner (a failed install, a state that will not persist, a
   // sync problem) while its cause stands, until dismissed for this boot; the restart notice
-  // until a cell ran on the new kernel (noticeCellRuns); a changed version's notice until
+  // until a cell ran on the new kernel (noticeCellRuns; in run mode, where the app reruns by
+  // itself, like an install notice); a changed version's notice until
   // marimo restarts; other install notices for ``ttl`` ms of being in view (a hovered or
   // unfolded notice waits); the installer's raw text only folded, under "Details".
   const shown = new Map(); // kind -> element, in the order they came
@@ -374,13 +376,13 @@
   }
 
   // -- has a cell run on the new kernel? ---------------------------------------------------
-  // What the page shows of marimo's kernel (marimo 0.25): each cell's status element,
+  // What the editor shows of marimo's kernel (marimo 0.25): each cell's status element,
   // [data-testid=cell-status], has data-status "queued" or "running" while it runs and shows
   // how long it took when it is done; #App[data-connection-state] is OPEN while the tab talks
-  // to a kernel; POST /api/kernel/run is how the editor asks for a run (in run mode the app
-  // runs itself: /api/kernel/instantiate). A cell ran on the new kernel once, after the
-  // notice came, the tab was connected and asked for a run that was accepted, or a cell was
-  // seen running, or a cell's time changed; and no cell is queued or running any more.
+  // to a kernel; POST /api/kernel/run is how the editor asks for a run. A cell ran on the new
+  // kernel once, after the notice came, the tab was connected and asked for a run that was
+  // accepted, or a cell was seen running, or a cell's time changed; and no cell is queued or
+  // running any more. (Run mode's app reruns by itself: its notice just times out.)
   let runWatch = null; // { node, times, asked, seen }
   function cellTimes() {
     const times = new Map();
@@ -393,7 +395,7 @@
   function watchRuns(node) {
     runWatch = { node, times: cellTimes(), asked: false, seen: false, since: performance.now() };
   }
-  const RUN_PATHS = EDIT ? ["/api/kernel/run"] : ["/api/kernel/run", "/api/kernel/instantiate"];
+  const RUN_PATHS = ["/api/kernel/run"];
   try {
     new PerformanceObserver((list) => {
       if (!runWatch) return;
@@ -535,7 +537,8 @@
         const since = outageSince !== null ? outageSince : (pending ? pending.since : null);
         const took = since !== null ? " in " + ((Date.now() - since) / 1000).toFixed(1) + " s" : "";
         for (const [kind, node] of shown) if (node.mo && node.mo.untilRestart) clearNotice(kind);
-        notice("kernel", "marimo restarted" + took + ": this notebook runs on a new kernel, so its variables are gone. Run your cells again.", true, { untilRan: true });
+        if (EDIT) notice("kernel", "marimo restarted" + took + ": this notebook runs on a new kernel, so its variables are gone. Run your cells again.", true, { untilRan: true });
+        else notice("kernel", "marimo restarted" + took + ": the app runs again on a new kernel.", true, { ttl: INSTALL_TTL }); // it reruns by itself
       }
       known = { boot: status.boot_id, pid };
       if (!running) {
@@ -586,7 +589,7 @@
     if (problem) banner("sync", "Saving notebooks to Quix: " + problem, problem, "warning");
     else clearNotice("sync");
     const troubled = (requirements && requirements.status === "failed") || state.persistent === false || !!problem || status.phase === "failed";
-    label.textContent = "Environment" + (troubled ? ": needs attention" : status.ready ? "" : ": working");
+    suffix.textContent = troubled ? ": needs attention" : status.ready ? "" : ": working";
     toggle.classList.toggle("mo-orch-troubled", !!troubled);
   }
 
