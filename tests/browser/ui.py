@@ -90,3 +90,83 @@ class Shots:
             f"screenshot: {path}"
         )  # in the test's output (pytest -rP or -s) for people to look at
         return path
+
+
+# -- what of marimo's page the Environment dock covers ------------------------------------------
+LAYOUT_ARTIFACTS = ARTIFACTS / "layout"
+"""Screenshots of each layout checked (``test-artifacts/browser/layout/``, ignored by git)."""
+
+# Hit-testing, not geometry alone: an element counts where the browser would deliver a click to
+# it (elementFromPoint, with our elements hidden for the test); an element clipped, covered by
+# marimo itself or outside the window does not. Interactive: what a user can click, type into
+# or open (roles, focusable elements, anything with a pointer cursor); opacity-0 controls that
+# appear on hover count too. Text: an element with text of its own (a title, a label).
+_OVERLAPS_JS = """([kind, ours]) => {
+  const root = document.querySelector("[data-orchestrator=panel]");
+  if (!root) return ["the Environment dock is missing"];
+  const INTERACTIVE = "button, a[href], input, select, textarea, summary, [contenteditable=''],"
+    + " [contenteditable=true], [role=button], [role=link], [role=tab], [role=option], [role=menuitem],"
+    + " [role=checkbox], [role=switch], [role=combobox], [role=slider], [role=textbox],"
+    + " [tabindex]:not([tabindex='-1'])";
+  const CONTENT = "[data-cell-role=output], .output-area, .marimo-cell, [data-testid=cell-editor]";
+  const parts = [...root.querySelectorAll(ours)]
+    .map((node) => [node, node.getBoundingClientRect()])
+    .filter(([, r]) => r.width > 0 && r.height > 0);
+  const name = (node) => {
+    const label = node.getAttribute("aria-label") || node.dataset.testid || node.dataset.key
+      || node.id || (node.textContent || "").trim().slice(0, 30);
+    const r = node.getBoundingClientRect();
+    return `${node.tagName.toLowerCase()} "${label}" [${Math.round(r.left)},${Math.round(r.top)} ${Math.round(r.width)}x${Math.round(r.height)}]`;
+  };
+  const ownText = (node) => [...node.childNodes].some((c) => c.nodeType === 3 && c.data.trim());
+  const wanted = (node) => kind === "content" ? node.matches(CONTENT)
+    : node.matches(INTERACTIVE) || getComputedStyle(node).cursor === "pointer" || ownText(node);
+  const found = [];
+  const visibility = root.style.visibility;
+  root.style.visibility = "hidden";
+  try {
+    for (const node of document.body.querySelectorAll("*")) {
+      if (root.contains(node)) continue;
+      const r = node.getBoundingClientRect();
+      if (r.width < 1 || r.height < 1) continue;
+      for (const [part, p] of parts) {
+        const left = Math.max(r.left, p.left, 0), right = Math.min(r.right, p.right, innerWidth);
+        const top = Math.max(r.top, p.top, 0), bottom = Math.min(r.bottom, p.bottom, innerHeight);
+        if (right - left < 1 || bottom - top < 1 || !wanted(node)) continue;
+        let seen = false;
+        for (let i = 0; i < 5 && !seen; i++) for (let j = 0; j < 3 && !seen; j++) {
+          const hit = document.elementFromPoint(left + (right - left) * (i + 0.5) / 5, top + (bottom - top) * (j + 0.5) / 3);
+          seen = !!hit && (hit === node || node.contains(hit));
+        }
+        if (seen) found.push(`${name(node)} under our ${name(part)}`);
+      }
+    }
+  } finally {
+    root.style.visibility = visibility;
+  }
+  return found;
+}"""
+
+DOCK_PARTS = ".mo-orch-toggle, .mo-orch-banner, .mo-orch-more-notices"
+"""What of ours is on screen at rest: the button, the notice in view, its "+N"/"Details"."""
+
+
+def settled(page: Any) -> None:
+    """Until the page has drawn twice since (the dock is placed on the next frame after marimo
+    changes): a wait for the page's own rendering, not a sleep."""
+    page.evaluate(
+        "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+    )
+
+
+def marimo_controls_covered(page: Any, ours: str = DOCK_PARTS) -> list[str]:
+    """marimo's visible interactive elements, and its text, that our button or notices lie
+    over."""
+    settled(page)
+    return list(page.evaluate(_OVERLAPS_JS, ["interactive", ours]))
+
+
+def cells_covered(page: Any, ours: str = ".mo-orch-banner, .mo-orch-more-notices") -> list[str]:
+    """marimo's cells (editors, output boxes) that a notice of ours lies over."""
+    settled(page)
+    return list(page.evaluate(_OVERLAPS_JS, ["content", ours]))

@@ -6,6 +6,8 @@
 // shares every status over a BroadcastChannel; in run mode it shows status only, no actions.
 // What an install changed and the packages a user added are the server's word (/-/status: the
 // requirements step's ``changes``, ``user_packages``): installer output is never read here.
+// The button and the notices share a strip (the dock) placed in a part of marimo's page that
+// nothing of marimo's uses (measured, see place()); notices never lie over the notebook.
 // Focus follows the dialog pattern: Alt+Shift+E (free in marimo's keymap) opens and closes the
 // panel from anywhere, focus stays inside it after a confirmation or Cancel, Escape closes it
 // and focus returns to where it was before.
@@ -45,7 +47,8 @@
   }
 
   // -- the elements -----------------------------------------------------------------------
-  const label = el("span", { text: "Environment" });
+  const suffix = el("span", { class: "mo-orch-suffix" }); // ": needs attention", ": working"
+  const label = el("span", { class: "mo-orch-label" }, "Environment", suffix);
   const SHORTCUT = "Alt+Shift+E";
   const toggle = el("button", { type: "button", class: "mo-orch-toggle", "aria-expanded": "false", "aria-controls": "mo-orch-panel",
     title: "Environment: Python packages and restarts (" + SHORTCUT + ")", "aria-keyshortcuts": SHORTCUT },
@@ -61,16 +64,124 @@
     stepsList, details, EDIT ? actionsBox : null, EDIT ? confirmBox : null, result,
     el("p", { class: "mo-orch-more" }, el("a", { href: "/-/loading", target: "_blank", rel: "noopener" }, "Status page and full log")));
   const banners = el("div", { class: "mo-orch-banners", role: "region", "aria-label": "Environment notices" });
-  const root = el("div", { class: "mo-orch", "data-orchestrator": "panel" }, toggle, panel, banners);
+  const moreNotices = el("button", { type: "button", class: "mo-orch-more-notices", "aria-expanded": "false", hidden: true });
+  // The button and the notices share one strip (the dock), placed where marimo has nothing.
+  const dock = el("div", { class: "mo-orch-dock", "data-place": "corner" }, toggle, banners, moreNotices);
+  const root = el("div", { class: "mo-orch", "data-orchestrator": "panel" }, dock, panel);
 
   function mount() {
     if (!document.body) return setTimeout(mount, 50);
     document.body.append(root);
+    watchPage();
+  }
+
+  // -- where the dock goes ----------------------------------------------------------------
+  // Measured from marimo's page, never assumed (marimo 0.25: edit mode and a reader's tab have
+  // a footer bar, [data-testid=chrome-footer], whose children are its indicators with a free
+  // stretch between them; run mode has no footer, only a fixed menu at the top right,
+  // [data-testid=notebook-actions-dropdown]). The dock takes the widest free stretch of the
+  // footer, which no pane, card, banner or cell ever reaches (they all end above the footer);
+  // without a footer it sits left of run mode's menu, in the band above the first output;
+  // without either, in the bottom-left corner. Its z-index equals the footer's (50) and it
+  // comes later in the document: above the footer's background, below marimo's toasts,
+  // menus and dialogs (z-index 50 and up, added later still).
+  const GAP = 8; // clear space kept to marimo's own elements
+  const DOCK_HEIGHT = 28;
+  function visibleBox(node) {
+    if (!node || !node.isConnected) return null;
+    const r = node.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 ? r : null;
+  }
+  function footerStretch(footer, box) {
+    // The widest horizontal stretch of the footer between its visible children.
+    const edges = [];
+    for (const child of footer.children) {
+      const r = visibleBox(child);
+      if (r) edges.push([r.left, r.right]);
+    }
+    edges.sort((a, b) => a[0] - b[0]);
+    let from = box.left;
+    let best = null;
+    for (const [left, right] of [...edges, [box.right, box.right]]) {
+      if (left - from > (best ? best.right - best.left : 0)) best = { left: from, right: left };
+      from = Math.max(from, right);
+    }
+    return best;
+  }
+  let placedAt = "";
+  function place() {
+    const footer = document.querySelector("[data-testid=chrome-footer]");
+    const footerBox = visibleBox(footer);
+    const stretch = footerBox && footerStretch(footer, footerBox);
+    const at = { where: "corner", left: "", right: "", top: "", width: "", room: Math.min(innerWidth - 2 * 12, 640) };
+    if (stretch && stretch.right - stretch.left >= 2 * GAP + DOCK_HEIGHT) {
+      at.where = "footer";
+      at.room = stretch.right - stretch.left - 2 * GAP;
+      at.left = stretch.left + GAP + "px";
+      at.top = footerBox.top + (footerBox.height - DOCK_HEIGHT) / 2 + "px";
+    } else {
+      const menu = visibleBox(document.querySelector("[data-testid=notebook-actions-dropdown]"));
+      if (menu) {
+        at.where = "top";
+        const back = visibleBox(document.querySelector("#App a[aria-label]"));
+        const left = (back && back.top < menu.bottom ? back.right : 0) + 2 * GAP;
+        at.room = Math.max(DOCK_HEIGHT, menu.left - GAP - left);
+        at.right = innerWidth - menu.left + GAP + "px";
+        at.top = menu.top + (menu.height - DOCK_HEIGHT) / 2 + "px";
+      }
+    }
+    if (at.where !== "corner") at.width = at.room + "px";
+    const key = JSON.stringify(at);
+    if (key === placedAt) return; // nothing moved: nothing written
+    placedAt = key;
+    Object.assign(dock.style, { left: at.left, right: at.right, top: at.top, width: at.width });
+    dock.dataset.place = at.where;
+    // Narrow: the button's state only as its dot (and its name); compact: only the dot.
+    dock.classList.toggle("mo-orch-narrow", at.room < 560);
+    dock.classList.toggle("mo-orch-compact", at.room < 200);
+    if (!panel.hidden) placePanel();
+    renderNotices();
+  }
+  function placePanel() {
+    const box = toggle.getBoundingClientRect();
+    const width = Math.min(420, innerWidth - 24);
+    const style = panel.style;
+    style.width = width + "px";
+    style.left = Math.max(12, Math.min(dock.dataset.place === "top" ? box.right - width : box.left, innerWidth - width - 12)) + "px";
+    if (dock.dataset.place === "top") {
+      style.top = box.bottom + GAP + "px";
+      style.bottom = "";
+      style.maxHeight = innerHeight - box.bottom - 2 * GAP + "px";
+    } else {
+      style.top = "";
+      style.bottom = innerHeight - box.top + GAP + "px";
+      style.maxHeight = box.top - 2 * GAP + "px";
+    }
+  }
+
+  let placing = 0;
+  function schedulePlace() {
+    if (!placing) placing = requestAnimationFrame(() => { placing = 0; place(); });
+  }
+  function watchPage() {
+    // marimo renders after this script runs and re-renders at will: placement follows every
+    // change of the page (batched to one measure per frame), the window's size, and a slow
+    // timer as a safety net. The same changes tell whether a cell ran (the restart notice).
+    new MutationObserver((records) => {
+      if (records.every((r) => root.contains(r.target))) return;
+      schedulePlace();
+      noticeCellRuns();
+    }).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-status", "data-connection-state"], characterData: true });
+    addEventListener("resize", schedulePlace);
+    setInterval(schedulePlace, 2000);
+    setInterval(tickNotices, 1000);
+    schedulePlace();
   }
   mount();
 
   let returnTo = null; // where focus was when the panel opened: it goes back there on close
   function setOpen(open) {
+    if (open) placePanel();
     panel.hidden = !open;
     toggle.setAttribute("aria-expanded", String(open));
     if (open) close.focus();
@@ -160,46 +271,161 @@
   }
 
   // -- banners and notices ----------------------------------------------------------------
-  const shown = new Map(); // kind -> element
+  // They live in the dock, never over the notebook: one at a time (the newest; "+N" unfolds
+  // all of them, full text and details, above the dock until Escape or a second click), each
+  // kept only while it holds: a banner (a failed install, a state that will not persist, a
+  // sync problem) while its cause stands, until dismissed for this boot; the restart notice
+  // until a cell ran on the new kernel (noticeCellRuns; in run mode, where the app reruns by
+  // itself, like an install notice); a changed version's notice until
+  // marimo restarts; other install notices for ``ttl`` ms of being in view (a hovered or
+  // unfolded notice waits); the installer's raw text only folded, under "Details".
+  const shown = new Map(); // kind -> element, in the order they came
+  const INSTALL_TTL = 20000;
+  let expanded = false;
   function dismissedKey(kind, version) { return "marimo-orchestrator:dismissed:" + (latest ? latest.boot_id : "") + ":" + kind + ":" + version; }
   function isDismissed(kind, version) { try { return localStorage.getItem(dismissedKey(kind, version)) === "1"; } catch (e) { return false; } }
 
-  function banner(kind, text, version, tone) {
+  function banner(kind, text, version, tone, detail) {
     if (isDismissed(kind, version)) return clearNotice(kind);
-    let node = shown.get(kind);
-    if (node && node.dataset.text === text) return;
-    if (node) node.remove();
-    const dismiss = el("button", { type: "button", class: "mo-orch-dismiss", "aria-label": "Dismiss: " + text }, "Dismiss");
-    node = el("div", { class: "mo-orch-banner " + tone, "data-kind": kind, role: tone === "problem" ? "alert" : "status" },
-      el("span", { text }), dismiss);
-    node.dataset.text = text;
-    dismiss.addEventListener("click", () => {
+    show(kind, text, tone, () => {
       try { localStorage.setItem(dismissedKey(kind, version), "1"); } catch (e) { /* this page only */ }
       clearNotice(kind);
-    });
-    shown.set(kind, node);
-    banners.append(node);
+    }, { detail });
   }
 
-  function notice(kind, text, dismissable) {
-    let node = shown.get(kind);
-    if (node && node.dataset.text === text) return;
-    if (node) node.remove();
-    node = el("div", { class: "mo-orch-banner info", "data-kind": kind, role: "status" }, el("span", { text }));
+  // ``options``: ttl (ms in view before it goes), untilRan (the restart notice), untilRestart
+  // (gone with the kernel it is about), actions (buttons shown with it).
+  function notice(kind, text, dismissable, options) {
+    show(kind, text, "info", dismissable ? () => clearNotice(kind) : null, options || {});
+  }
+
+  function show(kind, text, tone, onDismiss, options) {
+    const old = shown.get(kind);
+    const key = tone + "\n" + text + "\n" + (options.detail || "");
+    if (old && old.dataset.key === key) return;
+    if (old) old.remove();
+    const node = el("div", { class: "mo-orch-banner " + tone, "data-kind": kind, role: tone === "problem" ? "alert" : "status" },
+      el("span", { class: "mo-orch-text", text, title: text }));
+    node.dataset.key = key;
     node.dataset.text = text;
-    if (dismissable) {
-      const dismiss = el("button", { type: "button", class: "mo-orch-dismiss", "aria-label": "Dismiss: " + text }, "Dismiss");
-      dismiss.addEventListener("click", () => clearNotice(kind));
+    if (options.actions && options.actions.length) node.append(el("span", { class: "mo-orch-notice-actions" }, ...options.actions));
+    if (onDismiss) {
+      const dismiss = el("button", { type: "button", class: "mo-orch-dismiss", "aria-label": "Dismiss: " + text, title: "Dismiss" }, "×");
+      dismiss.addEventListener("click", onDismiss);
       node.append(dismiss);
     }
+    if (options.detail) {
+      node.append(el("details", { class: "mo-orch-detail" }, el("summary", { text: "Details" }), el("pre", { text: options.detail })));
+    }
+    node.mo = { ttl: options.ttl || 0, seen: 0, untilRan: !!options.untilRan, untilRestart: !!options.untilRestart };
+    if (options.untilRan) watchRuns(node);
     shown.set(kind, node);
     banners.append(node);
+    renderNotices();
   }
 
   function clearNotice(kind) {
     const node = shown.get(kind);
-    if (node) node.remove();
+    if (!node) return;
+    const hadFocus = node.contains(document.activeElement);
+    node.remove();
     shown.delete(kind);
+    renderNotices();
+    if (hadFocus) (moreNotices.hidden ? toggle : moreNotices).focus(); // not lost to the body
+  }
+
+  function renderNotices() {
+    const nodes = [...shown.values()];
+    const current = nodes[nodes.length - 1];
+    if (!nodes.length) expanded = false;
+    for (const node of nodes) node.classList.toggle("mo-orch-current", node === current);
+    dock.classList.toggle("mo-orch-expanded", expanded);
+    dock.classList.toggle("mo-orch-has-notices", nodes.length > 0);
+    const others = nodes.length - 1;
+    moreNotices.hidden = !(expanded || others > 0 || (current && (current.querySelector("details") || overflows(current))));
+    moreNotices.setAttribute("aria-expanded", String(expanded));
+    moreNotices.textContent = expanded ? "Less" : others > 0 ? "+" + others : "Details";
+    moreNotices.setAttribute("aria-label", expanded ? "Fold the Environment notices"
+      : others > 0 ? "Show all " + nodes.length + " Environment notices" : "Show the whole notice and its details");
+  }
+
+  function overflows(node) {
+    const text = node.querySelector(".mo-orch-text");
+    return !!text && !expanded && text.scrollWidth > text.clientWidth + 1;
+  }
+
+  function setExpanded(value) {
+    expanded = value;
+    renderNotices();
+  }
+  moreNotices.addEventListener("click", () => setExpanded(!expanded));
+  dock.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && expanded) { event.stopPropagation(); setExpanded(false); moreNotices.focus(); }
+  });
+  document.addEventListener("pointerdown", (event) => { if (expanded && !dock.contains(event.target)) setExpanded(false); }, true);
+
+  // Install notices go after ``ttl`` ms in view: the current one, the page visible, not
+  // hovered, focused or unfolded (a notice read is not taken away mid-sentence).
+  function tickNotices() {
+    const nodes = [...shown.values()];
+    const current = nodes[nodes.length - 1];
+    if (!current || !current.mo || !current.mo.ttl || expanded || document.hidden) return;
+    if (dock.matches(":hover") || dock.contains(document.activeElement)) return;
+    current.mo.seen += 1000;
+    if (current.mo.seen >= current.mo.ttl) clearNotice(current.dataset.kind);
+  }
+
+  // -- has a cell run on the new kernel? ---------------------------------------------------
+  // What the editor shows of marimo's kernel (marimo 0.25): each cell's status element,
+  // [data-testid=cell-status], has data-status "queued" or "running" while it runs and shows
+  // how long it took when it is done; #App[data-connection-state] is OPEN while the tab talks
+  // to a kernel; POST /api/kernel/run is how the editor asks for a run. A cell ran on the new
+  // kernel once, after the notice came, the tab was connected and asked for a run that was
+  // accepted, or a cell was seen running, or a cell's time changed; and no cell is queued or
+  // running any more. (Run mode's app reruns by itself: its notice just times out.)
+  let runWatch = null; // { node, times, asked, seen }
+  function cellTimes() {
+    const times = new Map();
+    for (const status of document.querySelectorAll("[data-testid=cell-status]")) {
+      const cell = status.closest("[data-cell-id]");
+      if (cell) times.set(cell.dataset.cellId, status.dataset.status + ":" + status.textContent);
+    }
+    return times;
+  }
+  function watchRuns(node) {
+    runWatch = { node, times: cellTimes(), asked: false, seen: false, since: performance.now() };
+  }
+  const RUN_PATHS = ["/api/kernel/run"];
+  try {
+    new PerformanceObserver((list) => {
+      if (!runWatch) return;
+      for (const entry of list.getEntries()) {
+        const path = new URL(entry.name, location.href).pathname;
+        const status = entry.responseStatus || 0; // 0: not known (older browsers)
+        if (entry.startTime >= runWatch.since && RUN_PATHS.some((p) => path.endsWith(p)) && (status === 0 || (status >= 200 && status < 300))) {
+          runWatch.asked = true;
+        }
+      }
+      noticeCellRuns();
+    }).observe({ type: "resource", buffered: false });
+  } catch (e) { /* no resource timing: the cells' own statuses decide */ }
+
+  function noticeCellRuns() {
+    const watch = runWatch;
+    if (!watch) return;
+    if (!watch.node.isConnected) { runWatch = null; return; }
+    const app = document.getElementById("App");
+    if (app && app.dataset.connectionState && app.dataset.connectionState !== "OPEN") return;
+    const now = cellTimes();
+    let busy = false;
+    for (const [id, value] of now) {
+      const state = value.slice(0, value.indexOf(":"));
+      if (state === "queued" || state === "running") { busy = true; watch.seen = watch.seen || state === "running"; }
+      else if (state === "idle" && value !== "idle:" && watch.times.has(id) && watch.times.get(id) !== value) watch.seen = true;
+    }
+    if (busy || !(watch.asked || watch.seen)) return;
+    runWatch = null;
+    clearNotice(watch.node.dataset.kind);
   }
 
   // -- what an install changed, as the server says it ----------------------------------------
@@ -249,11 +475,11 @@
     if (c.changed.length) {
       changeNotice(said + ". The kernel keeps the versions it already imported until marimo restarts.");
     } else if (c.added.length || c.removed.length) {
-      notice("installed", said + ": run the cells that import them again.", true);
+      notice("installed", said + ": run the cells that import them again.", true, { ttl: INSTALL_TTL });
     } else if (c.recorded.length) {
-      notice("installed", said + ".", true);
+      notice("installed", said + ".", true, { ttl: INSTALL_TTL });
     } else if (!shown.has("installed")) { // what an earlier run changed stays in view
-      notice("installed", "Requirements installed: nothing changed.", true);
+      notice("installed", "Requirements installed: nothing changed.", true, { ttl: INSTALL_TTL / 2 });
     }
   }
 
@@ -267,22 +493,22 @@
       const fresh = list.filter((p) => userPackages.get(p.name) !== p.version);
       if (fresh.length) {
         notice("user-installed", listed(fresh, (p) => p.name + " " + p.version, 0)
-          + " installed from the editor; kept across restarts.", true);
+          + " installed from the editor; kept across restarts.", true, { ttl: INSTALL_TTL });
       }
     }
     userPackages = now;
   }
 
+  // Holds until marimo restarts (the new versions are then the ones imported).
   function changeNotice(text) {
-    notice("installed", text, true);
-    const node = shown.get("installed");
-    if (!node || !EDIT) return;
-    const restart = el("button", { type: "button", class: "mo-orch-yes" }, "Restart marimo");
-    restart.addEventListener("click", () => {
-      if (panel.hidden) openPanel();
-      askConfirm(ACTIONS[0]);
-    });
-    node.insertBefore(restart, node.lastChild);
+    const restart = EDIT ? el("button", { type: "button", class: "mo-orch-yes" }, "Restart marimo") : null;
+    if (restart) {
+      restart.addEventListener("click", () => {
+        if (panel.hidden) openPanel();
+        askConfirm(ACTIONS[0]);
+      });
+    }
+    notice("installed", text, true, { untilRestart: true, actions: restart ? [restart] : [] });
   }
 
   // -- following the status ---------------------------------------------------------------
@@ -310,7 +536,9 @@
       if (known && (pid !== known.pid || status.boot_id !== known.boot)) {
         const since = outageSince !== null ? outageSince : (pending ? pending.since : null);
         const took = since !== null ? " in " + ((Date.now() - since) / 1000).toFixed(1) + " s" : "";
-        notice("kernel", "marimo restarted" + took + ": this notebook runs on a new kernel, so its variables are gone. Run your cells again.", true);
+        for (const [kind, node] of shown) if (node.mo && node.mo.untilRestart) clearNotice(kind);
+        if (EDIT) notice("kernel", "marimo restarted" + took + ": this notebook runs on a new kernel, so its variables are gone. Run your cells again.", true, { untilRan: true });
+        else notice("kernel", "marimo restarted" + took + ": the app runs again on a new kernel.", true, { ttl: INSTALL_TTL }); // it reruns by itself
       }
       known = { boot: status.boot_id, pid };
       if (!running) {
@@ -351,7 +579,7 @@
 
   function renderBanners(status, requirements) {
     if (requirements && requirements.status === "failed") {
-      banner("requirements", "The Python packages could not be installed. " + (requirements.message || ""), String(requirements.finished_at), "problem");
+      banner("requirements", "The Python packages could not be installed.", String(requirements.finished_at), "problem", requirements.message || "");
     } else clearNotice("requirements");
     const state = status.state || {};
     if (state.persistent === false) {
@@ -361,7 +589,7 @@
     if (problem) banner("sync", "Saving notebooks to Quix: " + problem, problem, "warning");
     else clearNotice("sync");
     const troubled = (requirements && requirements.status === "failed") || state.persistent === false || !!problem || status.phase === "failed";
-    label.textContent = "Environment" + (troubled ? ": needs attention" : status.ready ? "" : ": working");
+    suffix.textContent = troubled ? ": needs attention" : status.ready ? "" : ": working";
     toggle.classList.toggle("mo-orch-troubled", !!troubled);
   }
 
@@ -493,7 +721,7 @@
       const answer = await response.json().catch(() => ({}));
       if (response.ok) {
         renderUserPackages(answer);
-        notice("requirements-added", answer.added + " added to " + answer.file, true);
+        notice("requirements-added", answer.added + " added to " + answer.file, true, { ttl: INSTALL_TTL / 2 });
         return;
       }
       result.textContent = answer.error || "Adding " + name + " was refused (" + response.status + ").";
