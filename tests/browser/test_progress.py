@@ -39,7 +39,7 @@ SAMPLER = """
 (() => {
   const KEY = "progress-samples";
   const read = () => { try { return JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch (e) { return null; } };
-  const data = read() || { bars: [], counters: [], messages: [], kinds: [], blank: [], handover: false };
+  const data = read() || { bars: [], counters: [], messages: [], kinds: [], blank: [], handover: false, sawLoading: false };
   const shown = (node) => { if (!node) return false; const box = node.getBoundingClientRect();
     return box.width > 0 && box.height > 0 && getComputedStyle(node).visibility !== "hidden"; };
   function sample() {
@@ -65,7 +65,11 @@ SAMPLER = """
         const message = (step.querySelector(".msg") || {}).textContent || "";
         if (message && !data.messages.includes(message) && data.messages.length < 400) data.messages.push(message);
       }
-      if (document.body.dataset.handover) data.handover = true;
+      // The hand-over begins when the loading page knows marimo is ready (its phase).
+      if (document.body.dataset.handover || ["ready", "degraded"].includes(document.body.dataset.phase)) data.handover = true;
+      data.sawLoading = true;
+    } else if (data.sawLoading) {
+      data.handover = true; // a document after the loading page: marimo's
     }
     if (data.handover) {
       const kind = document.querySelector("[data-testid=cell-editor]") && shown(document.querySelector("[data-testid=cell-editor]")) ? "editor"
@@ -102,6 +106,10 @@ def test_a_pip_install_of_15_packages_never_shows_done_early_and_hands_over_with
     page.add_init_script(SAMPLER)
     run = orchestrator(notebooks, None, "--installer", "pip")
     sign_in(page, run, EDITOR_PATH)  # the loading page, then the editor by itself
+    run.wait_for(
+        lambda s: "Downloading" in run.step(s, "requirements")["message"], what="downloads"
+    )
+    shots("installing")
     expect_editor(page, run, timeout=START_TIMEOUT * 2)
     samples = _samples(page)
     shots("editor")
@@ -118,7 +126,9 @@ def test_a_pip_install_of_15_packages_never_shows_done_early_and_hands_over_with
     assert samples["bars"] == [], samples["bars"][:10]
     # From the hand-over to the first cell: the loading page, or the words that replace it on
     # marimo's page, or marimo's editor; never a blank page.
-    kinds = [kind for kind, _, _ in samples["kinds"]]
+    timeline = samples["kinds"]
+    print("hand-over:", [(kind, (at - timeline[0][1]) / 1000) for kind, at, _ in timeline])
+    kinds = [kind for kind, _, _ in timeline]
     assert samples["handover"] and kinds and kinds[-1] == "editor", samples["kinds"]
     assert "blank" not in kinds, (samples["kinds"], samples["blank"][:5])
 

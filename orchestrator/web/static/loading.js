@@ -93,7 +93,7 @@
     if (status.phase === "failed") return "marimo could not be started.";
     if (status.phase === "stopping") return "The server is stopping; this page reconnects when it is back.";
     const running = status.steps.find((s) => s.status === "running");
-    return running ? running.message : "Starting…";
+    return running ? plainMessage(running) || "Starting…" : "Starting…";
   }
 
   // A server message meant for us (a path, a pid, the venv) stays under "Details"; the step
