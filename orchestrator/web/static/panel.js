@@ -550,7 +550,7 @@
     }
     if (!groups.size && !answer.added_by_you.length) parts.push(el("p", { class: "mo-orch-muted", text: "No packages of your own yet: " + file + " names none." }));
     const counted = [];
-    if (answer.dependencies) counted.push(answer.dependencies + " other package" + (answer.dependencies > 1 ? "s" : "") + " they need (marimo's included)");
+    if (answer.dependencies) counted.push(answer.dependencies + " other package" + (answer.dependencies > 1 ? "s" : "") + " (what these need, and the installer)");
     if (answer.more) counted.push(answer.more + " more not listed");
     if (counted.length) parts.push(el("p", { class: "mo-orch-muted", "data-packages": "dependencies", text: "And " + counted.join("; ") + "." }));
     packagesBox.replaceChildren(...parts);
