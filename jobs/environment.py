@@ -210,14 +210,19 @@ class EnvironmentSteps:
                     "requirements", restore_attempt, self.reporter, POLICIES["requirements"]
                 )
             except JobError as error:
-                failure = failure or JobError(f"could not restore your packages: {error}")
+                failure = failure or JobError(
+                    f"could not restore your packages: {error}", error.detail
+                )
         self.full_disk = failure if isinstance(failure, DiskFullError) else None
         if self.full_disk is not None:
-            self.reporter.step_finished("requirements", "failed", f"{failure}; {RECOVERY}")
+            self.reporter.step_finished(
+                "requirements", "failed", f"{failure}; {RECOVERY}", detail=self.full_disk.detail
+            )
             self._on_full_disk(layout, installer)
             return False
         if failure is not None or outcome is None:
-            self.reporter.step_finished("requirements", "failed", str(failure))
+            detail = failure.detail if failure is not None else ""
+            self.reporter.step_finished("requirements", "failed", str(failure), detail=detail)
             return False
         self.installed = read[0] if read else self.installed
         if restored:  # the installer ran, if only for the user's packages

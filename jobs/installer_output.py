@@ -23,7 +23,17 @@ from jobs.installers import InstallerName
 
 
 class ProgressParser:
-    """Turns installer output into (message, fraction) updates; fractions only grow."""
+    """Turns installer output into (message, fraction) updates; fractions only grow.
+
+    Invariants (the page shows these words and this fraction as they are):
+    - a count is said against a total only when the installer has said the total is final:
+      pip's "Installing collected packages: a, b, c" (after its resolution), uv's "Installed N
+      packages"; while pip resolves ("Collecting …", "Downloading …" one package at a time)
+      the number it will end with is unknown, so what is done is counted "so far", never "N of
+      M" (a total that grows with the count always reads as finished);
+    - while the amount of work is unknown the fraction approaches the end of that phase
+      without reaching it, so it never claims a phase is over before the installer says so.
+    """
 
     _UV_RESOLVED = re.compile(r"^Resolved (\d+) packages?")
     _UV_PREPARED = re.compile(r"^(Prepared|Downloaded) (\d+) packages?")
@@ -34,6 +44,9 @@ class ProgressParser:
     _PIP_INSTALLING = re.compile(r"^Installing collected packages: (.+)$")
     _PIP_DONE = re.compile(r"^Successfully installed (.+)$")
 
+    RESOLVING_END = 0.6
+    """Where pip's open-ended phase (finding and downloading) ends on the bar."""
+
     def __init__(self) -> None:
         self.fraction = 0.0
         self.collected = 0
@@ -42,6 +55,12 @@ class ProgressParser:
     def _advance(self, fraction: float) -> float:
         self.fraction = max(self.fraction, min(fraction, 1.0))
         return self.fraction
+
+    def _resolving(self) -> float:
+        """pip's finding and downloading: each line a step closer to the phase's end, never
+        reaching it (the number of packages is not known yet)."""
+        events = self.collected + self.downloaded
+        return self._advance(self.RESOLVING_END * (1 - 0.93**events))
 
     def feed(self, line: str) -> tuple[str, float] | None:
         if match := self._UV_RESOLVED.match(line):
@@ -54,23 +73,22 @@ class ProgressParser:
             return f"Installed {match.group(1)}", self._advance(self.fraction)
         if match := self._PIP_COLLECTING.match(line):
             self.collected += 1
-            # Resolution is open-ended: approach 0.4 without reaching it.
-            return f"Collecting {match.group(1)}", self._advance(0.4 * (1 - 0.8**self.collected))
+            found = f" ({self.collected} found so far)" if self.collected > 1 else ""
+            return f"Finding {match.group(1)}{found}", self._resolving()
         if match := self._PIP_DOWNLOADING.match(line):
             self.downloaded += 1
             name = match.group(1).rsplit("/", 1)[-1]
             size = f" ({match.group(2)})" if match.group(2) else ""
-            # pip announces each package ("Collecting") before downloading it; uv does not, and
-            # its resolved count includes what is already installed: no total to count against.
-            counted = self.collected >= self.downloaded
-            done = self.downloaded / self.collected if counted else 1.0
-            counter = f" ({self.downloaded} of {self.collected})" if counted else ""
-            return f"Downloading {name}{size}{counter}", self._advance(0.4 + 0.3 * done)
+            so_far = f"; {self.downloaded} downloaded so far" if self.downloaded > 1 else ""
+            return f"Downloading {name}{size}{so_far}", self._resolving()
         if match := self._PIP_INSTALLING.match(line):
             count = len(match.group(1).split(","))
-            return f"Installing {count} packages", self._advance(0.75)
+            noun = "package" if count == 1 else "packages"
+            return f"Installing {count} {noun}", self._advance(self.RESOLVING_END + 0.05)
         if match := self._PIP_DONE.match(line):
-            return f"Installed {match.group(1)}", self._advance(0.95)
+            count = len(match.group(1).split())
+            noun = "package" if count == 1 else "packages"
+            return f"Installed {count} {noun}", self._advance(0.95)
         return None
 
 
@@ -119,18 +137,20 @@ _PERMANENT_MARKERS = (
 )
 
 
-def _cannot_install(culprit: str, explanation: str, sources: Mapping[str, str]) -> str:
+def _cannot_install(culprit: str, explanation: str, sources: Mapping[str, str]) -> PermanentError:
     """The resolver refused ``culprit`` (before anything was installed: uv and pip resolve
-    first): the line that asks for it, when known, and what to do about it."""
+    first): the line that asks for it, when known, and what to do about it; the installer's
+    words apart (``detail``)."""
     from jobs.dist_metadata import canonical
 
     name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", culprit)
     where = sources.get(canonical(name.group(0))) if name else None
     if where is None:
-        return f"cannot install {culprit!r}: {explanation}"
-    return (
+        return PermanentError(f"cannot install {culprit!r}, so nothing was installed", explanation)
+    return PermanentError(
         f"{where}: cannot install {culprit!r}, so nothing was installed; fix or remove that "
-        f"line and the install runs again by itself once the file is saved: {explanation}"
+        "line and the install runs again by itself once the file is saved",
+        explanation,
     )
 
 
@@ -151,12 +171,15 @@ def classify_failure(
     repository line among ``references`` that the error names is reported with its line
     (``folder``: where the installer ran, which relative paths are resolved against); a
     requirement that cannot be installed is named with the line that asks for it (``sources``:
-    canonical name → ``requirements.txt line 2``), with what to do about it."""
+    canonical name → ``requirements.txt line 2``), with what to do about it.
+
+    The error's message is ours; the installer's own words are its ``detail`` only, never
+    repeated in the message (pages fold them under "details")."""
     text = "\n".join(output)
     lowered = text.lower()
     explanation = _explanation(output)
     if any(marker in lowered for marker in _DISK_FULL_MARKERS):
-        return DiskFullError(f"{_disk_full(where)}: {explanation}")
+        return DiskFullError(_disk_full(where), explanation)
     if any(marker in lowered for marker in _NO_GIT):
         return _no_git(references, explanation)
     if (reference := blamed(references, _error_part(output), folder)) is not None:
@@ -168,21 +191,19 @@ def classify_failure(
             break
     if installer == "uv" and "no solution found" in lowered:
         # The resolver's conclusion: every index answered, so another try answers the same.
-        return PermanentError(
-            _cannot_install(culprit, explanation, sources or {})
-            if culprit
-            else f"uv failed: {explanation}"
-        )
+        if culprit:
+            return _cannot_install(culprit, explanation, sources or {})
+        return PermanentError("uv could not resolve the requirements", explanation)
     if stalled := _stalled(installer, lowered, timeout):
-        return TransientError(f"{stalled}: {explanation}")
+        return TransientError(stalled, explanation)
     transient = any(marker in lowered for marker in _TRANSIENT_MARKERS)
     if culprit and not transient:
-        return PermanentError(_cannot_install(culprit, explanation, sources or {}))
+        return _cannot_install(culprit, explanation, sources or {})
     if transient:
-        return TransientError(f"{installer} could not reach the package index: {explanation}")
+        return TransientError(f"{installer} could not reach the package index", explanation)
     if any(marker in lowered for marker in _PERMANENT_MARKERS):
-        return PermanentError(f"{installer} failed: {explanation}")
-    return TransientError(f"{installer} exited with code {exit_code}: {explanation}")
+        return PermanentError(f"{installer} failed", explanation)
+    return TransientError(f"{installer} exited with code {exit_code}", explanation)
 
 
 _REFERENCE_GONE = (
@@ -222,12 +243,13 @@ def _no_git(references: Sequence[DirectReference], explanation: str) -> Permanen
             return PermanentError(
                 f"could not fetch {reference.text} ({reference.where()}): {lacking}"
             )
-    return PermanentError(f"{lacking}: {explanation}")
+    return PermanentError(lacking, explanation)
 
 
 def _reference_failed(reference: DirectReference, lowered: str, explanation: str) -> JobError:
     """A path, URL or repository line failed: say which, and retry only a network failure."""
     verb = "install" if reference.kind == "path" else "fetch"
+    # The reason is git's or the installer's shortest word on it: kept in the message.
     message = f"could not {verb} {reference.text} ({reference.where()}): {explanation}"
     gone = any(marker in lowered for marker in _REFERENCE_GONE)
     if not gone and any(marker in lowered for marker in _NETWORK):

@@ -38,10 +38,12 @@ class Reporter(Protocol):
         message: str,
         *,
         changes: dict[str, Any] | None = None,
+        detail: str = "",
     ) -> None:
         """Final word on the step for this run of the pipeline. ``changes``: what the run
         changed in the venv's packages (the requirements step; jobs/install_summary.py
-        ``changes``), ``None`` when unknown."""
+        ``changes``), ``None`` when unknown. ``detail``: a failing tool's own words
+        (:attr:`jobs.errors.JobError.detail`), kept apart from ``message``."""
 
     def log(self, step: StepName | None, source: str, line: str) -> None:
         """One line of output; ``source`` names its origin (``uv``, ``pip``, ``marimo``, …)."""
@@ -116,10 +118,11 @@ class StepTracker:
         message: str,
         *,
         changes: dict[str, Any] | None = None,
+        detail: str = "",
     ) -> None:
         self._status[step] = outcome
         self._message[step] = message
-        self.inner.step_finished(step, outcome, message, changes=changes)
+        self.inner.step_finished(step, outcome, message, changes=changes, detail=detail)
 
     def log(self, step: StepName | None, source: str, line: str) -> None:
         self.inner.log(step, source, line)

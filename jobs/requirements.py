@@ -99,7 +99,7 @@ async def _install_with_uv(
             await run(installer.install_argv(python, argv))
         except JobError as error:
             # Users know their files, not our combined copy of them.
-            raise type(error)(str(error).replace(str(given.path), named)) from None
+            raise error.renamed(str(given.path), named) from None
         needed = image_job.conflicts(ledger.site_packages(run.layout.venv), image, excluded)
         if not needed:
             return satisfied
@@ -249,7 +249,7 @@ async def _run_installer(
                     installer.install_argv(layout.venv_python, [*reinstall, "-r", str(given.path)])
                 )
             except JobError as error:
-                raise type(error)(str(error).replace(str(given.path), named)) from None
+                raise error.renamed(str(given.path), named) from None
             # pip keeps an installed version when a local wheel of that version changed (uv
             # installs it again by itself); the install runs only when something changed.
             if changed := await off_loop(local_files, declared.references, run.folder or Path()):

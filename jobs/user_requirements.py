@@ -86,13 +86,13 @@ def offers(layout: StateLayout, declared: Declared) -> list[Offer]:
     """The ledger's user packages, by name, each with the sources naming it and the user
     packages needing it."""
     user = ledger_job.Ledger.load(layout.ledger).user
-    naming = _naming(declared)
+    named = naming(declared)
     needs = _needs(layout.venv, set(user))
     return [
         Offer(
             name=name,
             version=version,
-            declared_in=tuple(naming.get(name, ())),
+            declared_in=tuple(named.get(name, ())),
             needed_by=tuple(sorted(other for other, wants in needs.items() if name in wants)),
         )
         for name, version in sorted(user.items())
@@ -136,7 +136,7 @@ def append_line(path: Path, line: str) -> None:
     write_atomically(target, content + line.encode("utf-8") + ending, mode)
 
 
-def _naming(declared: Declared) -> dict[str, list[str]]:
+def naming(declared: Declared) -> dict[str, list[str]]:
     """canonical name → the sources that ask for it (the names
     :func:`jobs.declared_install.declared_names` counts as ours): the files an install names
     (:func:`jobs.install_summary.asking_files`) and ``pyproject.toml``'s dependencies."""

@@ -45,7 +45,7 @@ from orchestrator.web.login import LoginHandler, LogoutHandler
 from orchestrator.web.metrics_route import MetricsHandler
 from orchestrator.web.panel import panel_transform
 from orchestrator.web.protected import require_guards
-from orchestrator.web.requirements import RequirementsHandler
+from orchestrator.web.requirements import PackagesHandler, RequirementsHandler
 from orchestrator.web.restart import RestartHandler
 from proxy.precompressed import AssetStore
 from proxy.routes import proxy_rules
@@ -114,6 +114,11 @@ def make_app(
         tornado.routing.Rule(
             tornado.routing.PathMatches(r"/-/requirements"),
             RequirementsHandler,
+            {"actions": actions, "guard": guard},
+        ),
+        tornado.routing.Rule(
+            tornado.routing.PathMatches(r"/-/packages"),
+            PackagesHandler,
             {"actions": actions, "guard": guard},
         ),
         tornado.routing.Rule(

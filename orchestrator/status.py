@@ -36,6 +36,9 @@ log = logging.getLogger("orchestrator")
 Phase = Literal["starting", "ready", "degraded", "failed", "stopping"]
 StepStatus = Literal["pending", "running", "done", "skipped", "failed"]
 
+DETAIL_LIMIT = 4000
+"""Characters of a step's ``detail`` kept (every status event carries it)."""
+
 
 @dataclass
 class Step:
@@ -53,6 +56,9 @@ class Step:
     """What the step's last finished run changed in the venv's packages (the requirements
     step: jobs/install_summary.py ``changes``); ``None`` while running, after a failure, and
     for the other steps."""
+    detail: str = ""
+    """A failed run's tool output (an installer's error lines, jobs/errors.py ``detail``),
+    apart from ``message`` so pages show it once, folded; empty otherwise."""
 
 
 @dataclass
@@ -202,6 +208,7 @@ class StatusBoard:
             entry.finished_at = None
             entry.progress = None
             entry.changes = None
+            entry.detail = ""
         entry.status = "running"
         entry.attempt = max(entry.attempt, 1)
         entry.message = self._clean(message)
@@ -241,10 +248,12 @@ class StatusBoard:
         message: str,
         *,
         changes: dict[str, Any] | None = None,
+        detail: str = "",
     ) -> None:
         entry = self._step(step)
         entry.status = outcome
         entry.message = self._clean(message)
+        entry.detail = self._clean(detail)[:DETAIL_LIMIT]
         entry.changes = None if changes is None else self._clean_all(changes)
         entry.finished_at = time.time()
         entry.next_attempt_at = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from jobs.errors import PermanentError, TransientError
 from jobs.installer_output import ProgressParser, classify_failure
 from jobs.redact import redact
@@ -76,9 +78,9 @@ def test_uv_progress_grows_to_done() -> None:
 def test_pip_progress_names_the_package() -> None:
     parser = ProgressParser()
     first = parser.feed("Collecting orch-alpha")
-    assert first and first[0] == "Collecting orch-alpha"
+    assert first and first[0] == "Finding orch-alpha"
     last = parser.feed("Successfully installed orch-alpha-1.0")
-    assert last and last[1] >= 0.95
+    assert last and last[1] >= 0.95 and last[0] == "Installed 1 package"
 
 
 def test_credentials_are_redacted() -> None:
@@ -93,10 +95,12 @@ def test_credentials_are_redacted() -> None:
     assert "tok-9" not in redact("value tok-9 here", ("tok-9",))
 
 
-def test_uvs_cause_line_is_in_the_message() -> None:
+def test_uvs_cause_line_is_the_detail_and_the_message_is_ours() -> None:
     error = classify_failure("uv", 1, UV_MISSING_WITH_CAUSE)
     assert isinstance(error, PermanentError)
-    assert "no-such-package-xyz was not found in the package registry" in str(error)
+    assert "no-such-package-xyz was not found in the package registry" in error.detail
+    assert str(error) == "cannot install 'no-such-package-xyz', so nothing was installed"
+    assert "package registry" not in str(error), "the installer's words are said once, apart"
 
 
 def test_uvs_downloads_are_not_counted_against_a_total_it_never_gave() -> None:
@@ -104,11 +108,32 @@ def test_uvs_downloads_are_not_counted_against_a_total_it_never_gave() -> None:
     parser.feed("Resolved 12 packages in 1.2s")
     update = parser.feed("Downloading numpy (16.1MiB)")
     assert update is not None and update[0] == "Downloading numpy (16.1MiB)"  # not "(1 of 0)"
+
+
+def test_pips_count_is_said_against_a_total_only_once_the_total_is_final() -> None:
+    """pip finds and downloads one package at a time: while it does, how many it will install
+    is unknown, so what is done is counted "so far" (a total that grows with the count, "(4 of
+    4)", always looks finished), and the bar approaches the phase's end without reaching it;
+    "Installing collected packages" gives the final number."""
     pip = ProgressParser()
-    pip.feed("Collecting numpy")
-    pip.feed("Collecting pandas")
-    update = pip.feed("  Downloading numpy-2.0-cp311.whl (16.1 MB)")
-    assert update is not None and update[0].endswith("(1 of 2)")
+    said: list[tuple[str, float]] = []
+    for number in range(15):
+        for line in (
+            f"Collecting orch-p{number:02d}==1.0 (from -r requirements.txt (line {number + 1}))",
+            f"  Downloading http://127.0.0.1:1/files/orch_p{number:02d}-1.0-py3-none-any.whl"
+            " (201 kB)",
+        ):
+            update = pip.feed(line)
+            assert update is not None
+            said.append(update)
+    assert not any(re.search(r"\d+ of \d+", text) for text, _ in said), said
+    assert said[-1][0] == "Downloading orch_p14-1.0-py3-none-any.whl (201 kB); 15 downloaded so far"
+    fractions = [fraction for _, fraction in said]
+    assert fractions == sorted(fractions) and fractions[-1] < ProgressParser.RESOLVING_END
+    names = ", ".join(f"orch-p{number:02d}" for number in range(15))
+    installing = pip.feed(f"Installing collected packages: {names}")
+    assert installing is not None and installing[0] == "Installing 15 packages"
+    assert installing[1] > fractions[-1]
 
 
 def test_a_git_line_without_git_says_so_naming_the_line() -> None:

@@ -31,3 +31,33 @@ def test_the_panels_files_are_named_by_their_content() -> None:
     for name, version in named:
         content = (STATIC_DIR / name.decode()).read_bytes()
         assert version == hashlib.sha256(content).hexdigest()[:16].encode()
+
+
+def test_marimos_page_says_opening_your_notebook_from_where_its_body_begins() -> None:
+    """marimo's own index.html: its head holds custom elements (``<marimo-filename>``), where an
+    HTML parser already opens the body; the words go right there, first thing in the body, and
+    the rest of the document is as it was."""
+    from html.parser import HTMLParser
+    from importlib.resources import files
+
+    marimo_page = (files("marimo") / "_static" / "index.html").read_bytes()
+    result = panel_transform("edit")(marimo_page)
+    words = result.index(b'<div id="mo-orch-opening"')
+    assert words < result.index(b"<marimo-filename")
+    assert result.index(b"opening.css") < words, "styled from the first paint"
+    assert result.count(b'id="mo-orch-opening"') == 1
+
+    tags: list[str] = []
+
+    class Order(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.append(tag)
+
+    Order().feed(result.decode())
+    assert tags.index("div") > tags.index("meta"), "the charset is still first"
+    # A page without marimo's root (an error page, another document) is left without the words.
+    assert b"mo-orch-opening" not in panel_transform("edit")(b"<head></head><body>x</body>")
+    plain = panel_transform("edit")(b"<head></head><body class='a'><div id=\"root\"></div></body>")
+    assert plain.index(b"<body class='a'>") + len(b"<body class='a'>") == plain.index(
+        b'<link rel="stylesheet" href="/-/static/opening.css'
+    )

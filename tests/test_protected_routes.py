@@ -28,7 +28,7 @@ from orchestrator.web.handlers import (
 )
 from orchestrator.web.metrics_route import MetricsHandler
 from orchestrator.web.protected import Protected, require_guards
-from orchestrator.web.requirements import RequirementsHandler
+from orchestrator.web.requirements import PackagesHandler, RequirementsHandler
 from orchestrator.web.restart import RestartHandler
 
 
@@ -49,6 +49,7 @@ def _routes(board: StatusBoard) -> list[tuple[str, str, type, dict[str, Any]]]:
         ("GET", "/-/loading", LoadingPageHandler, {"board": board, "page": LoadingPage(board)}),
         ("POST", "/-/restart", RestartHandler, {"actions": None}),
         ("GET", "/-/requirements", RequirementsHandler, {"actions": None}),
+        ("GET", "/-/packages", PackagesHandler, {"actions": None}),
         ("GET", "/-/metrics", MetricsHandler, {"public": False, "metrics": metrics}),
         ("GET", "/open/(?P<name>.*)", OpenNotebookHandler, {}),
     ]

@@ -252,3 +252,31 @@ def test_a_package_added_to_an_include_chain_goes_to_the_top_file(tmp_path: Path
     )
     assert added.line == "orch-gamma==3.0"
     assert (bare / "requirements.txt").read_text(encoding="utf-8") == "orch-gamma==3.0\n"
+
+
+def test_packages_lists_what_files_declare_and_what_the_user_added(
+    orchestrator: OrchestratorFactory, notebook_dir: Path, index: LocalIndex
+) -> None:
+    """``GET /-/packages`` (the panel's Packages section): a requirement with the version
+    installed and the file naming it, its dependency counted, not listed; a package installed
+    from a terminal under "added by you", offered for requirements.txt; signed-in users only."""
+    (notebook_dir / "requirements.txt").write_text("orch-beta\n", encoding="utf-8")
+    run = orchestrator(notebook_dir)
+    run.wait_ready()
+    state = notebook_dir / "state"
+    terminal_install(state, index, "orch-gamma")
+    listed(run, "orch-gamma")  # the ledger has seen it
+
+    code, _, body = run.get("/-/packages")
+    assert code == 200, body
+    answer = json.loads(body)
+    assert answer["file"] == "requirements.txt"
+    assert answer["declared"] == [
+        {"name": "orch-beta", "version": "2.0", "for": ["requirements.txt"]}
+    ], answer
+    assert answer["added_by_you"] == [
+        {"name": "orch-gamma", "version": "3.0", "in": [], "line": "orch-gamma==3.0", "offer": True}
+    ], answer
+    assert answer["dependencies"] >= 1 and answer["more"] == 0, answer  # orch-alpha, pip
+    assert "orch-alpha" not in body.decode()
+    assert run.get("/-/packages", signed_in=False)[0] == 401

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import html
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -231,11 +232,17 @@ _STATES = {
     "failed": "Failed",
 }
 _LABELS = {
-    "state": "State volume",
-    "venv": "Environment",
-    "requirements": "Requirements",
+    "state": "Storage",
+    "venv": "Python",
+    "requirements": "Python packages",
     "marimo": "marimo",
 }
+_INTERNAL = re.compile(
+    r"""(^|[\s(:'"])/\S|\bpid\b|\bvenvs?\b|\bmanifest\b|\bsite-packages\b|\.pth\b""",
+    re.IGNORECASE,
+)
+"""A message meant for us (a path, a pid, the venv): the page says the step's state instead
+(loading.js ``plainMessage`` has the same rule)."""
 _PHASES = {
     "starting": "Starting…",
     "ready": "marimo is running.",
@@ -257,9 +264,14 @@ def steps_html(steps: list[dict[str, Any]]) -> str:
             f'<span class="icon" aria-hidden="true">{_ICONS.get(status, "?")}</span>'
             f'<span class="name">{html.escape(_LABELS.get(name, name))}</span>'
             f'<span class="state">{html.escape(_STATES.get(status, status))}</span>'
-            f'<span class="msg">{html.escape(str(step.get("message") or ""))}</span></li>'
+            f'<span class="msg">{html.escape(_plain(step))}</span></li>'
         )
     return "".join(items)
+
+
+def _plain(step: dict[str, Any]) -> str:
+    message = str(step.get("message") or "")
+    return "" if _INTERNAL.search(message) else message
 
 
 class LoadingPageHandler(GuardedBoardHandler):

@@ -54,7 +54,7 @@ class RequirementsHandler(Protected):
     def _pipeline(self) -> Pipeline | None:
         """The pipeline once the environment is known, else None (the answer is sent)."""
         if not same_origin(self, self.guard.trust_proxy):
-            self._fail(403, "cross-site requests to /-/requirements are refused")
+            self._fail(403, f"cross-site requests to {self.request.path} are refused")
             return None
         pipeline = self.actions.pipeline
         if pipeline is None or pipeline.layout is None:
@@ -119,3 +119,40 @@ class RequirementsHandler(Protected):
             self._fail(500, f"the requirements file could not be written: {error.strerror}")
             return
         self.finish(answer)
+
+
+class PackagesHandler(RequirementsHandler):
+    """``GET /-/packages``: the installed packages, split into those a file declares and those
+    the user added (jobs/installed_packages.py has the shape).
+
+    Bounded: requests that arrive while a listing is computed share it, so however many ask,
+    at most one listing runs at a time off the event loop."""
+
+    _running: asyncio.Future[dict[str, Any]] | None = None
+
+    async def get(self) -> None:
+        pipeline = self._pipeline()
+        if pipeline is None:
+            return
+        cls = type(self)
+        if cls._running is None or cls._running.done():
+            from jobs import installed_packages
+
+            layout = pipeline.layout
+            assert layout is not None
+
+            def listing() -> dict[str, Any]:
+                return installed_packages.listing(layout, pipeline.declared())
+
+            cls._running = asyncio.ensure_future(
+                asyncio.get_running_loop().run_in_executor(None, listing)
+            )
+        try:
+            answer = await asyncio.shield(cls._running)
+        except OSError as error:
+            self._fail(500, f"the installed packages could not be read: {error.strerror}")
+            return
+        self.finish(answer)
+
+    async def post(self) -> None:
+        self._fail(405, "/-/packages only lists; add a package with POST /-/requirements")

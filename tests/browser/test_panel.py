@@ -54,10 +54,13 @@ def test_restart_marimo_from_the_panel_and_the_same_tab_runs_on_the_new_kernel(
     pid = run.status()["marimo"]["pid"]
 
     panel = _open_panel(page)
-    for name in ("State volume", "Environment", "Requirements", "marimo"):
+    for name in ("Storage", "Python", "Python packages", "marimo"):
         expect(panel.get_by_role("listitem").filter(has_text=name).first).to_be_visible()
     expect(panel.locator("li[data-step=marimo]")).to_contain_text("done")
-    expect(panel).to_contain_text("State: persistent")
+    expect(panel).to_contain_text("Storage: packages are saved on the deployment's storage")
+    # Words for users: internals (the venv, pids, paths) only under "Technical details".
+    said = panel.inner_text()
+    assert re.search(r"\bvenv\b|\bpid\b|/tmp/|State volume", said) is None, said
     shots("panel-open")
 
     _confirm(page, panel, "Restart marimo")
@@ -367,7 +370,7 @@ def test_a_state_that_will_not_persist_is_a_banner_until_dismissed(
     expect(warning).to_be_visible()
     shots("state-banner")
     panel = _open_panel(page)
-    expect(panel).to_contain_text("State: not persistent")
+    expect(panel).to_contain_text("Storage: not saved")
     warning.get_by_role("button", name=re.compile("^Dismiss")).click()
     expect(warning).to_have_count(0)
     page.reload()  # dismissed for this boot

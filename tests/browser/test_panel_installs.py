@@ -80,6 +80,11 @@ def test_a_package_added_to_requirements_is_named_with_its_version(
     expect(last_install).to_contain_text(
         "orch-gamma 3.0 installed for requirements.txt", timeout=START_TIMEOUT
     )
+    from_file = panel.locator("[data-section=packages] [data-group=declared]").filter(
+        has=page.get_by_role("heading", name="From requirements.txt")
+    )
+    expect(from_file.locator("li[data-package=orch-gamma]")).to_have_text("orch-gamma 3.0")
+    expect(from_file.locator("li[data-package=orch-beta]")).to_have_text("orch-beta 1.0")
     expect(
         notices.get_by_role("status").filter(has_text="orch-gamma 3.0 installed")
     ).to_contain_text("run the cells that import them again")
@@ -93,6 +98,7 @@ def test_a_package_added_to_requirements_is_named_with_its_version(
         {"name": "orch-beta", "from": "1.0", "to": "2.0", "for": ["requirements.txt"]}
     ], step
     expect(last_install).to_contain_text("Changed orch-beta 1.0 → 2.0", timeout=START_TIMEOUT)
+    expect(from_file.locator("li[data-package=orch-beta]")).to_have_text("orch-beta 2.0")
     changed = notices.get_by_role("status").filter(has_text="Changed orch-beta 1.0 → 2.0")
     expect(changed).to_contain_text("keeps the versions it already imported")
     expect(changed.get_by_role("button", name="Restart marimo")).to_be_visible()
@@ -121,11 +127,19 @@ def test_a_package_installed_with_the_install_button_shows_in_the_panel(
 
     panel = _open_panel(page)
     notices = page.get_by_role("region", name="Environment notices")
+    # The Packages section: under "Added by you", whichever installer (pip: kept in the
+    # deployment's storage; uv: marimo recorded it in the notebook's header).
+    added = panel.locator("[data-section=packages] [data-group=added-by-you]")
+    expect(added.get_by_role("heading")).to_have_text("Added by you", timeout=START_TIMEOUT)
+    cowsay = added.locator("li[data-package=orch-cowsay]")
+    expect(cowsay).to_contain_text(
+        "orch-cowsay 1.0 · installed from the editor; kept across restarts"
+        if installer == "pip"
+        else "orch-cowsay 1.0 · in notebook.py's header",
+        timeout=START_TIMEOUT,
+    )
+    expect(panel.locator("[data-section=user-packages]")).to_have_count(0)  # one list, not two
     if installer == "pip":
-        expect(panel.locator("[data-packages=added-by-you]")).to_contain_text(
-            "orch-cowsay 1.0 (installed from the editor; kept across restarts)",
-            timeout=START_TIMEOUT,
-        )
         expect(notices).to_contain_text(
             "orch-cowsay 1.0 installed from the editor; kept across restarts."
         )

@@ -36,7 +36,13 @@ class RecordingReporter:
         self.events.append(("retrying", step, str(attempt), error))
 
     def step_finished(
-        self, step: str, outcome: str, message: str, *, changes: dict[str, Any] | None = None
+        self,
+        step: str,
+        outcome: str,
+        message: str,
+        *,
+        changes: dict[str, Any] | None = None,
+        detail: str = "",
     ) -> None:
         self.events.append((outcome, step, message))
         self.changes.append(changes)

@@ -2,15 +2,33 @@
 // Invariants: only the server declares readiness (the page reloads the URL it was served at);
 // the page keeps working while the orchestrator restarts under it (new boot_id) and signs the
 // user in again if their session ends.
+// Progress never lies: the bar and the percentage beside it are drawn from one number, with no
+// animation between them; a time left is said only from how long the step took last time
+// (``expected_seconds``), never extrapolated from the bar; a running step shows how long it has
+// been running, so a silent phase still visibly moves. Words are for users: internals (paths,
+// pids, the server's own messages) and an installer's output are folded under "Details", the
+// installer's output once.
+// The hand-over: once marimo is ready the page says "Opening your notebook…", fetches marimo's
+// page and the files it loads first (so they come from the browser's cache), then loads it;
+// marimo's page itself shows the same words until its editor has rendered (opening.js).
 "use strict";
 (function () {
   const WEIGHTS = { state: 0.05, venv: 0.15, requirements: 0.6, marimo: 0.2 };
   const ICONS = { pending: "○", running: "◐", done: "✓", skipped: "✓", failed: "✗" };
   const STATES = { pending: "Waiting", running: "In progress", done: "Done", skipped: "Skipped", failed: "Failed" };
-  const LABELS = { state: "State volume", venv: "Environment", requirements: "Requirements", marimo: "marimo" };
+  const LABELS = { state: "Storage", venv: "Python", requirements: "Python packages", marimo: "marimo" };
+  // What each step says when its own message holds internals (see plainMessage).
+  const PLAIN = {
+    state: { running: "Waiting for the deployment's storage", done: "Packages are saved on the deployment's storage",
+      failed: "The deployment's storage could not be used" },
+    venv: { running: "Preparing Python", done: "Python is ready", skipped: "Python is ready", failed: "Python could not be prepared" },
+    requirements: { running: "Installing Python packages", done: "Python packages installed", skipped: "Nothing to install",
+      failed: "The Python packages could not be installed" },
+    marimo: { running: "Starting marimo", done: "marimo is running", failed: "marimo could not be started" },
+  };
   const EXPLAIN = {
     state: "The persistent state volume could not be used, so a temporary folder is used: packages installed now will not persist across restarts.",
-    venv: "The virtual environment could not be prepared, so marimo runs without its Install button.",
+    venv: "Python could not be prepared, so marimo runs without its Install button.",
     requirements: "The Python packages could not be installed. marimo can still run: fix the line named below (the install runs again by itself once the file is saved), or open marimo and install what you need from there.",
     marimo: "marimo could not be started. Its last output is in the log below.",
   };
@@ -33,12 +51,8 @@
     if (!step.started_at) return null;
     const now = Date.now() / 1000;
     const elapsed = now - step.started_at;
-    let estimate = null;
-    if (step.progress && step.progress > 0.05 && step.progress < 1) {
-      estimate = (elapsed * (1 - step.progress)) / step.progress;
-    } else if (step.expected_seconds) {
-      estimate = step.expected_seconds - elapsed; // from past runs
-    }
+    // Only from a past run of the step: the bar's fraction is the installer's phases, not time.
+    const estimate = step.expected_seconds ? step.expected_seconds - elapsed : null;
     const key = step.name + "@" + step.started_at;
     let deadline = deadlines.get(key);
     if (estimate != null) {
@@ -79,12 +93,30 @@
     if (status.phase === "failed") return "marimo could not be started.";
     if (status.phase === "stopping") return "The server is stopping; this page reconnects when it is back.";
     const running = status.steps.find((s) => s.status === "running");
-    return running ? running.message : "Starting…";
+    return running ? plainMessage(running) || "Starting…" : "Starting…";
+  }
+
+  // A server message meant for us (a path, a pid, the venv) stays under "Details"; the step
+  // then says what it does in plain words.
+  const INTERNAL = /(^|[\s(:'"])\/[^\s]|\bpid\b|\bvenvs?\b|\bmanifest\b|\bsite-packages\b|\.pth\b/i;
+  function plainMessage(step) {
+    const message = step.message || "";
+    const fallback = (PLAIN[step.name] || {})[step.status] || "";
+    if (!message || INTERNAL.test(message)) return fallback;
+    return message;
+  }
+
+  function elapsed(step) {
+    if (step.status !== "running" || !step.started_at) return null;
+    return Math.max(0, Math.floor(Date.now() / 1000 - step.started_at));
   }
 
   function stepText(step) {
-    let text = step.message || step.status;
+    if (step.status === "failed") return "See below.";
+    let text = plainMessage(step) || STATES[step.status] || step.status;
     if (step.status !== "running") return text;
+    const running = elapsed(step);
+    if (running != null && running >= 1) text += " · " + running + " s";
     if (step.next_attempt_at) {
       const wait = Math.max(0, Math.round(step.next_attempt_at - Date.now() / 1000));
       text += " · attempt " + step.attempt + (step.max_attempts ? " of " + step.max_attempts : "") + ", next in " + wait + " s";
@@ -94,6 +126,7 @@
 
   function render(status) {
     latest = status;
+    if (leaving) return; // the hand-over's words stay
     const list = $("steps");
     list.replaceChildren();
     for (const step of status.steps) {
@@ -128,8 +161,8 @@
     bar.classList.toggle("active", !!running && status.phase === "starting");
     setText($("title"), heading(status, failedSteps));
     $("auto").hidden = STANDALONE || status.phase !== "starting";
-    $("bar-fill").style.width = percent + "%";
-    setText($("percent"), percent + "%" + (eta != null ? " · about " + eta + " s left" : ""));
+    drawProgress(percent, eta != null ? " · about " + eta + " s left" : "");
+    setText($("activity"), running && status.phase === "starting" ? quiet(running) : "");
     setText($("phase"), describe(status));
     const warning = status.state && status.state.warning;
     $("state-warning").hidden = !warning;
@@ -143,16 +176,21 @@
     $("problem-text").replaceChildren(...failed.map((s) => {
       const part = document.createElement("span");
       part.className = "problem-step";
-      const cause = s.name === "marimo" && status.marimo && status.marimo.last_output && status.marimo.last_output.length
-        ? status.marimo.last_output.slice(-3).join(" ") : s.message;
+      part.dataset.step = s.name;
       part.append(EXPLAIN[s.name] + " ");
-      if (cause) {
+      const said = s.name === "marimo" ? "" : plainMessage(s);
+      if (said) {
         const strong = document.createElement("strong");
-        strong.textContent = cause;
+        strong.textContent = said;
         part.append(strong);
       }
+      // The tool's own words, once, folded: an installer's error lines, marimo's last output.
+      const words = s.name === "marimo" && status.marimo && status.marimo.last_output && status.marimo.last_output.length
+        ? status.marimo.last_output.slice(-3).join("\n") : s.detail || "";
+      if (words) part.append(folded("Details", words, "detail"));
       return part;
     }));
+    renderInternals(status);
     const requirementsFailed = failed.some((s) => s.name === "requirements");
     $("open-anyway").hidden = !(status.ready && (failed.length > 0 || STANDALONE));
     $("retry").hidden = !requirementsFailed;
@@ -160,6 +198,60 @@
     $("restart-deployment").hidden = !(status.capabilities && status.capabilities.restart_deployment);
     if (failed.length) $("log-box").open = true;
     document.body.dataset.phase = status.phase;
+  }
+
+  // The bar and its label from one number: the bar's width is set without a transition
+  // (loading.css), so what is drawn is what is written.
+  function drawProgress(percent, suffix) {
+    const fill = $("bar-fill");
+    fill.style.width = percent + "%";
+    fill.dataset.percent = String(percent);
+    setText($("percent"), percent + "%" + suffix);
+  }
+
+  // A running step that has said nothing for a while (pip unpacking, marimo importing) still
+  // shows that it works, and for how long.
+  let lastNews = Date.now();
+  function quiet(step) {
+    const silent = Math.floor((Date.now() - lastNews) / 1000);
+    if (silent < 4) return "";
+    const running = elapsed(step);
+    return "Still working" + (running != null ? ": " + running + " s so far" : "") + ". Some steps say nothing for a while (packages are being unpacked, marimo is loading).";
+  }
+
+  function folded(title, text, kind) {
+    const box = document.createElement("details");
+    box.className = kind;
+    const summary = document.createElement("summary");
+    summary.textContent = title;
+    const pre = document.createElement("pre");
+    pre.textContent = text;
+    box.append(summary, pre);
+    return box;
+  }
+
+  // Each step's own message, as the server says it (paths, pids): for whoever needs them.
+  function renderInternals(status) {
+    const list = $("internals-list");
+    const rows = [];
+    for (const step of status.steps) {
+      if (!step.message) continue;
+      const term = document.createElement("dt");
+      term.textContent = LABELS[step.name] || step.name;
+      const value = document.createElement("dd");
+      value.textContent = step.message;
+      rows.push(term, value);
+    }
+    if (status.state && status.state.path) {
+      const term = document.createElement("dt");
+      term.textContent = "State folder";
+      const value = document.createElement("dd");
+      value.textContent = status.state.path;
+      rows.push(term, value);
+    }
+    const open = $("internals").open;
+    list.replaceChildren(...rows);
+    $("internals").open = open;
   }
 
   // marimo's own chatter (its banner, GPU probes, warnings meant for its developers) and the
@@ -174,6 +266,7 @@
   }
 
   function appendLog(record) {
+    lastNews = Date.now();
     if (!wanted(record)) return;
     const prefix = record.source ? "[" + record.source + "] " : "";
     logEl.append(prefix + record.line + "\n");
@@ -183,17 +276,63 @@
 
   function leave() {
     if (leaving) return;
-    leaving = true;
-    // The page was served in place of the URL the user asked for: load it again.
-    window.location.reload();
+    handOver(window.location.href, () => window.location.reload());
   }
 
   function openMarimo() {
-    if (STANDALONE) window.location.assign("/");
+    if (STANDALONE) handOver(new URL("/", window.location.href).href, () => window.location.assign("/"));
     else leave();
   }
 
+  // "Opening your notebook…" stays on screen while marimo's page and the files it loads first
+  // are fetched into the browser's cache, then the page is loaded (from that cache: no blank
+  // page while they download). Bounded: same-origin files only, at most WARM_LIMIT of them,
+  // WARM_PARALLEL at a time, and the page goes on after WARM_SECONDS whatever is left.
+  const WARM_LIMIT = 400;
+  const WARM_PARALLEL = 6;
+  const WARM_SECONDS = 20;
+  function handOver(url, go) {
+    leaving = true;
+    document.body.dataset.handover = "opening";
+    setText($("title"), "Opening your notebook…");
+    setText($("phase"), "marimo is ready: loading its editor…");
+    $("auto").hidden = true;
+    drawProgress(100, "");
+    $("bar").classList.add("active");
+    let gone = false;
+    const goOnce = () => { if (!gone) { gone = true; go(); } };
+    setTimeout(goOnce, WARM_SECONDS * 1000);
+    warm(url).then(goOnce, goOnce);
+  }
+
+  async function warm(url) {
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok || !(response.headers.get("Content-Type") || "").includes("text/html")) return;
+    const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    if (doc.getElementById("steps")) return; // the loading page again: nothing of marimo's to fetch
+    const base = response.url || url;
+    const found = [];
+    for (const node of doc.querySelectorAll("script[src], link[href]")) {
+      const rel = (node.getAttribute("rel") || "").toLowerCase();
+      if (node.tagName === "LINK" && !/(^|\s)(stylesheet|modulepreload|preload)(\s|$)/.test(rel)) continue;
+      let target;
+      try { target = new URL(node.getAttribute("src") || node.getAttribute("href"), base); } catch (e) { continue; }
+      if (target.origin !== window.location.origin || found.includes(target.href)) continue;
+      found.push(target.href);
+      if (found.length >= WARM_LIMIT) break;
+    }
+    let next = 0;
+    async function worker() {
+      while (next < found.length) {
+        const target = found[next++];
+        try { await (await fetch(target, { credentials: "same-origin" })).arrayBuffer(); } catch (e) { /* loaded again by the page */ }
+      }
+    }
+    await Promise.all(Array.from({ length: WARM_PARALLEL }, worker));
+  }
+
   function onStatus(status) {
+    lastNews = Date.now();
     if (status.boot_id !== bootId) {
       // The orchestrator restarted (a deployment restart, a crash): start watching afresh.
       bootId = status.boot_id;

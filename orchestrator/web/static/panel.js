@@ -8,6 +8,11 @@
 // requirements step's ``changes``, ``user_packages``): installer output is never read here.
 // The button and the notices share a strip (the dock) placed in a part of marimo's page that
 // nothing of marimo's uses (measured, see place()); notices never lie over the notebook.
+// Words are for users: steps are named for what they do ("Python packages"), a server message
+// holding internals (a path, a pid, the venv) is replaced by plain words and kept under
+// "Details", with a failed install's installer output, which is shown there once. The
+// "Packages" section lists what is installed (GET /-/packages), split into what a file declares
+// and what the user added, with the offer to add the latter to requirements.txt.
 // Focus follows the dialog pattern: Alt+Shift+E (free in marimo's keymap) opens and closes the
 // panel from anywhere, focus stays inside it after a confirmation or Cancel, Escape closes it
 // and focus returns to where it was before.
@@ -17,7 +22,22 @@
   window.__marimoOrchestratorPanel = true;
   const script = document.currentScript;
   const EDIT = !script || script.dataset.mode !== "run";
-  const LABELS = { state: "State volume", venv: "Environment", requirements: "Requirements", marimo: "marimo" };
+  const LABELS = { state: "Storage", venv: "Python", requirements: "Python packages", marimo: "marimo" };
+  const PLAIN = {
+    state: { running: "Waiting for the deployment's storage", done: "Packages are saved on the deployment's storage",
+      failed: "The deployment's storage could not be used" },
+    venv: { running: "Preparing Python", done: "Python is ready", skipped: "Python is ready", failed: "Python could not be prepared" },
+    requirements: { running: "Installing Python packages", done: "Python packages installed", skipped: "Nothing to install",
+      failed: "The Python packages could not be installed" },
+    marimo: { running: "Starting marimo", done: "marimo is running", failed: "marimo could not be started" },
+  };
+  // The loading page's rule (loading.js): such a message stays under "Details".
+  const INTERNAL = /(^|[\s(:'"])\/[^\s]|\bpid\b|\bvenvs?\b|\bmanifest\b|\bsite-packages\b|\.pth\b/i;
+  function plainMessage(step) {
+    const message = step.message || "";
+    const fallback = (PLAIN[step.name] || {})[step.status] || "";
+    return !message || INTERNAL.test(message) ? fallback : message;
+  }
   const STATES = { pending: "waiting", running: "in progress", done: "done", skipped: "done, nothing to do", failed: "failed" };
   const ACTIONS = [
     { id: "marimo", label: "Restart marimo", body: { scope: "marimo" },
@@ -55,13 +75,16 @@
     el("span", { class: "mo-orch-dot", "aria-hidden": "true" }), label);
   const stepsList = el("ul", { class: "mo-orch-steps", "aria-label": "Startup steps" });
   const details = el("div", { class: "mo-orch-details" });
+  const packagesBox = el("section", { class: "mo-orch-packages-box", "data-section": "packages", "aria-labelledby": "mo-orch-packages-title" },
+    el("h3", { id: "mo-orch-packages-title", text: "Packages" }), el("p", { class: "mo-orch-muted", text: "Reading…" }));
+  const internals = el("details", { class: "mo-orch-internals" }, el("summary", { text: "Technical details" }), el("dl"));
   const actionsBox = el("div", { class: "mo-orch-actions" });
   const confirmBox = el("div", { class: "mo-orch-confirm", hidden: true });
   const result = el("p", { class: "mo-orch-result", role: "status", "aria-live": "polite" });
   const close = el("button", { type: "button", class: "mo-orch-close", "aria-label": "Close the Environment panel" }, "×");
   const panel = el("section", { id: "mo-orch-panel", class: "mo-orch-panel", role: "region", "aria-labelledby": "mo-orch-title", hidden: true },
     el("div", { class: "mo-orch-head" }, el("h2", { id: "mo-orch-title", text: "Environment" }), close),
-    stepsList, details, EDIT ? actionsBox : null, EDIT ? confirmBox : null, result,
+    stepsList, details, packagesBox, EDIT ? actionsBox : null, EDIT ? confirmBox : null, result, internals,
     el("p", { class: "mo-orch-more" }, el("a", { href: "/-/loading", target: "_blank", rel: "noopener" }, "Status page and full log")));
   const banners = el("div", { class: "mo-orch-banners", role: "region", "aria-label": "Environment notices" });
   const moreNotices = el("button", { type: "button", class: "mo-orch-more-notices", "aria-expanded": "false", hidden: true });
@@ -491,6 +514,7 @@
     const now = new Map(list.map((p) => [p.name, p.version]));
     if (userPackages) {
       const fresh = list.filter((p) => userPackages.get(p.name) !== p.version);
+      if (fresh.length || list.length !== userPackages.size) refreshPackages();
       if (fresh.length) {
         notice("user-installed", listed(fresh, (p) => p.name + " " + p.version, 0)
           + " installed from the editor; kept across restarts.", true, { ttl: INSTALL_TTL });
@@ -527,7 +551,7 @@
     if (!status.ready || running) {
       if (outageSince === null && (known || pending)) outageSince = Date.now();
       if (known || pending) {
-        const what = running ? (LABELS[running.name] || running.name) + ": " + (running.message || "working…")
+        const what = running ? (LABELS[running.name] || running.name) + ": " + (plainMessage(running) || "working…")
           : status.phase === "stopping" ? "The server is restarting…" : "Restarting marimo…";
         notice("work", what, false);
       }
@@ -549,7 +573,7 @@
     if (requirements && requirements.finished_at && requirements.finished_at !== requirementsFinished) {
       requirementsFinished = requirements.finished_at;
       announceInstall(requirements);
-      refreshUserPackages();
+      refreshPackages();
     }
     announceUserPackages(status.user_packages);
     if (pending && status.ready && !running) {
@@ -560,7 +584,7 @@
       if (over) {
         pending = null;
         result.textContent = p.action.body.scope === "install" && requirements && requirements.status === "failed"
-          ? "The install failed: see Requirements above."
+          ? "The install failed: see Python packages above."
           : p.action.body.scope === "deployment" ? "Quix was asked to restart the deployment; this page reconnects when it is back."
           : p.action.label + ": done.";
       }
@@ -579,7 +603,7 @@
 
   function renderBanners(status, requirements) {
     if (requirements && requirements.status === "failed") {
-      banner("requirements", "The Python packages could not be installed.", String(requirements.finished_at), "problem", requirements.message || "");
+      banner("requirements", "The Python packages could not be installed. " + plainMessage(requirements), String(requirements.finished_at), "problem");
     } else clearNotice("requirements");
     const state = status.state || {};
     if (state.persistent === false) {
@@ -645,70 +669,119 @@
     return (describeChanges(c) || "nothing changed") + when;
   }
 
-  function addedByYou(list) {
-    if (!Array.isArray(list) || !list.length) return "";
-    return listed(list, (p) => p.name + " " + p.version, 0) + " (installed from the editor; kept across restarts)";
-  }
-
   function renderPanel(status) {
     const items = status.steps.map((step) =>
       el("li", { "data-step": step.name, "data-status": step.status, class: "mo-orch-" + step.status },
         el("span", { class: "mo-orch-name", text: LABELS[step.name] || step.name }),
         el("span", { class: "mo-orch-state", text: STATES[step.status] || step.status }),
-        el("span", { class: "mo-orch-msg", text: step.message || "" })));
+        el("span", { class: "mo-orch-msg", text: step.status === "failed" && step.name === "requirements" ? "" : plainMessage(step) })));
     stepsList.replaceChildren(...items);
     const state = status.state || {};
     const requirements = status.steps.find((s) => s.name === "requirements");
+    const failedInstall = requirements && requirements.status === "failed";
+    const problem = failedInstall ? el("div", { class: "mo-orch-problem", "data-problem": "requirements" },
+      el("p", {}, el("strong", { text: "The Python packages could not be installed: " }), plainMessage(requirements)),
+      requirements.detail ? el("details", { class: "mo-orch-detail" }, el("summary", { text: "Details" }),
+        el("pre", { text: requirements.detail })) : null) : null;
+    // A re-render keeps the user's unfolding of "Details".
+    const wasOpen = details.querySelector(".mo-orch-detail");
+    if (problem && wasOpen && wasOpen.open && problem.querySelector("details")) problem.querySelector("details").open = true;
     details.replaceChildren(...[
-      requirements && requirements.status === "failed"
-        ? el("p", { class: "mo-orch-problem" }, el("strong", { text: "Requirements failed: " }), requirements.message || "see the log")
-        : null,
-      el("p", {}, el("strong", { text: "State: " }),
-        state.persistent === false ? "not persistent. " + (state.warning || "") : state.persistent ? "persistent" : "not known yet"),
+      problem,
+      el("p", {}, el("strong", { text: "Storage: " }),
+        state.persistent === false ? "not saved: packages installed now are lost at the next restart. " + (state.warning || "")
+          : state.persistent ? "packages are saved on the deployment's storage" : "not known yet"),
       el("p", { "data-environment": (status.environment && status.environment.location) || "" },
         el("strong", { text: "Python packages: " }), environmentSummary(status.environment, status.at || Date.now() / 1000)),
       packagesLine("last-install", "Last install: ", lastInstall(requirements, status.at || Date.now() / 1000)),
-      packagesLine("added-by-you", "Added by you: ", addedByYou(status.user_packages)),
       el("p", {}, el("strong", { text: "Notebook sync: " }), syncSummary(status.sync)),
     ].filter((node) => node !== null));
+    renderInternals(status);
     for (const button of actionsBox.querySelectorAll("button")) {
       const action = ACTIONS.find((a) => a.id === button.dataset.action);
       button.hidden = !!action.needs && !(status.capabilities && status.capabilities[action.needs]);
     }
   }
 
-  // -- packages the user installed (a terminal), offered for requirements.txt ---------------
-  // GET and POST /-/requirements (orchestrator/web/requirements.py), fetched when the panel
-  // opens and after an install: offered are the ledger's user packages that no source names
-  // yet and that no other such package needs (adding that one brings them along).
-  const userBox = el("div", { class: "mo-orch-user", "data-section": "user-packages", hidden: true });
-  if (EDIT) {
-    panel.insertBefore(userBox, result);
-    new MutationObserver(() => { if (!panel.hidden) refreshUserPackages(); })
-      .observe(panel, { attributes: true, attributeFilter: ["hidden"] });
+  // Each step's own message as the server says it (paths, pids), folded.
+  function renderInternals(status) {
+    const rows = [];
+    for (const step of status.steps) {
+      if (step.message) rows.push(el("dt", { text: LABELS[step.name] || step.name }), el("dd", { text: step.message }));
+    }
+    if (status.state && status.state.path) rows.push(el("dt", { text: "State folder" }), el("dd", { text: status.state.path }));
+    if (status.marimo && status.marimo.pid) rows.push(el("dt", { text: "marimo's process" }), el("dd", { text: String(status.marimo.pid) }));
+    internals.querySelector("dl").replaceChildren(...rows);
   }
 
-  async function refreshUserPackages() {
-    if (!EDIT) return;
+  // -- the Packages section ---------------------------------------------------------------
+  // GET /-/packages (jobs/installed_packages.py): what a file declares, grouped by that file,
+  // and what the user added (a notebook's header, marimo's Install button, a terminal), with
+  // the offer to add the latter to requirements.txt (POST /-/requirements). Fetched when the
+  // panel opens and when an install or the user's packages change.
+  new MutationObserver(() => { if (!panel.hidden) refreshPackages(); })
+    .observe(panel, { attributes: true, attributeFilter: ["hidden"] });
+
+  let packagesAsked = null;
+  async function refreshPackages() {
+    if (packagesAsked) { packagesAsked.again = true; return; }
+    packagesAsked = { again: false };
     try {
-      const response = await fetch("/-/requirements", { credentials: "same-origin", headers: { Accept: "application/json" } });
-      if (response.ok) renderUserPackages(await response.json());
+      const response = await fetch("/-/packages", { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.ok) renderPackages(await response.json());
+      else if (response.status === 409) renderPackagesNote("Not known yet: the Python environment is being prepared.");
     } catch (e) { /* asked again when the panel opens */ }
+    const again = packagesAsked.again;
+    packagesAsked = null;
+    if (again) refreshPackages();
   }
 
-  function renderUserPackages(answer) {
-    const file = (answer && typeof answer.file === "string" && answer.file) || "requirements.txt";
-    const offered = (answer && Array.isArray(answer.packages) ? answer.packages : [])
-      .filter((p) => p && !(p.declared_in || []).length && !(p.needed_by || []).length);
-    userBox.hidden = offered.length === 0;
-    userBox.replaceChildren(...(offered.length ? [
-      el("h3", { text: "Added by you (not in " + file + " yet)" }),
-      el("ul", {}, ...offered.map((p) => {
-        const add = el("button", { type: "button", "aria-label": "Add to " + file + ": " + p.name + " " + p.version }, "Add to " + file);
-        add.addEventListener("click", () => addUserPackage(p.name, add));
-        return el("li", { "data-package": p.name }, el("span", { text: p.name + " " + p.version }), add);
-      })),
-    ] : []));
+  function renderPackagesNote(text) {
+    packagesBox.replaceChildren(packagesBox.firstChild, el("p", { class: "mo-orch-muted", text }));
+  }
+
+  function packageItem(entry, extra) {
+    const version = entry.version ? " " + entry.version : " (not installed)";
+    return el("li", { "data-package": entry.name }, el("span", { class: "mo-orch-pkg", text: entry.name + version }), ...extra);
+  }
+
+  function renderPackages(answer) {
+    if (!answer || !Array.isArray(answer.declared) || !Array.isArray(answer.added_by_you)) return;
+    const file = typeof answer.file === "string" && answer.file ? answer.file : "requirements.txt";
+    const groups = new Map(); // the first file that names a package -> its entries
+    for (const entry of answer.declared) {
+      const from = (entry.for && entry.for[0]) || file;
+      if (!groups.has(from)) groups.set(from, []);
+      groups.get(from).push(entry);
+    }
+    const parts = [packagesBox.firstChild];
+    for (const [from, entries] of groups) {
+      parts.push(el("div", { class: "mo-orch-group", "data-group": "declared", "data-file": from },
+        el("h4", { text: "From " + from }),
+        el("ul", {}, ...entries.map((entry) => packageItem(entry,
+          entry.for.length > 1 ? [el("span", { class: "mo-orch-muted", text: " · also in " + entry.for.slice(1).join(", ") })] : [])))));
+    }
+    if (answer.added_by_you.length) {
+      parts.push(el("div", { class: "mo-orch-group", "data-group": "added-by-you" },
+        el("h4", { text: "Added by you" }),
+        el("ul", {}, ...answer.added_by_you.map((entry) => {
+          const where = entry.in && entry.in.length ? " · in " + entry.in.join(", ") + "'s header"
+            : " · installed from the editor; kept across restarts";
+          const extra = [el("span", { class: "mo-orch-muted", text: where })];
+          if (EDIT && entry.offer) {
+            const add = el("button", { type: "button", "aria-label": "Add to " + file + ": " + entry.name + " " + entry.version }, "Add to " + file);
+            add.addEventListener("click", () => addUserPackage(entry.name, add));
+            extra.push(add);
+          }
+          return packageItem(entry, extra);
+        }))));
+    }
+    if (!groups.size && !answer.added_by_you.length) parts.push(el("p", { class: "mo-orch-muted", text: "No packages of your own yet: " + file + " names none." }));
+    const counted = [];
+    if (answer.dependencies) counted.push(answer.dependencies + " other package" + (answer.dependencies > 1 ? "s" : "") + " (what these need, and the installer)");
+    if (answer.more) counted.push(answer.more + " more not listed");
+    if (counted.length) parts.push(el("p", { class: "mo-orch-muted", "data-packages": "dependencies", text: "And " + counted.join("; ") + "." }));
+    packagesBox.replaceChildren(...parts);
   }
 
   async function addUserPackage(name, button) {
@@ -720,8 +793,8 @@
       });
       const answer = await response.json().catch(() => ({}));
       if (response.ok) {
-        renderUserPackages(answer);
         notice("requirements-added", answer.added + " added to " + answer.file, true, { ttl: INSTALL_TTL / 2 });
+        refreshPackages();
         return;
       }
       result.textContent = answer.error || "Adding " + name + " was refused (" + response.status + ").";
