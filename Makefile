@@ -54,7 +54,7 @@ git-deps:
 # README's options table and the entry point's switches are made from orchestrator/options.py
 # (tests/test_options.py checks both).
 readme-options: $(BIN)/marimo-orchestrator
-	$(BIN)/python -m orchestrator.options README.md docker/entrypoint.sh
+	$(BIN)/python -m orchestrator.option_documents README.md docker/entrypoint.sh
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache

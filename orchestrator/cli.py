@@ -83,7 +83,8 @@ def build_parser(env: Mapping[str, str]) -> tuple[argparse.ArgumentParser, list[
     parser = argparse.ArgumentParser(
         prog="marimo-orchestrator",
         # No abbreviations: docker/entrypoint.sh reads the same command line and knows whole
-        # flags only (orchestrator.options.switch_flags), so both must read it the same way.
+        # flags only (orchestrator.option_documents.switch_flags), so both read it the same
+        # way.
         allow_abbrev=False,
         formatter_class=_HelpFormatter,
         description=(

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import build_parser
-from orchestrator.options import OPTIONS, SWITCHES_END, SWITCHES_START, switch_flags, with_switches
+from orchestrator.option_documents import SWITCHES_END, SWITCHES_START, switch_flags, with_switches
+from orchestrator.options import OPTIONS
 from tests.support.orchestrator import ROOT
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"

@@ -9,7 +9,8 @@ import pytest
 
 from orchestrator.cli import build_parser, parse
 from orchestrator.config import ConfigError
-from orchestrator.options import OPTIONS, TABLE_END, TABLE_START, readme_table
+from orchestrator.option_documents import TABLE_END, TABLE_START, readme_table
+from orchestrator.options import OPTIONS
 from tests.support.orchestrator import ROOT
 
 
