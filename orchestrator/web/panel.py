@@ -65,11 +65,11 @@ def _body_start(document: bytes) -> int | None:
 
 
 def panel_transform(mode: MarimoMode) -> HtmlTransform:
-    tags = b'<link rel="stylesheet" href="%s"><script src="%s" defer data-mode="%s"></script>' % (
-        versioned("panel.css"),
-        versioned("panel.js"),
-        mode.encode("ascii"),
-    )
+    # words.js first: deferred scripts run in document order, and panel.js reads its words.
+    tags = (
+        b'<link rel="stylesheet" href="%s"><script src="%s" defer></script>'
+        b'<script src="%s" defer data-mode="%s"></script>'
+    ) % (versioned("panel.css"), versioned("words.js"), versioned("panel.js"), mode.encode("ascii"))
     # Right before the words, so they are styled from the first paint (an immutable URL: from
     # the browser's cache after the loading page's hand-over fetched it).
     opening = b'<link rel="stylesheet" href="%s"><script src="%s" defer></script>%s' % (

@@ -16,16 +16,7 @@
   const WEIGHTS = { state: 0.05, venv: 0.15, requirements: 0.6, marimo: 0.2 };
   const ICONS = { pending: "○", running: "◐", done: "✓", skipped: "✓", failed: "✗" };
   const STATES = { pending: "Waiting", running: "In progress", done: "Done", skipped: "Skipped", failed: "Failed" };
-  const LABELS = { state: "Storage", venv: "Python", requirements: "Python packages", marimo: "marimo" };
-  // What each step says when its own message holds internals (see plainMessage).
-  const PLAIN = {
-    state: { running: "Waiting for the deployment's storage", done: "Packages are saved on the deployment's storage",
-      failed: "The deployment's storage could not be used" },
-    venv: { running: "Preparing Python", done: "Python is ready", skipped: "Python is ready", failed: "Python could not be prepared" },
-    requirements: { running: "Installing Python packages", done: "Python packages installed", skipped: "Nothing to install",
-      failed: "The Python packages could not be installed" },
-    marimo: { running: "Starting marimo", done: "marimo is running", failed: "marimo could not be started" },
-  };
+  const { LABELS, plainMessage } = window.__marimoOrchestratorWords; // words.js
   const EXPLAIN = {
     state: "The persistent state volume could not be used, so a temporary folder is used: packages installed now will not persist across restarts.",
     venv: "Python could not be prepared, so marimo runs without its Install button.",
@@ -94,16 +85,6 @@
     if (status.phase === "stopping") return "The server is stopping; this page reconnects when it is back.";
     const running = status.steps.find((s) => s.status === "running");
     return running ? plainMessage(running) || "Starting…" : "Starting…";
-  }
-
-  // A server message meant for us (a path, a pid, the venv) stays under "Details"; the step
-  // then says what it does in plain words.
-  const INTERNAL = /(^|[\s(:'"])\/[^\s]|\bpid\b|\bvenvs?\b|\bmanifest\b|\bsite-packages\b|\.pth\b/i;
-  function plainMessage(step) {
-    const message = step.message || "";
-    const fallback = (PLAIN[step.name] || {})[step.status] || "";
-    if (!message || INTERNAL.test(message)) return fallback;
-    return message;
   }
 
   function elapsed(step) {

@@ -22,22 +22,7 @@
   window.__marimoOrchestratorPanel = true;
   const script = document.currentScript;
   const EDIT = !script || script.dataset.mode !== "run";
-  const LABELS = { state: "Storage", venv: "Python", requirements: "Python packages", marimo: "marimo" };
-  const PLAIN = {
-    state: { running: "Waiting for the deployment's storage", done: "Packages are saved on the deployment's storage",
-      failed: "The deployment's storage could not be used" },
-    venv: { running: "Preparing Python", done: "Python is ready", skipped: "Python is ready", failed: "Python could not be prepared" },
-    requirements: { running: "Installing Python packages", done: "Python packages installed", skipped: "Nothing to install",
-      failed: "The Python packages could not be installed" },
-    marimo: { running: "Starting marimo", done: "marimo is running", failed: "marimo could not be started" },
-  };
-  // The loading page's rule (loading.js): such a message stays under "Details".
-  const INTERNAL = /(^|[\s(:'"])\/[^\s]|\bpid\b|\bvenvs?\b|\bmanifest\b|\bsite-packages\b|\.pth\b/i;
-  function plainMessage(step) {
-    const message = step.message || "";
-    const fallback = (PLAIN[step.name] || {})[step.status] || "";
-    return !message || INTERNAL.test(message) ? fallback : message;
-  }
+  const { LABELS, plainMessage } = window.__marimoOrchestratorWords; // words.js
   const STATES = { pending: "waiting", running: "in progress", done: "done", skipped: "done, nothing to do", failed: "failed" };
   const ACTIONS = [
     { id: "marimo", label: "Restart marimo", body: { scope: "marimo" },
