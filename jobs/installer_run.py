@@ -3,10 +3,11 @@ read for progress, its failure classified (jobs/installer_output.py).
 
 Invariants: every line is redacted before it is logged or kept (jobs/redact.py), the command
 line too; the installer runs with the installer's environment for the layout
-(:meth:`jobs.installers.Installer.environment`), from the requirements file's folder when the
-declared sources are given (relative paths in the file mean what they mean next to it); a
-failing run raises the :class:`jobs.errors.JobError` that says what failed, naming the file and
-line of a failing path, URL or repository line.
+(:meth:`jobs.installers.Installer.environment`) and an unbounded terminal width (uv wraps its
+messages to ``COLUMNS``, and a cause wrapped over lines would be read cut short), from the
+requirements file's folder when the declared sources are given (relative paths in the file mean
+what they mean next to it); a failing run raises the :class:`jobs.errors.JobError` that says
+what failed, naming the file and line of a failing path, URL or repository line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from jobs.processes import lines, spawn
 from jobs.redact import redact
 from jobs.reporting import Reporter
 from jobs.sources import Declared
+
+UNWRAPPED = "100000"
+"""``COLUMNS`` for the installer: wider than any message it writes, so each stays one line."""
 
 
 class InstallerRun:
@@ -40,7 +44,7 @@ class InstallerRun:
     ) -> None:
         self.installer = installer
         self.layout = layout
-        self.env = installer.environment(env, layout)
+        self.env = {**installer.environment(env, layout), "COLUMNS": UNWRAPPED}
         self.reporter = reporter
         self.parser = ProgressParser()
         self.folder = None if declared is None else declared.install_folder

@@ -283,7 +283,9 @@ def test_an_answer_that_cannot_change_fails_at_once(
 ) -> None:
     from jobs.retry import POLICIES, run_step
 
-    env = hermetic_env(index.env())
+    # A narrow terminal where the orchestrator was started (uv wraps its words to COLUMNS):
+    # the cause is still read whole.
+    env = hermetic_env({**index.env(), "COLUMNS": "40"})
     layout = make_venv(tmp_path, installer, env)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(f"orch-gamma\n{line}\n")
