@@ -72,10 +72,14 @@ def panel_transform(mode: MarimoMode) -> HtmlTransform:
     ) % (versioned("panel.css"), versioned("words.js"), versioned("panel.js"), mode.encode("ascii"))
     # Right before the words, so they are styled from the first paint (an immutable URL: from
     # the browser's cache after the loading page's hand-over fetched it).
-    opening = b'<link rel="stylesheet" href="%s"><script src="%s" defer></script>%s' % (
-        versioned("opening.css"),
-        versioned("opening.js"),
-        OPENING,
+    opening = (
+        b'<link rel="stylesheet" href="%s"><script src="%s" defer data-mode="%s"></script>%s'
+        % (
+            versioned("opening.css"),
+            versioned("opening.js"),
+            mode.encode("ascii"),
+            OPENING,
+        )
     )
 
     def transform(document: bytes) -> bytes:

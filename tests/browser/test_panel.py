@@ -121,26 +121,24 @@ def test_a_failed_requirement_shows_a_banner_on_a_fresh_visit(
     problem = notices.get_by_role("alert")
     expect(problem).to_contain_text("The Python packages could not be installed")
     expect(page.get_by_role("button", name="Environment: needs attention")).to_be_visible()
-    # One short line over no cell and no control; the installer's text folded under "Details".
-    raw = problem.locator("pre")
-    expect(raw).to_have_count(1)
-    expect(raw).to_contain_text("no-such-package-xyz")
-    expect(raw).to_be_hidden()
+    # One short line over no cell and no control; the installer's own text not in it, but one
+    # click away: "Details" opens the panel at the failure with that text unfolded, once.
+    expect(problem).to_contain_text("requirements.txt line 2")
+    expect(problem).not_to_contain_text("No solution found")
     box = problem.bounding_box()
     assert box is not None and box["height"] <= 40, box
     shots("failed-requirement-banner")
     assert marimo_controls_covered(page) == []
     assert cells_covered(page) == []
-    page.get_by_role("button", name="Show the whole notice and its details").click()
-    problem.get_by_text("Details", exact=True).click()
+    problem.get_by_role("button", name="Details", exact=True).click()
+    panel = page.get_by_role("region", name="Environment", exact=True)
+    raw = panel.locator("[data-problem=requirements] pre")
     expect(raw).to_be_visible()
+    expect(raw).to_contain_text("no-such-package-xyz")
+    expect(panel.locator("li[data-step=requirements]")).to_contain_text("failed")
     shots("failed-requirement-details")
     page.keyboard.press("Escape")
-    expect(raw).to_be_hidden()
-
-    panel = _open_panel(page)
-    expect(panel.locator("li[data-step=requirements]")).to_contain_text("failed")
-    expect(panel).to_contain_text("no-such-package-xyz")
+    expect(panel).to_be_hidden()
 
     # Dismissed, it stays away for this boot, in a new tab too.
     problem.get_by_role("button", name=re.compile("^Dismiss")).click()
@@ -198,6 +196,9 @@ def test_run_mode_shows_status_without_actions(
     )
     run.wait_ready()
     sign_in(page, run, EDITOR_PATH)
+    # The app's cells drawn, "Opening your notebook…" goes at once (not after its give-up time).
+    expect(page.locator(".marimo-cell").first).to_be_visible(timeout=START_TIMEOUT)
+    expect(page.locator("[data-orchestrator=opening]")).to_have_count(0)
     panel = _open_panel(page)
     expect(panel.locator("li[data-step=marimo]")).to_contain_text("done")
     expect(panel.get_by_role("button", name="Restart marimo")).to_have_count(0)

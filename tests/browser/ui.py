@@ -148,7 +148,7 @@ _OVERLAPS_JS = """([kind, ours]) => {
 }"""
 
 DOCK_PARTS = ".mo-orch-toggle, .mo-orch-banner, .mo-orch-more-notices"
-"""What of ours is on screen at rest: the button, the notice in view, its "+N"/"Details"."""
+"""What of ours is on screen at rest: the button, the notice in view, its "+N"/"More"."""
 
 
 def settled(page: Any) -> None:

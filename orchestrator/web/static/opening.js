@@ -4,11 +4,11 @@
 // run, then a frame without cells until the notebook's session is up: seconds of a blank or
 // half-drawn page. The words are in the document itself, outside marimo's root (so they show
 // from the first paint and marimo's rendering never removes them); this script removes them.
-// Invariants: removed as soon as marimo shows a cell (an editor or an output); on a page that
-// is not a notebook (marimo's file list) as soon as marimo has drawn anything; never kept more
-// than GIVE_UP seconds after marimo has drawn anything, nor LIMIT seconds in all, so a page that
-// never shows a cell (an error, an empty app) is never hidden for long. It never touches
-// marimo's DOM.
+// Invariants: removed as soon as marimo shows a cell (an editor, an output, an app's cell); on
+// a page that is not a notebook (marimo's file list) as soon as marimo has drawn anything; never
+// kept more than GIVE_UP seconds after marimo has drawn anything, nor LIMIT seconds in all, so a
+// page that never shows a cell (an error, an empty app) is never hidden for long. It never
+// touches marimo's DOM.
 "use strict";
 (function () {
   const cover = document.getElementById("mo-orch-opening");
@@ -17,7 +17,10 @@
   const LIMIT = 90;
   const started = Date.now();
   const NOTEBOOK = new URLSearchParams(window.location.search).has("file");
-  const RENDERED = "[data-testid=cell-editor], [data-cell-role=output]";
+  // A cell drawn (marimo 0.25): in the editor its code editor or an output (its cell's frame
+  // comes earlier, still blank); in run mode an app's cell, which holds its ``#output-<id>``.
+  const RUN = !!document.currentScript && document.currentScript.dataset.mode === "run";
+  const RENDERED = RUN ? ".marimo-cell[data-cell-id]" : "[data-testid=cell-editor], [data-cell-role=output]";
   const elapsedNode = cover.querySelector("[data-opening=elapsed]");
   let drawnAt = null;
   let observer = null;

@@ -286,19 +286,21 @@
   // until a cell ran on the new kernel (noticeCellRuns; in run mode, where the app reruns by
   // itself, like an install notice); a changed version's notice until
   // marimo restarts; other install notices for ``ttl`` ms of being in view (a hovered or
-  // unfolded notice waits); the installer's raw text only folded, under "Details".
+  // unfolded notice waits). The installer's raw text is never in a notice: it is in the panel
+  // once, folded under "Details", and a failed install's banner has a "Details" button that
+  // opens the panel there.
   const shown = new Map(); // kind -> element, in the order they came
   const INSTALL_TTL = 20000;
   let expanded = false;
   function dismissedKey(kind, version) { return "marimo-orchestrator:dismissed:" + (latest ? latest.boot_id : "") + ":" + kind + ":" + version; }
   function isDismissed(kind, version) { try { return localStorage.getItem(dismissedKey(kind, version)) === "1"; } catch (e) { return false; } }
 
-  function banner(kind, text, version, tone, detail) {
+  function banner(kind, text, version, tone, actions) {
     if (isDismissed(kind, version)) return clearNotice(kind);
     show(kind, text, tone, () => {
       try { localStorage.setItem(dismissedKey(kind, version), "1"); } catch (e) { /* this page only */ }
       clearNotice(kind);
-    }, { detail });
+    }, { actions });
   }
 
   // ``options``: ttl (ms in view before it goes), untilRan (the restart notice), untilRestart
@@ -309,7 +311,7 @@
 
   function show(kind, text, tone, onDismiss, options) {
     const old = shown.get(kind);
-    const key = tone + "\n" + text + "\n" + (options.detail || "");
+    const key = tone + "\n" + text;
     if (old && old.dataset.key === key) return;
     if (old) old.remove();
     const node = el("div", { class: "mo-orch-banner " + tone, "data-kind": kind, role: tone === "problem" ? "alert" : "status" },
@@ -321,9 +323,6 @@
       const dismiss = el("button", { type: "button", class: "mo-orch-dismiss", "aria-label": "Dismiss: " + text, title: "Dismiss" }, "×");
       dismiss.addEventListener("click", onDismiss);
       node.append(dismiss);
-    }
-    if (options.detail) {
-      node.append(el("details", { class: "mo-orch-detail" }, el("summary", { text: "Details" }), el("pre", { text: options.detail })));
     }
     node.mo = { ttl: options.ttl || 0, seen: 0, untilRan: !!options.untilRan, untilRestart: !!options.untilRestart };
     if (options.untilRan) watchRuns(node);
@@ -350,11 +349,11 @@
     dock.classList.toggle("mo-orch-expanded", expanded);
     dock.classList.toggle("mo-orch-has-notices", nodes.length > 0);
     const others = nodes.length - 1;
-    moreNotices.hidden = !(expanded || others > 0 || (current && (current.querySelector("details") || overflows(current))));
+    moreNotices.hidden = !(expanded || others > 0 || (current && overflows(current)));
     moreNotices.setAttribute("aria-expanded", String(expanded));
-    moreNotices.textContent = expanded ? "Less" : others > 0 ? "+" + others : "Details";
+    moreNotices.textContent = expanded ? "Less" : others > 0 ? "+" + others : "More";
     moreNotices.setAttribute("aria-label", expanded ? "Fold the Environment notices"
-      : others > 0 ? "Show all " + nodes.length + " Environment notices" : "Show the whole notice and its details");
+      : others > 0 ? "Show all " + nodes.length + " Environment notices" : "Show the whole notice");
   }
 
   function overflows(node) {
@@ -586,9 +585,24 @@
     renderPanel(status);
   }
 
+  function failureDetails() {
+    const button = el("button", { type: "button", class: "mo-orch-yes" }, "Details");
+    button.addEventListener("click", () => {
+      if (panel.hidden) openPanel();
+      const fold = panel.querySelector("[data-problem=requirements] details");
+      if (!fold) return;
+      fold.open = true;
+      fold.querySelector("summary").focus();
+      fold.scrollIntoView({ block: "nearest" });
+    });
+    return button;
+  }
+
   function renderBanners(status, requirements) {
     if (requirements && requirements.status === "failed") {
-      banner("requirements", "The Python packages could not be installed. " + plainMessage(requirements), String(requirements.finished_at), "problem");
+      // Short: the plain words (file, line, package, what to do); "Details" opens the panel at
+      // the failure, where the installer's own text is (once).
+      banner("requirements", "The Python packages could not be installed. " + plainMessage(requirements), String(requirements.finished_at), "problem", [failureDetails()]);
     } else clearNotice("requirements");
     const state = status.state || {};
     if (state.persistent === false) {
