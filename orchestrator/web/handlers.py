@@ -270,7 +270,10 @@ def steps_html(steps: list[dict[str, Any]]) -> str:
 
 
 def _plain(step: dict[str, Any]) -> str:
+    """A step's message, unless it holds internals; a failed step's is its reason: always said."""
     message = str(step.get("message") or "")
+    if step.get("status") == "failed":
+        return message
     return "" if _INTERNAL.search(message) else message
 
 

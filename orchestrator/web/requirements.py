@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+import weakref
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.actions import Actions
 from orchestrator.trust.auth import Guard
@@ -126,16 +127,19 @@ class PackagesHandler(RequirementsHandler):
     the user added (jobs/installed_packages.py has the shape).
 
     Bounded: requests that arrive while a listing is computed share it, so however many ask,
-    at most one listing runs at a time off the event loop."""
+    at most one listing per pipeline runs at a time off the event loop (kept by pipeline: an
+    application never shares another's listing, nor waits on another event loop's)."""
 
-    _running: asyncio.Future[dict[str, Any]] | None = None
+    _running: ClassVar[weakref.WeakKeyDictionary[Pipeline, asyncio.Future[dict[str, Any]]]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     async def get(self) -> None:
         pipeline = self._pipeline()
         if pipeline is None:
             return
-        cls = type(self)
-        if cls._running is None or cls._running.done():
+        running = self._running.get(pipeline)
+        if running is None or running.done():
             from jobs import installed_packages
 
             layout = pipeline.layout
@@ -144,11 +148,12 @@ class PackagesHandler(RequirementsHandler):
             def listing() -> dict[str, Any]:
                 return installed_packages.listing(layout, pipeline.declared())
 
-            cls._running = asyncio.ensure_future(
+            running = asyncio.ensure_future(
                 asyncio.get_running_loop().run_in_executor(None, listing)
             )
+            self._running[pipeline] = running
         try:
-            answer = await asyncio.shield(cls._running)
+            answer = await asyncio.shield(running)
         except OSError as error:
             self._fail(500, f"the installed packages could not be read: {error.strerror}")
             return

@@ -184,3 +184,26 @@ def test_a_missing_package_is_named_with_its_line_and_the_installers_words_once(
     assert in_panel.count(words) == 1, in_panel
     assert re.search(r"\bvenv\b", panel.inner_text()) is None, panel.inner_text()
     shots("panel")
+
+
+def test_a_failed_path_line_is_named_with_its_line_everywhere(
+    page: Any, orchestrator: OrchestratorFactory, tmp_path: Path
+) -> None:
+    """A failure's reason is said even when it holds a path or a URL (a running step's internals
+    are not): the loading page, the notice in the editor and the panel name the line."""
+    notebooks = write_notebook(
+        tmp_path / "app", "1 + 1", requirements="orch-alpha\n./no-such-folder\n"
+    )
+    run = orchestrator(notebooks)
+    sign_in(page, run, EDITOR_PATH)
+    said = "could not install ./no-such-folder (requirements.txt line 2)"
+    problem = page.locator("#problem")
+    expect(problem).to_contain_text(said, timeout=START_TIMEOUT)
+    page.get_by_role("button", name="Open marimo anyway").click()
+    expect_editor(page, run)
+    notice = page.get_by_role("region", name="Environment notices").get_by_role("alert")
+    expect(notice).to_contain_text("requirements.txt line 2")
+    panel = _open_panel(page)
+    expect(panel.locator("[data-problem=requirements]")).to_contain_text(said)
+    words = panel.locator("[data-problem=requirements]").inner_text()
+    assert words.count("could not be installed") == 1, words

@@ -154,6 +154,25 @@
 
     const failed = status.steps.filter((s) => s.status === "failed");
     $("problem").hidden = failed.length === 0;
+    // Redrawn only when what it says changes: an unfolded "Details" (and focus on it) stays.
+    if (problemKey(failed, status) !== shownProblem) drawProblem(failed, status);
+    renderInternals(status);
+    const requirementsFailed = failed.some((s) => s.name === "requirements");
+    $("open-anyway").hidden = !(status.ready && (failed.length > 0 || STANDALONE));
+    $("retry").hidden = !requirementsFailed;
+    $("restart-marimo").hidden = !(status.marimo && status.marimo.pid) && status.phase !== "failed";
+    $("restart-deployment").hidden = !(status.capabilities && status.capabilities.restart_deployment);
+    document.body.dataset.phase = status.phase;
+  }
+
+  let shownProblem = "[]";
+  function problemKey(failed, status) {
+    return JSON.stringify(failed.map((s) => [s.name, s.message, s.detail,
+      s.name === "marimo" && status.marimo ? status.marimo.last_output : null]));
+  }
+  function drawProblem(failed, status) {
+    shownProblem = problemKey(failed, status);
+    if (failed.length) $("log-box").open = true; // once, when a failure comes: the user may fold it
     $("problem-text").replaceChildren(...failed.map((s) => {
       const part = document.createElement("span");
       part.className = "problem-step";
@@ -171,14 +190,6 @@
       if (words) part.append(folded("Details", words, "detail"));
       return part;
     }));
-    renderInternals(status);
-    const requirementsFailed = failed.some((s) => s.name === "requirements");
-    $("open-anyway").hidden = !(status.ready && (failed.length > 0 || STANDALONE));
-    $("retry").hidden = !requirementsFailed;
-    $("restart-marimo").hidden = !(status.marimo && status.marimo.pid) && status.phase !== "failed";
-    $("restart-deployment").hidden = !(status.capabilities && status.capabilities.restart_deployment);
-    if (failed.length) $("log-box").open = true;
-    document.body.dataset.phase = status.phase;
   }
 
   // The bar and its label from one number: the bar's width is set without a transition

@@ -134,7 +134,7 @@
         const back = visibleBox(document.querySelector("#App a[aria-label]"));
         const left = (back && back.top < menu.bottom ? back.right : 0) + 2 * GAP;
         at.room = Math.max(DOCK_HEIGHT, menu.left - GAP - left);
-        at.right = innerWidth - menu.left + GAP + "px";
+        at.right = document.documentElement.clientWidth - menu.left + GAP + "px"; // fixed: from the viewport's edge, scrollbar aside
         at.top = menu.top + (menu.height - DOCK_HEIGHT) / 2 + "px";
       }
     }
@@ -215,7 +215,14 @@
     if (event.key === "Escape" && !panel.hidden) { event.stopPropagation(); closePanel(); }
   });
   // Capturing on the window: before marimo's code editors, which keep most keys for themselves.
+  // Escape also closes the panel when focus fell to the page's body (a status update redrew
+  // what was focused inside the panel).
   window.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !panel.hidden && (!document.activeElement || document.activeElement === document.body)) {
+      event.stopPropagation();
+      closePanel();
+      return;
+    }
     if (!event.altKey || !event.shiftKey || event.ctrlKey || event.metaKey) return;
     if (event.code !== "KeyE" && (event.key || "").toLowerCase() !== "e") return;
     event.preventDefault();
@@ -377,7 +384,8 @@
     const nodes = [...shown.values()];
     const current = nodes[nodes.length - 1];
     if (!current || !current.mo || !current.mo.ttl || expanded || document.hidden) return;
-    if (dock.matches(":hover") || dock.contains(document.activeElement)) return;
+    const focused = document.activeElement;
+    if (banners.matches(":hover") || banners.contains(focused) || focused === moreNotices) return;
     current.mo.seen += 1000;
     if (current.mo.seen >= current.mo.ttl) clearNotice(current.dataset.kind);
   }
@@ -602,7 +610,9 @@
     if (requirements && requirements.status === "failed") {
       // Short: the plain words (file, line, package, what to do); "Details" opens the panel at
       // the failure, where the installer's own text is (once).
-      banner("requirements", "The Python packages could not be installed. " + plainMessage(requirements), String(requirements.finished_at), "problem", [failureDetails()]);
+      const reason = requirements.message ? " " + requirements.message : "";
+      banner("requirements", "The Python packages could not be installed." + reason, String(requirements.finished_at), "problem",
+        requirements.detail ? [failureDetails()] : []);
     } else clearNotice("requirements");
     const state = status.state || {};
     if (state.persistent === false) {
@@ -679,7 +689,7 @@
     const requirements = status.steps.find((s) => s.name === "requirements");
     const failedInstall = requirements && requirements.status === "failed";
     const problem = failedInstall ? el("div", { class: "mo-orch-problem", "data-problem": "requirements" },
-      el("p", {}, el("strong", { text: "The Python packages could not be installed: " }), plainMessage(requirements)),
+      el("p", {}, el("strong", { text: "The Python packages could not be installed" + (requirements.message ? ": " : ".") }), requirements.message || ""),
       requirements.detail ? el("details", { class: "mo-orch-detail" }, el("summary", { text: "Details" }),
         el("pre", { text: requirements.detail })) : null) : null;
     // A re-render keeps the user's unfolding of "Details".
@@ -729,6 +739,7 @@
       const response = await fetch("/-/packages", { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (response.ok) renderPackages(await response.json());
       else if (response.status === 409) renderPackagesNote("Not known yet: the Python environment is being prepared.");
+      else renderPackagesNote("The list of packages could not be read (" + response.status + "); it is asked again when the panel opens.");
     } catch (e) { /* asked again when the panel opens */ }
     const again = packagesAsked.again;
     packagesAsked = null;

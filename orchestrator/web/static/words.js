@@ -16,11 +16,13 @@ window.__marimoOrchestratorWords = (function () {
     marimo: { running: "Starting marimo", done: "marimo is running", failed: "marimo could not be started" },
   };
   // A server message meant for us (a path, a pid, the venv) stays under "Details"; the step
-  // then says what it does in plain words.
+  // then says what it does in plain words. A failed step's message is the reason, written for
+  // the user (the file and line, the full disk, the URL that could not be fetched): always said.
   const INTERNAL = /(^|[\s(:'"])\/[^\s]|\bpid\b|\bvenvs?\b|\bmanifest\b|\bsite-packages\b|\.pth\b/i;
   function plainMessage(step) {
     const message = step.message || "";
     const fallback = (PLAIN[step.name] || {})[step.status] || "";
+    if (message && step.status === "failed") return message;
     return !message || INTERNAL.test(message) ? fallback : message;
   }
   return Object.freeze({ LABELS, PLAIN, plainMessage });
