@@ -308,6 +308,15 @@ def test_keyboard_only_the_shortcut_opens_the_panel_and_escape_closes_it_after_a
     page.keyboard.press("Alt+Shift+E")
     expect(panel).to_be_hidden()
 
+    # A status update that redraws what had focus in the panel drops focus to the page's
+    # body (as removing the focused element does): Escape still closes it.
+    page.keyboard.press("Alt+Shift+E")
+    expect(panel).to_be_visible()
+    page.evaluate("document.activeElement.blur()")
+    assert page.evaluate("document.activeElement === document.body")
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+
 
 BETA_CELL = """
 import orch_beta
