@@ -137,7 +137,9 @@ def test_a_full_state_volume_is_named_not_blamed_on_the_index(
     step = run.step(status, "requirements")
     assert f"the disk holding {small_volume} is full" in step["message"], step
     assert "MB free" in step["message"] and "could not reach" not in step["message"]
-    assert "No space left on device (os error 28)" in step["message"], "uv's cause: lines"
+    # uv's own words ("cause:" lines) are the step's detail, folded on the pages, not its message.
+    assert "No space left on device (os error 28)" in step["detail"], "uv's cause: lines"
+    assert "No space left on device (os error 28)" not in step["message"]
     assert step["attempt"] == 1, "a full disk is not retried"
     print(step["message"])
     assert run.wait_ready()["phase"] == "degraded", "marimo starts: the user can make room"
