@@ -26,8 +26,13 @@ lint: $(BIN)/marimo-orchestrator
 typecheck: $(BIN)/marimo-orchestrator
 	$(BIN)/mypy
 
+# The suite in TEST_WORKERS processes (pytest-xdist): most of a test is waiting on marimo, a
+# venv or Chromium, so on this 2-core machine 3 workers keep both cores busy (bench/RESULTS.md,
+# "The test suite"). TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 3
+
 test: lint typecheck browser-deps volume-deps git-deps
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal
 
 # The reliability suite: long loops and fault injection (SIGKILL at random moments, a flaky
 # index, late volumes, marimo killed under use, 200 clients, SIGTERM under load).

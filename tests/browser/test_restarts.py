@@ -87,7 +87,9 @@ def _runs_on_a_new_kernel_and_the_notice_goes(page: Any, before: int) -> float:
     started = time.monotonic()
     notice = _told_the_kernel_restarted(page)
     # Reconnecting to the new kernel is not running a cell: the notice stays meanwhile.
-    expect(page.locator("#App")).to_have_attribute("data-connection-state", "OPEN")
+    expect(page.locator("#App")).to_have_attribute(
+        "data-connection-state", "OPEN", timeout=OUTPUT_TIMEOUT
+    )
     expect(notice).to_be_visible()
     _runs_on_a_new_kernel(page, before)
     seconds = time.monotonic() - started
