@@ -10,15 +10,17 @@ the ones it made are linked back into the pool at its teardown.
 Invariants: the pool only holds files the orchestrator itself wrote (whole, by its atomic
 writer) under names it checks at start (the digest of the content is in the name, so a file
 that does not match is removed by the store, never served); files are hard links, written once
-and never changed in place, so tests (and pytest-xdist workers, which share one pool folder)
-never see a file being written. Compression itself is tested on cold volumes
+and never changed in place (copied and renamed into place across filesystems), so tests (and
+pytest-xdist workers, which share one pool folder) never see a file being written. Compression itself is tested on cold volumes
 (tests/test_proxy_precompressed.py, and browser tests marked ``cold_assets``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from pathlib import Path
 
 ASSETS = Path("cache") / "marimo-assets"
@@ -47,9 +49,21 @@ class AssetPool:
 
 
 def _link_files(source: Path, target: Path) -> None:
-    """Links each whole file of ``source`` (not its ``incoming/`` folder) into ``target``."""
+    """Links each whole file of ``source`` (not its ``incoming/`` folder) into ``target``; across
+    filesystems (a test's own volume mount) it is copied to a temporary name and renamed into
+    place, so a reader never sees it half written (one name is one content: a rename over an
+    existing file changes nothing it could read)."""
     for entry in os.scandir(source):
-        if not entry.is_file(follow_symlinks=False):
+        if not entry.is_file(follow_symlinks=False) or (target / entry.name).exists():
             continue
-        with contextlib.suppress(FileExistsError, FileNotFoundError):
+        try:
             os.link(entry.path, target / entry.name)
+        except (FileExistsError, FileNotFoundError):
+            continue
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP):
+                raise
+            partial = target / f".{entry.name}.{os.getpid()}.part"
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copyfile(entry.path, partial)
+                os.replace(partial, target / entry.name)
