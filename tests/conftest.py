@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.asset_pool import AssetPool
 from tests.support.in_process import InProcess, InProcessFactory
 from tests.support.index import LocalIndex
 from tests.support.notebooks import NOTEBOOK
@@ -88,16 +87,7 @@ class Deployments:
 
 
 @pytest.fixture
-def asset_pool() -> AssetPool | None:
-    """Compressed copies of marimo's assets handed from test to test (tests/support/
-    asset_pool.py); None here: a test starts on a volume that never served marimo."""
-    return None
-
-
-@pytest.fixture
-def orchestrator(
-    tmp_path: Path, index: LocalIndex, asset_pool: AssetPool | None
-) -> Iterator[OrchestratorFactory]:
+def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFactory]:
     """Start real orchestrators; every one is ended, with its whole process tree, at teardown.
 
     By default in Quix's layout: the state folder inside the notebook folder (``app/state``),
@@ -109,7 +99,6 @@ def orchestrator(
     A test using it is marked ``marimo`` (:func:`pytest_collection_modifyitems`).
     """
     started: list[Orchestrator] = []
-    volumes: set[Path] = set()
     deployments = Deployments()
 
     def start(
@@ -124,9 +113,6 @@ def orchestrator(
         state, env = deployments.layout(
             notebook_dir, state_dir, args, env, quix, tmp_path / "state"
         )
-        if asset_pool is not None:
-            asset_pool.seed(state)
-            volumes.add(state)
         process = Orchestrator(
             notebook_dir,
             state,
@@ -143,9 +129,6 @@ def orchestrator(
     index.control.release_all()
     for process in started:
         process.kill_everything()
-    if asset_pool is not None:
-        for volume in volumes:
-            asset_pool.harvest(volume)
     deployments.close()
 
 

@@ -1,8 +1,8 @@
 """Browser tests: Playwright for Python driving Debian's Chromium, never a downloaded browser.
 
-One Chromium per session, one fresh context (cookies, storage) per test. Every test leaves a
-screenshot in ``test-artifacts/browser/``; a failed one also leaves the page's HTML (and its
-frames'), the browser console, and the orchestrators' logs there.
+One Chromium per test module (and pytest-xdist worker), one fresh context (cookies, storage) per
+test. Every test leaves a screenshot in ``test-artifacts/browser/``; a failed one also leaves the
+page's HTML (and its frames'), the browser console, and the orchestrators' logs there.
 
 Without Chromium or Playwright the tests are skipped, except in CI (``CI=true``), where that is
 a failure: ``make browser-deps`` installs both.
@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from tests.browser.ui import ARTIFACTS, Shots
-from tests.support.asset_pool import AssetPool
 from tests.support.orchestrator import Orchestrator
 from tests.support.quix_portal import FakeQuixPortal
 from tests.support.wheels import build_wheel
@@ -172,24 +171,6 @@ def orchestrator(
         stem = artifact_name(request.node.name)
         for number, process in enumerate(started):
             shutil.copyfile(process.log_path, ARTIFACTS / f"{stem}.orchestrator-{number}.log")
-
-
-@pytest.fixture(scope="session")
-def shared_asset_pool(tmp_path_factory: pytest.TempPathFactory) -> AssetPool:
-    """One pool for the run: pytest-xdist's workers each have a base folder inside the run's,
-    so the pool sits beside them and they share it."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    return AssetPool(shared / "marimo-asset-pool")
-
-
-@pytest.fixture
-def asset_pool(shared_asset_pool: AssetPool, request: pytest.FixtureRequest) -> AssetPool | None:
-    """Browser tests start on a volume that has served marimo before (its compressed assets
-    there, tests/support/asset_pool.py), unless marked ``cold_assets``."""
-    if request.node.get_closest_marker("cold_assets"):
-        return None
-    return shared_asset_pool
 
 
 @pytest.fixture

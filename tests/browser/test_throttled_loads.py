@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.browser.ui import EDITOR_PATH, expect, expect_editor, sign_in, write_notebook
 from tests.support.orchestrator import OrchestratorFactory
 from tests.support.slow_link import SlowLink
@@ -57,7 +55,6 @@ def _load(tab: Any, url: str) -> str | None:
     return None
 
 
-@pytest.mark.cold_assets  # a new deployment's first visits: compressed on the way
 def test_throttled_first_visits_all_finish_and_a_repeat_visit_uses_the_cache(
     browser: Any, page: Any, orchestrator: OrchestratorFactory, tmp_path: Path
 ) -> None:
