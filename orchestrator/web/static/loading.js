@@ -32,6 +32,7 @@
   let leaving = false;
   let watchedStart = false;
   let latest = null;
+  let shownProblem = "[]"; // problemKey of the failure drawn (drawProblem)
   let pending = null; // a restart the user asked for here, until the status shows it done
 
   // Per running step (name and start), the earliest moment it was estimated to end: a new
@@ -165,7 +166,6 @@
     document.body.dataset.phase = status.phase;
   }
 
-  let shownProblem = "[]";
   function problemKey(failed, status) {
     return JSON.stringify(failed.map((s) => [s.name, s.message, s.detail,
       s.name === "marimo" && status.marimo ? status.marimo.last_output : null]));
