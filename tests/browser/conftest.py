@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.ui import ARTIFACTS, Shots
+from tests.browser.ui import ARTIFACTS, CONTEXT_OPTIONS, Shots
 from tests.support.orchestrator import Orchestrator
 from tests.support.quix_portal import FakeQuixPortal
 from tests.support.wheels import build_wheel
@@ -97,7 +97,7 @@ def page(
     browser: Any, orchestrator: Callable[..., Orchestrator], request: pytest.FixtureRequest
 ) -> Iterator[Any]:
     """A fresh browser context; torn down (and photographed) before any orchestrator stops."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context = browser.new_context(**CONTEXT_OPTIONS)
     context.set_default_timeout(30_000)
     tab = context.new_page()
     console: list[str] = []

@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.browser.ui import EDITOR_PATH, expect, expect_editor, sign_in, write_notebook
+from tests.browser.ui import (
+    CONTEXT_OPTIONS,
+    EDITOR_PATH,
+    expect,
+    expect_editor,
+    sign_in,
+    write_notebook,
+)
 from tests.support.orchestrator import OrchestratorFactory
 from tests.support.slow_link import SlowLink
 
@@ -30,7 +37,7 @@ ends."""
 
 def _tab(browser: Any, cookies: list[Any], *, cache: bool) -> tuple[Any, Any, Any]:
     """A fresh context signed in, its tab, and a DevTools session on it (cache on or off)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context = browser.new_context(**CONTEXT_OPTIONS)
     context.add_cookies(cookies)
     tab = context.new_page()
     cdp = context.new_cdp_session(tab)

@@ -29,6 +29,15 @@ EDITOR_PATH = f"/?file={NOTEBOOK}"
 START_TIMEOUT = 90_000
 OUTPUT_TIMEOUT = 60_000
 
+CONTEXT_OPTIONS: dict[str, Any] = {
+    "viewport": {"width": 1280, "height": 800},
+    "reduced_motion": "reduce",
+}
+"""Every test's tab. It prefers reduced motion, a user setting our pages and marimo's honour
+(their spinners and progress sweeps stand still): an animation running while a test waits for
+a kernel, an install or a restart costs Chromium about 0.3 CPU-seconds a second on this 2-core
+machine, time the suite's other tests wait for."""
+
 
 def write_notebook(directory: Path, *cells: str, requirements: str | None = None) -> Path:
     """A notebook folder holding ``notebook.py`` with these cells (and a requirements file)."""

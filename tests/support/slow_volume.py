@@ -398,7 +398,8 @@ def slow_volume(
     ``bandwidth`` (bytes/s, per direction) limits reads and writes; ``cache_timeout`` is how
     long the kernel may keep attributes and names (0: every lookup is a request). Both folders
     must exist. Raises RuntimeError, with the server's output, if the mount is not there within
-    ``mount_timeout`` seconds. On leaving, the mount is gone and the server process reaped.
+    ``mount_timeout`` seconds. On leaving, the mount is gone and the server process reaped; a
+    process still using the mount is cut off (its next operation on it fails).
     """
     command = [
         sys.executable,
@@ -430,16 +431,17 @@ def slow_volume(
             yield mountpoint
         finally:
             _unmount(mountpoint)
+            # A mount still in use was only detached (lazily): the server would serve the
+            # processes holding it until they let go. Ending it cuts them off at once, as a
+            # volume lost with its container would (their next operation fails: ENOTCONN).
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
             try:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                child.send_signal(signal.SIGTERM)
-                try:
-                    child.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
-                _unmount(mountpoint)
+                child.kill()
+                child.wait()
+            _unmount(mountpoint)
 
 
 def main(argv: list[str] | None = None) -> int:
