@@ -73,9 +73,11 @@ def expect_editor(page: Any, run: Orchestrator, timeout: float = START_TIMEOUT) 
 
 
 def run_all(page: Any) -> None:
-    """Click marimo's "Run all stale cells" (edit mode does not run cells on open)."""
+    """Click marimo's "Run all stale cells" (edit mode does not run cells on open). After a
+    restart the button is back once the tab has reconnected, which under load takes as long as
+    an output may."""
     button = page.locator("button[data-testid=run-button]:not([data-testid=cell-tray] *)")
-    expect(button).to_have_count(1)
+    expect(button).to_have_count(1, timeout=OUTPUT_TIMEOUT)
     button.click()
 
 
