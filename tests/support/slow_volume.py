@@ -34,7 +34,8 @@ Invariants:
   mount by another user are given to that user when the server runs as root;
 - the mount's type in /proc/self/mountinfo is ``fuse.slow_volume``;
 - :func:`slow_volume` returns only once ``mountpoint`` is a mount point, and on leaving (an
-  exception included) it has unmounted it and reaped the child.
+  exception included) it has unmounted it and reaped the child, at once even while processes
+  still use the mount (they are cut off: their next operation on it fails).
 
 Limits (libfuse's path-based API): ``fstat`` of a file that is open but already unlinked may
 fail (ESTALE); xattrs and O_TMPFILE are not supported; locks are the kernel's (local to this
