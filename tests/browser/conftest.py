@@ -1,4 +1,5 @@
-"""Browser tests: Playwright for Python driving Debian's Chromium, never a downloaded browser.
+"""Browser tests: Playwright for Python driving Debian's Chromium, never a downloaded browser:
+its headless shell by default (``BROWSER_TESTS_CHROMIUM`` names another, browser.mk says why).
 
 One Chromium per test module (and pytest-xdist worker), one fresh context (cookies, storage) per
 test. Every test leaves a screenshot in ``test-artifacts/browser/``; a failed one also leaves the
@@ -26,7 +27,7 @@ from tests.support.wheels import build_wheel
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
-CHROMIUM = Path(os.environ.get("BROWSER_TESTS_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path(os.environ.get("BROWSER_TESTS_CHROMIUM", "/usr/bin/chromium-headless-shell"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-background-networking",
