@@ -20,7 +20,15 @@ from typing import Any
 
 import psutil
 
+from tests.support.status_stream import StatusStream
+
 ROOT = Path(__file__).resolve().parents[2]
+QUIET = 0.5
+"""Seconds of a quiet event stream after which a wait asks ``/-/status`` itself."""
+OBSERVE_EVERY = 0.05
+"""At most this often a wait calls :meth:`StatusClient.observed` (an Orchestrator's scan of
+its process tree, ~2.5 ms of CPU): as often as the 50 ms polling before, however fast the
+statuses come (an install publishes its progress many times a second)."""
 
 
 def free_port() -> int:
@@ -80,6 +88,7 @@ class StatusClient:
     in the test's own process, tests/support/in_process.py): ``base`` and ``token`` are set by
     the subclass, which may also say when waiting is pointless (:meth:`check_running`)."""
 
+    port: int
     base: str
     token: str | None
     wait_timeout: float = 120
@@ -120,20 +129,44 @@ class StatusClient:
         timeout: float | None = None,
         what: str = "condition",
     ) -> dict[str, Any]:
-        """Poll /-/status until ``predicate`` holds; fail with the last status and the log."""
+        """Until ``predicate`` holds for a status, fail with the last status and the log.
+
+        Each status the orchestrator publishes on ``/-/events`` is tried as it comes (no
+        polling while nothing changes); when the stream is quiet for :data:`QUIET` seconds,
+        ``/-/status`` is asked directly, so a condition no event announces still ends the wait.
+        A stream that ends (restart, replacement) or cannot open yet is opened again."""
         deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
         last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            self.check_running()
-            try:
-                last = self.status()
-            except (OSError, AssertionError):
-                time.sleep(0.05)
-                continue
-            self.observed()
-            if predicate(last):
-                return last
-            time.sleep(0.05)
+        stream: StatusStream | None = None
+        observed_at = 0.0
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                self.check_running()
+                statuses: list[dict[str, Any]] = []
+                try:
+                    stream = stream or StatusStream(self.port, self.auth, min(remaining, 5))
+                    statuses = stream.statuses(min(QUIET, remaining))
+                except OSError:
+                    if stream is not None:
+                        stream.close()
+                        stream = None
+                if not statuses:
+                    try:
+                        statuses = [self.status()]
+                    except (OSError, AssertionError):
+                        time.sleep(0.05)
+                        continue
+                if time.monotonic() - observed_at >= OBSERVE_EVERY:
+                    observed_at = time.monotonic()
+                    self.observed()
+                for last in statuses:
+                    if predicate(last):
+                        return last
+                if stream is None:
+                    time.sleep(0.05)  # polling while the stream cannot open
+        finally:
+            if stream is not None:
+                stream.close()
         raise AssertionError(f"timed out waiting for {what}; last status {last}\n{self.log_text()}")
 
     def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
