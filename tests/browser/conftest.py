@@ -1,5 +1,7 @@
 """Browser tests: Playwright for Python driving Debian's Chromium, never a downloaded browser:
-its headless shell by default (``BROWSER_TESTS_CHROMIUM`` names another, browser.mk says why).
+its headless shell by default (``BROWSER_TESTS_CHROMIUM`` names another, browser.mk says why),
+the full browser for a module that sets ``BROWSER = FULL_CHROMIUM`` (what depends on the
+desktop browser's defaults, such as blocking third-party cookies in a fresh profile).
 
 One Chromium per test module (and pytest-xdist worker), one fresh context (cookies, storage) per
 test. Every test leaves a screenshot in ``test-artifacts/browser/``; a failed one also leaves the
@@ -28,6 +30,7 @@ from tests.support.wheels import build_wheel
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
 CHROMIUM = Path(os.environ.get("BROWSER_TESTS_CHROMIUM", "/usr/bin/chromium-headless-shell"))
+FULL_CHROMIUM = Path(os.environ.get("BROWSER_TESTS_FULL_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-background-networking",
@@ -74,12 +77,14 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One Chromium per test module. Not per session: Playwright's sync API keeps an event loop
-    running in the main thread while it is open, which would break every later test that runs
-    its own loop (asyncio.run) in the same pytest process."""
-    if not CHROMIUM.exists():
-        _unavailable(f"no Chromium at {CHROMIUM}")
+def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """One Chromium per test module (the module's ``BROWSER``, else :data:`CHROMIUM`). Not per
+    session: Playwright's sync API keeps an event loop running in the main thread while it is
+    open, which would break every later test that runs its own loop (asyncio.run) in the same
+    pytest process."""
+    executable = Path(getattr(request.module, "BROWSER", CHROMIUM))
+    if not executable.exists():
+        _unavailable(f"no Chromium at {executable}")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -87,7 +92,7 @@ def browser() -> Iterator[Any]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            executable_path=str(executable), headless=True, args=CHROMIUM_ARGS
         )
         yield chromium
         chromium.close()

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.browser.conftest import FULL_CHROMIUM
 from tests.browser.ui import EDITOR_PATH, START_TIMEOUT, Shots, expect, write_notebook
 from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.quix_portal import FakeQuixPortal
@@ -23,6 +24,12 @@ import orch_alpha
 orch_alpha.NAME
 """
 USER_TOKEN = "pat-of-a-quix-user-0123456789"
+
+BROWSER = FULL_CHROMIUM
+"""The desktop Chromium, not the headless shell: in a fresh (off-the-record) profile it blocks
+third-party cookies, as Chrome's Incognito does and Safari and Firefox do in their own ways,
+which is what the cross-site frame tests here face. The headless shell lets them through
+(:func:`test_this_browser_blocks_third_party_cookies_unless_partitioned` checks the premise)."""
 
 PARENT_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Quix portal (fake)</title></head>
@@ -101,6 +108,39 @@ class ParentSite:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def test_this_browser_blocks_third_party_cookies_unless_partitioned(page: Any) -> None:
+    """The premise of the cross-site tests below: a frame from another site that sets a plain
+    ``SameSite=None`` cookie and a ``Partitioned`` one gets only the partitioned one back."""
+
+    class CookieSite(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            port = self.server.server_address[1]
+            self.send_response(200)
+            if self.path == "/parent":  # on 127.0.0.1, framing the same server as localhost
+                body = f'<iframe id="site" src="http://localhost:{port}/set"></iframe>'
+            elif self.path == "/set":
+                for cookie in ("plain=1", "partitioned=1; Partitioned"):
+                    self.send_header("Set-Cookie", f"{cookie}; SameSite=None; Secure; Path=/")
+                body = '<script>location = "/echo"</script>'
+            else:
+                body = f"<pre id=sent>{self.headers.get('Cookie') or 'no cookie'}</pre>"
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CookieSite)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/parent")
+        expect(page.frame_locator("#site").locator("#sent")).to_have_text("partitioned=1")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
