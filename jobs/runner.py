@@ -124,19 +124,23 @@ class Pipeline:
 
     async def _build(self, layout: StateLayout, installer: Installer) -> Path | None:
         """The venv and the requirements steps. When the venv is restored from the volume's
-        snapshot, marimo serves from a skeleton of it meanwhile and kernels wait for the
-        restore (jobs/local_env.py, proxy/hold.py); every change to the venv (a restart, a
-        reinstall) waits for the whole build."""
+        snapshot, marimo serves from a skeleton of it meanwhile and kernels wait until both
+        steps end (jobs/local_env.py, proxy/hold.py): the requirements step brings back what
+        the user installed after the snapshot was taken (the ledger), and a kernel started
+        before that would not find it. Every change to the venv (a restart, a reinstall) waits
+        for the whole build."""
         if not await self._serve_while_restoring(layout):
             return await self._steps.build(layout, installer)
         async with self._venv_lock:
             try:
-                python, rebuilt = await self._steps.venv(layout, installer)
+                try:
+                    python, rebuilt = await self._steps.venv(layout, installer)
+                finally:
+                    self._steps.before_rebuild = None
+                if python is not None:
+                    await self._steps.requirements(layout, installer, restore=rebuilt)
             finally:
                 self.reporter.kernels_held(False)
-                self._steps.before_rebuild = None
-            if python is not None:
-                await self._steps.requirements(layout, installer, restore=rebuilt)
         return python
 
     async def _serve_while_restoring(self, layout: StateLayout) -> bool:

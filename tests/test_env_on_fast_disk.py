@@ -15,12 +15,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 import pytest
 
 from jobs.layout import StateLayout
+from tests.support.index import LocalIndex
 from tests.support.orchestrator import Orchestrator, OrchestratorFactory
 from tests.support.slow_volume import slow_volume
 from tests.support.wheels import build_wheel
@@ -78,7 +80,11 @@ def kernel_imports(process: Orchestrator, module: str) -> str:
 
 
 def test_the_venv_runs_from_local_disk_and_an_editor_install_survives_a_replacement(
-    orchestrator: OrchestratorFactory, notebook_dir: Path, volume: Path, tmp_path: Path
+    orchestrator: OrchestratorFactory,
+    notebook_dir: Path,
+    volume: Path,
+    tmp_path: Path,
+    index: LocalIndex,
 ) -> None:
     env_dir = tmp_path / "local-disk" / "env"
     (notebook_dir / "requirements.txt").write_text("orch-alpha\n")
@@ -99,12 +105,22 @@ def test_the_venv_runs_from_local_disk_and_an_editor_install_survives_a_replacem
     wait_ledger_lists(first, layout, "orch-gamma")
     replace_container(first, env_dir)
 
+    # The editor serves from the snapshot while the ledger's package is downloaded again (held
+    # at the index): a notebook opened now waits for it instead of failing to import it.
+    download = index.control.hold("orch-gamma")
     second = orchestrator(notebook_dir, volume, "--env-dir", str(env_dir))
+    assert index.control.arrived["orch-gamma"].wait(timeout=120), second.log_text()
     status = second.wait_ready()
+    assert status["kernels_held"], status
+    assert second.step(status, "requirements")["status"] == "running", status
+    with ThreadPoolExecutor(1) as pool:
+        opened_meanwhile = pool.submit(kernel_imports, second, "orch_gamma")
+        download.set()
+        assert opened_meanwhile.result(timeout=120).startswith(str(env_dir))
+    status = second.status()
     venv = second.step(status, "venv")
     assert "Restored the Python packages from the snapshot" in venv["message"], venv
     assert "restored orch-gamma==3.0" in second.step(status, "requirements")["message"]
-    assert kernel_imports(second, "orch_gamma").startswith(str(env_dir))
     assert kernel_imports(second, "orch_alpha").startswith(str(env_dir))
     assert isinstance(environment(second).get("restored_seconds"), float)
     # Then the snapshot catches up, so the next replacement needs no installer at all.
