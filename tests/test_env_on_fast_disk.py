@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -57,6 +58,17 @@ def wait_snapshot(process: Orchestrator, newer_than: float = 0.0) -> dict[str, o
         return isinstance(snap, dict) and snap["made_at"] > newer_than and not env["snapshotting"]
 
     return process.wait_for(saved, timeout=120, what="a snapshot on the volume")["environment"]  # type: ignore[no-any-return]
+
+
+def wait_complete(process: Orchestrator) -> dict[str, Any]:
+    """Until marimo serves and a kernel may start: after a replacement the editor is served
+    while the venv and requirements steps still restore (kernels held), so the first ready
+    status does not say yet how the restore went."""
+    return process.wait_for(
+        lambda s: bool(s["ready"] and not s["kernels_held"]),
+        timeout=180,
+        what="the environment complete (marimo ready, no kernel held)",
+    )
 
 
 def wait_ledger_lists(process: Orchestrator, layout: StateLayout, package: str) -> None:
@@ -127,7 +139,7 @@ def test_the_venv_runs_from_local_disk_and_an_editor_install_survives_a_replacem
     wait_snapshot(second, newer_than=second.step(status, "requirements")["finished_at"])
     replace_container(second, env_dir)
     third = orchestrator(notebook_dir, volume, "--env-dir", str(env_dir))
-    status = third.wait_ready()
+    status = wait_complete(third)
     assert third.step(status, "requirements")["status"] == "skipped"
     assert kernel_imports(third, "orch_gamma").startswith(str(env_dir))
 
@@ -150,7 +162,7 @@ def test_a_kill_during_the_snapshot_write_loses_nothing(
     assert (layout.snapshot_archives / kept["archive"]).exists()
 
     second = orchestrator(notebook_dir, volume, "--env-dir", str(env_dir))
-    status = second.wait_ready()
+    status = wait_complete(second)
     assert "Restored" in second.step(status, "venv")["message"]
     assert kernel_imports(second, "orch_gamma").startswith(str(env_dir))
     wait_snapshot(second, newer_than=float(kept["made_at"]))
@@ -178,7 +190,7 @@ def test_a_corrupt_snapshot_is_rebuilt_from_the_dependency_files_and_says_so(
     shutil.rmtree(env_dir)
 
     second = orchestrator(notebook_dir, volume, "--env-dir", str(env_dir))
-    status = second.wait_ready()
+    status = wait_complete(second)
     warning = str(status["environment"]["warning"])
     assert "could not be used" in warning and "reinstalled" in warning, warning
     assert (layout.broken_snapshot / record["archive"]).exists(), "kept aside, not deleted"
