@@ -118,7 +118,9 @@ def test_the_venv_runs_from_local_disk_and_an_editor_install_survives_a_replacem
     replace_container(first, env_dir)
 
     # The editor serves from the snapshot while the ledger's package is downloaded again (held
-    # at the index): a notebook opened now waits for it instead of failing to import it.
+    # at the index): kernels wait meanwhile, so a notebook opened as the download goes on
+    # (its WebSocket may reach the proxy just before or just after) imports the package
+    # instead of failing to find it.
     download = index.control.hold("orch-gamma")
     second = orchestrator(notebook_dir, volume, "--env-dir", str(env_dir))
     assert index.control.arrived["orch-gamma"].wait(timeout=120), second.log_text()
@@ -126,9 +128,9 @@ def test_the_venv_runs_from_local_disk_and_an_editor_install_survives_a_replacem
     assert status["kernels_held"], status
     assert second.step(status, "requirements")["status"] == "running", status
     with ThreadPoolExecutor(1) as pool:
-        opened_meanwhile = pool.submit(kernel_imports, second, "orch_gamma")
+        opened_now = pool.submit(kernel_imports, second, "orch_gamma")
         download.set()
-        assert opened_meanwhile.result(timeout=120).startswith(str(env_dir))
+        assert opened_now.result(timeout=120).startswith(str(env_dir))
     status = second.status()
     venv = second.step(status, "venv")
     assert "Restored the Python packages from the snapshot" in venv["message"], venv
