@@ -131,15 +131,15 @@ class Pipeline:
         for the whole build."""
         if not await self._serve_while_restoring(layout):
             return await self._steps.build(layout, installer)
+        # before_rebuild is read only where the venv is built: by this venv step, or by a rebuild,
+        # which waits for this lock; so it is cleared with the hold, once both steps are over.
         async with self._venv_lock:
             try:
-                try:
-                    python, rebuilt = await self._steps.venv(layout, installer)
-                finally:
-                    self._steps.before_rebuild = None
+                python, rebuilt = await self._steps.venv(layout, installer)
                 if python is not None:
                     await self._steps.requirements(layout, installer, restore=rebuilt)
             finally:
+                self._steps.before_rebuild = None
                 self.reporter.kernels_held(False)
         return python
 
