@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,7 +87,17 @@ class Deployments:
 
 
 @pytest.fixture
-def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFactory]:
+def prepare_volume() -> Callable[[Path], object] | None:
+    """Called with each state folder before an orchestrator starts on it (None: nothing). The
+    browser tests give their volumes the compressed assets earlier tests made
+    (tests/support/asset_copies.py)."""
+    return None
+
+
+@pytest.fixture
+def orchestrator(
+    tmp_path: Path, index: LocalIndex, prepare_volume: Callable[[Path], object] | None
+) -> Iterator[OrchestratorFactory]:
     """Start real orchestrators; every one is ended, with its whole process tree, at teardown.
 
     By default in Quix's layout: the state folder inside the notebook folder (``app/state``),
@@ -113,6 +123,8 @@ def orchestrator(tmp_path: Path, index: LocalIndex) -> Iterator[OrchestratorFact
         state, env = deployments.layout(
             notebook_dir, state_dir, args, env, quix, tmp_path / "state"
         )
+        if prepare_volume is not None:
+            prepare_volume(state)
         process = Orchestrator(
             notebook_dir,
             state,

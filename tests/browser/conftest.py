@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.browser.ui import ARTIFACTS, CONTEXT_OPTIONS, Shots
+from tests.support.asset_copies import AssetCopies
 from tests.support.orchestrator import Orchestrator
 from tests.support.quix_portal import FakeQuixPortal
 from tests.support.wheels import build_wheel
@@ -160,11 +161,30 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def asset_copies(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> AssetCopies:
+    """The run's pool of compressed assets, shared by its pytest-xdist workers."""
+    run = tmp_path_factory.getbasetemp()
+    return AssetCopies((run.parent if worker_id != "master" else run) / "marimo-asset-copies")
+
+
+@pytest.fixture
+def prepare_volume(
+    asset_copies: AssetCopies, request: pytest.FixtureRequest
+) -> Callable[[Path], object] | None:
+    """A browser test's volume starts with the compressed assets earlier tests made, unless its
+    module sets ``FRESH_ASSET_COPIES`` (first visits to a fresh volume)."""
+    return None if getattr(request.module, "FRESH_ASSET_COPIES", False) else asset_copies.seed
+
+
 @pytest.fixture
 def orchestrator(
-    orchestrator: Callable[..., Orchestrator], request: pytest.FixtureRequest
+    orchestrator: Callable[..., Orchestrator],
+    asset_copies: AssetCopies,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., Orchestrator]]:
-    """The suite's factory; a failed test also leaves the orchestrators' logs in the artifacts."""
+    """The suite's factory; a failed test also leaves the orchestrators' logs in the artifacts,
+    and every test gives the pool the compressed assets its volumes gained."""
     started: list[Orchestrator] = []
 
     def start(*args: Any, **kwargs: Any) -> Orchestrator:
@@ -173,6 +193,8 @@ def orchestrator(
         return process
 
     yield start
+    for process in started:
+        asset_copies.harvest(process.state_dir)
     if _failed(request):
         stem = artifact_name(request.node.name)
         for number, process in enumerate(started):

@@ -28,6 +28,8 @@ try:
 except ImportError:  # the `browser` fixture reports it: a skip, or a failure in CI
     PlaywrightError = Exception  # type: ignore[misc,assignment]
 
+FRESH_ASSET_COPIES = True
+"""First visits to a fresh volume: every asset comes from marimo while the proxy copies it."""
 CELL = "greeting = 'hello through a slow link'"
 FIRST_VISITS = 3
 LOAD_TIMEOUT = 60_000

@@ -193,6 +193,7 @@ class Orchestrator(StatusClient):
         if not any(arg.startswith("--auth") or arg == "--token" for arg in args):
             args = ("--token", self.token, *args)
         self.log_path = log_path
+        self.state_dir = state_dir
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
