@@ -62,7 +62,8 @@ MAX_TEES = 1024
 just pass (a later request copies them)."""
 MAX_BATCH = 64
 """Assets one compressing child process takes."""
-_FILE = re.compile(r"(?P<name>[A-Za-z0-9._-]+)\.(?P<digest>[0-9a-f]{16})\.(?P<suffix>gz|br)")
+COPY_NAME = re.compile(r"(?P<name>[A-Za-z0-9._-]+)\.(?P<digest>[0-9a-f]{16})\.(?P<suffix>gz|br)")
+"""A copy's file name: ``<asset name>.<16 hex of the SHA-256 of its bytes>.<gz|br>``."""
 
 Writer = Callable[[Path, bytes], None]
 """Replaces a file atomically (the orchestrator gives ``jobs.atomic.write_atomically``: this
@@ -188,7 +189,7 @@ class AssetStore:
                     leftover.unlink(missing_ok=True)
             folder.mkdir(parents=True, exist_ok=True)
             for entry in os.scandir(folder):
-                match = _FILE.fullmatch(entry.name)
+                match = COPY_NAME.fullmatch(entry.name)
                 if match is None or not entry.is_file():
                     continue
                 data = Path(entry.path).read_bytes()
@@ -339,7 +340,7 @@ class AssetStore:
         assert self._folder is not None
         files = []
         for entry in os.scandir(self._folder):
-            if _FILE.fullmatch(entry.name) and entry.is_file():
+            if COPY_NAME.fullmatch(entry.name) and entry.is_file():
                 stat = entry.stat()
                 files.append((stat.st_mtime, stat.st_size, Path(entry.path)))
         total = sum(size for _, size, _ in files)
@@ -348,7 +349,7 @@ class AssetStore:
                 break
             path.unlink(missing_ok=True)
             total -= size
-            match = _FILE.fullmatch(path.name)
+            match = COPY_NAME.fullmatch(path.name)
             if match is not None:
                 encoding = "br" if match["suffix"] == "br" else "gzip"
                 self._call_soon(self._dropped, match["name"], encoding, path)

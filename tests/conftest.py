@@ -87,7 +87,7 @@ class Deployments:
 
 
 @pytest.fixture
-def prepare_volume() -> Callable[[Path], object] | None:
+def prepare_volume() -> Callable[[Path], None] | None:
     """Called with each state folder before an orchestrator starts on it (None: nothing). The
     browser tests give their volumes the compressed assets earlier tests made
     (tests/support/asset_copies.py)."""
@@ -96,7 +96,7 @@ def prepare_volume() -> Callable[[Path], object] | None:
 
 @pytest.fixture
 def orchestrator(
-    tmp_path: Path, index: LocalIndex, prepare_volume: Callable[[Path], object] | None
+    tmp_path: Path, index: LocalIndex, prepare_volume: Callable[[Path], None] | None
 ) -> Iterator[OrchestratorFactory]:
     """Start real orchestrators; every one is ended, with its whole process tree, at teardown.
 

@@ -171,7 +171,7 @@ def asset_copies(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> As
 @pytest.fixture
 def prepare_volume(
     asset_copies: AssetCopies, request: pytest.FixtureRequest
-) -> Callable[[Path], object] | None:
+) -> Callable[[Path], None] | None:
     """A browser test's volume starts with the compressed assets earlier tests made, unless its
     module sets ``FRESH_ASSET_COPIES`` (first visits to a fresh volume)."""
     return None if getattr(request.module, "FRESH_ASSET_COPIES", False) else asset_copies.seed

@@ -24,14 +24,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import shutil
 from pathlib import Path
 
 from jobs.layout import StateLayout
-
-COPY = re.compile(r"[A-Za-z0-9._-]+\.(?P<digest>[0-9a-f]{16})\.(?:gz|br)")
-"""A copy's file name: ``<asset name>.<16 hex of the SHA-256 of its bytes>.<gz|br>``."""
+from proxy.precompressed import COPY_NAME
 
 
 def asset_folder(state_dir: Path) -> Path:
@@ -40,7 +37,7 @@ def asset_folder(state_dir: Path) -> Path:
 
 
 def _whole(path: Path) -> bool:
-    match = COPY.fullmatch(path.name)
+    match = COPY_NAME.fullmatch(path.name)
     if match is None or not path.is_file():
         return False
     with contextlib.suppress(OSError):
@@ -54,28 +51,25 @@ class AssetCopies:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def seed(self, state_dir: Path) -> int:
-        """Copies the pool onto ``state_dir``'s volume; how many files (0: left alone)."""
+    def seed(self, state_dir: Path) -> None:
+        """Copies the pool onto ``state_dir``'s volume (see the invariants for when not)."""
         target = asset_folder(state_dir)
         if not state_dir.is_dir() or target.exists() or not self.folder.is_dir():
-            return 0
-        copies = [path for path in self.folder.iterdir() if COPY.fullmatch(path.name)]
-        if not copies:
-            return 0
-        target.mkdir(parents=True)
-        for path in copies:
-            shutil.copyfile(path, target / path.name)
-        return len(copies)
+            return
+        copies = [path for path in self.folder.iterdir() if COPY_NAME.fullmatch(path.name)]
+        if copies:
+            target.mkdir(parents=True)
+            for path in copies:
+                shutil.copyfile(path, target / path.name)
 
-    def harvest(self, state_dir: Path) -> int:
-        """Adds the copies on ``state_dir``'s volume the pool lacks; how many. A volume that
-        cannot be read (a test's mount already gone) adds nothing and fails nothing: the pool
-        only saves time."""
-        added = 0
+    def harvest(self, state_dir: Path) -> None:
+        """Adds the copies on ``state_dir``'s volume the pool lacks. A volume that cannot be
+        read (a test's mount already gone) adds nothing and fails nothing: the pool only saves
+        time."""
         with contextlib.suppress(OSError):
             source = asset_folder(state_dir)
             if not source.is_dir():
-                return 0
+                return
             self.folder.mkdir(parents=True, exist_ok=True)
             for path in source.iterdir():
                 if (self.folder / path.name).exists() or not _whole(path):
@@ -83,5 +77,3 @@ class AssetCopies:
                 part = self.folder / f".{path.name}.{os.getpid()}.part"
                 shutil.copyfile(path, part)
                 os.replace(part, self.folder / path.name)
-                added += 1
-        return added
